@@ -1,0 +1,340 @@
+"""The command line: parse arguments, call one function, print. Nothing else imports this."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from charnn import __version__
+from charnn.errors import CharnnError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) with exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '60s', '10m', '1h30m', '1.5h' -> seconds."""
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", s)
+    if not parts or "".join(a + b for a, b in parts) != s:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 90, 60s, 10m or 1h30m")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid split {text!r}: use three fractions like 0.9,0.05,0.05") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"invalid split {text!r}: use three fractions like 0.9,0.05,0.05")
+    return parts
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+# flag -> (section, field) in RunConfig, for flags that set the configuration
+_CONFIG_FLAGS = {
+    "cell": ("model", "cell"), "layers": ("model", "layers"), "hidden": ("model", "hidden"),
+    "embed": ("model", "embed"), "dropout": ("model", "dropout"),
+    "include": ("data", "include"), "unit": ("data", "unit"), "encoding_errors": ("data", "encoding_errors"),
+    "split": ("data", "split"),
+    "seq_len": ("train", "seq_len"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "optimizer": ("train", "optimizer"), "weight_decay": ("train", "weight_decay"),
+    "schedule": ("train", "schedule"), "warmup_steps": ("train", "warmup_steps"),
+    "grad_clip": ("train", "grad_clip"), "grad_clamp": ("train", "grad_clamp"),
+    "max_steps": ("train", "max_steps"), "max_epochs": ("train", "max_epochs"), "max_time": ("train", "max_time"),
+    "patience": ("train", "patience"), "eval_every": ("train", "eval_every"), "eval_chars": ("train", "eval_chars"),
+    "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="charnn", description="Train, sample, evaluate and look inside character-level RNN language models.")
+    p.add_argument("--version", action="version", version=f"charnn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
+    t.add_argument("text", nargs="?", metavar="TEXT",
+                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
+    t.add_argument("--preset", default=None, help="named settings: tiny, default, large, paper (flags override it)")
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=None, help="recurrent cell (default lstm)")
+    g.add_argument("--layers", type=_positive_int, default=None, help="number of stacked layers")
+    g.add_argument("--hidden", type=_positive_int, default=None, help="cells per layer")
+    g.add_argument("--embed", type=_positive_int, default=None, help="width of the learned character embedding")
+    g.add_argument("--dropout", type=_float, default=None, help="dropout between layers and before the read-out")
+    g = t.add_argument_group("data")
+    g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
+    g.add_argument("--unit", choices=["char", "bytes"], default=None, help="model Unicode characters or raw bytes")
+    g.add_argument("--encoding-errors", choices=["strict", "replace"], default=None,
+                   help="what to do with invalid UTF-8 (default strict: stop with the byte offset)")
+    g.add_argument("--split", type=parse_split, default=None, metavar="TRAIN,VAL,TEST",
+                   help="contiguous split fractions (default 0.9,0.05,0.05)")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--seq-len", type=_positive_int, default=None, help="characters per window (truncated BPTT length)")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="parallel streams per step")
+    g.add_argument("--lr", type=_float, default=None, help="peak learning rate")
+    g.add_argument("--optimizer", choices=["adamw", "rmsprop"], default=None)
+    g.add_argument("--weight-decay", type=_float, default=None, help="AdamW weight decay")
+    g.add_argument("--schedule", choices=["cosine", "epoch-decay", "constant"], default=None,
+                   help="cosine: warmup then cosine decay over the budget; epoch-decay: char-rnn's per-epoch decay")
+    g.add_argument("--warmup-steps", type=_positive_int, default=None)
+    g.add_argument("--grad-clip", type=_float, default=None, help="clip the gradient norm to this (0: off)")
+    g.add_argument("--grad-clamp", type=_float, default=None, help="char-rnn's element-wise gradient clamp (0: off)")
+    g = t.add_argument_group("stopping and evaluation")
+    g.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
+    g.add_argument("--max-epochs", type=_float, default=None, help="stop after this many passes over the data")
+    g.add_argument("--max-time", type=parse_duration, default=None, metavar="DURATION",
+                   help="stop after this much wall time, e.g. 60s, 10m, 1h")
+    g.add_argument("--patience", type=_positive_int, default=None,
+                   help="stop after this many evaluations without a better validation loss")
+    g.add_argument("--eval-every", type=_positive_int, default=None, help="evaluate every N steps")
+    g.add_argument("--eval-chars", type=_positive_int, default=None,
+                   help="validation characters per evaluation (0: the whole split)")
+    g = t.add_argument_group("run")
+    g.add_argument("--seed", type=_positive_int, default=None, help="random seed (weights, dropout, file order)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (0: torch's choice)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
+    g.add_argument("--samples", type=_positive_int, default=2, help="samples to print when training ends (default 2)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate text from a trained model")
+    s.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
+    s.add_argument("--prime", default="", help="text to start from (printed first)")
+    s.add_argument("--temperature", type=_float, default=0.8, help="0 picks the most likely character (default 0.8)")
+    s.add_argument("--top-k", type=_positive_int, default=0, help="sample from the k most likely (0: off)")
+    s.add_argument("--top-p", type=_float, default=1.0, help="nucleus sampling threshold (1: off)")
+    s.add_argument("--length", type=_positive_int, default=500, help="characters to generate per sample")
+    s.add_argument("--num", type=_positive_int, default=1, help="samples to generate in one batch")
+    s.add_argument("--seed", type=_positive_int, default=0, help="same seed, same text")
+    s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu")
+
+    e = sub.add_parser("eval", help="loss, bits per character and perplexity on a split or a file")
+    e.add_argument("run", metavar="RUN_DIR")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--split", choices=["train", "val", "test"], default=None, help="a split of the training text (default val)")
+    src.add_argument("--text", metavar="FILE", default=None, help="any text file")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
+    i.add_argument("run", metavar="RUN_DIR")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def cmd_train(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.config import RunConfig, apply_preset
+    from charnn.sample import sample_text
+    from charnn.train import train
+
+    given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        if args.text is not None or args.preset is not None or args.init_from:
+            raise CharnnError("--resume continues the run in --out as it was configured; drop TEXT, --preset and --init-from")
+        result = train(None, args.out, resume=True, overrides={_CONFIG_FLAGS[k][1]: v for k, v in given.items()},
+                       progress=False if args.quiet else None)
+    else:
+        cfg = RunConfig()
+        apply_preset(cfg, args.preset or "default")
+        text = args.text or "stdlib"
+        path = Path(text).expanduser()
+        cfg.data.text = str(path.resolve()) if path.exists() else text
+        for k, v in given.items():
+            section, name = _CONFIG_FLAGS[k]
+            setattr(getattr(cfg, section), name, v)
+        cfg.data.seed = cfg.train.seed
+        if args.init_from and any(_CONFIG_FLAGS[k][0] == "model" for k in given):
+            raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
+        result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
+
+    bpc = result.best_val_loss / math.log(2)
+    print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
+          f"best validation loss {result.best_val_loss:.4f} nats = {bpc:.3f} bits per character", file=sys.stderr)
+    if args.samples:
+        loaded = ckpt.load(result.run_dir, "best")
+        model = loaded.build_model("cpu")
+        for k, text in enumerate(sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8)):
+            print(f"--- sample {k + 1} (temperature 0.8) ---", file=sys.stderr)
+            print(text)
+    print(f"run saved in {result.run_dir}; try: charnn sample {result.run_dir}", file=sys.stderr)
+    return 130 if result.stopped_by == "interrupt" else 0
+
+
+def cmd_sample(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.sample import check_options, generate
+    from charnn.train import pick_device
+
+    check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
+    loaded = ckpt.load(args.run, args.checkpoint)
+    model = loaded.build_model(pick_device(args.device))
+    vocab = loaded.vocab
+    out = sys.stdout
+    gen = generate(model, vocab, prime=args.prime, length=args.length, num=args.num, seed=args.seed,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.num == 1:
+        out.write(args.prime)
+        decode = vocab.stream_decoder()
+        tail = ""
+        for ids in gen:
+            piece = decode(ids)
+            if args.stop:
+                tail += piece
+                cut = tail.find(args.stop)
+                if cut >= 0:
+                    out.write(piece[: len(piece) - (len(tail) - cut - len(args.stop))])
+                    break
+                tail = tail[-len(args.stop):]
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        return 0
+    columns = list(gen)
+    for k in range(args.num):
+        text = vocab.decode([c[k] for c in columns])
+        if args.stop and args.stop in text:
+            text = text[: text.index(args.stop) + len(args.stop)]
+        if k:
+            out.write("\n----\n")
+        out.write(args.prime + text)
+    out.write("\n")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.data import Encoded, prepare
+    from charnn.errors import CharnnError as _E
+    from charnn.evaluate import evaluate
+    from charnn.train import pick_device
+
+    loaded = ckpt.load(args.run, args.checkpoint)
+    model = loaded.build_model(pick_device(args.device))
+    d = loaded.config.data
+    if args.text:
+        p = Path(args.text)
+        if not p.is_file():
+            raise _E(f"no such file: {args.text}")
+        try:
+            raw = p.read_bytes()
+            ids = loaded.vocab.encode(raw if d.unit == "bytes" else raw.decode("utf-8", d.encoding_errors))
+        except UnicodeDecodeError as e:
+            raise _E(f"{args.text} is not valid UTF-8 at byte offset {e.start}") from None
+        what = args.text
+    else:
+        enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
+        split = args.split or "val"
+        ids = enc.splits(d.split)[split]
+        what = f"the {split} split of {d.text}"
+    if len(ids) < 2:
+        raise _E(f"{what} holds fewer than 2 characters; nothing to score")
+    score = evaluate(model, ids)
+    if args.json:
+        print(json.dumps(score.to_dict()))
+    else:
+        print(f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
+              f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from charnn import checkpoint as ckpt
+
+    path = ckpt.resolve_path(args.run, "last")
+    loaded = ckpt.load(path)
+    best = ckpt.load(args.run, "best") if Path(args.run).is_dir() and (Path(args.run) / ckpt.BEST).exists() else None
+    model = loaded.build_model("cpu")
+    m = loaded.meta
+    info = {
+        "checkpoint": str(path),
+        "config": loaded.config.to_dict(),
+        "vocab_size": len(loaded.vocab),
+        "unit": loaded.vocab.unit,
+        "params": model.num_params,
+        "steps": m.get("step"),
+        "best_val_loss": (best.meta.get("val_loss") if best else m.get("best_val_loss", m.get("val_loss"))),
+        "best_step": best.meta.get("step") if best else None,
+        "stopped_by": m.get("stopped_by"),
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    c = loaded.config
+    print(f"run        {args.run}")
+    print(f"model      {c.model.cell} {c.model.layers} layers x {c.model.hidden} cells, embedding {c.model.embed}, "
+          f"dropout {c.model.dropout}: {model.num_params:,} parameters")
+    print(f"vocabulary {len(loaded.vocab)} {'characters' if loaded.vocab.unit == 'char' else 'bytes'}")
+    print(f"data       {c.data.text} split {','.join(f'{x:g}' for x in c.data.split)}")
+    print(f"training   {c.train.optimizer} lr {c.train.lr:g} ({c.train.schedule}), batch {c.train.batch_size} x "
+          f"seq {c.train.seq_len}; preset {c.preset or '-'}")
+    if info["steps"] is not None:
+        print(f"progress   {info['steps']} steps, stopped by {info['stopped_by'] or '-'}")
+    bv = info["best_val_loss"]
+    if bv is not None and math.isfinite(bv):
+        print(f"best val   {bv:.4f} nats = {bv / math.log(2):.4f} bits/char (step {info['best_step']})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except CharnnError as e:
+        print(f"charnn {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"charnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `charnn sample run | head`
+        sys.stderr.close()
+        return 0
+    except MemoryError:
+        print(f"charnn {args.command}: error: out of memory; use a smaller --batch-size, --hidden or --seq-len",
+              file=sys.stderr)
+        return 1

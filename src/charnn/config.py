@@ -1,0 +1,189 @@
+"""One dataclass per component, each owning its defaults, all round-tripping through JSON.
+
+The resolved configuration is written beside every run (``config.json``) and inside every
+checkpoint, so a checkpoint alone is enough to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+
+from charnn.errors import CharnnError
+
+CELLS = ("lstm", "gru", "rnn")
+OPTIMIZERS = ("adamw", "rmsprop")
+SCHEDULES = ("cosine", "epoch-decay", "constant")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64  # learned embedding width (char-rnn used one-hot; an embedding is cheaper)
+    dropout: float = 0.0
+    vocab_size: int = 0  # filled in from the data
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise CharnnError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        _positive("layers", self.layers)
+        _positive("hidden", self.hidden)
+        _positive("embed", self.embed)
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharnnError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataConfig:
+    text: str = "stdlib"  # a file, a folder or a built-in corpus name
+    include: str = "*"  # glob for files inside a folder
+    unit: str = "char"  # "char" (Unicode code points) or "bytes"
+    encoding_errors: str = "strict"  # or "replace"
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    seed: int = 1337  # shuffles the file order of a folder
+
+    def validate(self) -> None:
+        if self.unit not in ("char", "bytes"):
+            raise CharnnError(f"--unit must be 'char' or 'bytes', got {self.unit!r}")
+        if self.encoding_errors not in ("strict", "replace"):
+            raise CharnnError(
+                f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}"
+            )
+        split = tuple(float(x) for x in self.split)
+        if len(split) != 3 or any(x < 0 for x in split) or split[0] <= 0:
+            raise CharnnError(
+                f"--split needs three non-negative fractions TRAIN,VAL,TEST with TRAIN > 0, got {self.split}"
+            )
+        if abs(sum(split) - 1.0) > 1e-6:
+            raise CharnnError(f"--split fractions must add up to 1, got {sum(split):g}")
+        self.split = split
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 100
+    batch_size: int = 32
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    min_lr_frac: float = 0.05  # cosine decays to this fraction of --lr
+    decay_after_epochs: int = 10  # char-rnn's per-epoch decay: start after this many epochs
+    decay_rate: float = 0.97  # ... and multiply the rate by this every epoch
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    grad_clamp: float = 0.0  # char-rnn's element-wise clamp; 0 disables
+    max_steps: int = 0  # 0: no step limit
+    max_epochs: float = 0.0  # 0: no epoch limit
+    max_time: float = 0.0  # seconds; 0: no time limit
+    patience: int = 0  # evaluations without improvement before stopping; 0 disables
+    eval_every: int = 200
+    eval_chars: int = 0  # cap on validation characters per evaluation; 0: the whole split
+    seed: int = 1337
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    snapshot_steps: tuple[int, ...] = (100, 300, 500, 700, 1200, 2000)
+    snapshot_chars: int = 300
+
+    def validate(self) -> None:
+        _positive("seq-len", self.seq_len)
+        _positive("batch-size", self.batch_size)
+        _positive("eval-every", self.eval_every)
+        if self.optimizer not in OPTIMIZERS:
+            raise CharnnError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise CharnnError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if not self.lr > 0:
+            raise CharnnError(f"--lr must be positive, got {self.lr}")
+        for name in ("max_steps", "max_epochs", "max_time", "patience", "grad_clip", "grad_clamp",
+                     "warmup_steps", "eval_chars"):
+            if getattr(self, name) < 0:
+                raise CharnnError(f"--{name.replace('_', '-')} must not be negative")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise CharnnError(f"--device must be auto, cpu, cuda or mps, got {self.device!r}")
+        self.snapshot_steps = tuple(int(s) for s in self.snapshot_steps)
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild and continue a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = ""
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        try:
+            return cls(
+                model=_build(ModelConfig, d.get("model", {})),
+                data=_build(DataConfig, d.get("data", {})),
+                train=_build(TrainConfig, d.get("train", {})),
+                preset=d.get("preset", ""),
+            )
+        except (TypeError, ValueError) as e:
+            raise CharnnError(f"the run configuration is malformed ({e}); was it written by charnn?") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CharnnError(f"the run configuration is not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+
+def _build(kind, d: dict):
+    known = {f.name for f in fields(kind)}
+    kwargs = {k: v for k, v in d.items() if k in known}  # ignore keys from newer versions
+    obj = kind(**kwargs)
+    for f in fields(kind):
+        if isinstance(getattr(obj, f.name), list):
+            setattr(obj, f.name, tuple(getattr(obj, f.name)))
+    return obj
+
+
+def _positive(name: str, value: int) -> None:
+    if not (isinstance(value, int) and value > 0):
+        raise CharnnError(f"--{name} must be a positive integer, got {value}")
+
+
+# Presets: named model + training settings. "default" was chosen by measurement on a 2-core CPU
+# (see bench/time_to_quality.py and the README).
+PRESETS: dict[str, dict[str, dict]] = {
+    "tiny": {"model": {"cell": "lstm", "layers": 1, "hidden": 64, "embed": 32},
+             "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100}},
+    "default": {"model": {"cell": "lstm", "layers": 2, "hidden": 256, "embed": 64},
+                "train": {"seq_len": 100, "batch_size": 32, "lr": 3e-3}},
+    "large": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.2},
+              "train": {"seq_len": 100, "batch_size": 32, "lr": 2e-3}},
+    "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
+              "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
+                        "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0}},
+}
+
+
+def apply_preset(cfg: RunConfig, name: str) -> None:
+    if name not in PRESETS:
+        raise CharnnError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    for section, values in PRESETS[name].items():
+        target = getattr(cfg, section)
+        for k, v in values.items():
+            setattr(target, k, v)
+    cfg.preset = name

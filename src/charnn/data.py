@@ -1,0 +1,237 @@
+"""Encode text once into a cached memory-mapped array, cut it into splits, and serve batches.
+
+Encoding streams the corpus in chunks, so a corpus larger than memory can be used: one pass
+counts the units (the vocabulary), a second maps them to ids written straight to disk. The
+result is cached under a key made from the content and the settings, and reused.
+
+Training batches are B parallel streams of the training split, each read in consecutive windows
+of T characters, so that the hidden state can be carried from one window to the next
+(truncated backpropagation through time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from charnn import corpus as corpus_mod
+from charnn.errors import CharnnError
+from charnn.log import warn
+from charnn.vocab import Vocab
+
+CHUNK = 16 << 20  # bytes read at a time
+FORMAT_VERSION = 1
+MAX_CODE = 0x110000
+
+
+@dataclass
+class Encoded:
+    ids: np.ndarray  # (N,) memory-mapped, dtype vocab.dtype
+    vocab: Vocab
+    key: str
+
+    def splits(self, fractions) -> dict[str, np.ndarray]:
+        """Contiguous train / val / test views, in that order."""
+        n = len(self.ids)
+        n_train = int(n * fractions[0])
+        n_val = int(n * fractions[1])
+        return {
+            "train": self.ids[:n_train],
+            "val": self.ids[n_train:n_train + n_val],
+            "test": self.ids[n_train + n_val:],
+        }
+
+    def remap(self, target: Vocab, what: str = "the text") -> "Encoded":
+        """The same text with ids of another vocabulary, which must hold every unit of this one."""
+        if self.vocab == target:
+            return self
+        missing = sorted(set(self.vocab.codes.tolist()) - set(target.codes.tolist()))
+        if missing or self.vocab.unit != target.unit:
+            raise CharnnError(
+                f"{what} has {self.vocab.describe(missing)} that the model's vocabulary lacks; "
+                f"use text whose characters the model knows, or train a new model")
+        lut = np.searchsorted(target.codes, self.vocab.codes).astype(target.dtype)  # our id -> model id
+        # Materialised in memory: this is for fine-tuning and evaluation text, not a huge corpus.
+        return Encoded(lut[self.ids], target, self.key)
+
+
+def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
+    """Yield the corpus as arrays of code points (or bytes), chunk by chunk, file by file."""
+    for path in files:
+        offset = 0
+        pending = b""
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(CHUNK)
+                final = not block
+                if unit == "bytes":
+                    if final:
+                        break
+                    yield np.frombuffer(block, dtype=np.uint8)
+                    continue
+                data = pending + block
+                if final:
+                    cut = len(data)
+                else:
+                    # Cut before a UTF-8 sequence that may continue in the next block.
+                    cut = len(data)
+                    for back in range(1, min(4, len(data)) + 1):
+                        b = data[len(data) - back]
+                        if b & 0xC0 != 0x80:  # a lead byte or ASCII
+                            if b >= 0xC0:
+                                cut = len(data) - back
+                            break
+                try:
+                    text = data[:cut].decode("utf-8", errors)
+                except UnicodeDecodeError as e:
+                    raise CharnnError(
+                        f"{path} is not valid UTF-8 at byte offset {offset + e.start}; "
+                        f"pass --encoding-errors replace to replace bad bytes, or --unit bytes"
+                    ) from None
+                offset += cut
+                pending = data[cut:]
+                if text:
+                    yield np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+                if final:
+                    break
+
+
+def content_key(files, unit: str, errors: str) -> str:
+    h = hashlib.sha256(f"charnn-data-v{FORMAT_VERSION}|{unit}|{errors}|".encode())
+    for path in files:
+        h.update(b"|file|")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+    return h.hexdigest()[:40]
+
+
+def prepare(text: str = "stdlib", include: str = "*", unit: str = "char", encoding_errors: str = "strict",
+            seed: int = 1337, cache: Path | None = None) -> Encoded:
+    """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids."""
+    corp = corpus_mod.resolve(text, include=include, seed=seed)
+    root = (cache or corpus_mod.cache_dir()) / "data"
+    key = content_key(corp.files, unit, encoding_errors)
+    folder = root / key
+    if (folder / "meta.json").is_file():
+        try:
+            return _load(folder, key)
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(folder, ignore_errors=True)  # a damaged cache entry: rebuild it
+    return _encode(corp, unit, encoding_errors, root, key)
+
+
+def _load(folder: Path, key: str) -> Encoded:
+    meta = json.loads((folder / "meta.json").read_text())
+    vocab = Vocab.from_json(meta["vocab"])
+    n = int(meta["length"])
+    ids = np.memmap(folder / "ids.bin", dtype=vocab.dtype, mode="r", shape=(n,)) if n else np.zeros(0, vocab.dtype)
+    return Encoded(ids, vocab, key)
+
+
+def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
+    # Pass 1: count every unit; the vocabulary is the sorted set of units seen.
+    counts = np.zeros(256 if unit == "bytes" else MAX_CODE, dtype=np.int64)
+    for codes in _chunks(corp.files, unit, errors):
+        counts += np.bincount(codes, minlength=len(counts))
+    n = int(counts.sum())
+    if n < 2:
+        raise CharnnError(f"{corp.name} holds {n} characters; a language model needs at least 2 (ideally thousands)")
+    vocab = Vocab(np.nonzero(counts)[0], unit)
+    lut = np.zeros(len(counts), dtype=vocab.dtype)
+    lut[vocab.codes] = np.arange(len(vocab), dtype=vocab.dtype)
+
+    # Pass 2: map to ids, written straight into a memory-mapped file in a temporary folder that
+    # is renamed into place when complete, so a crash never leaves a half-written cache entry.
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        out = np.memmap(tmp / "ids.bin", dtype=vocab.dtype, mode="w+", shape=(n,))
+        pos = 0
+        for codes in _chunks(corp.files, unit, errors):
+            out[pos:pos + len(codes)] = lut[codes]
+            pos += len(codes)
+        out.flush()
+        del out
+        meta = {"length": n, "vocab": vocab.to_json(), "files": [str(f) for f in corp.files],
+                "unit": unit, "encoding_errors": errors, "version": FORMAT_VERSION}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, root / key)
+        except OSError:  # another process finished the same entry first; use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _load(root / key, key)
+
+
+class StreamBatcher:
+    """B parallel streams over a split, read in consecutive windows of T characters.
+
+    Stream b covers inputs data[b*L : (b+1)*L] and targets shifted by one, where
+    L = (N - 1) // B; an epoch is L // T windows. Too little data for B streams of at least T
+    characters shrinks the batch (and, if need be, the window) with a warning.
+    """
+
+    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, what: str = "training split"):
+        n = len(data)
+        if n < 2:
+            raise CharnnError(f"the {what} holds {n} characters; use more text or change --split")
+        if (n - 1) // seq_len < 1:
+            warn(f"the {what} has only {n} characters: --seq-len lowered from {seq_len} to {n - 1}")
+            seq_len = n - 1
+        max_batch = (n - 1) // seq_len
+        if batch_size > max_batch:
+            warn(f"the {what} has {n} characters, too few for {batch_size} streams of {seq_len}: "
+                 f"--batch-size lowered to {max_batch}")
+            batch_size = max_batch
+        self.data = data
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.stream_len = (n - 1) // batch_size
+        self.steps_per_epoch = self.stream_len // seq_len
+        self._starts = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len  # (B, 1)
+        self._window = np.arange(seq_len + 1, dtype=np.int64)[None, :]  # (1, T+1)
+
+    def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets for one window, each (B, T) int64."""
+        idx = self._starts + step_in_epoch * self.seq_len + self._window  # (B, T+1)
+        chunk = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def eval_windows(data: np.ndarray, streams: int, seq_len: int, warmup: int = 100):
+    """Windows that score every target position 1..N-1 of data exactly once.
+
+    The split is cut into `streams` pieces read in parallel. Each piece starts reading `warmup`
+    characters early (those predictions are not scored), so that the characters at the start of
+    a piece are predicted with context, as they would be in one long pass.
+    Yields (x, y) of shape (S, T) int64, with y = -1 where nothing is scored.
+    """
+    n = len(data)
+    if n < 2:
+        return
+    streams = max(1, min(streams, (n - 1) // max(1, seq_len)))
+    piece = -(-(n - 1) // streams)  # ceil: scored targets per stream
+    first = np.arange(streams, dtype=np.int64) * piece  # first scored input position
+    begin = np.maximum(first - warmup, 0)
+    end = np.minimum(first + piece, n - 1)  # one past the last scored input position
+    total = int((end - begin).max())
+    for col in range(0, total, seq_len):
+        pos = begin[:, None] + col + np.arange(seq_len, dtype=np.int64)[None, :]  # (S, T)
+        scored = (pos >= first[:, None]) & (pos < end[:, None])
+        safe = np.minimum(pos, n - 2)
+        x = torch.from_numpy(np.asarray(data[safe], dtype=np.int64))
+        y = torch.from_numpy(np.asarray(data[safe + 1], dtype=np.int64))
+        y[torch.from_numpy(~scored)] = -1
+        yield x, y

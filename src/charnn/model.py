@@ -1,0 +1,137 @@
+"""CharRNN: a learned embedding, a multi-layer RNN / LSTM / GRU, and a linear read-out.
+
+Two paths compute the same function:
+- ``forward`` runs the fused multi-layer kernels (``torch.nn.LSTM`` and friends: oneDNN on the
+  CPU, cuDNN on the GPU). Training and sampling use it.
+- ``forward_steps`` runs the same weights one time step and one layer at a time in plain tensor
+  code and returns every layer's hidden state, LSTM cell state and gate values, which the
+  visualisation work reads. Tests check that both agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charnn.config import ModelConfig
+
+_RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+# State: a tensor (L, B, H) for rnn/gru, a pair (h, c) of those for lstm.
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class CharRNN(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        if cfg.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set from the data")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        kwargs = dict(input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                      dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        if cfg.cell == "rnn":
+            kwargs["nonlinearity"] = "tanh"
+        self.rnn = _RNN_CLASSES[cfg.cell](**kwargs)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.cfg.cell == "lstm":
+            # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default early in training.
+            # PyTorch orders LSTM gates i, f, g, o and adds two bias vectors; put the 1 in one.
+            h = self.cfg.hidden
+            with torch.no_grad():
+                for layer in range(self.cfg.layers):
+                    getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def init_state(self, batch: int, device=None) -> State:
+        """The zero state for `batch` streams, hiding that an LSTM has two state tensors."""
+        device = device or self.head.weight.device
+        z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+        return (z, z.clone()) if self.cfg.cell == "lstm" else z
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """x: (B, T) int64 ids -> logits (B, T, V) and the state after the last step."""
+        if state is None:
+            state = self.init_state(x.shape[0], x.device)
+        emb = self.embed(x)  # (B, T, E)
+        out, state = self.rnn(emb, state)  # (B, T, H)
+        return self.head(self.drop(out)), state
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None):
+        """Mean cross-entropy in nats over targets y >= 0, and the final state."""
+        logits, state = self(x, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)
+        return loss, state
+
+    # ---- the step-by-step path -------------------------------------------------------------
+
+    def forward_steps(self, x: torch.Tensor, state: State | None = None):
+        """The same function as ``forward`` (in eval mode), one step and one layer at a time.
+
+        x: (B, T) ids. Returns logits (B, T, V), the final state, and a dict of recordings, each
+        (L, B, T, H): "h" for every cell; "c" and gates "i", "f", "g", "o" for lstm;
+        "r", "z", "n" (reset, update, candidate) for gru.
+        """
+        cfg = self.cfg
+        B, T = x.shape
+        if state is None:
+            state = self.init_state(B, x.device)
+        if cfg.cell == "lstm":
+            h_all, c_all = state[0].clone(), state[1].clone()
+        else:
+            h_all, c_all = state.clone(), None
+        names = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}[cfg.cell]
+        rec = {k: torch.empty(cfg.layers, B, T, cfg.hidden, device=x.device) for k in names}
+        inp = self.embed(x)  # (B, T, E)
+        for layer in range(cfg.layers):
+            w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
+            w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
+            b_ih = getattr(self.rnn, f"bias_ih_l{layer}")
+            b_hh = getattr(self.rnn, f"bias_hh_l{layer}")
+            xw = inp @ w_ih.T + b_ih  # (B, T, G*H): the input part of every step at once
+            h = h_all[layer]
+            c = c_all[layer] if c_all is not None else None
+            for t in range(T):
+                hw = h @ w_hh.T + b_hh  # (B, G*H)
+                if cfg.cell == "lstm":
+                    i, f, g, o = (xw[:, t] + hw).chunk(4, dim=-1)
+                    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+                    c = f * c + i * g
+                    h = o * torch.tanh(c)
+                    for k, v in (("c", c), ("i", i), ("f", f), ("g", g), ("o", o)):
+                        rec[k][layer, :, t] = v
+                elif cfg.cell == "gru":
+                    xr, xz, xn = xw[:, t].chunk(3, dim=-1)
+                    hr, hz, hn = hw.chunk(3, dim=-1)
+                    r = torch.sigmoid(xr + hr)
+                    z = torch.sigmoid(xz + hz)
+                    n = torch.tanh(xn + r * hn)
+                    h = (1 - z) * n + z * h
+                    for k, v in (("r", r), ("z", z), ("n", n)):
+                        rec[k][layer, :, t] = v
+                else:
+                    h = torch.tanh(xw[:, t] + hw)
+                rec["h"][layer, :, t] = h
+            h_all[layer] = h
+            if c_all is not None:
+                c_all[layer] = c
+            inp = rec["h"][layer]  # (B, T, H); dropout between layers is off in eval mode
+        logits = self.head(inp)
+        final = (h_all, c_all) if cfg.cell == "lstm" else h_all
+        return logits, final, rec
+
+
+def detach_state(state: State) -> State:
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()

@@ -1,0 +1,103 @@
+"""Sampling: pure functions of logits with an explicit generator, and a generate() loop.
+
+Same seed, same text: every random choice is drawn from a ``torch.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from charnn.errors import CharnnError
+from charnn.model import CharRNN
+from charnn.vocab import Vocab
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """logits (B, V) -> logits with temperature applied and filtered tokens set to -inf.
+
+    temperature 0 keeps only the argmax. top_k > 0 keeps the k most likely; top_p < 1 keeps the
+    smallest set whose probability reaches top_p (nucleus sampling). The most likely id always
+    survives.
+    """
+    logits = logits.float()
+    if temperature <= 0:
+        keep = torch.zeros_like(logits, dtype=torch.bool)
+        keep.scatter_(-1, logits.argmax(-1, keepdim=True), True)
+        return logits.masked_fill(~keep, float("-inf"))
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens before it already reach top_p.
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
+                top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """logits (B, V) -> ids (B,)."""
+    filtered = filter_logits(logits, temperature, top_k, top_p)
+    if temperature <= 0:
+        return filtered.argmax(-1)
+    probs = torch.softmax(filtered, dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def check_options(temperature: float, top_k: int, top_p: float, length: int, num: int) -> None:
+    if temperature < 0:
+        raise CharnnError(f"--temperature must be 0 (argmax) or positive, got {temperature}")
+    if top_k < 0:
+        raise CharnnError(f"--top-k must be 0 (off) or positive, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise CharnnError(f"--top-p must be in (0, 1], got {top_p}")
+    if length < 0:
+        raise CharnnError(f"--length must not be negative, got {length}")
+    if num < 1:
+        raise CharnnError(f"--num must be at least 1, got {num}")
+
+
+def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[int]]:
+    """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
+
+    The prime is fed first (its characters must be in the vocabulary); with no prime the model
+    starts from a newline if it knows one, else from its first vocabulary entry.
+    """
+    check_options(temperature, top_k, top_p, length, num)
+    if prime:
+        start = vocab.encode(prime)  # raises here, before anything is generated, on unknown characters
+    else:
+        start = vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0]
+    x = torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0).expand(num, -1)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p)
+
+
+def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list[int]]:
+    """x: (num, P) prime ids."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits, state = model(x)
+        last = logits[:, -1]  # (num, V)
+        for _ in range(length):
+            nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,)
+            yield nxt.tolist()
+            with torch.no_grad():
+                logits, state = model(nxt.unsqueeze(1), state)
+            last = logits[:, -1]
+    finally:
+        model.train(was_training)
+
+
+def sample_text(model: CharRNN, vocab: Vocab, length: int = 500, num: int = 1, **kw) -> list[str]:
+    """Whole samples as strings (without the prime)."""
+    cols = list(generate(model, vocab, length=length, num=num, **kw))
+    return [vocab.decode([c[i] for c in cols]) for i in range(num)]
