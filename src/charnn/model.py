@@ -55,8 +55,8 @@ class CharRNN(nn.Module):
 
     def init_state(self, batch: int, device=None) -> State:
         """The zero state for `batch` streams, hiding that an LSTM has two state tensors."""
-        device = device or self.head.weight.device
-        z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+        w = self.head.weight
+        z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device or w.device, dtype=w.dtype)
         return (z, z.clone()) if self.cfg.cell == "lstm" else z
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
@@ -86,12 +86,10 @@ class CharRNN(nn.Module):
         B, T = x.shape
         if state is None:
             state = self.init_state(B, x.device)
-        if cfg.cell == "lstm":
-            h_all, c_all = state[0].clone(), state[1].clone()
-        else:
-            h_all, c_all = state.clone(), None
+        h0, c0 = (state if cfg.cell == "lstm" else (state, None))
         names = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}[cfg.cell]
-        rec = {k: torch.empty(cfg.layers, B, T, cfg.hidden, device=x.device) for k in names}
+        rec: dict[str, list[torch.Tensor]] = {k: [] for k in names}  # each: one (B, T, H) per layer
+        h_last, c_last = [], []
         inp = self.embed(x)  # (B, T, E)
         for layer in range(cfg.layers):
             w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
@@ -99,8 +97,9 @@ class CharRNN(nn.Module):
             b_ih = getattr(self.rnn, f"bias_ih_l{layer}")
             b_hh = getattr(self.rnn, f"bias_hh_l{layer}")
             xw = inp @ w_ih.T + b_ih  # (B, T, G*H): the input part of every step at once
-            h = h_all[layer]
-            c = c_all[layer] if c_all is not None else None
+            h = h0[layer]  # (B, H)
+            c = c0[layer] if c0 is not None else None
+            steps: dict[str, list[torch.Tensor]] = {k: [] for k in names}
             for t in range(T):
                 hw = h @ w_hh.T + b_hh  # (B, G*H)
                 if cfg.cell == "lstm":
@@ -109,7 +108,7 @@ class CharRNN(nn.Module):
                     c = f * c + i * g
                     h = o * torch.tanh(c)
                     for k, v in (("c", c), ("i", i), ("f", f), ("g", g), ("o", o)):
-                        rec[k][layer, :, t] = v
+                        steps[k].append(v)
                 elif cfg.cell == "gru":
                     xr, xz, xn = xw[:, t].chunk(3, dim=-1)
                     hr, hz, hn = hw.chunk(3, dim=-1)
@@ -118,16 +117,18 @@ class CharRNN(nn.Module):
                     n = torch.tanh(xn + r * hn)
                     h = (1 - z) * n + z * h
                     for k, v in (("r", r), ("z", z), ("n", n)):
-                        rec[k][layer, :, t] = v
+                        steps[k].append(v)
                 else:
                     h = torch.tanh(xw[:, t] + hw)
-                rec["h"][layer, :, t] = h
-            h_all[layer] = h
-            if c_all is not None:
-                c_all[layer] = c
-            inp = rec["h"][layer]  # (B, T, H); dropout between layers is off in eval mode
+                steps["h"].append(h)
+            for k in names:
+                rec[k].append(torch.stack(steps[k], dim=1))  # (B, T, H)
+            h_last.append(h)
+            c_last.append(c)
+            inp = rec["h"][-1]  # dropout between layers is off in eval mode
         logits = self.head(inp)
-        final = (h_all, c_all) if cfg.cell == "lstm" else h_all
+        final = (torch.stack(h_last), torch.stack(c_last)) if cfg.cell == "lstm" else torch.stack(h_last)
+        rec = {k: torch.stack(v) for k, v in rec.items()}  # each (L, B, T, H)
         return logits, final, rec
 
 

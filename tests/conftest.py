@@ -1,0 +1,52 @@
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder: nothing is read from or written to ~/.cache."""
+    monkeypatch.setenv("CHARNN_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def learnable_text(n_lines: int = 400, seed: int = 0) -> str:
+    """Text with a structure a tiny model learns in seconds: counting words in fixed order."""
+    rng = random.Random(seed)
+    words = ["one", "two", "three", "four", "five"]
+    lines = []
+    for _ in range(n_lines):
+        k = rng.randint(1, 5)
+        lines.append(" ".join(words[:k]) + ".")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    p = tmp_path / "text.txt"
+    p.write_text(learnable_text(), encoding="utf-8")
+    return p
+
+
+def tiny_config(text: Path, **train):
+    from charnn.config import RunConfig, apply_preset
+
+    cfg = RunConfig()
+    apply_preset(cfg, "tiny")
+    cfg.data.text = str(text)
+    cfg.model.hidden = 32
+    cfg.model.embed = 16
+    cfg.train.seq_len = 20
+    cfg.train.batch_size = 8
+    cfg.train.eval_every = 20
+    cfg.train.warmup_steps = 5
+    cfg.train.threads = 1
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+PYTHON = sys.executable

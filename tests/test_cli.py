@@ -1,0 +1,157 @@
+"""End-to-end tests of the `charnn` command as a user runs it: in a subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import learnable_text
+
+
+def charnn(*args, cwd=None, timeout=120):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "charnn", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+TINY = ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", "--batch-size", "8", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    os.environ["CHARNN_CACHE"] = str(d / "cache")
+    (d / "text.txt").write_text(learnable_text())
+    r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "120", "--eval-every", "40",
+               "--samples", "1")
+    assert r.returncode == 0, r.stderr
+    return d, r
+
+
+def test_train_prints_samples_and_validation_bpc(run):
+    d, r = run
+    assert "best validation loss" in r.stderr and "bits per character" in r.stderr
+    assert len(r.stdout.strip()) > 100  # the sample goes to stdout
+    for name in ("config.json", "vocab.json", "last.safetensors", "best.safetensors", "metrics.jsonl", "samples.jsonl"):
+        assert (d / "run" / name).is_file(), name
+
+
+def test_sample_is_deterministic_per_seed_and_streams(run):
+    d, _ = run
+    a = charnn("sample", d / "run", "--length", "80", "--seed", "3", "--temperature", "1")
+    b = charnn("sample", d / "run", "--length", "80", "--seed", "3", "--temperature", "1")
+    c = charnn("sample", d / "run", "--length", "80", "--seed", "4", "--temperature", "1")
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout != c.stdout
+    assert len(a.stdout) == 81  # 80 characters and a newline
+    p = charnn("sample", d / "run", "--prime", "one two", "--length", "30", "--temperature", "0")
+    assert p.stdout.startswith("one two")
+    n = charnn("sample", d / "run", "--num", "3", "--length", "40", "--seed", "1", "--top-k", "3", "--top-p", "0.9")
+    assert n.returncode == 0 and n.stdout.count("\n----\n") == 2
+    s = charnn("sample", d / "run", "--length", "300", "--stop", ".", "--prime", "one")
+    assert s.stdout.rstrip("\n").endswith(".") and s.stdout.count(".") == 1
+
+
+def test_eval_json_and_text(run):
+    d, _ = run
+    r = charnn("eval", d / "run", "--json")
+    out = json.loads(r.stdout)
+    assert set(out) == {"loss", "bpc", "perplexity", "chars"}
+    assert out["loss"] < 1.5 and out["chars"] > 100
+    (d / "other.txt").write_text("one two three.\n" * 30)
+    r = charnn("eval", d / "run", "--text", d / "other.txt")
+    assert r.returncode == 0 and "bits/char" in r.stdout and "449 characters" in r.stdout
+    r = charnn("eval", d / "run", "--split", "test", "--json")
+    assert json.loads(r.stdout)["chars"] > 100
+
+
+def test_info(run):
+    d, _ = run
+    r = charnn("info", d / "run", "--json")
+    info = json.loads(r.stdout)
+    assert info["steps"] == 120 and info["vocab_size"] == len(set(learnable_text())) and info["params"] > 1000
+    assert info["best_val_loss"] < 1.5
+    r = charnn("info", d / "run")
+    assert "parameters" in r.stdout and "best val" in r.stdout
+
+
+def test_resume_continues_from_the_cli(run, tmp_path):
+    d, _ = run
+    import shutil
+
+    shutil.copytree(d / "run", tmp_path / "run")
+    r = charnn("train", "--resume", "--out", tmp_path / "run", "--max-steps", "140", "--quiet", "--samples", "0")
+    assert r.returncode == 0, r.stderr
+    assert "after 140 steps" in r.stderr
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    (tmp_path / "t.txt").write_text(learnable_text())
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "charnn", "train", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
+                          *TINY[:-1], "--max-steps", "1000000", "--eval-every", "50", "--samples", "0"],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    for line in p.stderr:  # wait until training is under way
+        if line.startswith("step 50"):
+            break
+    p.send_signal(signal.SIGINT)
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 130
+    assert "Traceback" not in err and "stopped by interrupt" in err
+    r = charnn("info", tmp_path / "r", "--json")
+    steps = json.loads(r.stdout)["steps"]
+    assert steps >= 50
+    r = charnn("train", "--resume", "--out", tmp_path / "r", "--max-steps", str(steps + 10), "--quiet", "--samples", "0")
+    assert r.returncode == 0 and f"after {steps + 10} steps" in r.stderr
+
+
+BAD = [
+    (["train", "{d}/missing.txt", "--out", "{d}/o"], "no such file or folder"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--cell", "transformer"], "invalid choice"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--max-time", "10x"], "invalid duration"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--split", "0.5,0.5"], "three fractions"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--split", "0.5,0.3,0.3"], "add up to 1"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--dropout", "1.5"], "--dropout must be in"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--lr", "0"], "--lr must be positive"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--hidden", "0"], "--hidden must be a positive"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--layers", "two"], "expected a whole number"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--preset", "huge"], "unknown preset"),
+    (["train", "{d}/bad.txt", "--out", "{d}/o"], "not valid UTF-8 at byte offset 4"),
+    (["train", "{d}/text.txt", "--out", "{d}/run"], "already holds a run"),
+    (["train", "--resume", "--out", "{d}/nothing"], "holds no last.safetensors"),
+    (["train", "{d}/text.txt", "--out", "{d}/o", "--device", "cuda"], "no CUDA GPU"),
+    (["sample", "{d}/nothing"], "no such run directory"),
+    (["sample", "{d}/run", "--prime", "XYZ"], "never seen 3 characters: 'X', 'Y', 'Z'"),
+    (["sample", "{d}/run", "--temperature", "-1"], "--temperature must be"),
+    (["sample", "{d}/run", "--temperature", "hot"], "expected a number"),
+    (["eval", "{d}/run", "--text", "{d}/missing.txt"], "no such file"),
+    (["eval", "{d}/run", "--text", "{d}/bad.txt"], "not valid UTF-8"),
+    (["eval", "{d}/run", "--text", "{d}/unknown.txt"], "never seen"),
+    (["info", "{d}/text.txt"], "cannot read checkpoint"),
+    ([], "usage"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[:2]) + "|" + m for a, m in BAD])
+def test_bad_input_is_one_clear_line(run, args, message):
+    d, _ = run
+    (d / "bad.txt").write_bytes(b"abc \xc3\x28 def")
+    (d / "unknown.txt").write_text("QQQ")
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    before = (d / "run" / "last.safetensors").read_bytes()
+    r = charnn(*[a.format(d=d) for a in args])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    if args:
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stdout == ""
+    assert message in r.stderr, r.stderr
+    assert (d / "run" / "last.safetensors").read_bytes() == before  # nothing of the user's is touched
+    assert not (d / "o" / "last.safetensors").exists()

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from charnn.config import ModelConfig
+from charnn.errors import CharnnError
+from charnn.model import CharRNN
+from charnn.sample import filter_logits, sample_next, sample_text
+from charnn.vocab import Vocab
+
+VOCAB = Vocab([ord(c) for c in "\nabcdefgh"])
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return CharRNN(ModelConfig(cell="gru", layers=1, hidden=16, embed=8, vocab_size=len(VOCAB)))
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, g, temperature=0).tolist() == [1, 0]
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.randn(4, 50)
+    f = filter_logits(logits, top_k=5)
+    assert (torch.isfinite(f).sum(-1) == 5).all()
+    kept = torch.isfinite(f)
+    assert (logits[kept].view(4, 5).min(-1).values >= logits.topk(5).values[:, -1]).all()
+
+
+def test_top_p_keeps_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    f = filter_logits(probs.log(), top_p=0.7)
+    assert torch.isfinite(f).tolist() == [[True, True, False, False]]
+    f = filter_logits(probs.log(), top_p=0.1)
+    assert torch.isfinite(f).tolist() == [[True, False, False, False]]
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).expand(20000, 3)
+    g = torch.Generator().manual_seed(1)
+    counts = torch.bincount(sample_next(logits, g), minlength=3).float() / 20000
+    torch.testing.assert_close(counts, torch.softmax(logits[0], -1), atol=0.02, rtol=0)
+
+
+def test_same_seed_same_text_and_different_seed_differs():
+    m = model()
+    a = sample_text(m, VOCAB, length=200, seed=5, temperature=1.0)
+    b = sample_text(m, VOCAB, length=200, seed=5, temperature=1.0)
+    c = sample_text(m, VOCAB, length=200, seed=6, temperature=1.0)
+    assert a == b and a != c
+    assert len(a[0]) == 200
+
+
+def test_batched_streams_are_independent_samples():
+    m = model()
+    out = sample_text(m, VOCAB, length=100, num=3, seed=1, temperature=1.0)
+    assert len(out) == 3 and len(set(out)) == 3
+
+
+def test_prime_conditions_the_sample():
+    m = model()
+    a = sample_text(m, VOCAB, length=50, prime="abc", seed=0, temperature=0)
+    b = sample_text(m, VOCAB, length=50, prime="hhh", seed=0, temperature=0)
+    assert a != b
+
+
+def test_unknown_prime_characters_are_named():
+    with pytest.raises(CharnnError, match=r"never seen 2 characters: 'Q', 'z'"):
+        sample_text(model(), VOCAB, prime="abQz")
+
+
+@pytest.mark.parametrize("kw,msg", [({"temperature": -1}, "--temperature"), ({"top_p": 0}, "--top-p"),
+                                    ({"top_k": -2}, "--top-k"), ({"num": 0}, "--num")])
+def test_bad_options(kw, msg):
+    with pytest.raises(CharnnError, match=msg):
+        sample_text(model(), VOCAB, **kw)

@@ -1,0 +1,126 @@
+import json
+import math
+
+import pytest
+import torch
+
+from charnn import checkpoint as ckpt
+from charnn.config import RunConfig, TrainConfig
+from charnn.errors import CharnnError
+from charnn.train import lr_at, train
+from conftest import learnable_text, tiny_config
+
+
+def weights(run_dir, which="last"):
+    return ckpt.load(run_dir, which).weights
+
+
+def test_tiny_model_learns_the_synthetic_corpus(text_file, tmp_path):
+    cfg = tiny_config(text_file, max_steps=300, eval_every=100, lr=1e-2)
+    res = train(cfg, tmp_path / "run", progress=False)
+    # Unigram entropy of this text is about 2.6 nats; its structure allows far less.
+    assert res.best_val_loss < 0.75, res.best_val_loss
+    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [m["val_loss"] for m in metrics if "val_loss" in m]
+    assert vals[-1] < vals[0]
+    snaps = [json.loads(l) for l in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in snaps] == [100, 200, 300]  # snapshot steps and evaluations
+    assert all(len(s["text"]) == cfg.train.snapshot_chars for s in snaps)
+
+
+@pytest.mark.parametrize("cell,dropout", [("lstm", 0.2), ("gru", 0.0)])
+def test_stop_and_resume_is_bit_identical(text_file, tmp_path, cell, dropout):
+    def cfg():
+        c = tiny_config(text_file, max_steps=40, eval_every=15)
+        c.model.cell, c.model.dropout, c.model.layers = cell, dropout, 2
+        return c
+
+    train(cfg(), tmp_path / "whole", progress=False)
+    # Stop after step 17 (as Ctrl-C does), then resume to the end.
+    first = train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= 17)
+    assert first.stopped_by == "interrupt" and first.steps == 17
+    second = train(None, tmp_path / "split", resume=True, progress=False)
+    assert second.steps == 40 and second.stopped_by == "max-steps"
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ckpt.load(tmp_path / "whole").meta["val_loss"] == ckpt.load(tmp_path / "split").meta["val_loss"]
+
+
+def test_resume_across_an_epoch_boundary(text_file, tmp_path):
+    cfg = lambda: tiny_config(text_file, max_steps=0, max_epochs=2.5, batch_size=16, seq_len=40)
+    whole = train(cfg(), tmp_path / "whole", progress=False)
+    assert whole.stopped_by == "max-epochs"
+    stop_at = int(whole.steps * 0.5)
+    train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= stop_at)
+    train(None, tmp_path / "split", resume=True, progress=False)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_never_overwritten(text_file, tmp_path):
+    train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    with pytest.raises(CharnnError, match="already holds a run; pass --resume"):
+        train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+
+
+def test_resume_refuses_changed_settings_and_missing_run(text_file, tmp_path):
+    with pytest.raises(CharnnError, match="holds no last.safetensors"):
+        train(None, tmp_path / "none", resume=True)
+    train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
+    with pytest.raises(CharnnError, match="cannot change: --hidden"):
+        train(None, tmp_path / "run", resume=True, overrides={"hidden": 99})
+    text_file.write_text(learnable_text(seed=9))
+    with pytest.raises(CharnnError, match="has changed since this run started"):
+        train(None, tmp_path / "run", resume=True, overrides={"max_steps": 10})
+
+
+def test_init_from_maps_a_subset_vocabulary_and_refuses_new_characters(text_file, tmp_path):
+    train(tiny_config(text_file, max_steps=30), tmp_path / "base", progress=False)
+    sub = tmp_path / "sub.txt"
+    sub.write_text("one two. one.\n" * 200)  # every character is in the base vocabulary
+    res = train(tiny_config(sub, max_steps=10), tmp_path / "ft", init_from=tmp_path / "base", progress=False)
+    assert ckpt.load(tmp_path / "ft").vocab == ckpt.load(tmp_path / "base").vocab
+    assert math.isfinite(res.best_val_loss)
+    new = tmp_path / "new.txt"
+    new.write_text("one two six! zebra\n" * 50)
+    with pytest.raises(CharnnError, match=r"the new text has 6 characters: '!', 'a', 'b', 's', 'x', 'z' that the model's vocabulary lacks"):
+        train(tiny_config(new, max_steps=10), tmp_path / "ft2", init_from=tmp_path / "base", progress=False)
+    assert not (tmp_path / "ft2" / "last.safetensors").exists()
+
+
+def test_max_time_stops_the_run(text_file, tmp_path):
+    res = train(tiny_config(text_file, max_steps=0, max_time=1.5), tmp_path / "run", progress=False)
+    assert res.stopped_by == "max-time" and res.steps > 0
+
+
+def test_patience_stops_a_stalled_run(text_file, tmp_path):
+    res = train(tiny_config(text_file, max_steps=2000, lr=1e-9, eval_every=5, patience=2, warmup_steps=0,
+                            schedule="constant"), tmp_path / "run", progress=False)
+    assert res.stopped_by == "patience" and res.steps < 2000
+
+
+def test_divergence_is_reported(text_file, tmp_path):
+    with pytest.raises(CharnnError, match="training diverged .* lower --lr"):
+        train(tiny_config(text_file, max_steps=200, lr=1e6, grad_clip=0, schedule="constant", warmup_steps=0),
+              tmp_path / "run", progress=False)
+
+
+def test_rmsprop_epoch_decay_and_clamp_train(text_file, tmp_path):
+    cfg = tiny_config(text_file, max_steps=150, optimizer="rmsprop", schedule="epoch-decay", lr=3e-3,
+                      grad_clamp=5.0, grad_clip=0.0, decay_after_epochs=1)
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res.best_val_loss < 1.6
+
+
+def test_learning_rate_schedules():
+    cfg = RunConfig(train=TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1))
+    assert lr_at(cfg, 0, 0, 0.0) == pytest.approx(0.1)  # warming up
+    assert lr_at(cfg, 9, 0, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 500, 0, 0.5) == pytest.approx(0.55)  # half-way down the cosine
+    assert lr_at(cfg, 1000, 0, 1.0) == pytest.approx(0.1)
+    cfg.train.schedule, cfg.train.decay_after_epochs, cfg.train.decay_rate = "epoch-decay", 2, 0.5
+    assert [lr_at(cfg, 100, e, 0) for e in (0.5, 1.5, 2.0, 3.2)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
