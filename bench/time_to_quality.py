@@ -1,0 +1,106 @@
+"""Time to quality: validation loss on tiny Shakespeare after a fixed wall-time budget.
+
+Trains charnn's default preset with nanoGPT's split (first 90% train, last 10% validation) for
+BUDGET seconds, and in the same run a plain reference (nn.Embedding + 2-layer 256-cell nn.LSTM +
+nn.Linear, AdamW at a constant 2e-3, batch 32 x 100, hidden state reset every batch), then prints
+both full-validation losses and their ratio. Target (issue #2): charnn <= 1.60 nats in 60 s.
+
+    python bench/time_to_quality.py [--budget 60] [--preset default] [--skip-reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charnn.config import RunConfig, apply_preset
+from charnn.data import prepare
+from charnn.evaluate import evaluate
+from charnn.train import train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float) -> tuple[float, int]:
+    """A plain PyTorch LSTM trained the obvious way, for comparison."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(vocab, 64)
+    lstm = torch.nn.LSTM(64, 256, 2, batch_first=True)
+    head = torch.nn.Linear(256, vocab)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=2e-3)
+    train_ids = torch.from_numpy(np.asarray(ids[:n_train], dtype=np.int64))
+    rng = torch.Generator().manual_seed(0)
+    t0, steps = time.perf_counter(), 0
+    while time.perf_counter() - t0 < budget:
+        starts = torch.randint(0, n_train - 101, (32,), generator=rng)
+        chunk = torch.stack([train_ids[s:s + 101] for s in starts])
+        out, _ = lstm(emb(chunk[:, :-1]))
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        steps += 1
+
+    class Wrapped(torch.nn.Module):  # evaluate() expects a CharRNN-shaped module
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x, state=None):
+            out, state = lstm(emb(x), state)
+            return head(out), state
+
+    val = evaluate(Wrapped(), np.asarray(ids[n_train:]))
+    return val.loss, steps
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=60.0)
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args()
+    if not DATA.exists():
+        print(f"skipped: {DATA} is absent")
+        return 0
+    cfg = RunConfig()
+    apply_preset(cfg, args.preset)
+    cfg.data.text = str(DATA)
+    cfg.data.split = (0.9, 0.1, 0.0)
+    cfg.train.max_time = args.budget
+    cfg.train.eval_every = 10**9  # no evaluation inside the budget; one full evaluation after it
+    cfg.train.snapshot_steps = ()
+    with tempfile.TemporaryDirectory() as d:
+        res = train(cfg, Path(d) / "run", progress=False)
+    enc = prepare(str(DATA))
+    n_train = int(len(enc.ids) * 0.9)
+    rows = [("charnn " + args.preset, res.last_val_loss, res.steps)]
+    if not args.skip_reference:
+        ref_loss, ref_steps = reference(enc.ids, n_train, len(enc.vocab), args.budget)
+        rows.append(("plain nn.LSTM 2x256 (reference)", ref_loss, ref_steps))
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}")
+    print(f"tiny Shakespeare, first 90% train / last 10% val ({len(enc.ids) - n_train:,} chars), {args.budget:g} s budget\n")
+    print("| model | steps | val loss (nats) | val bpc | ratio to reference |")
+    print("|---|---|---|---|---|")
+    ref = rows[-1][1] if len(rows) > 1 else None
+    for name, loss, steps in rows:
+        ratio = f"{loss / ref:.3f}" if ref else "-"
+        print(f"| {name} | {steps} | {loss:.4f} | {loss / math.log(2):.3f} | {ratio} |")
+    target = 1.60
+    print(f"\ntarget: charnn <= {target} nats -> {'met' if res.last_val_loss <= target else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
