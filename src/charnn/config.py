@@ -64,9 +64,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    seq_len: int = 100
+    seq_len: int = 32
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 8e-3
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     schedule: str = "cosine"
@@ -170,7 +170,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {"model": {"cell": "lstm", "layers": 1, "hidden": 64, "embed": 32},
              "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100}},
     "default": {"model": {"cell": "lstm", "layers": 2, "hidden": 256, "embed": 64},
-                "train": {"seq_len": 100, "batch_size": 32, "lr": 3e-3}},
+                "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3}},
     "large": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.2},
               "train": {"seq_len": 100, "batch_size": 32, "lr": 2e-3}},
     "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
