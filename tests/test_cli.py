@@ -127,9 +127,9 @@ BAD = [
     (["sample", "{d}/run", "--prime", "XYZ"], "never seen 3 characters: 'X', 'Y', 'Z'"),
     (["sample", "{d}/run", "--temperature", "-1"], "--temperature must be"),
     (["sample", "{d}/run", "--temperature", "hot"], "expected a number"),
-    (["eval", "{d}/run", "--text", "{d}/missing.txt"], "no such file"),
+    (["eval", "{d}/run", "--text", "{d}/missing.txt"], "no such file or folder"),
     (["eval", "{d}/run", "--text", "{d}/bad.txt"], "not valid UTF-8"),
-    (["eval", "{d}/run", "--text", "{d}/unknown.txt"], "never seen"),
+    (["eval", "{d}/run", "--text", "{d}/unknown.txt"], "has 1 character: 'Q' that the model's vocabulary lacks"),
     (["info", "{d}/text.txt"], "cannot read checkpoint"),
     ([], "usage"),
 ]

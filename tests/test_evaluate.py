@@ -20,8 +20,6 @@ def test_matches_one_long_pass():
     assert one.chars == 499
     assert math.isclose(one.loss, ref, rel_tol=1e-5)
     # Parallel pieces with a warm-up context longer than the text reproduce it too.
-    from charnn import data
-
     par = evaluate(m, ids, streams=8, seq_len=16)
     assert par.chars == 499
     assert abs(par.loss - ref) < 0.05  # untrained model: context barely matters

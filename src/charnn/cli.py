@@ -242,7 +242,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.data import Encoded, prepare
+    from charnn.data import prepare
     from charnn.errors import CharnnError as _E
     from charnn.evaluate import evaluate
     from charnn.train import pick_device
@@ -250,15 +250,8 @@ def cmd_eval(args) -> int:
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
     d = loaded.config.data
-    if args.text:
-        p = Path(args.text)
-        if not p.is_file():
-            raise _E(f"no such file: {args.text}")
-        try:
-            raw = p.read_bytes()
-            ids = loaded.vocab.encode(raw if d.unit == "bytes" else raw.decode("utf-8", d.encoding_errors))
-        except UnicodeDecodeError as e:
-            raise _E(f"{args.text} is not valid UTF-8 at byte offset {e.start}") from None
+    if args.text:  # the same streamed encoding as training, re-expressed in the model's vocabulary
+        ids = prepare(args.text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, args.text).ids
         what = args.text
     else:
         enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
