@@ -243,7 +243,6 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.data import prepare
-    from charnn.errors import CharnnError as _E
     from charnn.evaluate import evaluate
     from charnn.train import pick_device
 
@@ -259,7 +258,7 @@ def cmd_eval(args) -> int:
         ids = enc.splits(d.split)[split]
         what = f"the {split} split of {d.text}"
     if len(ids) < 2:
-        raise _E(f"{what} holds fewer than 2 characters; nothing to score")
+        raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")
     score = evaluate(model, ids)
     if args.json:
         print(json.dumps(score.to_dict()))

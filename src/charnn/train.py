@@ -253,8 +253,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
                 "params": model.num_params, "batch_size": batcher.batch_size, "seq_len": batcher.seq_len}
         ckpt.save(out / ckpt.LAST, cfg, vocab, model, meta, {**opt_tensors, **_rng_tensors(), **_state_tensors(state)})
 
-    show = progress if progress is not None else None  # None: tqdm shows a bar only on a terminal
-    bar = tqdm(total=t.max_steps or None, initial=step, disable=(show is False) or None, unit="step",
+    # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
+    bar = tqdm(total=t.max_steps or None, initial=step, disable=(progress is False) or None, unit="step",
                dynamic_ncols=True, leave=True, desc="train")
     if bar.disable and progress is not False:
         info(f"training {cfg.model.cell} {cfg.model.layers}x{cfg.model.hidden} ({model.num_params:,} parameters) "
@@ -309,10 +309,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
                                   f"(now {t.lr:g}) and start again")
 
             now = time.perf_counter()
-            if now - window_t >= 1.0 or step % 10 == 0:
-                if now - window_t > 0.2:
-                    speed = window_chars / (now - window_t)
-                    window_t, window_chars = now, 0
+            if now - window_t >= 1.0:  # chars/s over the last second or so
+                speed = window_chars / (now - window_t)
+                window_t, window_chars = now, 0
             cur_epoch = epoch + step_in_epoch / bpe
             if step % 10 == 0:
                 log({"step": step, "epoch": round(cur_epoch, 4), "lr": lr, "train_loss": train_loss,
