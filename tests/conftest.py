@@ -50,3 +50,22 @@ def tiny_config(text: Path, **train):
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def quote_model(tmp_path_factory):
+    """(run dir, held-out text) of a small LSTM that needs a quote-tracking cell."""
+    import os
+
+    from inspect_helpers import train_quote_model
+
+    folder = tmp_path_factory.mktemp("quote_model")
+    old = os.environ.get("CHARNN_CACHE")
+    os.environ["CHARNN_CACHE"] = str(folder / "cache")
+    try:
+        return train_quote_model(folder)
+    finally:
+        if old is None:
+            os.environ.pop("CHARNN_CACHE", None)
+        else:
+            os.environ["CHARNN_CACHE"] = old

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
+    from charnn import cli_inspect
+
+    cli_inspect.add_parser(sub, _positive_int)
+
     i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
     i.add_argument("run", metavar="RUN_DIR")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -306,7 +310,13 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+def cmd_inspect(args) -> int:
+    from charnn import cli_inspect
+
+    return cli_inspect.cmd_inspect(args)
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,206 @@
+"""`charnn inspect ...`: the command line of charnn.inspect (parse, call one function, print)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def add_parser(sub, positive_int) -> None:
+    ins = sub.add_parser("inspect", help="look inside a trained model: cell heatmaps, cell search, saturation, "
+                                         "ablation, training evolution")
+    isub = ins.add_subparsers(dest="inspect_command", metavar="WHAT", parser_class=type(ins))
+
+    def common(p, chars_default: int, chars_help: str):
+        p.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--text", metavar="FILE", default=None, help="read this text file")
+        src.add_argument("--split", choices=["train", "val", "test"], default=None,
+                         help="read a split of the run's own corpus (default val)")
+        p.add_argument("--chars", type=positive_int, default=chars_default, help=chars_help)
+        p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+    c = isub.add_parser("cells", help="an HTML page: the text coloured by any cell, with top-5 guesses on hover")
+    common(c, 2000, "characters to show (default 2000, at most 20000)")
+    c.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
+
+    f = isub.add_parser("find", help="rank cells by correlation with quotes, brackets, line position, ...")
+    common(f, 200_000, "characters to read (default 200000; 0: all)")
+    f.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
+                   help="add a feature: the characters inside each match are on (repeatable)")
+    f.add_argument("--top", type=positive_int, default=5, help="cells to list per feature (default 5)")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = isub.add_parser("saturation", help="how often each gate is shut (<0.1) or open (>0.9): PNG and CSV")
+    common(s, 200_000, "characters to read (default 200000; 0: all)")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for saturation.png and saturation.csv")
+
+    a = isub.add_parser("ablate", help="silence cells and report the change in loss where features are on / off")
+    common(a, 100_000, "characters to read (default 100000; 0: all)")
+    a.add_argument("--cells", required=True, metavar="LAYER:INDEX[,...]", help="cells to silence, e.g. 0:12,1:40")
+    a.add_argument("--mode", choices=["zero", "mean"], default="zero",
+                   help="hold the cells at zero or at their mean over the text (default zero)")
+    a.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
+                   help="add a feature to report on (repeatable)")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+
+    e = isub.add_parser("evolution", help="an HTML page: samples recorded during training beside the loss curves")
+    e.add_argument("run", metavar="RUN_DIR", help="a run directory")
+    e.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write (the plot goes beside it)")
+
+
+def _subject(args):
+    from charnn.inspect import open_subject
+
+    return open_subject(args.run, text=args.text, split=args.split, chars=args.chars, which=args.checkpoint)
+
+
+def _colour(v: float) -> str:
+    """ANSI 24-bit background for v in [-1, 1]: red, white, blue."""
+    v = max(-1.0, min(1.0, v))
+    k = int(255 * (1 - abs(v)))
+    r, g, b = (255, k, k) if v < 0 else (k, k, 255)
+    return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m"
+
+
+def _spark(values) -> str:
+    bars = " ▁▂▃▄▅▆▇█"
+    return "".join(bars[int(round((max(-1, min(1, v)) + 1) / 2 * 8))] for v in values)
+
+
+def _snippet(subject, feature_values, top) -> dict:
+    """The best cell's values over the stretch of text where the feature changes most."""
+    from charnn.inspect.activations import RANGES, record_all
+    from charnn.inspect.find import snippet_window
+
+    a, b = snippet_window(feature_values, 80)
+    lead = max(0, a - 500)  # read some context first, as the model did
+    ch = record_all(subject.model, subject.ids[lead:b], (top.quantity,))
+    lo, hi = RANGES[top.quantity]
+    vals = ((ch.acts[top.quantity][top.layer, a - lead:, top.cell] - (lo + hi) / 2) / ((hi - lo) / 2)).tolist()
+    return {"start": a, "text": subject.text[a:b], "values": [round(v, 3) for v in vals]}
+
+
+def cmd_cells(args) -> int:
+    from charnn.errors import CharnnError
+    from charnn.inspect import write_cells_page
+    from charnn.inspect.pages import MAX_PAGE_CHARS
+
+    if args.chars > MAX_PAGE_CHARS:
+        raise CharnnError(f"--chars {args.chars}: that is too many for one page; use at most {MAX_PAGE_CHARS}")
+    subject = _subject(args)
+    path = write_cells_page(subject, args.out)
+    print(f"wrote {path} ({len(subject.ids):,} characters of {subject.what}); open it in a browser", file=sys.stderr)
+    return 0
+
+
+def cmd_find(args) -> int:
+    from charnn.inspect import find_cells
+    from charnn.inspect import features as feats
+
+    subject = _subject(args)
+    results = find_cells(subject, args.feature, top=max(1, args.top))
+    fvals = {f.name: f.values for f in feats.compute(subject.text, args.feature, subject.context)}
+    out = []
+    for res in results:
+        d = res.to_dict()
+        d["snippet"] = _snippet(subject, fvals[res.name], res.top[0]) if res.top else None
+        out.append(d)
+    if args.json:
+        print(json.dumps({"text": subject.what, "chars": len(subject.ids), "features": out}, ensure_ascii=False))
+        return 0
+    tty = sys.stdout.isatty()
+    print(f"cells ranked by correlation with each feature over {len(subject.ids):,} characters of {subject.what}")
+    for d in out:
+        if not d["top"]:
+            continue
+        print()
+        print(f"{d['feature']} ({d['about']}; non-zero for {100 * d['on_fraction']:.1f}% of characters)")
+        for k, t in enumerate(d["top"]):
+            tag = "best" if k == 0 else "    "
+            print(f"  {tag} layer {t['layer']} cell {t['cell']:<4} {t['quantity']}  r = {t['r']:+.3f}")
+        sn = d["snippet"]
+        shown = sn["text"].replace("\n", "↵").replace("\t", "→")
+        if tty:
+            print("  " + "".join(_colour(v) + ch for ch, v in zip(shown, sn["values"])) + "\x1b[0m")
+        else:
+            print("  " + shown)
+            print("  " + _spark(sn["values"]))
+    absent = [d["feature"] for d in out if not d["top"]]
+    if absent:
+        print(f"\nconstant over this text, so not ranked: {', '.join(absent)}")
+    best = next((d for d in out if d["top"]), None)
+    if best:
+        t = best["top"][0]
+        src = f"--text {args.text}" if args.text else f"--split {args.split or 'val'}"
+        print(f"\nsee any cell in a page: charnn inspect cells {args.run} {src} --out cells.html, then open "
+              f"cells.html#layer={t['layer']}&cell={t['cell']}&q={t['quantity']}")
+    return 0
+
+
+def cmd_saturation(args) -> int:
+    from charnn.inspect import gate_saturation
+    from charnn.inspect.saturation import write
+
+    subject = _subject(args)
+    sat = gate_saturation(subject)
+    c = subject.loaded.config.model
+    png, csv_path = write(sat, Path(args.out), f"gate saturation: {c.cell} {c.layers}x{c.hidden}, "
+                                                f"{sat.chars:,} characters of {Path(subject.what).name}")
+    for g in sat.gates:
+        left, right = sat.left[g], sat.right[g]
+        per_layer = "  ".join(f"layer {k}: {100 * left[k].mean():.0f}% / {100 * right[k].mean():.0f}%"
+                              for k in range(left.shape[0]))
+        print(f"{g} gate, mean share shut / open: {per_layer}")
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from charnn.inspect import ablate, parse_cells
+
+    subject = _subject(args)
+    c = subject.model.cfg
+    cells = parse_cells(args.cells, c.layers, c.hidden)
+    rep = ablate(subject, cells, args.mode, args.feature)
+    if args.json:
+        print(json.dumps({"text": subject.what, **rep.to_dict()}))
+        return 0
+    o = rep.overall
+    names = ", ".join(f"{a}:{b}" for a, b in cells)
+    print(f"cells {names} held at {'zero' if args.mode == 'zero' else 'their mean'} over "
+          f"{o.chars:,} characters of {subject.what}")
+    print(f"{'':22} {'chars':>8} {'loss':>8} {'ablated':>8} {'change':>8}")
+    print(f"{'all characters':22} {o.chars:>8,} {o.base:>8.4f} {o.ablated:>8.4f} {o.delta:>+8.4f}")
+    for name, (about, on, off) in rep.features.items():
+        for label, s in ((f"{name} on", on), (f"{name} off", off)):
+            print(f"{label:22} {s.chars:>8,} {s.base:>8.4f} {s.ablated:>8.4f} {s.delta:>+8.4f}")
+    if rep.features:
+        worst = max(rep.features.items(), key=lambda kv: kv[1][1].delta - kv[1][2].delta)
+        name, (_, on, off) = worst
+        if math.isfinite(on.delta - off.delta):
+            print(f"largest contrast: {name}: the loss rises {on.delta:+.4f} nats where it is on "
+                  f"and {off.delta:+.4f} where it is off")
+    return 0
+
+
+def cmd_evolution(args) -> int:
+    from charnn.inspect import write_evolution_page
+
+    path = write_evolution_page(args.run, args.out)
+    print(f"wrote {path}; open it in a browser", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"cells": cmd_cells, "find": cmd_find, "saturation": cmd_saturation, "ablate": cmd_ablate,
+            "evolution": cmd_evolution}
+
+
+def cmd_inspect(args) -> int:
+    from charnn.errors import CharnnError
+
+    if not args.inspect_command:
+        raise CharnnError("say what to inspect: cells, find, saturation, ablate or evolution (see charnn inspect --help)")
+    return COMMANDS[args.inspect_command](args)

@@ -1,0 +1,18 @@
+"""Look inside a trained model: the analyses of "Visualizing and Understanding Recurrent Networks".
+
+- ``activations.record``: every cell's h, c and gates while reading a text, chunk by chunk;
+- ``features``: what a cell might track (quotes, brackets, line position, ...);
+- ``find.find_cells``: cells ranked by correlation with each feature;
+- ``saturation.gate_saturation``: how often gates are shut or open;
+- ``ablate.ablate``: silence cells and measure the loss where each feature is on and off;
+- ``pages``: the self-contained heatmap and training-evolution pages.
+"""
+
+from charnn.inspect.ablate import ablate, parse_cells
+from charnn.inspect.find import find_cells
+from charnn.inspect.pages import write_cells_page, write_evolution_page
+from charnn.inspect.saturation import gate_saturation
+from charnn.inspect.source import open_subject
+
+__all__ = ["ablate", "parse_cells", "find_cells", "write_cells_page", "write_evolution_page", "gate_saturation",
+           "open_subject"]

@@ -1,0 +1,197 @@
+"""Record what every cell of a CharRNN does while it reads a text, chunk by chunk.
+
+The recurrence itself runs in the fused kernels (``torch.nn.LSTM`` & co., one layer at a time,
+so every layer's hidden states come out); the gates are then recomputed for the whole chunk at
+once from each step's input and previous hidden state (one matrix product per layer), and the
+LSTM cell state follows from the gates by its element-wise recurrence. This is about as fast as
+a forward pass, and tests check it against the step-by-step reference ``CharRNN.forward_steps``.
+
+Memory is bounded by the chunk: a 3-layer, 512-cell LSTM holds 6 quantities x 3 x 512 floats per
+character, 36 KB, so 1M characters are never held at once; consumers accumulate what they need
+(correlations, saturation counts) chunk by chunk.
+
+Ablation (``clamp``) changes the recurrence itself, so a clamped layer runs step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from charnn.model import CharRNN
+
+QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}
+GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
+# Value range of each quantity as shown (c is shown as tanh(c), the paper's convention).
+RANGES = {"h": (-1.0, 1.0), "c": (-1.0, 1.0), "g": (-1.0, 1.0), "n": (-1.0, 1.0),
+          "i": (0.0, 1.0), "f": (0.0, 1.0), "o": (0.0, 1.0), "r": (0.0, 1.0), "z": (0.0, 1.0)}
+NAMES = {"h": "hidden state h", "c": "cell state tanh(c)", "i": "input gate", "f": "forget gate",
+         "g": "candidate g", "o": "output gate", "r": "reset gate", "z": "update gate", "n": "candidate n"}
+
+
+@dataclass
+class Chunk:
+    """Recordings for a run of characters.
+
+    positions: (N,) index in the text of each recorded character (the state after reading it);
+    acts: quantity -> (L, N, H) float32 (c already squashed by tanh);
+    logp: (N, V) log-probabilities of the next character after each position.
+    """
+    positions: np.ndarray
+    acts: dict[str, torch.Tensor]
+    logp: torch.Tensor
+
+
+@dataclass
+class Clamp:
+    """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,)."""
+    cells: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+def _layer(model: CharRNN, layer: int) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A one-layer fused module sharing layer `layer`'s weights, and those weights."""
+    rnn = model.rnn
+    w = tuple(getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    single = type(rnn)(input_size=w[0].shape[1], hidden_size=model.cfg.hidden, num_layers=1, batch_first=True,
+                       **({"nonlinearity": "tanh"} if model.cfg.cell == "rnn" else {}))
+    single.weight_ih_l0, single.weight_hh_l0, single.bias_ih_l0, single.bias_hh_l0 = (nn.Parameter(t) for t in w)
+    return single.to(w[0].device).eval(), w
+
+
+def _gates(cell: str, inp, h_prev, w) -> dict[str, torch.Tensor]:
+    """Gate values for a whole chunk: inp (B, T, E), h_prev (B, T, H) -> each (B, T, H)."""
+    w_ih, w_hh, b_ih, b_hh = w
+    xw = inp @ w_ih.T + b_ih
+    hw = h_prev @ w_hh.T + b_hh
+    if cell == "lstm":
+        i, f, g, o = (xw + hw).chunk(4, dim=-1)
+        return {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "g": torch.tanh(g), "o": torch.sigmoid(o)}
+    xr, xz, xn = xw.chunk(3, dim=-1)
+    hr, hz, hn = hw.chunk(3, dim=-1)
+    r = torch.sigmoid(xr + hr)
+    return {"r": r, "z": torch.sigmoid(xz + hz), "n": torch.tanh(xn + r * hn)}
+
+
+def _clamped_steps(cell: str, inp, h, c, w, clamp: Clamp):
+    """One layer step by step with `clamp` applied after every step: -> hs (B, T, H), h, c."""
+    w_ih, w_hh, b_ih, b_hh = w
+    xw = inp @ w_ih.T + b_ih  # (B, T, G*H)
+    out = []
+    for t in range(inp.shape[1]):
+        hw = h @ w_hh.T + b_hh
+        if cell == "lstm":
+            i, f, g, o = (xw[:, t] + hw).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            c[:, clamp.cells] = clamp.c
+            h = torch.sigmoid(o) * torch.tanh(c)
+        elif cell == "gru":
+            xr, xz, xn = xw[:, t].chunk(3, dim=-1)
+            hr, hz, hn = hw.chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        else:
+            h = torch.tanh(xw[:, t] + hw)
+        h = h.clone()
+        h[:, clamp.cells] = clamp.h
+        out.append(h)
+    return torch.stack(out, dim=1), h, c
+
+
+def _lstm_cells(c0, i, f, g):
+    """c_t = f_t * c_{t-1} + i_t * g_t over a chunk: c0 (B, H), gates (B, T, H) -> (B, T, H).
+
+    An element-wise loop: nn.LSTM returns only the last cell state, and the closed form of this
+    linear recurrence (products of forget gates) under- or overflows on long chunks.
+    """
+    ig = i * g
+    out = torch.empty_like(ig)
+    c = c0
+    for t in range(ig.shape[1]):
+        c = torch.addcmul(ig[:, t], f[:, t], c)
+        out[:, t] = c
+    return out
+
+
+@torch.no_grad()
+def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, warmup: int = 200,
+           chunk: int = 512, clamps: dict[int, Clamp] | None = None) -> Iterator[Chunk]:
+    """Read ids (N,) and yield the recordings, chunk by chunk.
+
+    quantities: which of QUANTITIES[cell] to keep (default all; "h" is always computed).
+    streams > 1 reads the text as that many pieces in parallel, each starting `warmup` characters
+    early (those are not recorded), which is much faster on long texts; streams=1 is one exact
+    pass from the zero state. Chunks then come in stream order, not text order.
+    clamps: layer -> Clamp, cells held fixed while reading (ablation).
+    """
+    cfg = model.cfg
+    was_training = model.training
+    model.eval()
+    keep = tuple(quantities or QUANTITIES[cfg.cell])
+    device = model.head.weight.device
+    layers = [_layer(model, k) for k in range(cfg.layers)]
+    clamps = clamps or {}
+    n = len(ids)
+    streams = max(1, min(streams, n // max(warmup, 1) or 1)) if streams > 1 else 1
+    warm = warmup if streams > 1 else 0
+    piece = -(-n // streams)
+    first = np.arange(streams, dtype=np.int64) * piece
+    begin = np.maximum(first - warm, 0)  # stream 0 needs no warm-up: it starts at the text's start
+    end = np.minimum(first + piece, n)
+    total = int((end - begin).max())
+    state_h = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
+    state_c = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
+    try:
+        for col in range(0, total, chunk):
+            pos = begin[:, None] + col + np.arange(min(chunk, total - col))[None, :]  # (S, T)
+            valid = (pos >= first[:, None]) & (pos < end[:, None])
+            x = torch.from_numpy(np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64))  # past the end: ignored
+            inp = model.embed(x.to(device))  # (S, T, E)
+            acts: dict[str, list[torch.Tensor]] = {q: [] for q in keep}
+            for k, (single, w) in enumerate(layers):
+                h0, c0 = state_h[k], state_c[k]
+                if k in clamps:
+                    hs, hT, cT = _clamped_steps(cfg.cell, inp, h0, c0, w, clamps[k])
+                elif cfg.cell == "lstm":
+                    hs, (hT, cT) = single(inp, (h0[None], c0[None]))
+                    hT, cT = hT[0], cT[0]
+                else:
+                    hs, hT = single(inp, h0[None])
+                    hT, cT = hT[0], c0
+                want_gates = [q for q in keep if q != "h"]
+                if want_gates:
+                    h_prev = torch.cat([h0[:, None], hs[:, :-1]], dim=1)
+                    gates = _gates(cfg.cell, inp, h_prev, w)
+                    if "c" in keep:
+                        cs = _lstm_cells(c0, gates["i"], gates["f"], gates["g"])
+                        if k in clamps:
+                            cs[..., clamps[k].cells] = clamps[k].c
+                        gates["c"] = torch.tanh(cs)
+                    for q in want_gates:
+                        acts[q].append(gates[q])
+                if "h" in keep:
+                    acts["h"].append(hs)
+                state_h[k], state_c[k] = hT, cT
+                inp = hs  # dropout between layers is off in eval mode
+            logp = torch.log_softmax(model.head(inp).float(), dim=-1)  # (S, T, V)
+            m = torch.from_numpy(valid).to(device)
+            yield Chunk(positions=pos[valid],
+                        acts={q: torch.stack(v)[:, m] for q, v in acts.items()},  # (L, N, H)
+                        logp=logp[m])
+    finally:
+        model.train(was_training)
+
+
+def record_all(model: CharRNN, ids: np.ndarray, quantities=None, **kw) -> Chunk:
+    """Everything for a short text in one Chunk, in text order (one exact pass by default)."""
+    parts = list(record(model, ids, quantities, **kw))
+    pos = np.concatenate([p.positions for p in parts])
+    order = torch.from_numpy(np.argsort(pos, kind="stable"))
+    return Chunk(positions=pos[order.numpy()],
+                 acts={q: torch.cat([p.acts[q] for p in parts], dim=1)[:, order] for q in parts[0].acts},
+                 logp=torch.cat([p.logp for p in parts])[order])

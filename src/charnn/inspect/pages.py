@@ -1,0 +1,183 @@
+"""Self-contained HTML pages: the cell heatmap and the training evolution. No server, no network.
+
+Data goes into the page as JSON (activations quantised to one byte per value, base64), the
+pictures as PNG data URIs, so one file can be mailed, opened offline or kept beside a paper.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charnn.errors import CharnnError
+from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
+from charnn.inspect.find import find_cells
+from charnn.inspect.source import Subject, display_chars, refuse_foreign
+
+CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
+EVOLUTION_MARKER = b'<meta name="generator" content="charnn evolution page">'
+PNG_MARKER = b"charnn training curves"
+MAX_PAGE_CHARS = 20_000  # beyond this a browser struggles with one span per character
+
+
+def _json_for_script(obj) -> str:
+    # '</' inside a <script> block would end it early
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _write(path: Path, text: str, marker: bytes) -> Path:
+    path = Path(path)
+    refuse_foreign(path, marker)
+    if not path.parent.exists():
+        raise CharnnError(f"the folder {path.parent} does not exist; create it or choose another --out")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+@torch.no_grad()
+def cells_page_data(subject: Subject, jump: bool = True) -> dict:
+    """Everything the heatmap page shows, for the whole (short) text of `subject`."""
+    model = subject.model
+    n = len(subject.ids)
+    if n > MAX_PAGE_CHARS:
+        raise CharnnError(f"{n:,} characters is too many for one page; use --chars {MAX_PAGE_CHARS} or fewer")
+    cell = model.cfg.cell
+    qs = QUANTITIES[cell]
+    ch = record_all(model, subject.ids)  # one exact pass from the zero state
+    acts = {}
+    for q in qs:
+        lo, hi = RANGES[q]
+        v = ((ch.acts[q] - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8)  # (L, N, H)
+        for layer in range(model.cfg.layers):
+            acts[f"{layer}:{q}"] = base64.b64encode(v[layer].T.contiguous().numpy().tobytes()).decode()
+    probs = ch.logp.exp()  # (N, V)
+    top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
+    table = display_chars(subject.vocab)
+    top5 = [[[table[i], round(float(p), 4)] for i, p in zip(ri.tolist(), rp.tolist())]
+            for ri, rp in zip(top_i, top_p)]
+    nxt = torch.from_numpy(np.append(np.asarray(subject.ids[1:], dtype=np.int64), subject.ids[-1]))
+    pnext = probs.gather(1, nxt[:, None])[:, 0]
+    order = ("c", "h") + tuple(q for q in qs if q not in ("c", "h")) if cell == "lstm" else qs
+    quantities = [{"key": q, "name": NAMES[q], "lo": RANGES[q][0], "hi": RANGES[q][1]} for q in order]
+    jumps = []
+    if jump:
+        for res in find_cells(subject, top=1):
+            if res.top and abs(res.top[0].r) >= 0.3:
+                t = res.top[0]
+                jumps.append({"feature": res.name, "layer": t.layer, "cell": t.cell, "quantity": t.quantity, "r": t.r})
+    c = subject.loaded.config.model
+    title = (f"charnn cells: {c.cell} {c.layers}x{c.hidden} reading {n:,} characters of {subject.what}")
+    return {"title": title, "text": list(subject.text), "layers": c.layers, "hidden": c.hidden,
+            "quantities": quantities, "acts": acts, "top5": top5,
+            "pnext": [round(float(p), 4) for p in pnext.tolist()], "jump": jumps}
+
+
+def write_cells_page(subject: Subject, out: str | Path) -> Path:
+    data = cells_page_data(subject)
+    template = resources.files("charnn.inspect").joinpath("cells.html").read_text(encoding="utf-8")
+    page = template.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", _json_for_script(data))
+    return _write(Path(out), page, CELLS_MARKER)
+
+
+# ---- training evolution -------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    if not path.exists():
+        return out
+    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise CharnnError(f"{path} line {k + 1} is not JSON; was the file edited by hand?") from None
+    return out
+
+
+def loss_curves_png(metrics: list[dict], snapshots: list[int], path: Path | None = None) -> bytes:
+    """Training and validation loss against step, with the snapshot steps marked; PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
+    va = [(m["step"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    if tr:
+        ax.plot(*zip(*tr), lw=1, color="tab:blue", alpha=0.8, label="training loss")
+    if va:
+        ax.plot(*zip(*va), "o-", ms=3, color="tab:orange", label="validation loss")
+    for s in snapshots:
+        ax.axvline(s, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per character)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("loss during training (grey lines: sample snapshots)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Description": PNG_MARKER.decode()})
+    plt.close(fig)
+    png = buf.getvalue()
+    if path is not None:
+        refuse_foreign(path, PNG_MARKER)
+        path.write_bytes(png)
+    return png
+
+
+def write_evolution_page(run: str | Path, out: str | Path) -> Path:
+    """The samples recorded during training beside the loss curves, as the blog's War and Peace section."""
+    run = Path(run)
+    if not run.is_dir():
+        raise CharnnError(f"{run} is not a run directory; give the folder that `charnn train --out` wrote")
+    metrics = _read_jsonl(run / "metrics.jsonl")
+    samples = _read_jsonl(run / "samples.jsonl")
+    if not metrics and not samples:
+        raise CharnnError(f"{run} has no metrics.jsonl or samples.jsonl; train a model into it first")
+    out = Path(out)
+    refuse_foreign(out, EVOLUTION_MARKER)
+    png_path = out.with_name(out.stem + "-loss.png")
+    png = loss_curves_png(metrics, [s["step"] for s in samples], png_path if out.parent.exists() else None)
+    rows = []
+    for s in samples:
+        val = s.get("val_loss")
+        val_txt = f"{val:.3f} nats ({val / math.log(2):.2f} bpc)" if isinstance(val, (int, float)) else "-"
+        tl = s.get("train_loss")
+        tl_txt = f"{tl:.3f}" if isinstance(tl, (int, float)) and math.isfinite(tl) else "-"
+        rows.append(f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
+                    f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
+                    f'validation {val_txt} &middot; temperature {s.get("temperature", "")}</small></h3>'
+                    f'<pre>{html.escape(s.get("text", ""))}</pre></section>')
+    title = f"charnn training evolution: {run.resolve().name}"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="charnn evolution page">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0; display: flex; gap: 18px; padding: 14px; color: #222; }}
+#curves {{ flex: 0 0 560px; position: sticky; top: 14px; align-self: flex-start; }}
+#curves img {{ width: 100%; border: 1px solid #ddd; }}
+#samples {{ flex: 1; min-width: 0; }}
+h1 {{ font-size: 17px; }} h3 {{ font-size: 14px; margin: 14px 0 4px; }} small {{ color: #666; font-weight: normal; }}
+pre {{ background: #f7f7f7; border: 1px solid #e3e3e3; padding: 8px; white-space: pre-wrap; margin: 0;
+       font-size: 13px; }}
+</style></head><body>
+<div id="curves"><h1>{html.escape(title)}</h1>
+<img alt="training and validation loss" data-testid="curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<p>{len(samples)} samples recorded while training, each at temperature 0.8 from the model of that step.</p></div>
+<div id="samples" data-testid="samples">{''.join(rows) or '<p>No samples were recorded in this run.</p>'}</div>
+</body></html>
+"""
+    return _write(out, page, EVOLUTION_MARKER)

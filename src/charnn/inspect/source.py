@@ -1,0 +1,73 @@
+"""What the inspection commands read: a trained run and a text, in the model's vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charnn import checkpoint as ckpt
+from charnn.data import prepare
+from charnn.errors import CharnnError
+from charnn.model import CharRNN
+from charnn.vocab import Vocab
+
+CONTEXT = 20_000
+
+
+@dataclass
+class Subject:
+    model: CharRNN
+    vocab: Vocab
+    loaded: ckpt.Checkpoint
+    ids: np.ndarray  # (N,) the text in the model's ids
+    text: str  # the same text, one character per id (bytes shown as Latin-1 / U+FFFD)
+    what: str  # says where the text came from
+    context: str = ""  # up to CONTEXT characters of the corpus just before `text`, for features
+
+
+def display_chars(vocab: Vocab) -> list[str]:
+    """One printable-or-whitespace character per id, for pages and features."""
+    if vocab.unit == "char":
+        return [chr(c) for c in vocab.codes]
+    return [chr(c) if c < 128 else "\ufffd" for c in vocab.codes]
+
+
+def open_subject(run: str | Path, text: str | None = None, split: str | None = None, chars: int = 0,
+                 which: str = "best", device: str = "cpu") -> Subject:
+    """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus."""
+    loaded = ckpt.load(run, which)
+    model = loaded.build_model(device).eval()
+    d = loaded.config.data
+    before = np.zeros(0, dtype=np.int64)
+    if text is not None:
+        enc = prepare(text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, text)
+        ids, what = enc.ids, text
+    else:
+        split = split or "val"
+        enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
+        parts = enc.splits(d.split)
+        ids, what = parts[split], f"the {split} split of {d.text}"
+        start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
+        before = np.asarray(enc.ids[max(0, start - CONTEXT):start])
+    if chars and len(ids) > chars:
+        ids = ids[:chars]
+    ids = np.asarray(ids)
+    if len(ids) < 2:
+        raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
+    table = np.array(display_chars(loaded.vocab), dtype=object)
+    return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what,
+                   "".join(table[before.astype(np.int64)]))
+
+
+def refuse_foreign(path: Path, marker: bytes) -> None:
+    """Never overwrite a file charnn did not write: it may be the user's."""
+    if path.exists():
+        if path.is_dir():
+            raise CharnnError(f"{path} is a folder; give a file name for the output")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if marker not in head:
+            raise CharnnError(f"{path} exists and was not written by charnn; choose another output name "
+                              f"or move that file away")

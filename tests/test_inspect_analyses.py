@@ -1,0 +1,141 @@
+"""find / ablate / saturation on a model that had to learn a quote cell, and on hand-set models."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from charnn import checkpoint as ckpt
+from charnn.config import RunConfig
+from charnn.errors import CharnnError
+from charnn.inspect import ablate, find_cells, gate_saturation, open_subject, parse_cells
+from charnn.inspect.saturation import write
+from charnn.model import CharRNN
+from charnn.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def quotes(quote_model):
+    run, held_out = quote_model
+    subject = open_subject(run, text=str(held_out))
+    ranked = {r.name: r for r in find_cells(subject, top=8)}
+    return subject, ranked
+
+
+@pytest.mark.slow
+def test_find_names_a_cell_that_tracks_quotes(quotes):
+    subject, ranked = quotes
+    best = ranked["quotes"].top[0]
+    assert abs(best.r) >= 0.8, best
+    assert [abs(t.r) for t in ranked["quotes"].top] == sorted((abs(t.r) for t in ranked["quotes"].top), reverse=True)
+    # the correlation is the plain Pearson r of that cell with the feature over the text
+    from charnn.inspect.activations import record_all
+    from charnn.inspect.features import compute
+
+    acts = record_all(subject.model, subject.ids, (best.quantity,)).acts[best.quantity][best.layer, :, best.cell]
+    q = next(f for f in compute(subject.text) if f.name == "quotes").values
+    assert np.corrcoef(acts.numpy(), q)[0, 1] == pytest.approx(best.r, abs=1e-4)
+    # there is nothing to find for features this text never shows
+    assert ranked["braces"].top == [] and "constant" in ranked["braces"].note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_ablating_the_quote_cell_hurts_inside_quotes(quotes, mode):
+    subject, ranked = quotes
+    best = ranked["quotes"].top[0]
+    rep = ablate(subject, [(best.layer, best.cell)], mode)
+    _, inside, outside = rep.features["quotes"]
+    assert inside.chars + outside.chars == rep.overall.chars == len(subject.ids) - 1
+    assert inside.delta > 0.05, rep.to_dict()
+    assert inside.delta > 3 * max(outside.delta, 0.0), rep.to_dict()
+    # the least quote-like cell matters less inside quotes
+    r = {(t.layer, t.cell): abs(t.r) for t in find_cells(subject, top=8)[0].top if t.quantity == "c"}
+    weakest = min(r, key=r.get)
+    other = ablate(subject, [weakest], mode).features["quotes"][1]
+    assert other.delta < inside.delta
+
+
+def test_the_unablated_loss_is_the_models_ordinary_loss(quotes):
+    from charnn.evaluate import evaluate
+
+    subject, _ = quotes
+    base = ablate(subject, [(0, 0)], "zero")
+    assert math.isfinite(base.overall.delta) and base.overall.delta != 0
+
+    assert base.overall.base == pytest.approx(evaluate(subject.model, subject.ids, streams=1).loss, abs=1e-5)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("0", "expected LAYER:INDEX"), ("a:1", "expected LAYER:INDEX"), ("1:0", "layers 0..0"), ("0:8", "cells 0..7"),
+])
+def test_parse_cells_checks_the_model_shape(spec, msg):
+    with pytest.raises(CharnnError, match=msg):
+        parse_cells(spec, 1, 8)
+    assert parse_cells("0:1, 0:3,0:1", 1, 8) == [(0, 1), (0, 3)]
+
+
+def _hand_set_run(tmp_path, cell="lstm"):
+    """A 2-layer model whose gate biases pin some gates shut or open, saved as a run."""
+    from charnn.config import ModelConfig
+
+    cfg = RunConfig()
+    cfg.model = ModelConfig(cell=cell, layers=2, hidden=6, embed=4, dropout=0.0, vocab_size=4)
+    torch.manual_seed(0)
+    m = CharRNN(cfg.model)
+    with torch.no_grad():
+        for layer in range(2):
+            b = getattr(m.rnn, f"bias_ih_l{layer}")
+            b.zero_()
+            if cell == "lstm":  # i, f, g, o blocks of 6
+                b[0:3] = -20.0  # input gates of cells 0-2: always shut
+                b[6:12] = 20.0  # every forget gate: always open
+    vocab = Vocab([ord(c) for c in "abc\n"])
+    text = tmp_path / "t.txt"
+    text.write_text("abc\nab\ncab\n" * 50)
+    cfg.data.text = str(text)
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt.save(run / ckpt.BEST, cfg, vocab, m, {})
+    return run, text
+
+
+def test_gate_saturation_counts_shut_and_open_gates(tmp_path):
+    run, text = _hand_set_run(tmp_path)
+    sat = gate_saturation(open_subject(run, text=str(text)))
+    assert sat.gates == ("i", "f", "o")
+    assert np.all(sat.left["i"][:, :3] == 1.0) and np.all(sat.right["i"][:, :3] == 0.0)
+    assert np.all(sat.right["f"] == 1.0) and np.all(sat.left["f"] == 0.0)
+    assert np.all(sat.left["i"] + sat.right["i"] <= 1.0)
+    png, csv_path = write(sat, tmp_path / "sat")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 3 * 2 * 6
+    row = next(r for r in rows if r["gate"] == "i" and r["layer"] == "1" and r["cell"] == "2")
+    assert float(row["left_saturated"]) == 1.0
+    # written again: ours, so replaced; a file of the user's is never overwritten
+    write(sat, tmp_path / "sat")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "saturation.csv").write_text("my numbers\n")
+    with pytest.raises(CharnnError, match="not written by charnn"):
+        write(sat, mine)
+    assert (mine / "saturation.csv").read_text() == "my numbers\n"
+
+
+def test_gru_has_reset_and_update_gates_and_rnn_has_none(tmp_path):
+    run, text = _hand_set_run(tmp_path, "gru")
+    assert gate_saturation(open_subject(run, text=str(text))).gates == ("r", "z")
+    run2, _ = _hand_set_run(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path, "rnn")
+    with pytest.raises(CharnnError, match="no gates"):
+        gate_saturation(open_subject(run2, text=str(text)))
+
+
+def test_text_with_characters_the_model_lacks_is_refused(tmp_path):
+    run, _ = _hand_set_run(tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text("xyz")
+    with pytest.raises(CharnnError, match="lacks"):
+        open_subject(run, text=str(other))

@@ -1,0 +1,123 @@
+"""The HTML pages in a real headless browser (Playwright driving Debian's chromium).
+
+`make test` installs chromium where it can; without it these tests skip, except under CI,
+where a missing browser is a failure. Set CHARNN_SCREENSHOTS=folder to keep screenshots
+(the README's pictures come from here).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from charnn.inspect import open_subject, write_cells_page, write_evolution_page
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        missing = "chromium (apt-get install chromium)" if exe is None else "playwright (pip install playwright)"
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests need {missing}; the CI setup must install it")
+        pytest.skip(f"browser tests need {missing}; `make test` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, path: Path):
+    page = browser.new_page(viewport={"width": 1200, "height": 760})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: errors.append(f"network request {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(path.resolve().as_uri())
+    return page, errors
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("CHARNN_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name))
+
+
+def _colours(page, n=400):
+    return page.eval_on_selector_all(f"#text span", f"s => s.slice(0, {n}).map(e => e.style.backgroundColor)")
+
+
+@pytest.mark.slow
+def test_choosing_another_cell_recolours_the_text(browser, quote_model, tmp_path):
+    run, held_out = quote_model
+    page_path = write_cells_page(open_subject(run, text=str(held_out), chars=1200), tmp_path / "cells.html")
+    page, errors = _open(browser, page_path)
+    assert page.locator("#text span").count() == 1200
+    first = _colours(page)
+    assert len(set(first)) > 10  # a real heatmap, not one flat colour
+    page.fill("[data-testid=cell]", "5")
+    page.dispatch_event("[data-testid=cell]", "input")
+    fifth = _colours(page)
+    assert fifth != first
+    page.click("#next")
+    assert page.input_value("[data-testid=cell]") == "6" and _colours(page) != fifth
+    page.select_option("[data-testid=quantity]", "f")
+    forget = _colours(page)
+    assert forget not in (first, fifth)
+    # the URL remembers the view, so a link opens the same cell
+    assert page.evaluate("location.hash") == "#layer=0&cell=6&q=f"
+    # hovering a character shows the model's five guesses for the next one
+    page.hover("#text span >> nth=40")
+    rows = page.locator("[data-testid=top5] tr")
+    assert rows.count() == 5
+    assert page.locator("[data-testid=info]").is_visible()
+    # jumping to the quote feature's best cell shows red/blue bands that follow the quotes
+    page.select_option("[data-testid=jump]", index=1)
+    text = page.eval_on_selector_all("#text span", "s => s.map(e => e.textContent)")
+    quote_colours = _colours(page, 1200)
+    inside = False
+    kinds = {True: set(), False: set()}
+    for ch, col in zip(text, quote_colours):
+        if ch == '"':
+            inside = not inside
+            continue
+        r, g, b = (int(v) for v in col[4:-1].split(","))
+        kinds[inside].add("blue" if b > r else "red")
+    assert kinds[True] != kinds[False] and len(kinds[True]) == 1
+    page.hover("#text span >> nth=60")
+    _shot(page, "cells.png")
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_a_link_with_a_cell_opens_that_cell(browser, quote_model, tmp_path):
+    run, held_out = quote_model
+    page_path = write_cells_page(open_subject(run, text=str(held_out), chars=300), tmp_path / "cells.html")
+    page = browser.new_page()
+    page.goto(page_path.resolve().as_uri() + "#layer=0&cell=3&q=h")
+    assert page.input_value("[data-testid=cell]") == "3"
+    assert page.input_value("[data-testid=quantity]") == "h"
+
+
+@pytest.mark.slow
+def test_evolution_page_shows_curves_and_samples(browser, quote_model, tmp_path):
+    run, _ = quote_model
+    page_path = write_evolution_page(run, tmp_path / "evolution.html")
+    page, errors = _open(browser, page_path)
+    assert page.evaluate("document.querySelector('[data-testid=curves]').naturalWidth") > 300
+    steps = page.eval_on_selector_all(".snap", "s => s.map(e => +e.dataset.step)")
+    assert steps == sorted(steps) and len(steps) >= 3
+    _shot(page, "evolution.png")
+    assert errors == []
