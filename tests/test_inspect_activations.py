@@ -73,3 +73,14 @@ def test_clamping_nothing_is_the_plain_pass_and_clamped_cells_hold_their_value(c
     # the layer above and the predictions see the change
     assert not torch.allclose(held.acts["h"][1], plain.acts["h"][1])
     assert not torch.allclose(held.logp, plain.logp)
+
+
+def test_a_chunk_of_a_big_model_stays_small():
+    # 3 x 512 LSTM, 64 streams: a chunk's recordings must not grow with the text or the `chunk` asked for
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="lstm", layers=3, hidden=512, embed=16, dropout=0.0, vocab_size=11)).eval()
+    gen = record(m, ids(64 * 300), streams=64, warmup=20, chunk=100_000)
+    first = next(gen)
+    size = sum(v.numel() * v.element_size() for v in first.acts.values())
+    assert 0 < size <= 256 << 20
+    assert len(first.positions) < 64 * 300

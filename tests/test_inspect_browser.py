@@ -117,7 +117,24 @@ def test_evolution_page_shows_curves_and_samples(browser, quote_model, tmp_path)
     page_path = write_evolution_page(run, tmp_path / "evolution.html")
     page, errors = _open(browser, page_path)
     assert page.evaluate("document.querySelector('[data-testid=curves]').naturalWidth") > 300
-    steps = page.eval_on_selector_all(".snap", "s => s.map(e => +e.dataset.step)")
+    steps = page.eval_on_selector_all("#samples > .snap", "s => s.map(e => +e.dataset.step)")
     assert steps == sorted(steps) and len(steps) >= 3
     _shot(page, "evolution.png")
     assert errors == []
+
+
+@pytest.mark.skipif(not os.environ.get("CHARNN_SCREENSHOT_RUN"), reason="set CHARNN_SCREENSHOT_RUN=RUN_DIR (and "
+                    "CHARNN_SCREENSHOTS=folder) to picture a real run's pages, as the README's are")
+def test_pages_of_a_real_run(browser, tmp_path):
+    run = Path(os.environ["CHARNN_SCREENSHOT_RUN"])
+    subject = open_subject(run, split="val", chars=3000)
+    cells, errors = _open(browser, write_cells_page(subject, tmp_path / "cells.html"))
+    if cells.locator("[data-testid=jump] option").count() > 1:
+        cells.select_option("[data-testid=jump]", index=1)
+    cells.hover("#text span >> nth=120")
+    assert cells.locator("[data-testid=top5] tr").count() == 5
+    _shot(cells, "cells-real.png")
+    evo, errors2 = _open(browser, write_evolution_page(run, tmp_path / "evolution.html"))
+    assert evo.locator(".snap").count() >= 1
+    _shot(evo, "evolution-real.png")
+    assert errors == errors2 == []

@@ -79,7 +79,7 @@ def test_evolution_page_shows_every_snapshot_and_the_curves(quote_model, tmp_pat
     html = page.read_text(encoding="utf-8")
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) >= 3
-    assert re.findall(r'data-step="(\d+)"', html) == [str(s["step"]) for s in samples]
+    assert sorted(map(int, re.findall(r'data-step="(\d+)"', html))) == [s["step"] for s in samples]
     for s in samples:
         assert s["text"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")[:50] in html
     png = (tmp_path / "evolution-loss.png").read_bytes()
@@ -92,3 +92,12 @@ def test_evolution_needs_a_trained_run(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CharnnError, match="train a model into it first"):
         write_evolution_page(tmp_path / "empty", tmp_path / "e.html")
+
+
+def test_evolution_shows_the_blogs_steps_first():
+    from charnn.inspect.pages import _milestones
+
+    steps = list(range(100, 11001, 100))
+    assert sorted(_milestones(steps)) == [100, 300, 500, 700, 1200, 2000, 4000, 8000, 11000]
+    assert _milestones([20, 40, 60]) == {60}
+    assert _milestones([]) == set()

@@ -136,6 +136,10 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
     device = model.head.weight.device
     layers = [_layer(model, k) for k in range(cfg.layers)]
     clamps = clamps or {}
+    # Bound the memory of one chunk (~256 MB of recordings and their intermediates), so that a
+    # 3 x 512 LSTM over 64 streams stays within a few GB whatever `chunk` was asked for.
+    per_step = max(1, streams) * cfg.layers * cfg.hidden * (len(keep) + 6) * 4
+    chunk = max(16, min(chunk, (256 << 20) // per_step))
     n = len(ids)
     streams = max(1, min(streams, n // max(warmup, 1) or 1)) if streams > 1 else 1
     warm = warmup if streams > 1 else 0

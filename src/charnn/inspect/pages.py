@@ -137,6 +137,19 @@ def loss_curves_png(metrics: list[dict], snapshots: list[int], path: Path | None
     return png
 
 
+def _milestones(steps: list[int]) -> set[int]:
+    """The steps the page shows first: the blog's 100, 300, 500, 700, 1200, 2000, then each
+    doubling (4000, 8000, ...) or the nearest recorded step after it, and the last one."""
+    if not steps:
+        return set()
+    targets = [100, 300, 500, 700, 1200, 2000]
+    while targets[-1] < steps[-1]:
+        targets.append(targets[-1] * 2)
+    ordered = sorted(set(steps))
+    keep = {next((s for s in ordered if s >= t), ordered[-1]) for t in targets}
+    return keep | {ordered[-1]}
+
+
 def write_evolution_page(run: str | Path, out: str | Path) -> Path:
     """The samples recorded during training beside the loss curves, as the blog's War and Peace section."""
     run = Path(run)
@@ -150,16 +163,23 @@ def write_evolution_page(run: str | Path, out: str | Path) -> Path:
     refuse_foreign(out, EVOLUTION_MARKER)
     png_path = out.with_name(out.stem + "-loss.png")
     png = loss_curves_png(metrics, [s["step"] for s in samples], png_path if out.parent.exists() else None)
-    rows = []
-    for s in samples:
+    milestones = _milestones([s["step"] for s in samples])
+
+    def section(s) -> str:
         val = s.get("val_loss")
         val_txt = f"{val:.3f} nats ({val / math.log(2):.2f} bpc)" if isinstance(val, (int, float)) else "-"
         tl = s.get("train_loss")
         tl_txt = f"{tl:.3f}" if isinstance(tl, (int, float)) and math.isfinite(tl) else "-"
-        rows.append(f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
-                    f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
-                    f'validation {val_txt} &middot; temperature {s.get("temperature", "")}</small></h3>'
-                    f'<pre>{html.escape(s.get("text", ""))}</pre></section>')
+        return (f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
+                f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
+                f'validation {val_txt} &middot; temperature {s.get("temperature", "")}</small></h3>'
+                f'<pre>{html.escape(s.get("text", ""))}</pre></section>')
+
+    shown = "".join(section(s) for s in samples if s["step"] in milestones)
+    rest = [s for s in samples if s["step"] not in milestones]
+    if rest:
+        shown += (f'<details data-testid="more"><summary>the other {len(rest)} samples (one per evaluation)</summary>'
+                  + "".join(section(s) for s in rest) + "</details>")
     title = f"charnn training evolution: {run.resolve().name}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -177,7 +197,7 @@ pre {{ background: #f7f7f7; border: 1px solid #e3e3e3; padding: 8px; white-space
 <div id="curves"><h1>{html.escape(title)}</h1>
 <img alt="training and validation loss" data-testid="curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <p>{len(samples)} samples recorded while training, each at temperature 0.8 from the model of that step.</p></div>
-<div id="samples" data-testid="samples">{''.join(rows) or '<p>No samples were recorded in this run.</p>'}</div>
+<div id="samples" data-testid="samples">{shown or '<p>No samples were recorded in this run.</p>'}</div>
 </body></html>
 """
     return _write(out, page, EVOLUTION_MARKER)

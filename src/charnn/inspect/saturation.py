@@ -88,7 +88,7 @@ def plot(sat: Saturation, path: Path, title: str = "") -> None:
             ax.set_ylabel(f"fraction right-saturated (> {HIGH})")
         ax.legend(loc="upper right", fontsize=8, markerscale=1.5)
     fig.suptitle(title or f"gate saturation over {sat.chars:,} characters")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # leave room for the title
     fig.savefig(path, dpi=110, metadata={"Description": PNG_MARKER.decode()})
     plt.close(fig)
 
