@@ -76,3 +76,49 @@ def test_unknown_prime_characters_are_named():
 def test_bad_options(kw, msg):
     with pytest.raises(CharnnError, match=msg):
         sample_text(model(), VOCAB, **kw)
+
+
+def _naive(m, vocab, length, num, seed, temperature):
+    """The slow reference: nn.LSTM (or GRU / RNN) called once per character."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(vocab.encode("\n"), dtype=torch.long).unsqueeze(0).expand(num, -1)
+    out = []
+    with torch.no_grad():
+        logits, state = m(x)
+        for _ in range(length):
+            nxt = sample_next(logits[:, -1], gen, temperature)
+            out.append(nxt.tolist())
+            logits, state = m(nxt.unsqueeze(1), state)
+    return out
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num", [1, 5])
+def test_fast_step_path_gives_exactly_the_samples_of_the_slow_path(cell, num):
+    from charnn.sample import generate
+
+    torch.manual_seed(1)
+    m = CharRNN(ModelConfig(cell=cell, layers=3, hidden=24, embed=8, dropout=0.0, vocab_size=12)).eval()
+    with torch.no_grad():
+        for p in m.rnn.parameters():
+            p.mul_(4)  # sharper distributions than a fresh model's, like a trained one
+    vocab = Vocab([ord(c) for c in "\nabcdefghij "])
+    for seed in range(3):
+        fast = list(generate(m, vocab, length=300, num=num, seed=seed, temperature=1.0))
+        assert fast == _naive(m, vocab, 300, num, seed, 1.0)
+
+
+def test_stepper_state_is_the_fused_state():
+    from charnn.stepper import Stepper
+
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=16, embed=8, dropout=0.0, vocab_size=10)).eval()
+    x = torch.randint(0, 10, (3, 40))
+    with torch.no_grad():
+        logits, (h, c) = m(x)
+        st = Stepper(m, m.init_state(3))
+        for t in range(40):
+            last = st.step(x[:, t])
+    torch.testing.assert_close(last, logits[:, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(st.state()[0], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(st.state()[1], c, atol=1e-5, rtol=1e-5)

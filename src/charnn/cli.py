@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -190,6 +191,8 @@ def cmd_train(args) -> int:
             raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
         result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 130 if result.stopped_by == "interrupt" else 0
     bpc = result.best_val_loss / math.log(2)
     print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
           f"best validation loss {result.best_val_loss:.4f} nats = {bpc:.3f} bits per character", file=sys.stderr)

@@ -11,6 +11,7 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
+from charnn.stepper import Stepper
 from charnn.vocab import Vocab
 
 
@@ -87,12 +88,11 @@ def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list
         with torch.no_grad():
             logits, state = model(x)
         last = logits[:, -1]  # (num, V)
+        stepper = Stepper(model, state)  # one fused cell op per layer and character
         for _ in range(length):
             nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,)
             yield nxt.tolist()
-            with torch.no_grad():
-                logits, state = model(nxt.unsqueeze(1), state)
-            last = logits[:, -1]
+            last = stepper.step(nxt)
     finally:
         model.train(was_training)
 

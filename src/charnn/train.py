@@ -22,6 +22,7 @@ from tqdm import tqdm
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
 from charnn.data import Encoded, StreamBatcher, prepare
+from charnn.distributed import Dist
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.log import info, warn
@@ -134,6 +135,29 @@ def _restore_rng(tensors) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
+class _Loss(torch.nn.Module):
+    """The model's loss as a forward(), the call DistributedDataParallel hooks into."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, state):
+        return self.model.loss(x, y, state)
+
+
+def _streams(state, first: int, count: int):
+    """This process's streams of a global (L, B, H) state."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, first:first + count].contiguous() for s in state)
+    return state[:, first:first + count].contiguous()
+
+
+STOP_REASONS = ("", "max-steps", "max-epochs", "max-time", "patience", "interrupt")
+
+
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str | Path | None = None,
           overrides: dict | None = None, progress: bool | None = None,
           on_step: Callable[[int], bool] | None = None) -> TrainResult:
@@ -141,7 +165,16 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
 
     overrides: training settings given explicitly on a resume (only RESUMABLE ones may change).
     on_step(step) -> True asks the loop to stop as if interrupted (used by tests).
+    Under torchrun, each process trains its share of the streams (see charnn.distributed).
     """
+    dd = Dist()
+    try:
+        return _train(cfg, out, resume, init_from, overrides, progress, on_step, dd)
+    finally:
+        dd.close()
+
+
+def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) -> TrainResult:
     out = Path(out)
     start_meta, start_tensors = {}, {}
     if resume:
@@ -164,7 +197,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
         if (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
             raise CharnnError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
-    device = pick_device(cfg.train.device)
+    device = dd.device(pick_device(cfg.train.device))
+    dd.start(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, cfg.data.seed)
@@ -188,6 +222,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
 
     splits = enc.splits(cfg.data.split)
     batcher = StreamBatcher(splits["train"], cfg.train.batch_size, cfg.train.seq_len)
+    first, per = dd.shard(batcher.batch_size)  # this process's streams of the global batch
     if len(splits["val"]) < 2:
         warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
 
@@ -202,9 +237,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
         ckpt.optimizer_from_tensors(opt, start_tensors, start_meta["optimizer"])
         _restore_rng(start_tensors)
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_text_atomic(out / "config.json", cfg.to_json() + "\n")
-    ckpt.write_text_atomic(out / "vocab.json", vocab.to_json() + "\n")
+    net = dd.wrap(_Loss(model), device)  # DDP: rank 0's initial weights are broadcast here
+    if dd.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text_atomic(out / "config.json", cfg.to_json() + "\n")
+        ckpt.write_text_atomic(out / "vocab.json", vocab.to_json() + "\n")
 
     m = start_meta
     step = m.get("step", 0)
@@ -214,7 +251,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
     last_val = m.get("last_val_loss", math.inf)
     evals_since_best = m.get("evals_since_best", 0)
     elapsed_before = m.get("elapsed", 0.0)
-    state = _state_from(start_tensors, device)
+    state = _streams(_state_from(start_tensors, device), first, per)
     t = cfg.train
     bpe = batcher.steps_per_epoch
     chars_per_step = batcher.batch_size * batcher.seq_len
@@ -229,11 +266,14 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
             fr.append((epoch + step_in_epoch / bpe) / t.max_epochs)
         return max(fr) if fr else 0.0
 
-    def run_eval() -> float:
+    def run_eval() -> float:  # on rank 0; the others get its number
         data = splits["val"] if len(splits["val"]) >= 2 else splits["train"]
-        return evaluate(model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
+        val = evaluate(model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss if dd.main else 0.0
+        return dd.broadcast(val, device)
 
     def snapshot(val_loss: float | None) -> None:
+        if not dd.main:
+            return
         text = sample_text(model, vocab, length=t.snapshot_chars, seed=t.seed + step, temperature=0.8)[0]
         rec = {"step": step, "epoch": round(epoch + step_in_epoch / bpe, 4), "train_loss": train_loss,
                "val_loss": val_loss, "temperature": 0.8, "text": text}
@@ -241,22 +281,30 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
     def log(rec: dict) -> None:
+        if not dd.main:
+            return
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
 
     def save_last(finished: str = "") -> None:
+        # every process takes part in gathering the carried state; rank 0 writes
+        full = None
+        if state is not None:
+            full = tuple(dd.gather_streams(s) for s in state) if isinstance(state, tuple) else dd.gather_streams(state)
+        if not dd.main:
+            return
         opt_tensors, opt_json = ckpt.optimizer_to_tensors(opt)
         meta = {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "best_val_loss": best_val,
                 "last_val_loss": last_val, "evals_since_best": evals_since_best,
                 "elapsed": elapsed_before + time.perf_counter() - t0, "optimizer": opt_json,
                 "data_key": enc.key, "stopped_by": finished,
                 "params": model.num_params, "batch_size": batcher.batch_size, "seq_len": batcher.seq_len}
-        ckpt.save(out / ckpt.LAST, cfg, vocab, model, meta, {**opt_tensors, **_rng_tensors(), **_state_tensors(state)})
+        ckpt.save(out / ckpt.LAST, cfg, vocab, model, meta, {**opt_tensors, **_rng_tensors(), **_state_tensors(full)})
 
     # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
-    bar = tqdm(total=t.max_steps or None, initial=step, disable=(progress is False) or None, unit="step",
+    bar = tqdm(total=t.max_steps or None, initial=step, disable=(progress is False or not dd.main) or None, unit="step",
                dynamic_ncols=True, leave=True, desc="train")
-    if bar.disable and progress is not False:
+    if bar.disable and progress is not False and dd.main:
         info(f"training {cfg.model.cell} {cfg.model.layers}x{cfg.model.hidden} ({model.num_params:,} parameters) "
              f"on {len(splits['train']):,} characters, {device}")
     train_loss = float("nan")
@@ -278,6 +326,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
                 stopped_by = "patience"
             elif flag.set or (on_step is not None and step > 0 and on_step(step)):
                 stopped_by = "interrupt"
+            if dd.active:  # rank 0 decides for everyone (clocks and signals differ)
+                stopped_by = STOP_REASONS[int(dd.broadcast(STOP_REASONS.index(stopped_by), device))]
             if stopped_by:
                 break
             if step_in_epoch >= bpe:  # an epoch ends: the streams start over from zero state
@@ -285,11 +335,13 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
                 step_in_epoch = 0
                 state = None
             x, y = batcher.batch(step_in_epoch)
+            if dd.active:
+                x, y = x[first:first + per], y[first:first + per]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             lr = lr_at(cfg, step, epoch + step_in_epoch / bpe, progress_frac())
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, state = model.loss(x, y, state)
+            loss, state = net(x, y, state)
             state = detach_state(state)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -302,7 +354,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
             step += 1
             step_in_epoch += 1
             window_chars += chars_per_step
-            train_loss = loss.item()
+            train_loss = dd.mean(loss.detach()).item()  # the global batch's loss
             if not math.isfinite(train_loss):
                 save_last("diverged")
                 raise CharnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr "
@@ -323,10 +375,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
                      "elapsed": round(elapsed_before + time.perf_counter() - t0, 3)})
                 if val < best_val:
                     best_val, evals_since_best = val, 0
-                    ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": val})
+                    if dd.main:
+                        ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": val})
                 else:
                     evals_since_best += 1
-                if bar.disable and progress is not False:
+                if bar.disable and progress is not False and dd.main:
                     info(f"step {step}  epoch {cur_epoch:.2f}  train {train_loss:.4f}  val {val:.4f} "
                          f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
             if step in t.snapshot_steps or val is not None:
@@ -345,9 +398,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str 
         log({"step": step, "val_loss": last_val, "val_bpc": last_val / math.log(2), "final": True})
         if last_val < best_val:
             best_val = last_val
-            ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": last_val})
+            if dd.main:
+                ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": last_val})
             evals_since_best = 0
-    if not (out / ckpt.BEST).exists():  # interrupted before any evaluation: best is what we have
+    if dd.main and not (out / ckpt.BEST).exists():  # interrupted before any evaluation: best is what we have
         ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": None})
     save_last(stopped_by)
     return TrainResult(step, epoch + step_in_epoch / bpe, best_val, last_val, stopped_by, out)

@@ -1,0 +1,54 @@
+"""One character at a time, fast: the sampling path for small batches.
+
+Calling ``nn.LSTM`` once per character spends most of its time outside the arithmetic (argument
+checks, weight-layout handling, allocating a (B, 1, H) sequence). Here each layer is one fused
+cell op (``torch.lstm_cell`` / ``gru_cell`` / ``rnn_tanh_cell``, the ATen kernels nn.LSTMCell
+uses) on preallocated state, so that at batch 1 the time goes into reading the weights, which is
+the bound (each weight is read once per character). Same weights, same function as
+``CharRNN.forward`` in eval mode; tests check that samples are identical.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from charnn.model import CharRNN, State
+
+_CELL_OPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+
+
+class Stepper:
+    """step(ids (B,)) -> logits (B, V), carrying the state between calls."""
+
+    def __init__(self, model: CharRNN, state: State):
+        self.model = model
+        self.cell = model.cfg.cell
+        self.op = _CELL_OPS[self.cell]
+        rnn = model.rnn
+        self.weights = [tuple(getattr(rnn, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih",
+                                                                             "bias_hh"))
+                        for k in range(model.cfg.layers)]
+        self.embed = model.embed.weight.detach()
+        self.head_w = model.head.weight.detach()
+        self.head_b = model.head.bias.detach()
+        if self.cell == "lstm":
+            self.h = list(state[0].unbind(0))  # L x (B, H)
+            self.c = list(state[1].unbind(0))
+        else:
+            self.h = list(state.unbind(0))
+            self.c = None
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed[ids]  # (B, E)
+        for k, w in enumerate(self.weights):
+            if self.c is not None:
+                self.h[k], self.c[k] = self.op(x, (self.h[k], self.c[k]), *w)
+            else:
+                self.h[k] = self.op(x, self.h[k], *w)
+            x = self.h[k]
+        return torch.addmm(self.head_b, x, self.head_w.T)  # (B, V)
+
+    def state(self) -> State:
+        h = torch.stack(self.h)
+        return (h, torch.stack(self.c)) if self.c is not None else h
