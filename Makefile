@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install
+.PHONY: test demo install bench
 
 install:
 	python3 -m venv $(VENV)
@@ -16,3 +16,10 @@ demo:
 	python3 -m venv $(VENV)
 	$(PIP) -e .
 	$(VENV)/bin/charnn train --out runs/demo --max-time 2m
+
+# The benchmark suite: one table. BIG_CORPUS=path/to/linux_all.txt adds the half-gigabyte rows
+# (build it with ../shared/data/make_linux.py --all --chars 0); BENCH_ARGS=--quick skips the slow rows.
+BIG_CORPUS ?=
+BENCH_ARGS ?=
+bench: install
+	$(VENV)/bin/python bench/suite.py $(if $(BIG_CORPUS),--big-corpus $(BIG_CORPUS)) $(BENCH_ARGS)

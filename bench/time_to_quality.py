@@ -29,12 +29,14 @@ from charnn.train import train
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float) -> tuple[float, int]:
+def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float, hidden: int = 256,
+              dropout: float = 0.0) -> tuple[float, int]:
     """A plain PyTorch LSTM trained the obvious way, for comparison."""
     torch.manual_seed(0)
     emb = torch.nn.Embedding(vocab, 64)
-    lstm = torch.nn.LSTM(64, 256, 2, batch_first=True)
-    head = torch.nn.Linear(256, vocab)
+    lstm = torch.nn.LSTM(64, hidden, 2, batch_first=True, dropout=dropout)
+    head = torch.nn.Linear(hidden, vocab)
+    drop = torch.nn.Dropout(dropout)
     params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=2e-3)
     train_ids = torch.from_numpy(np.asarray(ids[:n_train], dtype=np.int64))
@@ -44,7 +46,7 @@ def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float) -> tuple
         starts = torch.randint(0, n_train - 101, (32,), generator=rng)
         chunk = torch.stack([train_ids[s:s + 101] for s in starts])
         out, _ = lstm(emb(chunk[:, :-1]))
-        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(head(drop(out)).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -60,6 +62,7 @@ def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float) -> tuple
             out, state = lstm(emb(x), state)
             return head(out), state
 
+    lstm.eval()
     val = evaluate(Wrapped(), np.asarray(ids[n_train:]))
     return val.loss, steps
 

@@ -114,3 +114,20 @@ def test_remap_into_a_larger_vocabulary(tmp_path):
     assert big.decode(enc.remap(big).ids) == "cab" * 10
     with pytest.raises(CharnnError, match="'c'"):
         enc.remap(Vocab([ord("a"), ord("b")]))
+
+
+def test_ascii_blocks_and_utf8_blocks_mix(tmp_path, monkeypatch):
+    # small reads make some blocks pure ASCII (taken as bytes) and others UTF-8 (decoded)
+    text = ("plain ascii words\n" * 3 + "a🙂é漢 ") * 40
+    f = tmp_path / "t.txt"
+    f.write_text(text, encoding="utf-8")
+    ids, chars = naive_ids(text)
+    for chunk in (3, 16, 64, 1 << 16):
+        monkeypatch.setattr(data, "CHUNK", chunk)
+        enc = data._encode(data.corpus_mod.resolve(str(f)), "char", "strict", tmp_path / f"m{chunk}", "k")
+        assert np.asarray(enc.ids).tolist() == ids
+    monkeypatch.setattr(data, "CHUNK", 16)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello " * 10 + b"\xff\xfe" + b"world")
+    with pytest.raises(CharnnError, match="at byte offset 60;"):
+        data.prepare(str(bad))

@@ -1,0 +1,334 @@
+"""The benchmark suite (issue #5): one table, our figure beside a reference measured in the same run.
+
+    make bench                      # every row (about 35 minutes on 2 cores)
+    python bench/suite.py --quick   # skip the 10-minute time-to-quality row and the big corpus
+    python bench/suite.py --only sampling,throughput
+
+Rows: time to quality on tiny Shakespeare (60 s and 10 min), training throughput (2x512 b50 s50,
+3x512 b100 s100) with GFLOP/s and the share of a measured matmul peak, batch-1 and batched
+sampling of a 3x512 LSTM, evaluation speed, and preparing a half-gigabyte corpus (speed, peak
+memory) then training on it (peak memory). Speeds are medians of repeats; timings on a shared
+2-core machine move by about 10% between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+SHARED = HERE.parents[1] / "shared" / "data"
+
+from charnn.config import ModelConfig  # noqa: E402
+from charnn.model import CharRNN  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def row(name, ours, reference, unit, higher_better=True, target=None, note=""):
+    ratio = (ours / reference if higher_better else reference / ours) if reference else float("nan")
+    met = "" if target is None else ("met" if (ours >= target if higher_better else ours <= target) else "NOT met")
+    ROWS.append({"row": name, "ours": ours, "reference": reference, "unit": unit, "ratio": ratio,
+                 "target": target, "met": met, "note": note})
+    print(f"  {name}: {ours:,.4g} {unit} vs {reference:,.4g} -> x{ratio:.3f} {met}", file=sys.stderr, flush=True)
+
+
+def _median_time(fn, repeats=5, warmup=2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _paired_times(fa, fb, repeats=5, warmup=2) -> tuple[float, float]:
+    """Median times of fa and fb run alternately, so that both see the same machine."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def matmul_peak() -> float:
+    """GFLOP/s of a large fp32 matrix product on this machine, now."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048 ** 3 / _median_time(lambda: a @ b, repeats=7) / 1e9
+
+
+# ---- training throughput ------------------------------------------------------------------
+
+def _lstm_train_flops(layers, hidden, embed, vocab) -> float:
+    """FLOPs per character of one training step (forward + backward = 3x forward)."""
+    fwd = 0
+    for k in range(layers):
+        inp = embed if k == 0 else hidden
+        fwd += 2 * 4 * hidden * (inp + hidden)
+    fwd += 2 * hidden * vocab
+    return 3 * fwd
+
+
+def throughput(layers, batch, seq, steps=8):
+    from charnn.config import RunConfig
+    from charnn.train import make_optimizer
+
+    V, H, E = 96, 512, 512
+    x = torch.randint(0, V, (batch, seq), generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, V, (batch, seq), generator=torch.Generator().manual_seed(1))
+
+    # reference: what one writes first
+    torch.manual_seed(0)
+    emb, lstm, head = torch.nn.Embedding(V, E), torch.nn.LSTM(E, H, layers, batch_first=True), torch.nn.Linear(H, V)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=2e-3)
+    losses_ref = []
+
+    def ref_step():
+        out, _ = lstm(emb(x))
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses_ref.append(loss.item())
+
+    # ours: CharRNN and the training step of charnn.train
+    cfg = RunConfig()
+    cfg.model = ModelConfig(cell="lstm", layers=layers, hidden=H, embed=E, dropout=0.0, vocab_size=V)
+    cfg.train.lr, cfg.train.weight_decay = 2e-3, 0.01
+    torch.manual_seed(0)
+    model = CharRNN(cfg.model)
+    opt2 = make_optimizer(cfg, model)
+    losses = []
+
+    def our_step():  # what charnn.train does per step, gradient clipping included
+        loss, _ = model.loss(x, y)
+        opt2.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt2.step()
+        losses.append(loss.item())
+
+    t_our, t_ref = _paired_times(our_step, ref_step, repeats=steps)
+    chars = batch * seq
+    flops = _lstm_train_flops(layers, H, E, V) * chars
+    peak = matmul_peak()
+    name = f"training throughput, LSTM {layers}x512 batch {batch} seq {seq}"
+    row(name, chars / t_our, chars / t_ref, "chars/s", target=None,
+        note=f"{flops / t_our / 1e9:.0f} vs {flops / t_ref / 1e9:.0f} GFLOP/s; matmul peak {peak:.0f} GFLOP/s "
+             f"({100 * flops / t_our / 1e9 / peak:.0f}% of it); loss after {len(losses)} steps "
+             f"{losses[-1]:.4f} vs {losses_ref[-1]:.4f}; target x1.15")
+    ROWS[-1]["target_ratio"] = 1.15
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+def sampling(num: int, length: int):
+    from charnn.sample import generate, sample_next
+    from charnn.vocab import Vocab
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell="lstm", layers=3, hidden=512, embed=64, dropout=0.0, vocab_size=96)).eval()
+    vocab = Vocab([10] + list(range(32, 127)))
+
+    def naive():
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        with torch.no_grad():
+            logits, state = model(torch.zeros(num, 1, dtype=torch.long))
+            for _ in range(length):
+                nxt = sample_next(logits[:, -1], gen, 1.0)
+                out.append(nxt.tolist())
+                logits, state = model(nxt.unsqueeze(1), state)
+        return out
+
+    def fast():
+        return list(generate(model, vocab, length=length, num=num, seed=0, temperature=1.0))
+
+    same = naive() == fast()
+    t_fast, t_naive = _paired_times(fast, naive, repeats=3, warmup=1)
+    chars = num * length
+    weights_mb = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed")) * 4 / 1e6
+    what = "batch-1 sampling" if num == 1 else f"batched sampling, {num} streams"
+    note = f"identical samples: {'yes' if same else 'NO'}"
+    if num == 1:
+        note += f"; {weights_mb:.1f} MB of weights read per character = {weights_mb * chars / t_fast / 1e3:.1f} GB/s"
+    row(f"{what}, LSTM 3x512", chars / t_fast, chars / t_naive, "chars/s", target=2000 if num == 1 else None,
+        note=note)
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+def evaluation():
+    from charnn.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, vocab_size=96))
+    ids = np.random.default_rng(0).integers(0, 96, 200_000)
+    t_eval = _median_time(lambda: evaluate(model, ids), repeats=3, warmup=1)
+    x = torch.from_numpy(ids[:32 * 32 * 50].reshape(32 * 50, 32)).long()
+    xs = x.reshape(50, 32, 32)
+
+    def train_fwd():  # the training forward pass, batch 32 x 32, with autograd on
+        state = None
+        for b in xs:
+            loss, state = model.loss(b, b, state)
+            state = tuple(s.detach() for s in state)
+
+    t_fwd = _median_time(train_fwd, repeats=3, warmup=1)
+    row("evaluation of a split, LSTM 2x256", len(ids) / t_eval, xs.numel() / t_fwd, "chars/s",
+        note="reference: the training forward pass (32 streams x 32)")
+
+
+# ---- time to quality ------------------------------------------------------------------------
+
+def time_to_quality(budget: float, preset: str, ref_hidden: int, ref_dropout: float, target: float):
+    import time_to_quality as ttq
+
+    from charnn.config import RunConfig, apply_preset
+    from charnn.data import prepare
+    from charnn.train import train
+
+    data = SHARED / "tinyshakespeare.txt"
+    if not data.exists():
+        print(f"  skipped time to quality: {data} is absent", file=sys.stderr)
+        return
+    cfg = RunConfig()
+    apply_preset(cfg, preset)
+    cfg.data.text, cfg.data.split = str(data), (0.9, 0.1, 0.0)
+    cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10 ** 9, ()
+    with tempfile.TemporaryDirectory() as d:
+        res = train(cfg, Path(d) / "run", progress=False)
+    enc = prepare(str(data))
+    n_train = int(len(enc.ids) * 0.9)
+    ref_loss, _ = ttq.reference(enc.ids, n_train, len(enc.vocab), budget, hidden=ref_hidden, dropout=ref_dropout)
+    row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss", res.last_val_loss, ref_loss, "nats",
+        higher_better=False, target=target,
+        note=f"preset {preset}, {res.steps} steps; reference: plain 2x{ref_hidden} nn.LSTM"
+             + (f" with dropout {ref_dropout}" if ref_dropout else ""))
+
+
+# ---- a corpus larger than memory ------------------------------------------------------------
+
+def _child_peak(cmd: list[str], env=None) -> tuple[float, float, str]:
+    """(seconds, peak resident GB, stdout) of a command run in its own process."""
+    script = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+              "print(json.dumps([time.perf_counter() - t, "
+              "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6, r.returncode, r.stderr[-500:]]))")
+    r = subprocess.run([sys.executable, "-c", script, *cmd], capture_output=True, text=True, env=env)
+    secs, peak, rc, err = json.loads(r.stdout)
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err}")
+    return secs, peak, err
+
+
+def big_corpus(path: Path | None):
+    if path is None or not path.exists():
+        print("  skipped the big corpus: build it with ../shared/data/make_linux.py --all --chars 0 and pass "
+              "--big-corpus PATH", file=sys.stderr)
+        return
+    size = path.stat().st_size
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, CHARNN_CACHE=d)
+        prep = ("import sys; from charnn.data import prepare; e = prepare(sys.argv[1]); "
+                "print(len(e.ids), len(e.vocab), file=sys.stderr)")
+        secs, peak, _ = _child_peak([sys.executable, "-c", prep, str(path)], env)
+        read = _median_time(lambda: _read_all(path), repeats=1, warmup=0)
+        row("preparing a big corpus (MB/s of UTF-8 text)", size / 1e6 / secs, size / 1e6 / read, "MB/s", target=50,
+            note=f"{size / 1e6:.0f} MB; reference: reading the file; peak memory {peak:.2f} GB (target < 1.5)")
+        ROWS.append({"row": "peak memory while preparing", "ours": peak, "reference": size / 1e9, "unit": "GB",
+                     "ratio": size / 1e9 / peak, "target": 1.5, "met": "met" if peak < 1.5 else "NOT met",
+                     "note": "reference: the file size"})
+        tr = [sys.executable, "-m", "charnn", "train", str(path), "--out", f"{d}/run", "--max-steps", "200",
+              "--eval-every", "100", "--eval-chars", "200000", "--samples", "0", "--quiet", "--split", "0.98,0.01,0.01"]
+        secs, peak, _ = _child_peak(tr, env)
+        ROWS.append({"row": "peak memory while training on it (200 steps)", "ours": peak, "reference": size / 1e9,
+                     "unit": "GB", "ratio": size / 1e9 / peak, "target": 1.5,
+                     "met": "met" if peak < 1.5 else "NOT met", "note": "reference: the file size; data is memory-mapped"})
+
+
+def _read_all(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, python {platform.python_version()}")
+
+
+def print_table() -> None:
+    print(f"\nmachine: {machine()}\n")
+    print("| row | ours | reference (same run) | ratio | target | notes |")
+    print("|---|---|---|---|---|---|")
+    for r in ROWS:
+        tgt = r["target"] if r["target"] is not None else r.get("target_ratio")
+        if r.get("target_ratio") and r["target"] is None:
+            met = "met" if r["ratio"] >= r["target_ratio"] else "NOT met"
+            tgt_s = f"x{r['target_ratio']:g}: {met}"
+        elif tgt is not None:
+            tgt_s = f"{tgt:g}: {r['met']}"
+        else:
+            tgt_s = "report"
+        print(f"| {r['row']} | {r['ours']:,.4g} {r['unit']} | {r['reference']:,.4g} {r['unit']} | "
+              f"x{r['ratio']:.3f} | {tgt_s} | {r['note']} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="skip the 10-minute row and the big corpus")
+    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,sampling,eval,big")
+    ap.add_argument("--big-corpus", type=Path, default=None, help="a half-gigabyte text (make_linux.py --all)")
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+
+    def want(k):
+        return (not only or k in only) and not (args.quick and k in ("ttq10", "big"))
+
+    if want("throughput"):
+        throughput(2, 50, 50)
+        throughput(3, 100, 100, steps=4)
+    if want("sampling"):
+        sampling(1, 1000)
+        sampling(64, 200)
+    if want("eval"):
+        evaluation()
+    if want("ttq"):
+        time_to_quality(60, "default", 256, 0.0, 1.50)
+    if want("ttq10"):
+        time_to_quality(600, "large", 512, 0.2, 1.40)
+    if want("big"):
+        big_corpus(args.big_corpus)
+    print_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
