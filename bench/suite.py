@@ -144,6 +144,34 @@ def throughput(layers, batch, seq, steps=8):
     ROWS[-1]["target_ratio"] = 1.15
 
 
+def gpu_throughput():
+    """The GPU path: cuDNN's LSTM in fp32 against bf16 autocast, when there is a GPU."""
+    name = "GPU training throughput, LSTM 3x512 batch 100 seq 100, bf16 autocast vs fp32"
+    if not torch.cuda.is_available():
+        print("  skipped the GPU row: no CUDA GPU here", file=sys.stderr)
+        ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
+                     "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA GPU on this machine"})
+        return
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell="lstm", layers=3, hidden=512, embed=512, dropout=0.0, vocab_size=96)).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    x = torch.randint(0, 96, (100, 100), device=dev)
+
+    def step(bf16):
+        def run():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = model.loss(x, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            torch.cuda.synchronize()
+        return run
+
+    t_bf16, t_fp32 = _paired_times(step(True), step(False), repeats=10)
+    row(name, 10_000 / t_bf16, 10_000 / t_fp32, "chars/s", note=f"{torch.cuda.get_device_name()}; reference: fp32")
+
+
 # ---- sampling -------------------------------------------------------------------------------
 
 def sampling(num: int, length: int):
@@ -297,6 +325,9 @@ def print_table() -> None:
             tgt_s = f"{tgt:g}: {r['met']}"
         else:
             tgt_s = "report"
+        if math.isnan(r["ours"]):
+            print(f"| {r['row']} | - | - | - | - | {r['note']} |")
+            continue
         print(f"| {r['row']} | {r['ours']:,.4g} {r['unit']} | {r['reference']:,.4g} {r['unit']} | "
               f"x{r['ratio']:.3f} | {tgt_s} | {r['note']} |")
 
@@ -304,7 +335,7 @@ def print_table() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the 10-minute row and the big corpus")
-    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,sampling,eval,big")
+    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,gpu,sampling,eval,big")
     ap.add_argument("--big-corpus", type=Path, default=None, help="a half-gigabyte text (make_linux.py --all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -315,6 +346,8 @@ def main() -> int:
     if want("throughput"):
         throughput(2, 50, 50)
         throughput(3, 100, 100, steps=4)
+    if want("gpu"):
+        gpu_throughput()
     if want("sampling"):
         sampling(1, 1000)
         sampling(64, 200)

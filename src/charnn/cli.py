@@ -77,6 +77,7 @@ _CONFIG_FLAGS = {
     "max_steps": ("train", "max_steps"), "max_epochs": ("train", "max_epochs"), "max_time": ("train", "max_time"),
     "patience": ("train", "patience"), "eval_every": ("train", "eval_every"), "eval_chars": ("train", "eval_chars"),
     "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
+    "precision": ("train", "precision"),
 }
 
 
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_positive_int, default=None, help="random seed (weights, dropout, file order)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (0: torch's choice)")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="fp32 (default) or bf16 autocast: faster on recent GPUs, slower on most CPUs")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
     g.add_argument("--samples", type=_positive_int, default=2, help="samples to print when training ends (default 2)")
@@ -154,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    n = sub.add_parser("ngram", help="an interpolated Kneser-Ney n-gram baseline: its validation and test loss")
+    n.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
+    n.add_argument("--order", type=_positive_int, required=True, help="n: characters per n-gram (1..30)")
+    n.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+                   help="contiguous split fractions (default 0.9,0.05,0.05)")
+    n.add_argument("--include", default="*", metavar="GLOB", help="files to read inside a folder")
+    n.add_argument("--unit", choices=["char", "bytes"], default="char")
+    n.add_argument("--discount", type=_float, default=None,
+                   help="one fixed Kneser-Ney discount in (0, 1) (default: modified Kneser-Ney, three "
+                        "discounts per order estimated from counts of counts)")
+    n.add_argument("--json", action="store_true", help="print one JSON object")
 
     from charnn import cli_inspect
 
@@ -313,13 +328,39 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_ngram(args) -> int:
+    from charnn.config import DataConfig
+    from charnn.corpus import resolve
+    from charnn.ngram import train_and_score
+
+    if not 1 <= args.order <= 30:
+        raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
+    if args.discount is not None and not 0 < args.discount < 1:
+        raise CharnnError(f"--discount must be between 0 and 1, got {args.discount}")
+    DataConfig(text=args.text, split=args.split).validate()
+    path = Path(args.text).expanduser()
+    text = str(path.resolve()) if path.exists() else args.text
+    resolve(text, include=args.include)  # a missing file is named before any work
+    rep = train_and_score(text, args.order, args.split, args.include, args.unit, discount=args.discount)
+    if args.json:
+        print(json.dumps(rep.to_dict()))
+        return 0
+    kind = f"Kneser-Ney (discount {args.discount:g})" if args.discount is not None else "modified Kneser-Ney"
+    print(f"{kind} {args.order}-gram on {rep.train_chars:,} training characters of {args.text} "
+          f"({rep.seconds:.1f} s)")
+    for name, (loss, chars) in rep.losses.items():
+        print(f"{name:5s} {chars:>10,} characters  loss {loss:.4f} nats  {loss / math.log(2):.4f} bits/char")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from charnn import cli_inspect
 
     return cli_inspect.cmd_inspect(args)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
+            "ngram": cmd_ngram}
 
 
 def main(argv: list[str] | None = None) -> int:

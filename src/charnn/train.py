@@ -30,7 +30,8 @@ from charnn.model import CharRNN, detach_state
 from charnn.sample import sample_text
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
-RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads"}
+RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
+             "precision"}
 
 
 @dataclass
@@ -341,7 +342,10 @@ def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) 
             lr = lr_at(cfg, step, epoch + step_in_epoch / bpe, progress_frac())
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, state = net(x, y, state)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+                loss, state = net(x, y, state)
+            if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
             state = detach_state(state)
             opt.zero_grad(set_to_none=True)
             loss.backward()

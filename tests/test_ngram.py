@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pytest
+
+from charnn.errors import CharnnError
+from charnn.ngram import KneserNey, _keys
+from conftest import learnable_text
+
+
+def random_ids(n, v, seed=0):
+    return np.random.default_rng(seed).integers(0, v, n)
+
+
+@pytest.mark.parametrize("modified", [False, True])
+@pytest.mark.parametrize("order,vocab", [(1, 4), (2, 5), (3, 5), (5, 7), (12, 100)])
+def test_probabilities_sum_to_one_for_every_context(order, vocab, modified):
+    text = random_ids(400, vocab) if vocab < 50 else random_ids(400, 20) * 5  # 20 of 100 characters seen
+    m = KneserNey(order, vocab, modified=modified).fit(text)
+    rng = np.random.default_rng(1)
+    contexts = [text[k:k + order - 1] for k in (0, 50, 200)]  # seen contexts
+    contexts += [rng.integers(0, vocab, order - 1), np.array([], dtype=np.int64), text[10:12]]  # unseen, short
+    for ctx in contexts:
+        d = m.distribution(ctx)
+        assert d.shape == (vocab,) and np.all(d > 0)
+        assert d.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def _nltk_scores(ids, order, queries, vocab):
+    lm_mod = pytest.importorskip("nltk.lm")
+    from nltk.util import everygrams
+
+    toks = [str(i) for i in ids]
+    lm = lm_mod.KneserNeyInterpolated(order, discount=0.1)
+    lm.fit([list(everygrams(toks, max_len=order))], vocabulary_text=toks)
+    return np.array([[lm.score(str(w), [str(c) for c in ctx]) for w in range(vocab)] for ctx in queries])
+
+
+@pytest.mark.parametrize("order,vocab", [(3, 6), (4, 6), (10, 90)])
+def test_agrees_with_nltk_where_the_definitions_coincide(order, vocab):
+    # NLTK: fixed discount 0.1 and the bare continuation unigram. The text repeats its first
+    # part, so every n-gram at its very start also occurs with a character before it, where
+    # NLTK's lower-order gamma (raw follower counts) and ours (continuation types) coincide.
+    rng = np.random.default_rng(0)
+    head = rng.integers(0, min(vocab, 6), 150) if vocab <= 6 else rng.integers(0, 12, 150) * 7
+    ids = np.concatenate([head, head, head[:40]])
+    ours = KneserNey(order, vocab, discount=0.1, uniform_floor=False).fit(ids)
+    queries = [ids[k:k + order - 1] for k in range(0, 300, 23)] + [rng.integers(0, vocab, order - 1)]
+    theirs = _nltk_scores(ids, order, queries, vocab)
+    mine = np.array([[ours.probs_of(np.append(q, w), len(q))[0] for w in range(vocab)] for q in queries])
+    np.testing.assert_allclose(mine, theirs, atol=1e-6, rtol=0)
+
+
+def test_hashed_keys_beyond_64_bits_are_still_exact_ngram_identities():
+    ids = random_ids(3000, 100, seed=3)  # base-101 digits fit 63 bits only up to 9-grams
+    for n, keys in _keys(ids, 100, 14):
+        if n in (9, 10, 14):
+            grams = {tuple(ids[i - n + 1:i + 1]): keys[i] for i in range(n - 1, len(ids))}
+            assert len(set(grams.values())) == len(grams)  # distinct n-grams, distinct keys
+
+
+def test_longer_context_helps_on_structured_text():
+    text = learnable_text(600)
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text])
+    cut = int(len(ids) * 0.9)
+    losses = [KneserNey(n, len(chars)).fit(ids[:cut]).loss(ids, cut) for n in (1, 2, 4, 8)]
+    assert losses == sorted(losses, reverse=True)
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_modified_discounts_grow_with_the_count_and_stay_in_range():
+    m = KneserNey(4, 6, modified=True).fit(random_ids(3000, 6, seed=2))
+    for lv in m.orders:
+        d1, d2, d3 = lv.discounts
+        assert 0 <= d1 <= 1 and 0 <= d2 <= 2 and 0 <= d3 <= 3
+
+
+def test_a_fixed_discount_and_bad_orders():
+    m = KneserNey(3, 4, discount=0.3).fit(random_ids(200, 4))
+    assert all(lv.discount == 0.3 for lv in m.orders)
+    with pytest.raises(CharnnError, match="at least 1"):
+        KneserNey(0, 4)
+    with pytest.raises(CharnnError, match="fewer than 2"):
+        KneserNey(2, 4).fit(np.array([1]))
+
+
+def test_ngram_command(tmp_path):
+    from test_cli import charnn
+
+    f = tmp_path / "t.txt"
+    f.write_text(learnable_text(800))
+    r = charnn("ngram", f, "--order", "6", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["order"] == 6 and d["val"]["loss"] < 1.0 and d["val"]["chars"] > 100
+    r = charnn("ngram", f, "--order", "3")
+    assert "modified Kneser-Ney 3-gram" in r.stdout and "val" in r.stdout
+    for args, msg in ((["--order", "0"], "between 1 and 30"), (["--order", "31"], "between 1 and 30"),
+                      (["--order", "3", "--discount", "1.5"], "--discount must be between 0 and 1"),
+                      (["--order", "3", "--split", "0.5,0.6,0"], "add up to 1")):
+        r = charnn("ngram", f, *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+    r = charnn("ngram", tmp_path / "missing.txt", "--order", "3")
+    assert r.returncode == 2 and "no such file" in r.stderr
