@@ -170,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "discounts per order estimated from counts of counts)")
     n.add_argument("--json", action="store_true", help="print one JSON object")
 
+    es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
+    es.add_argument("samples", metavar="SAMPLES_FILE",
+                    help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
+    es.add_argument("--train", required=True, metavar="TEXT", help="the training text (file, folder or corpus)")
+    es.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+                    help="which part of TEXT was trained on (default 0.9,0.05,0.05); the validation part is the "
+                         "held-out text")
+    es.add_argument("--json", action="store_true", help="print one JSON object")
+
     from charnn import cli_inspect
 
     cli_inspect.add_parser(sub, _positive_int)
@@ -353,6 +362,34 @@ def cmd_ngram(args) -> int:
     return 0
 
 
+def cmd_evaluate_samples(args) -> int:
+    from charnn.config import DataConfig
+    from charnn.data import prepare
+    from charnn.samplestats import evaluate_samples, read_samples
+
+    DataConfig(text=args.train, split=args.split).validate()
+    samples = read_samples(args.samples)
+    path = Path(args.train).expanduser()
+    enc = prepare(str(path.resolve()) if path.exists() else args.train)
+    parts = enc.splits(args.split)
+    train_text, heldout = enc.vocab.decode(parts["train"]), enc.vocab.decode(parts["val"])
+    if not heldout:
+        raise CharnnError(f"the validation part of {args.train} is empty; give a --split with a validation share")
+    st = evaluate_samples(samples, train_text, heldout)
+    if args.json:
+        print(json.dumps(st.to_dict()))
+        return 0
+    print(f"{st.samples} samples, {st.chars:,} characters, against {len(train_text):,} training characters")
+    print("novel substrings (never in the training text), by length:")
+    print("  " + "  ".join(f"{k}: {100 * v:.1f}%" for k, v in st.novelty.items()))
+    print(f"longest span copied from the training text: {st.longest_copy} characters")
+    print("character n-gram divergence from held-out text (Jensen-Shannon, nats; 0 = same): "
+          + "  ".join(f"{n}-grams {v:.4f}" for n, v in st.js_divergence.items()))
+    print(f"words that occur in the training text: {100 * st.known_words:.1f}%")
+    print(f"samples with balanced brackets and paired double quotes: {100 * st.balanced:.1f}%")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from charnn import cli_inspect
 
@@ -360,7 +397,7 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
-            "ngram": cmd_ngram}
+            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples}
 
 
 def main(argv: list[str] | None = None) -> int:

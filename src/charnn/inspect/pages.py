@@ -170,9 +170,11 @@ def write_evolution_page(run: str | Path, out: str | Path) -> Path:
         val_txt = f"{val:.3f} nats ({val / math.log(2):.2f} bpc)" if isinstance(val, (int, float)) else "-"
         tl = s.get("train_loss")
         tl_txt = f"{tl:.3f}" if isinstance(tl, (int, float)) and math.isfinite(tl) else "-"
+        novel = (f' &middot; {100 * s["novel_20"]:.0f}% of its 20-character pieces new'
+                 if isinstance(s.get("novel_20"), (int, float)) else "")
         return (f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
                 f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
-                f'validation {val_txt} &middot; temperature {s.get("temperature", "")}</small></h3>'
+                f'validation {val_txt} &middot; temperature {s.get("temperature", "")}{novel}</small></h3>'
                 f'<pre>{html.escape(s.get("text", ""))}</pre></section>')
 
     shown = "".join(section(s) for s in samples if s["step"] in milestones)
