@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     from charnn import cli_inspect
 
     cli_inspect.add_parser(sub, _positive_int)
+    cli_inspect.add_analyze_parser(sub, _positive_int)
 
     i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
     i.add_argument("run", metavar="RUN_DIR")
@@ -396,8 +397,14 @@ def cmd_inspect(args) -> int:
     return cli_inspect.cmd_inspect(args)
 
 
+def cmd_analyze(args) -> int:
+    from charnn import cli_inspect
+
+    return cli_inspect.cmd_analyze(args)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
-            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples}
+            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,41 @@ def add_parser(sub, positive_int) -> None:
     e.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write (the plot goes beside it)")
 
 
+def add_analyze_parser(sub, positive_int) -> None:
+    an = sub.add_parser("analyze", help="the paper's analyses of a trained model: long-range dependencies")
+    asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
+    b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
+    b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
+    b.add_argument("--out", required=True, metavar="DIR", help="folder for braces.png and braces.csv")
+    b.add_argument("--order", type=positive_int, default=20, help="n-gram order to compare with (default 20)")
+    b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
+    b.add_argument("--chars", type=positive_int, default=0, help="characters of the split to read (0: all)")
+    b.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+
+def cmd_analyze(args) -> int:
+    from charnn.errors import CharnnError
+    from charnn.inspect import open_subject
+    from charnn.inspect.braces import brace_losses, fmt, write
+
+    if args.analyze_command != "braces":
+        raise CharnnError("say what to analyze: braces (see charnn analyze --help)")
+    if not 1 <= args.order <= 30:
+        raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
+    rep = brace_losses(subject, args.order)
+    c = subject.loaded.config.model
+    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.cell} {c.layers}x{c.hidden} vs "
+                                               f"{args.order}-gram, {rep.braces:,} braces")
+    print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {subject.what})")
+    print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{args.order}-gram':>8}")
+    for lo, hi, n, r, g in rep.rows:
+        span = f"{lo}-{hi}" if hi < 10 ** 8 else f"{lo}+"
+        print(f"{span:>10} {n:>7,} {fmt(r):>7} {fmt(g):>8}")
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
+    return 0
+
+
 def _subject(args):
     from charnn.inspect import open_subject
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ class Subject:
     text: str  # the same text, one character per id (bytes shown as Latin-1 / U+FFFD)
     what: str  # says where the text came from
     context: str = ""  # up to CONTEXT characters of the corpus just before `text`, for features
+    context_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the same, as ids
 
 
 def display_chars(vocab: Vocab) -> list[str]:
@@ -58,7 +59,7 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
         raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
     table = np.array(display_chars(loaded.vocab), dtype=object)
     return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what,
-                   "".join(table[before.astype(np.int64)]))
+                   "".join(table[before.astype(np.int64)]), before.astype(np.int64))
 
 
 def refuse_foreign(path: Path, marker: bytes) -> None:
