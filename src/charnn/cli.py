@@ -170,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "discounts per order estimated from counts of counts)")
     n.add_argument("--json", action="store_true", help="print one JSON object")
 
+    gr = sub.add_parser("grid", help="the paper's Table 1: cells x layers at matched parameter budgets")
+    gr.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
+    gr.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
+    gr.add_argument("--cells", default="rnn,lstm,gru", help="cell types (default rnn,lstm,gru)")
+    gr.add_argument("--layers", default="1,2,3", help="depths (default 1,2,3)")
+    gr.add_argument("--params", default="50k,130k,400k,1.3m", help="parameter budgets (default 50k,130k,400k,1.3m)")
+    gr.add_argument("--max-time", type=parse_duration, default=None, metavar="PER_RUN",
+                    help="training time per run, e.g. 5m (the same for every run)")
+    gr.add_argument("--max-steps", type=_positive_int, default=None, metavar="PER_RUN", help="or steps per run")
+    gr.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+                    help="contiguous split fractions (default 0.9,0.05,0.05; the paper: 0.8,0.1,0.1 for War "
+                         "and Peace)")
+    gr.add_argument("--embed", type=_positive_int, default=64, help="embedding width of every model (default 64)")
+    gr.add_argument("--jobs", type=_positive_int, default=1, help="runs trained at once (default 1)")
+
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
                     help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
@@ -363,6 +378,50 @@ def cmd_ngram(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from charnn import grid
+    from charnn.config import DataConfig
+    from charnn.data import prepare
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    bad = [c for c in cells if c not in grid.GATES]
+    if bad or not cells:
+        raise CharnnError(f"--cells {args.cells!r}: choose from rnn, lstm, gru")
+    try:
+        layers = [int(x) for x in args.layers.split(",")]
+    except ValueError:
+        raise CharnnError(f"--layers {args.layers!r}: expected depths like 1,2,3") from None
+    if not layers or any(not 1 <= n <= 8 for n in layers):
+        raise CharnnError(f"--layers {args.layers!r}: depths must be between 1 and 8")
+    budgets = grid.parse_budgets(args.params)
+    if not args.max_time and not args.max_steps:
+        raise CharnnError("give every run the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
+    if args.jobs < 1:
+        raise CharnnError("--jobs must be at least 1")
+    DataConfig(text=args.text, split=args.split).validate()
+    path = Path(args.text).expanduser()
+    text = str(path.resolve()) if path.exists() else args.text
+    vocab = len(prepare(text).vocab)
+    entries = grid.plan(cells, layers, budgets, vocab, args.embed)
+    train_args = ["--embed", str(args.embed), "--split", ",".join(f"{x:g}" for x in args.split), "--dropout", "0"]
+    if args.max_time:
+        train_args += ["--max-time", f"{args.max_time:g}"]
+    if args.max_steps:
+        train_args += ["--max-steps", str(args.max_steps)]
+    out = Path(args.out)
+    done = sum((out / e.name / "result.json").is_file() for e in entries)
+    print(f"grid: {len(entries)} runs ({done} already finished) on {args.text}, vocabulary {vocab}", file=sys.stderr)
+    results = grid.run_grid(text, out, entries, train_args, args.jobs,
+                            progress=lambda r: print(f"  {r['run']}: test loss {r['test_loss']:.4f}", file=sys.stderr))
+    md, csv_text = grid.table(results)
+    (out / "results.md").write_text(md, encoding="utf-8")
+    (out / "results.csv").write_text(csv_text, encoding="utf-8")
+    grid.plot(results, out / "grid.png")
+    print(md, end="")
+    print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and {out / 'grid.png'}", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate_samples(args) -> int:
     from charnn.config import DataConfig
     from charnn.data import prepare
@@ -404,7 +463,8 @@ def cmd_analyze(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
-            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples, "analyze": cmd_analyze}
+            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples, "analyze": cmd_analyze,
+            "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,190 @@
+"""The paper's Table 1: RNN, LSTM and GRU of 1-3 layers at matched parameter budgets.
+
+For each cell type and depth the hidden size is chosen so that the model has the budget's
+number of parameters (the paper's budgets are the sizes of a one-layer LSTM with 64, 128, 256
+and 512 cells: about 50K, 130K, 400K and 1.3M). Each model trains in its own run directory
+with the same budget, then is scored on the test split. A finished run is not trained again, so
+a crashed grid resumes where it stopped; `jobs` > 1 trains several at once (as subprocesses,
+each with its share of the CPU threads).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from charnn.errors import CharnnError
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
+    """Parameters of CharRNN: embedding, per layer G*H*(in + H) weights and 2*G*H biases, read-out."""
+    g = GATES[cell]
+    total = vocab * embed + hidden * vocab + vocab
+    for k in range(layers):
+        inp = embed if k == 0 else hidden
+        total += g * hidden * (inp + hidden) + 2 * g * hidden
+    return total
+
+
+def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) -> int:
+    """The hidden size whose parameter count is closest to `budget`."""
+    best, best_err = 1, math.inf
+    for h in range(1, 4097):
+        err = abs(count_params(cell, layers, h, vocab, embed) - budget)
+        if err < best_err:
+            best, best_err = h, err
+        elif count_params(cell, layers, h, vocab, embed) > budget:
+            break
+    return best
+
+
+def parse_budgets(text: str) -> list[int]:
+    """'50k,130k,400k,1.3m' -> [50000, 130000, 400000, 1300000]."""
+    out = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", part)
+        if not m:
+            raise CharnnError(f"--params {text!r}: expected sizes like 50k,130k,400k,1.3m")
+        out.append(int(round(float(m[1]) * {"": 1, "k": 1e3, "m": 1e6}[m[2].lower()])))
+    if any(b < 100 for b in out):
+        raise CharnnError(f"--params {text!r}: budgets below 100 parameters make no model")
+    return out
+
+
+def budget_name(b: int) -> str:
+    return f"{b / 1e6:g}M" if b >= 1_000_000 else f"{b / 1e3:g}K"
+
+
+@dataclass
+class Cell:
+    cell: str
+    layers: int
+    budget: int
+    hidden: int
+    params: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell}-{self.layers}x{self.hidden}-{budget_name(self.budget)}"
+
+
+def plan(cells, layers, budgets, vocab: int, embed: int) -> list[Cell]:
+    out = []
+    for b in budgets:
+        for c in cells:
+            for n in layers:
+                h = match_hidden(c, n, b, vocab, embed)
+                out.append(Cell(c, n, b, h, count_params(c, n, h, vocab, embed)))
+    return out
+
+
+def _train_one(entry: Cell, text: str, out: Path, train_args: list[str], threads: int) -> dict:
+    """Train (or finish) one run in a subprocess and score its test split; returns its result."""
+    run = out / entry.name
+    result_file = run / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    base = [sys.executable, "-m", "charnn", "train"]
+    finished = False
+    if (run / "last.safetensors").is_file():
+        from charnn import checkpoint as ckpt
+
+        finished = ckpt.load(run, "last").meta.get("stopped_by") in ("max-steps", "max-time", "max-epochs", "patience")
+    if finished:  # trained, but not scored yet
+        cmd = None
+    elif (run / "last.safetensors").is_file():  # a crashed or interrupted run: finish its budget
+        cmd = base + ["--resume", "--out", str(run), "--quiet", "--samples", "0"]
+    else:
+        cmd = base + [text, "--out", str(run), "--cell", entry.cell, "--layers", str(entry.layers),
+                      "--hidden", str(entry.hidden), "--threads", str(threads), "--quiet", "--samples", "0",
+                      *train_args]
+    if cmd is not None:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise CharnnError(f"grid run {entry.name} failed: {last}")
+    score = subprocess.run([sys.executable, "-m", "charnn", "eval", str(run), "--split", "test", "--json"],
+                           capture_output=True, text=True, env=env)
+    if score.returncode != 0:
+        raise CharnnError(f"scoring {entry.name} failed: {score.stderr.strip().splitlines()[-1]}")
+    s = json.loads(score.stdout)
+    res = {"cell": entry.cell, "layers": entry.layers, "budget": entry.budget, "hidden": entry.hidden,
+           "params": entry.params, "test_loss": s["loss"], "test_bpc": s["bpc"], "run": entry.name}
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res))
+    tmp.replace(result_file)
+    return res
+
+
+def run_grid(text: str, out: Path, entries: list[Cell], train_args: list[str], jobs: int = 1,
+             progress=None) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    results: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        futures = {pool.submit(_train_one, e, text, out, train_args, threads): e for e in entries}
+        for fut in futures:
+            res = fut.result()
+            results.append(res)
+            if progress:
+                progress(res)
+    return results
+
+
+def table(results: list[dict]) -> tuple[str, str]:
+    """(markdown, csv) in the paper's layout: one row per budget and depth, one column per cell."""
+    cells = [c for c in ("rnn", "lstm", "gru") if any(r["cell"] == c for r in results)]
+    keyed = {(r["budget"], r["layers"], r["cell"]): r for r in results}
+    rows = sorted({(r["budget"], r["layers"]) for r in results})
+    md = io.StringIO()
+    md.write("| params | layers | " + " | ".join(f"{c.upper()} test loss (hidden, params)" for c in cells) + " |\n")
+    md.write("|---|---|" + "---|" * len(cells) + "\n")
+    for b, n in rows:
+        cols = []
+        for c in cells:
+            r = keyed.get((b, n, c))
+            cols.append(f"{r['test_loss']:.4f} ({r['hidden']}, {r['params']:,})" if r else "-")
+        md.write(f"| {budget_name(b)} | {n} | " + " | ".join(cols) + " |\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["budget", "layers", "cell", "hidden", "params", "test_loss", "test_bpc", "run"])
+    for r in sorted(results, key=lambda r: (r["budget"], r["layers"], r["cell"])):
+        w.writerow([r["budget"], r["layers"], r["cell"], r["hidden"], r["params"], f"{r['test_loss']:.6f}",
+                    f"{r['test_bpc']:.6f}", r["run"]])
+    return md.getvalue(), buf.getvalue()
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    styles = {"rnn": "o-", "lstm": "s-", "gru": "^-"}
+    for c in ("rnn", "lstm", "gru"):
+        for n in sorted({r["layers"] for r in results}):
+            pts = sorted((r["params"], r["test_loss"]) for r in results if r["cell"] == c and r["layers"] == n)
+            if pts:
+                ax.plot(*zip(*pts), styles[c], alpha=0.4 + 0.2 * n, label=f"{c.upper()} {n} layer{'s' * (n > 1)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test loss (nats per character)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title("test loss at matched parameter budgets")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

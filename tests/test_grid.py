@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from charnn.config import ModelConfig
+from charnn.errors import CharnnError
+from charnn.grid import count_params, match_hidden, parse_budgets, plan
+from charnn.model import CharRNN
+from conftest import learnable_text
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_parameter_count_is_the_models_own(cell):
+    for layers, hidden in ((1, 7), (3, 20)):
+        m = CharRNN(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=9, dropout=0.0, vocab_size=13))
+        assert count_params(cell, layers, hidden, 13, 9) == m.num_params
+
+
+@pytest.mark.parametrize("vocab", [65, 87, 101])
+def test_every_cell_and_depth_is_matched_within_5_percent_of_the_budget(vocab):
+    budgets = parse_budgets("50k,130k,400k,1.3m")
+    assert budgets == [50_000, 130_000, 400_000, 1_300_000]
+    entries = plan(["rnn", "lstm", "gru"], [1, 2, 3], budgets, vocab, 64)
+    assert len(entries) == 36
+    for e in entries:
+        assert abs(e.params - e.budget) / e.budget < 0.05, e
+    # more parameters per cell in an LSTM than a GRU than an RNN: fewer cells for the same budget
+    for b in budgets:
+        assert match_hidden("lstm", 2, b, vocab, 64) < match_hidden("gru", 2, b, vocab, 64) < match_hidden(
+            "rnn", 2, b, vocab, 64)
+
+
+def test_bad_budgets():
+    with pytest.raises(CharnnError, match="expected sizes"):
+        parse_budgets("50x")
+    with pytest.raises(CharnnError, match="below 100"):
+        parse_budgets("10")
+
+
+def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
+    from test_cli import charnn
+
+    text = tmp_path / "t.txt"
+    text.write_text(learnable_text(600))
+    args = ["grid", text, "--out", tmp_path / "g", "--cells", "rnn,gru", "--layers", "1", "--params", "6k",
+            "--max-steps", "30", "--jobs", "2"]
+    r = charnn(*args, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "g").glob("*/result.json"))]
+    assert sorted(x["cell"] for x in results) == ["gru", "rnn"]
+    assert all(abs(x["params"] - 6000) / 6000 < 0.05 and x["test_loss"] > 0 for x in results)
+    md = (tmp_path / "g" / "results.md").read_text()
+    assert "| 6K | 1 |" in md and f"{results[0]['test_loss']:.4f}" in md and r.stdout == md
+    assert (tmp_path / "g" / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    # run again: finished runs are not trained again; a missing result is redone alone
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "g").glob("*/last.safetensors")}
+    rnn_result = next((tmp_path / "g").glob("rnn-*/result.json"))
+    rnn_result.unlink()
+    r = charnn(*args, timeout=300)
+    assert r.returncode == 0 and "(1 already finished)" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "g").glob("*/last.safetensors")} == stamp
+    assert rnn_result.is_file()
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--cells", "lstm,transformer"], "choose from rnn, lstm, gru"),
+    (["--layers", "0"], "between 1 and 8"),
+    (["--params", "big"], "expected sizes"),
+    ([], "--max-time PER_RUN"),
+])
+def test_bad_grid_input(tmp_path, extra, msg):
+    from test_cli import charnn
+
+    text = tmp_path / "t.txt"
+    text.write_text(learnable_text(50))
+    budget = [] if msg == "--max-time PER_RUN" else ["--max-steps", "5"]
+    r = charnn("grid", text, "--out", tmp_path / "g", *budget, *extra)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
