@@ -76,4 +76,4 @@ def test_analyze_braces_command(code_run, tmp_path):
     r = charnn("analyze", "braces", code_run, "--out", tmp_path / "b", "--order", "40")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
     r = charnn("analyze")
-    assert r.returncode == 2 and "say what to analyze" in r.stderr
+    assert r.returncode == 2 and "say what to analyze: errors or braces" in r.stderr

@@ -52,7 +52,7 @@ def add_parser(sub, positive_int) -> None:
 
 
 def add_analyze_parser(sub, positive_int) -> None:
-    an = sub.add_parser("analyze", help="the paper's analyses of a trained model: long-range dependencies")
+    an = sub.add_parser("analyze", help="the paper's analyses of a trained model: error sources, long-range dependencies")
     asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
     b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
@@ -61,15 +61,58 @@ def add_analyze_parser(sub, positive_int) -> None:
     b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     b.add_argument("--chars", type=positive_int, default=0, help="characters of the split to read (0: all)")
     b.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e = asub.add_parser("errors", help="where the errors come from: the paper's oracles, peeled in order")
+    e.add_argument("run", metavar="RUN_DIR")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for errors.png and errors.csv")
+    other = e.add_mutually_exclusive_group()
+    other.add_argument("--compare", metavar="RUN_DIR2", default=None,
+                       help="another run on the same text: which of these errors it gets right")
+    other.add_argument("--baseline", type=positive_int, default=0, metavar="ORDER",
+                       help="an n-gram model of this order (trained on the run's training split) to compare with")
+    e.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
+    e.add_argument("--chars", type=positive_int, default=100_000, help="characters to read (default 100000; 0: all)")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
 
 def cmd_analyze(args) -> int:
+    if args.analyze_command == "errors":
+        return _cmd_errors(args)
+    return _cmd_braces(args)
+
+
+def _cmd_errors(args) -> int:
+    from charnn.errors import CharnnError
+    from charnn.inspect import open_subject
+    from charnn.inspect.errors import CATEGORIES, analyze_errors, write
+
+    if args.baseline and not 1 <= args.baseline <= 30:
+        raise CharnnError(f"--baseline must be an n-gram order between 1 and 30, got {args.baseline}")
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
+    other = open_subject(args.compare, split=args.split, chars=args.chars) if args.compare else None
+    rep = analyze_errors(subject, other, args.baseline)
+    label = args.compare or (f"the {args.baseline}-gram" if args.baseline else "")
+    png, csv_path = write(rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} "
+                                               f"characters", label)
+    print(f"{rep.errors:,} errors (p < 0.5) in {rep.chars:,} characters of {subject.what}")
+    head = f"{'category':16} {'errors':>8} {'share':>7}" + (f" {'right in other':>15}" if rep.compare else "")
+    print(head)
+    for c in CATEGORIES:
+        line = f"{c:16} {rep.counts[c]:>8,} {100 * rep.share(c):>6.1f}%"
+        if rep.compare:
+            n, fixed = rep.compare[c]
+            line += f" {fixed:>8,} ({100 * fixed / n if n else 0:.0f}%)"
+        print(line)
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_braces(args) -> int:
     from charnn.errors import CharnnError
     from charnn.inspect import open_subject
     from charnn.inspect.braces import brace_losses, fmt, write
 
     if args.analyze_command != "braces":
-        raise CharnnError("say what to analyze: braces (see charnn analyze --help)")
+        raise CharnnError("say what to analyze: errors or braces (see charnn analyze --help)")
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
     subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)

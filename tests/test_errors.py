@@ -1,0 +1,68 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from charnn.inspect.errors import CATEGORIES, MEMORY_N, categorise
+
+
+def cats(text, errors_at, ngram_right=(), words=None):
+    p = np.full(len(text), 0.9)
+    p[0] = np.nan
+    p[list(errors_at)] = 0.1
+    ng = np.zeros(len(text))
+    ng[list(ngram_right)] = 0.7
+    c = categorise(text, p, {1: np.zeros(len(text)), 3: ng}, Counter(words or {}))
+    return {k: CATEGORIES[c[k]] for k in errors_at}, c
+
+
+def test_each_oracle_takes_the_errors_it_explains_in_the_papers_order():
+    name = "Chudnovsky"  # 10 letters: with the space before it, 11 characters repeat
+    text = f"the cat saw {name} then the dog saw {name}, then."
+    common = {"the": 50, "cat": 50, "saw": 50, "then": 50, "dog": 50}
+    second = text.rindex(name) + len(name) - 1  # last letter of the repeated name
+    first_name_char = text.index(name) + 3
+    dog = text.index("dog")  # word start of a common word
+    comma = text.index(",")
+    cat_mid = text.index("cat") + 1  # inside a common word, not a word start, not punctuation
+    ngram_pos = text.index("saw") + 2
+    got, c = cats(text, [second, first_name_char, dog, comma, cat_mid, ngram_pos], ngram_right=[ngram_pos],
+                  words=common)
+    assert got[ngram_pos] == "n-gram"
+    assert got[second] == "dynamic memory"  # its MEMORY_N characters and itself were seen before
+    assert got[first_name_char] == "rare words"  # first time: the name is rare in training
+    assert got[dog] == "word model"
+    assert got[comma] == "punctuation"
+    assert got[cat_mid] == "boost"
+    assert int((c >= 0).sum()) == 6  # only errors get a category
+    assert MEMORY_N + 1 <= len(" " + name)
+
+
+def test_an_earlier_oracle_wins_when_several_apply():
+    text = "x, y, z, x, y, z"
+    comma = text.rindex(",")
+    got, _ = cats(text, [comma], ngram_right=[comma])
+    assert got[comma] == "n-gram"  # also punctuation, and also a repeat, but the n-gram oracle comes first
+
+
+def test_no_errors_no_categories():
+    p = np.full(20, 0.99)
+    c = categorise("a" * 20, p, {}, Counter())
+    assert (c == -1).all()
+
+
+@pytest.mark.slow
+def test_analyze_errors_command(quote_model, tmp_path):
+    from test_cli import charnn
+
+    run, _ = quote_model
+    r = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "e", "--baseline", "3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    total = int(lines[0].split()[0].replace(",", ""))
+    counts = [int(line.split()[-4 if "(" in line else -2].replace(",", "")) for line in lines[2:8]]
+    assert sum(counts) == total > 0
+    csv_rows = (tmp_path / "e" / "errors.csv").read_text().splitlines()
+    assert csv_rows[0] == "category,errors,share,fixed_by_other" and len(csv_rows) == 7
+    r = charnn("analyze", "errors", run, "--out", tmp_path / "e2", "--compare", run, "--baseline", "3")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr
