@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install bench
+.PHONY: test demo install bench study
 
 install:
 	python3 -m venv $(VENV)
@@ -23,3 +23,7 @@ BIG_CORPUS ?=
 BENCH_ARGS ?=
 bench: install
 	$(VENV)/bin/python bench/suite.py $(if $(BIG_CORPUS),--big-corpus $(BIG_CORPUS)) $(BENCH_ARGS)
+
+# The paper's study at a small budget (about 17 minutes on 2 cores): report in docs/study/.
+study: install
+	$(VENV)/bin/python scripts/study.py --per-run 60s

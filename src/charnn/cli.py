@@ -158,44 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
-    n = sub.add_parser("ngram", help="an interpolated Kneser-Ney n-gram baseline: its validation and test loss")
-    n.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
-    n.add_argument("--order", type=_positive_int, required=True, help="n: characters per n-gram (1..30)")
-    n.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
-                   help="contiguous split fractions (default 0.9,0.05,0.05)")
-    n.add_argument("--include", default="*", metavar="GLOB", help="files to read inside a folder")
-    n.add_argument("--unit", choices=["char", "bytes"], default="char")
-    n.add_argument("--discount", type=_float, default=None,
-                   help="one fixed Kneser-Ney discount in (0, 1) (default: modified Kneser-Ney, three "
-                        "discounts per order estimated from counts of counts)")
-    n.add_argument("--json", action="store_true", help="print one JSON object")
+    from charnn import cli_inspect, cli_study
 
-    gr = sub.add_parser("grid", help="the paper's Table 1: cells x layers at matched parameter budgets")
-    gr.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
-    gr.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
-    gr.add_argument("--cells", default="rnn,lstm,gru", help="cell types (default rnn,lstm,gru)")
-    gr.add_argument("--layers", default="1,2,3", help="depths (default 1,2,3)")
-    gr.add_argument("--params", default="50k,130k,400k,1.3m", help="parameter budgets (default 50k,130k,400k,1.3m)")
-    gr.add_argument("--max-time", type=parse_duration, default=None, metavar="PER_RUN",
-                    help="training time per run, e.g. 5m (the same for every run)")
-    gr.add_argument("--max-steps", type=_positive_int, default=None, metavar="PER_RUN", help="or steps per run")
-    gr.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
-                    help="contiguous split fractions (default 0.9,0.05,0.05; the paper: 0.8,0.1,0.1 for War "
-                         "and Peace)")
-    gr.add_argument("--embed", type=_positive_int, default=64, help="embedding width of every model (default 64)")
-    gr.add_argument("--jobs", type=_positive_int, default=1, help="runs trained at once (default 1)")
-
-    es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
-    es.add_argument("samples", metavar="SAMPLES_FILE",
-                    help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
-    es.add_argument("--train", required=True, metavar="TEXT", help="the training text (file, folder or corpus)")
-    es.add_argument("--split", type=parse_split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
-                    help="which part of TEXT was trained on (default 0.9,0.05,0.05); the validation part is the "
-                         "held-out text")
-    es.add_argument("--json", action="store_true", help="print one JSON object")
-
-    from charnn import cli_inspect
-
+    cli_study.add_parsers(sub, _positive_int, _float, parse_split, parse_duration)
     cli_inspect.add_parser(sub, _positive_int)
     cli_inspect.add_analyze_parser(sub, _positive_int)
 
@@ -353,101 +318,10 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_ngram(args) -> int:
-    from charnn.config import DataConfig
-    from charnn.corpus import resolve
-    from charnn.ngram import train_and_score
+def cmd_study(args) -> int:
+    from charnn import cli_study
 
-    if not 1 <= args.order <= 30:
-        raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
-    if args.discount is not None and not 0 < args.discount < 1:
-        raise CharnnError(f"--discount must be between 0 and 1, got {args.discount}")
-    DataConfig(text=args.text, split=args.split).validate()
-    path = Path(args.text).expanduser()
-    text = str(path.resolve()) if path.exists() else args.text
-    resolve(text, include=args.include)  # a missing file is named before any work
-    rep = train_and_score(text, args.order, args.split, args.include, args.unit, discount=args.discount)
-    if args.json:
-        print(json.dumps(rep.to_dict()))
-        return 0
-    kind = f"Kneser-Ney (discount {args.discount:g})" if args.discount is not None else "modified Kneser-Ney"
-    print(f"{kind} {args.order}-gram on {rep.train_chars:,} training characters of {args.text} "
-          f"({rep.seconds:.1f} s)")
-    for name, (loss, chars) in rep.losses.items():
-        print(f"{name:5s} {chars:>10,} characters  loss {loss:.4f} nats  {loss / math.log(2):.4f} bits/char")
-    return 0
-
-
-def cmd_grid(args) -> int:
-    from charnn import grid
-    from charnn.config import DataConfig
-    from charnn.data import prepare
-
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in grid.GATES]
-    if bad or not cells:
-        raise CharnnError(f"--cells {args.cells!r}: choose from rnn, lstm, gru")
-    try:
-        layers = [int(x) for x in args.layers.split(",")]
-    except ValueError:
-        raise CharnnError(f"--layers {args.layers!r}: expected depths like 1,2,3") from None
-    if not layers or any(not 1 <= n <= 8 for n in layers):
-        raise CharnnError(f"--layers {args.layers!r}: depths must be between 1 and 8")
-    budgets = grid.parse_budgets(args.params)
-    if not args.max_time and not args.max_steps:
-        raise CharnnError("give every run the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
-    if args.jobs < 1:
-        raise CharnnError("--jobs must be at least 1")
-    DataConfig(text=args.text, split=args.split).validate()
-    path = Path(args.text).expanduser()
-    text = str(path.resolve()) if path.exists() else args.text
-    vocab = len(prepare(text).vocab)
-    entries = grid.plan(cells, layers, budgets, vocab, args.embed)
-    train_args = ["--embed", str(args.embed), "--split", ",".join(f"{x:g}" for x in args.split), "--dropout", "0"]
-    if args.max_time:
-        train_args += ["--max-time", f"{args.max_time:g}"]
-    if args.max_steps:
-        train_args += ["--max-steps", str(args.max_steps)]
-    out = Path(args.out)
-    done = sum((out / e.name / "result.json").is_file() for e in entries)
-    print(f"grid: {len(entries)} runs ({done} already finished) on {args.text}, vocabulary {vocab}", file=sys.stderr)
-    results = grid.run_grid(text, out, entries, train_args, args.jobs,
-                            progress=lambda r: print(f"  {r['run']}: test loss {r['test_loss']:.4f}", file=sys.stderr))
-    md, csv_text = grid.table(results)
-    (out / "results.md").write_text(md, encoding="utf-8")
-    (out / "results.csv").write_text(csv_text, encoding="utf-8")
-    grid.plot(results, out / "grid.png")
-    print(md, end="")
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and {out / 'grid.png'}", file=sys.stderr)
-    return 0
-
-
-def cmd_evaluate_samples(args) -> int:
-    from charnn.config import DataConfig
-    from charnn.data import prepare
-    from charnn.samplestats import evaluate_samples, read_samples
-
-    DataConfig(text=args.train, split=args.split).validate()
-    samples = read_samples(args.samples)
-    path = Path(args.train).expanduser()
-    enc = prepare(str(path.resolve()) if path.exists() else args.train)
-    parts = enc.splits(args.split)
-    train_text, heldout = enc.vocab.decode(parts["train"]), enc.vocab.decode(parts["val"])
-    if not heldout:
-        raise CharnnError(f"the validation part of {args.train} is empty; give a --split with a validation share")
-    st = evaluate_samples(samples, train_text, heldout)
-    if args.json:
-        print(json.dumps(st.to_dict()))
-        return 0
-    print(f"{st.samples} samples, {st.chars:,} characters, against {len(train_text):,} training characters")
-    print("novel substrings (never in the training text), by length:")
-    print("  " + "  ".join(f"{k}: {100 * v:.1f}%" for k, v in st.novelty.items()))
-    print(f"longest span copied from the training text: {st.longest_copy} characters")
-    print("character n-gram divergence from held-out text (Jensen-Shannon, nats; 0 = same): "
-          + "  ".join(f"{n}-grams {v:.4f}" for n, v in st.js_divergence.items()))
-    print(f"words that occur in the training text: {100 * st.known_words:.1f}%")
-    print(f"samples with balanced brackets and paired double quotes: {100 * st.balanced:.1f}%")
-    return 0
+    return cli_study.COMMANDS[args.command](args)
 
 
 def cmd_inspect(args) -> int:
@@ -463,8 +337,7 @@ def cmd_analyze(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
-            "ngram": cmd_ngram, "evaluate-samples": cmd_evaluate_samples, "analyze": cmd_analyze,
-            "grid": cmd_grid}
+            "ngram": cmd_study, "evaluate-samples": cmd_study, "analyze": cmd_analyze, "grid": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:
