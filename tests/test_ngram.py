@@ -103,3 +103,41 @@ def test_ngram_command(tmp_path):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
     r = charnn("ngram", tmp_path / "missing.txt", "--order", "3")
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+@pytest.mark.parametrize("modified", [False, True])
+def test_saved_model_gives_the_same_probabilities(tmp_path, modified):
+    ids = random_ids(2000, 9, seed=4)
+    m = KneserNey(12, 9, modified=modified).fit(ids)  # orders past 9 use hashed keys (uint64 round trip)
+    m.save(tmp_path / "m.safetensors", '{"unit": "char", "chars": "abcdefghi"}')
+    back, vocab_json = KneserNey.load(tmp_path / "m.safetensors")
+    assert vocab_json == '{"unit": "char", "chars": "abcdefghi"}' and back.order == 12
+    q = random_ids(300, 9, seed=5)
+    np.testing.assert_array_equal(back.probs_of(q, 20), m.probs_of(q, 20))
+
+
+def test_loading_something_else_is_refused(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CharnnError, match="cannot read n-gram model"):
+        KneserNey.load(tmp_path / "x.safetensors")
+
+
+@pytest.mark.slow
+def test_saved_ngram_as_the_baseline_of_an_error_analysis(quote_model, tmp_path):
+    from test_cli import charnn
+
+    run, _ = quote_model
+    text = run.parent / "quotes.txt"
+    r = charnn("ngram", text, "--order", "4", "--save", tmp_path / "q4.safetensors")
+    assert r.returncode == 0, r.stderr
+    by_file = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "a",
+                     "--baseline", tmp_path / "q4.safetensors")
+    by_order = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "b", "--baseline", "4")
+    assert by_file.returncode == 0, by_file.stderr
+    # a 4-gram saved from the run's own text and one trained inside the command agree
+    assert by_file.stdout.splitlines()[2:] == by_order.stdout.splitlines()[2:]
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text 0123456789")
+    charnn("ngram", other, "--order", "2", "--save", tmp_path / "o.safetensors")
+    r = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "c", "--baseline", tmp_path / "o.safetensors")
+    assert r.returncode == 2 and "another vocabulary" in r.stderr

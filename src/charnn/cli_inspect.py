@@ -67,8 +67,9 @@ def add_analyze_parser(sub, positive_int) -> None:
     other = e.add_mutually_exclusive_group()
     other.add_argument("--compare", metavar="RUN_DIR2", default=None,
                        help="another run on the same text: which of these errors it gets right")
-    other.add_argument("--baseline", type=positive_int, default=0, metavar="ORDER",
-                       help="an n-gram model of this order (trained on the run's training split) to compare with")
+    other.add_argument("--baseline", default=None, metavar="NGRAM",
+                       help="an n-gram model to compare with: a file from `charnn ngram --save`, or an order "
+                            "(trained here on the run's training split)")
     e.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     e.add_argument("--chars", type=positive_int, default=100_000, help="characters to read (default 100000; 0: all)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -85,12 +86,15 @@ def _cmd_errors(args) -> int:
     from charnn.inspect import open_subject
     from charnn.inspect.errors import CATEGORIES, analyze_errors, write
 
-    if args.baseline and not 1 <= args.baseline <= 30:
-        raise CharnnError(f"--baseline must be an n-gram order between 1 and 30, got {args.baseline}")
+    baseline = args.baseline
+    if baseline is not None and not Path(baseline).is_file():
+        if not baseline.isdigit() or not 1 <= int(baseline) <= 30:
+            raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
+        baseline = int(baseline)
     subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
     other = open_subject(args.compare, split=args.split, chars=args.chars) if args.compare else None
-    rep = analyze_errors(subject, other, args.baseline)
-    label = args.compare or (f"the {args.baseline}-gram" if args.baseline else "")
+    rep = analyze_errors(subject, other, baseline or 0)
+    label = args.compare or (f"the n-gram {args.baseline}" if args.baseline else "")
     png, csv_path = write(rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} "
                                                f"characters", label)
     print(f"{rep.errors:,} errors (p < 0.5) in {rep.chars:,} characters of {subject.what}")

@@ -21,6 +21,8 @@ def add_parsers(sub, positive_int, float_, split_, duration) -> None:
     n.add_argument("--discount", type=float_, default=None,
                    help="one fixed Kneser-Ney discount in (0, 1) (default: modified Kneser-Ney, three "
                         "discounts per order estimated from counts of counts)")
+    n.add_argument("--save", metavar="FILE", default=None,
+                   help="keep the model (safetensors) for `charnn analyze errors --baseline FILE`")
     n.add_argument("--json", action="store_true", help="print one JSON object")
 
     gr = sub.add_parser("grid", help="the paper's Table 1: cells x layers at matched parameter budgets")
@@ -62,7 +64,16 @@ def cmd_ngram(args) -> int:
     path = Path(args.text).expanduser()
     text = str(path.resolve()) if path.exists() else args.text
     resolve(text, include=args.include)  # a missing file is named before any work
-    rep = train_and_score(text, args.order, args.split, args.include, args.unit, discount=args.discount)
+    if args.save:
+        from charnn.inspect.source import refuse_foreign
+        from charnn.ngram import NGRAM_FORMAT
+
+        save = Path(args.save)
+        if not save.parent.is_dir():
+            raise CharnnError(f"--save: the folder {save.parent} does not exist")
+        refuse_foreign(save, NGRAM_FORMAT.encode())
+    rep = train_and_score(text, args.order, args.split, args.include, args.unit, discount=args.discount,
+                          save=args.save)
     if args.json:
         print(json.dumps(rep.to_dict()))
         return 0

@@ -41,7 +41,8 @@ import numpy as np
 
 from charnn.errors import CharnnError
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for the rolling hash (golden ratio)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+NGRAM_FORMAT = "charnn-ngram-1"  # odd multiplier for the rolling hash (golden ratio)
 
 
 def _keys(ids: np.ndarray, vocab_size: int, max_order: int):
@@ -233,6 +234,55 @@ class KneserNey:
         p = self.probs_of(history, targets_from)
         return float(-np.log(p).mean())
 
+    # ---- saving: safetensors (numpy arrays + JSON metadata), no pickle ------------------------
+
+    def save(self, path, vocab_json: str, about: str = "") -> None:
+        import json
+        import os
+        from pathlib import Path
+
+        from safetensors.numpy import save_file
+
+        tensors, levels = {}, []
+        for n, lv in enumerate(self.orders, start=1):
+            for name in ("gram_keys", "gram_counts", "ctx_keys", "ctx_totals", "ctx_types"):
+                tensors[f"{n}.{name}"] = np.ascontiguousarray(getattr(lv, name))
+            if lv.ctx_n123 is not None:
+                tensors[f"{n}.ctx_n123"] = np.ascontiguousarray(lv.ctx_n123)
+            levels.append({"discount": lv.discount, "discounts": list(lv.discounts)})
+        meta = {"format": NGRAM_FORMAT, "order": str(self.order), "vocab_size": str(self.vocab_size),
+                "vocab": vocab_json, "levels": json.dumps(levels), "train_chars": str(self.train_chars),
+                "uniform_floor": str(self.uniform_floor), "modified": str(self.modified), "about": about}
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> tuple["KneserNey", str]:
+        """-> (model, its vocabulary as JSON)."""
+        import json
+
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != NGRAM_FORMAT:
+                    raise CharnnError(f"{path} is not an n-gram model saved by `charnn ngram --save`")
+                m = cls(int(meta["order"]), int(meta["vocab_size"]), uniform_floor=meta["uniform_floor"] == "True",
+                        modified=meta["modified"] == "True")
+                m.train_chars = int(meta["train_chars"])
+                for n, lv in enumerate(json.loads(meta["levels"]), start=1):
+                    arrays = {k: f.get_tensor(f"{n}.{k}") for k in
+                              ("gram_keys", "gram_counts", "ctx_keys", "ctx_totals", "ctx_types")}
+                    n123 = f.get_tensor(f"{n}.ctx_n123") if f"{n}.ctx_n123" in f.keys() else None
+                    m.orders.append(_Order(**arrays, discount=lv["discount"], discounts=tuple(lv["discounts"]),
+                                           ctx_n123=n123))
+                return m, meta["vocab"]
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
+            raise CharnnError(f"cannot read n-gram model {path} ({str(e).splitlines()[0] if str(e) else e})") from None
+
     def distribution(self, context: np.ndarray) -> np.ndarray:
         """P(w | context) for every w in the vocabulary, as (V,): for tests and for sampling."""
         ctx = np.asarray(context, dtype=np.int64)
@@ -256,7 +306,7 @@ class NgramReport:
 
 def train_and_score(text: str, order: int, split=(0.9, 0.05, 0.05), include: str = "*", unit: str = "char",
                     encoding_errors: str = "strict", seed: int = 1337, discount: float | None = None,
-                    modified: bool = True) -> NgramReport:
+                    modified: bool = True, save: str | None = None) -> NgramReport:
     """Fit on the training split of TEXT; score the validation and test splits, each read with
     the text before it as context (as the RNN is evaluated)."""
     import time
@@ -268,6 +318,8 @@ def train_and_score(text: str, order: int, split=(0.9, 0.05, 0.05), include: str
     parts = enc.splits(split)
     model = KneserNey(order, len(enc.vocab), discount, modified=modified and discount is None).fit(
         np.asarray(parts["train"]))
+    if save:
+        model.save(save, enc.vocab.to_json(), about=f"{order}-gram of the training split {split} of {text}")
     losses = {}
     start = len(parts["train"])
     for name in ("val", "test"):

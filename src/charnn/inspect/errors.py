@@ -138,7 +138,20 @@ def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], 
     return cat
 
 
-def analyze_errors(subject: Subject, other: Subject | None = None, baseline_order: int = 0) -> ErrorReport:
+def _saved_ngram_probs(subject: Subject, path) -> np.ndarray:
+    from charnn.ngram import KneserNey
+    from charnn.vocab import Vocab
+
+    model, vocab_json = KneserNey.load(path)
+    if Vocab.from_json(vocab_json) != subject.vocab:
+        raise CharnnError(f"the n-gram model {path} was trained with another vocabulary than this run's; "
+                          f"save one with `charnn ngram` on the run's own text")
+    history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
+    return model.probs_of(history, len(subject.context_ids))
+
+
+def analyze_errors(subject: Subject, other: Subject | None = None, baseline_order: int | str = 0) -> ErrorReport:
+    """baseline_order: an n-gram order to train here, or the path of a saved n-gram model."""
     p = model_probs(subject)
     p_ng = ngram_probs(subject)
     words = _train_words(subject)
@@ -150,10 +163,13 @@ def analyze_errors(subject: Subject, other: Subject | None = None, baseline_orde
             if other.text != subject.text:
                 raise CharnnError("--compare needs a run trained on the same text and split")
             q = model_probs(other)
-        else:
+        elif isinstance(baseline_order, int):
             if baseline_order not in p_ng:
                 p_ng.update(ngram_probs(subject, [baseline_order]))
             q = p_ng[baseline_order].copy()
+            q[0] = np.nan
+        else:
+            q = _saved_ngram_probs(subject, baseline_order)
             q[0] = np.nan
         fixed = (cat >= 0) & (np.nan_to_num(q, nan=0.0) >= 0.5)
         rep.compare = {c: (int((cat == k).sum()), int((fixed & (cat == k)).sum())) for k, c in enumerate(CATEGORIES)}
