@@ -77,3 +77,17 @@ def test_analyze_braces_command(code_run, tmp_path):
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
     r = charnn("analyze")
     assert r.returncode == 2 and "say what to analyze: errors or braces" in r.stderr
+
+
+def test_a_saved_ngram_gives_the_same_brace_table_as_one_trained_here(code_run, tmp_path):
+    from test_cli import charnn
+
+    from charnn import checkpoint as ckpt
+
+    text = ckpt.load(code_run).config.data.text
+    assert charnn("ngram", text, "--order", "5", "--save", tmp_path / "n5.safetensors").returncode == 0
+    subject = open_subject(code_run, split="test")
+    a = brace_losses(subject, ngram_order=5)
+    b = brace_losses(subject, ngram_file=tmp_path / "n5.safetensors")
+    assert b.order == 5 and [r[:3] for r in a.rows] == [r[:3] for r in b.rows]
+    np.testing.assert_allclose([r[4] for r in a.rows], [r[4] for r in b.rows], rtol=1e-12)

@@ -58,6 +58,8 @@ def add_analyze_parser(sub, positive_int) -> None:
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
     b.add_argument("--out", required=True, metavar="DIR", help="folder for braces.png and braces.csv")
     b.add_argument("--order", type=positive_int, default=20, help="n-gram order to compare with (default 20)")
+    b.add_argument("--ngram", metavar="FILE", default=None,
+                   help="compare with this saved n-gram model (charnn ngram --save) instead of training one")
     b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     b.add_argument("--chars", type=positive_int, default=0, help="characters of the split to read (0: all)")
     b.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -120,12 +122,12 @@ def _cmd_braces(args) -> int:
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
     subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
-    rep = brace_losses(subject, args.order)
+    rep = brace_losses(subject, args.order, args.ngram)
     c = subject.loaded.config.model
     png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.cell} {c.layers}x{c.hidden} vs "
-                                               f"{args.order}-gram, {rep.braces:,} braces")
+                                               f"{rep.order}-gram, {rep.braces:,} braces")
     print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {subject.what})")
-    print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{args.order}-gram':>8}")
+    print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{rep.order}-gram':>8}")
     for lo, hi, n, r, g in rep.rows:
         span = f"{lo}-{hi}" if hi < 10 ** 8 else f"{lo}+"
         print(f"{span:>10} {n:>7,} {fmt(r):>7} {fmt(g):>8}")

@@ -51,8 +51,9 @@ class BraceReport:
         return buf.getvalue()
 
 
-def brace_losses(subject: Subject, ngram_order: int = 20) -> BraceReport:
-    """subject: the run and its test split (open_subject(run, split="test"))."""
+def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> BraceReport:
+    """subject: the run and its test split (open_subject(run, split="test")); the n-gram model is
+    trained here on the run's training split, or read from `ngram_file` (charnn ngram --save)."""
     from charnn.data import prepare
     from charnn.inspect.ablate import _nll
     from charnn.ngram import KneserNey
@@ -65,12 +66,17 @@ def brace_losses(subject: Subject, ngram_order: int = 20) -> BraceReport:
     d = np.array([dist[p] for p in pos])
     rnn_nll, _ = _nll(subject.model, subject.ids, 16 if len(subject.ids) > 20000 else 1, quantities=("h",))
     rnn = rnn_nll[pos - 1]  # the loss of predicting the '}' at p from the characters before it
-    c = subject.loaded.config.data
-    enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
-    parts = enc.splits(c.split)
-    model = KneserNey(ngram_order, len(subject.vocab), modified=True).fit(np.asarray(parts["train"]))
-    history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
-    p_ng = model.probs_of(history, len(subject.context_ids))  # P(ids[t]) for t = 0.. of the split
+    if ngram_file is not None:
+        from charnn.inspect.errors import _saved_ngram_probs
+
+        p_ng = _saved_ngram_probs(subject, ngram_file)
+        ngram_order = KneserNey.load(ngram_file)[0].order
+    else:
+        c = subject.loaded.config.data
+        enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
+        model = KneserNey(ngram_order, len(subject.vocab), modified=True).fit(np.asarray(enc.splits(c.split)["train"]))
+        history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
+        p_ng = model.probs_of(history, len(subject.context_ids))  # P(ids[t]) for t = 0.. of the split
     ng = -np.log(p_ng[pos])
     rep = BraceReport(ngram_order, braces=len(pos))
     for lo, hi in zip(BINS[:-1], BINS[1:]):
