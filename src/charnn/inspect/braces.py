@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, refuse_foreign
+from charnn.inspect.source import Subject, write_outputs
 
 BINS = (1, 6, 11, 21, 41, 61, 101, 201, 401, 10 ** 9)  # left edges: 1-5, 6-10, ..., 401+
 CSV_HEADER = ["distance_from", "distance_to", "braces", "rnn_loss", "ngram_loss"]
@@ -112,15 +112,7 @@ def plot(rep: BraceReport, path: Path, title: str) -> None:
 
 
 def write(rep: BraceReport, out: Path, title: str) -> tuple[Path, Path]:
-    if out.exists() and not out.is_dir():
-        raise CharnnError(f"{out} is a file; --out takes a folder for braces.png and braces.csv")
-    png, csv_path = out / "braces.png", out / "braces.csv"
-    refuse_foreign(png, PNG_MARKER)
-    refuse_foreign(csv_path, ",".join(CSV_HEADER).encode())
-    out.mkdir(parents=True, exist_ok=True)
-    plot(rep, png, title)
-    csv_path.write_text(rep.to_csv(), encoding="utf-8")
-    return png, csv_path
+    return write_outputs(out, "braces", PNG_MARKER, CSV_HEADER, lambda p: plot(rep, p, title), rep.to_csv())
 
 
 def fmt(x: float) -> str:

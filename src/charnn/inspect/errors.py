@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, refuse_foreign
+from charnn.inspect.source import Subject, write_outputs
 
 CATEGORIES = ("n-gram", "dynamic memory", "rare words", "word model", "punctuation", "boost")
 MEMORY_N = 10
@@ -200,12 +200,5 @@ def plot(rep: ErrorReport, path: Path, title: str, other_label: str = "") -> Non
 
 
 def write(rep: ErrorReport, out: Path, title: str, other_label: str = "") -> tuple[Path, Path]:
-    if out.exists() and not out.is_dir():
-        raise CharnnError(f"{out} is a file; --out takes a folder for errors.png and errors.csv")
-    png, csv_path = out / "errors.png", out / "errors.csv"
-    refuse_foreign(png, PNG_MARKER)
-    refuse_foreign(csv_path, ",".join(CSV_HEADER).encode())
-    out.mkdir(parents=True, exist_ok=True)
-    plot(rep, png, title, other_label)
-    csv_path.write_text(rep.to_csv(), encoding="utf-8")
-    return png, csv_path
+    return write_outputs(out, "errors", PNG_MARKER, CSV_HEADER, lambda p: plot(rep, p, title, other_label),
+                         rep.to_csv())

@@ -17,7 +17,7 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.inspect.activations import GATES, NAMES, record
-from charnn.inspect.source import Subject, refuse_foreign
+from charnn.inspect.source import Subject, write_outputs
 
 LOW, HIGH = 0.1, 0.9
 CSV_HEADER = ["layer", "gate", "cell", "left_saturated", "right_saturated"]
@@ -95,12 +95,4 @@ def plot(sat: Saturation, path: Path, title: str = "") -> None:
 
 def write(sat: Saturation, out: Path, title: str = "") -> tuple[Path, Path]:
     """saturation.png and saturation.csv in the folder `out` (created if needed)."""
-    if out.exists() and not out.is_dir():
-        raise CharnnError(f"{out} is a file; --out takes a folder for saturation.png and saturation.csv")
-    png, csv_path = out / "saturation.png", out / "saturation.csv"
-    refuse_foreign(png, PNG_MARKER)
-    refuse_foreign(csv_path, ",".join(CSV_HEADER).encode())
-    out.mkdir(parents=True, exist_ok=True)
-    plot(sat, png, title)
-    csv_path.write_text(to_csv(sat), encoding="utf-8")
-    return png, csv_path
+    return write_outputs(out, "saturation", PNG_MARKER, CSV_HEADER, lambda p: plot(sat, p, title), to_csv(sat))

@@ -72,3 +72,17 @@ def refuse_foreign(path: Path, marker: bytes) -> None:
         if marker not in head:
             raise CharnnError(f"{path} exists and was not written by charnn; choose another output name "
                               f"or move that file away")
+
+
+def write_outputs(out: Path, stem: str, png_marker: bytes, csv_header: list[str], draw, csv_text: str):
+    """`out/STEM.png` (drawn by draw(path)) and `out/STEM.csv`, never over files charnn did not write."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder for {stem}.png and {stem}.csv")
+    png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
+    refuse_foreign(png, png_marker)
+    refuse_foreign(csv_path, ",".join(csv_header).encode())
+    out.mkdir(parents=True, exist_ok=True)
+    draw(png)
+    csv_path.write_text(csv_text, encoding="utf-8")
+    return png, csv_path
