@@ -77,7 +77,7 @@ _CONFIG_FLAGS = {
     "max_steps": ("train", "max_steps"), "max_epochs": ("train", "max_epochs"), "max_time": ("train", "max_time"),
     "patience": ("train", "patience"), "eval_every": ("train", "eval_every"), "eval_chars": ("train", "eval_chars"),
     "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
-    "precision": ("train", "precision"),
+    "precision": ("train", "precision"), "compile": ("train", "compile"),
 }
 
 
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (0: torch's choice)")
     g.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16 autocast: faster on recent GPUs, slower on most CPUs")
+    g.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="torch.compile the training step (for GPUs; on a CPU it mostly adds compile time)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
     g.add_argument("--samples", type=_positive_int, default=2, help="samples to print when training ends (default 2)")

@@ -86,6 +86,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     precision: str = "fp32"  # fp32, or bf16 autocast (faster on recent GPUs; measured slower on this CPU)
+    compile: bool = False  # torch.compile the training step (GPU; on a CPU it costs its compile time)
     snapshot_steps: tuple[int, ...] = (100, 300, 500, 700, 1200, 2000)
     snapshot_chars: int = 300
 

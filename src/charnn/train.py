@@ -37,7 +37,7 @@ SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision"}
+             "precision", "compile"}
 
 
 @dataclass
@@ -245,6 +245,8 @@ def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) 
         _restore_rng(start_tensors)
 
     net = dd.wrap(_Loss(model), device)  # DDP: rank 0's initial weights are broadcast here
+    if cfg.train.compile:  # checkpoints keep saving `model` itself, so their keys do not change
+        net = torch.compile(net)
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(out / "config.json", cfg.to_json() + "\n")
