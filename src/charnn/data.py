@@ -93,25 +93,22 @@ def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
                             if b >= 0xC0:
                                 cut = len(data) - back
                             break
-                if data[:cut].isascii():  # most code and much prose: the bytes are the code points
-                    offset += cut
-                    pending = data[cut:]
-                    if cut:
-                        yield np.frombuffer(data, dtype=np.uint8, count=cut)
-                    if final:
-                        break
-                    continue
-                try:
-                    text = data[:cut].decode("utf-8", errors)
-                except UnicodeDecodeError as e:
-                    raise CharnnError(
-                        f"{path} is not valid UTF-8 at byte offset {offset + e.start}; "
-                        f"pass --encoding-errors replace to replace bad bytes, or --unit bytes"
-                    ) from None
+                piece = data[:cut]
+                if piece.isascii():  # most code and much prose: the bytes are the code points
+                    codes = np.frombuffer(piece, dtype=np.uint8)
+                else:
+                    try:
+                        text = piece.decode("utf-8", errors)
+                    except UnicodeDecodeError as e:
+                        raise CharnnError(
+                            f"{path} is not valid UTF-8 at byte offset {offset + e.start}; "
+                            f"pass --encoding-errors replace to replace bad bytes, or --unit bytes"
+                        ) from None
+                    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
                 offset += cut
                 pending = data[cut:]
-                if text:
-                    yield np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+                if len(codes):
+                    yield codes
                 if final:
                     break
 
@@ -163,8 +160,8 @@ def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
     lut = np.zeros(len(seen), dtype=vocab.dtype)
     lut[vocab.codes] = np.arange(len(vocab), dtype=vocab.dtype)
 
-    # Pass 2: map to ids, written straight into a memory-mapped file in a temporary folder that
-    # is renamed into place when complete, so a crash never leaves a half-written cache entry.
+    # Pass 2: map to ids, written to a file in a temporary folder that is renamed into place when
+    # complete, so a crash never leaves a half-written cache entry.
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:

@@ -129,18 +129,17 @@ class KneserNey:
             raise CharnnError("the training text holds fewer than 2 characters")
         self.train_chars = len(ids)
         N = self.order
-        prev_keys = None  # keys of order n-1, aligned by end position
         levels: list[_Order | None] = [None] * N
         # For the lower orders we need continuation counts: N1+(.hw) = number of distinct
-        # (n+1)-grams that end in hw. Walk the orders upwards, keeping one level of keys.
+        # (n+1)-grams that end in hw. Walk the orders upwards, keeping the keys of the last
+        # three orders (an order's level needs its own keys, its contexts' and the next order's).
         keys_by_n: dict[int, np.ndarray] = {}
         for n, keys in _keys(ids, self.vocab_size, N):
             keys_by_n[n] = keys
             if n >= 2:
                 levels[n - 2] = self._continuation_level(n - 1, keys_by_n[n - 1], keys_by_n.get(n - 2), keys)
                 keys_by_n.pop(n - 2, None)
-            prev_keys = keys
-        levels[N - 1] = self._raw_level(N, prev_keys, keys_by_n.get(N - 1))
+        levels[N - 1] = self._raw_level(N, keys_by_n[N], keys_by_n.get(N - 1))
         self.orders = levels  # type: ignore[assignment]
         return self
 

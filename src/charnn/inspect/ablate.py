@@ -66,9 +66,13 @@ class Report:
                              for k, (a, on, off) in self.features.items()}}
 
 
-def _nll(model, ids, streams, **kw) -> tuple[np.ndarray, dict]:
-    """Per-position loss of predicting ids[t+1] after ids[..t] (NaN at the end), and per-cell means."""
+def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
+    """Per-position loss of predicting ids[t+1] after ids[..t] (NaN at the end), and per-cell means.
+
+    Texts over 20,000 characters are read as `streams` parallel pieces (see activations.record).
+    """
     n = len(ids)
+    streams = streams if n > 20000 else 1
     nll = np.full(n, np.nan)
     sums: dict[str, torch.Tensor] = {}
     target = torch.from_numpy(np.append(np.asarray(ids[1:], dtype=np.int64), 0))
@@ -89,8 +93,7 @@ def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", u
         raise CharnnError(f"--mode {mode!r}: use zero or mean")
     model = subject.model
     qs = ("h", "c") if model.cfg.cell == "lstm" else ("h",)
-    streams = streams if len(subject.ids) > 20000 else 1
-    base, means = _nll(model, subject.ids, streams, quantities=qs)
+    base, means = char_losses(model, subject.ids, streams, quantities=qs)
     clamps = {}
     for layer in sorted({a for a, _ in cells}):
         idx = torch.tensor([c for a, c in cells if a == layer])
@@ -100,7 +103,7 @@ def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", u
             hv = means["h"][layer, idx]
             cv = torch.atanh(means["c"][layer, idx].clamp(-0.999999, 0.999999)) if "c" in means else hv
         clamps[layer] = Clamp(idx, hv, cv)
-    abl, _ = _nll(model, subject.ids, streams, quantities=("h",), clamps=clamps)
+    abl, _ = char_losses(model, subject.ids, streams, quantities=("h",), clamps=clamps)
     scored = ~np.isnan(base)
 
     def split(mask: np.ndarray) -> Split:

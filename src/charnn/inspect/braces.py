@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, write_outputs
+from charnn.inspect.source import Subject, ngram_probs_over, training_ids, write_outputs
 
 BINS = (1, 6, 11, 21, 41, 61, 101, 201, 401, 10 ** 9)  # left edges: 1-5, 6-10, ..., 401+
 CSV_HEADER = ["distance_from", "distance_to", "braces", "rnn_loss", "ngram_loss"]
@@ -54,8 +54,8 @@ class BraceReport:
 def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> BraceReport:
     """subject: the run and its test split (open_subject(run, split="test")); the n-gram model is
     trained here on the run's training split, or read from `ngram_file` (charnn ngram --save)."""
-    from charnn.data import prepare
-    from charnn.inspect.ablate import _nll
+    from charnn.inspect.ablate import char_losses
+    from charnn.inspect.errors import load_ngram_for
     from charnn.ngram import KneserNey
 
     dist = matching_distances(subject.text)
@@ -64,21 +64,14 @@ def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> Br
     pos = np.array(sorted(dist))
     pos = pos[pos > 0]
     d = np.array([dist[p] for p in pos])
-    rnn_nll, _ = _nll(subject.model, subject.ids, 16 if len(subject.ids) > 20000 else 1, quantities=("h",))
+    rnn_nll, _ = char_losses(subject.model, subject.ids, quantities=("h",))
     rnn = rnn_nll[pos - 1]  # the loss of predicting the '}' at p from the characters before it
     if ngram_file is not None:
-        from charnn.inspect.errors import _saved_ngram_probs
-
-        p_ng = _saved_ngram_probs(subject, ngram_file)
-        ngram_order = KneserNey.load(ngram_file)[0].order
+        ngram = load_ngram_for(subject, ngram_file)
     else:
-        c = subject.loaded.config.data
-        enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
-        model = KneserNey(ngram_order, len(subject.vocab), modified=True).fit(np.asarray(enc.splits(c.split)["train"]))
-        history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
-        p_ng = model.probs_of(history, len(subject.context_ids))  # P(ids[t]) for t = 0.. of the split
-    ng = -np.log(p_ng[pos])
-    rep = BraceReport(ngram_order, braces=len(pos))
+        ngram = KneserNey(ngram_order, len(subject.vocab), modified=True).fit(training_ids(subject))
+    ng = -np.log(ngram_probs_over(subject, ngram)[pos])  # P(ids[t]) for t = 0.. of the split
+    rep = BraceReport(ngram.order, braces=len(pos))
     for lo, hi in zip(BINS[:-1], BINS[1:]):
         m = (d >= lo) & (d < hi)
         if m.any():

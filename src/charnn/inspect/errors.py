@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, write_outputs
+from charnn.inspect.source import Subject, ngram_probs_over, training_ids, write_outputs
 
 CATEGORIES = ("n-gram", "dynamic memory", "rare words", "word model", "punctuation", "boost")
 MEMORY_N = 10
@@ -61,36 +61,20 @@ class ErrorReport:
 
 def model_probs(subject: Subject) -> np.ndarray:
     """P(ids[t] | ids[:t]) for t >= 1 of the subject's text, from the RNN: (N,), NaN at t = 0."""
-    from charnn.inspect.ablate import _nll
+    from charnn.inspect.ablate import char_losses
 
-    nll, _ = _nll(subject.model, subject.ids, 16 if len(subject.ids) > 20000 else 1, quantities=("h",))
+    nll, _ = char_losses(subject.model, subject.ids, quantities=("h",))
     p = np.full(len(subject.ids), np.nan)
     p[1:] = np.exp(-nll[:-1])
     return p
 
 
-def ngram_probs(subject: Subject, orders=range(1, MAX_NGRAM + 1)) -> dict[int, np.ndarray]:
-    """P(ids[t]) under n-gram models trained on the run's training split, t >= 0 (context before the text)."""
-    from charnn.data import prepare
+def ngram_probs(subject: Subject, train: np.ndarray, orders=range(1, MAX_NGRAM + 1)) -> dict[int, np.ndarray]:
+    """P(ids[t]) for t >= 0 of the subject's text under n-gram models trained on `train` ids."""
     from charnn.ngram import KneserNey
 
-    c = subject.loaded.config.data
-    enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
-    train = np.asarray(enc.splits(c.split)["train"])
-    history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
-    out = {}
-    for n in orders:
-        m = KneserNey(n, len(subject.vocab), modified=True).fit(train)
-        out[n] = m.probs_of(history, len(subject.context_ids))
-    return out
-
-
-def _train_words(subject: Subject) -> Counter:
-    from charnn.data import prepare
-
-    c = subject.loaded.config.data
-    enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
-    return Counter(re.findall(r"\w+", subject.vocab.decode(enc.splits(c.split)["train"])))
+    return {n: ngram_probs_over(subject, KneserNey(n, len(subject.vocab), modified=True).fit(train))
+            for n in orders}
 
 
 def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], train_words: Counter) -> np.ndarray:
@@ -138,7 +122,8 @@ def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], 
     return cat
 
 
-def _saved_ngram_probs(subject: Subject, path) -> np.ndarray:
+def load_ngram_for(subject: Subject, path):
+    """A model saved by `charnn ngram --save`, checked to share the run's vocabulary."""
     from charnn.ngram import KneserNey
     from charnn.vocab import Vocab
 
@@ -146,15 +131,15 @@ def _saved_ngram_probs(subject: Subject, path) -> np.ndarray:
     if Vocab.from_json(vocab_json) != subject.vocab:
         raise CharnnError(f"the n-gram model {path} was trained with another vocabulary than this run's; "
                           f"save one with `charnn ngram` on the run's own text")
-    history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
-    return model.probs_of(history, len(subject.context_ids))
+    return model
 
 
 def analyze_errors(subject: Subject, other: Subject | None = None, baseline_order: int | str = 0) -> ErrorReport:
     """baseline_order: an n-gram order to train here, or the path of a saved n-gram model."""
     p = model_probs(subject)
-    p_ng = ngram_probs(subject)
-    words = _train_words(subject)
+    train = training_ids(subject)
+    p_ng = ngram_probs(subject, train)
+    words = Counter(re.findall(r"\w+", subject.vocab.decode(train)))
     cat = categorise(subject.text, p, p_ng, words)
     errors = int((cat >= 0).sum())
     rep = ErrorReport(int(np.isfinite(p).sum()), errors, {c: int((cat == k).sum()) for k, c in enumerate(CATEGORIES)})
@@ -165,12 +150,11 @@ def analyze_errors(subject: Subject, other: Subject | None = None, baseline_orde
             q = model_probs(other)
         elif isinstance(baseline_order, int):
             if baseline_order not in p_ng:
-                p_ng.update(ngram_probs(subject, [baseline_order]))
+                p_ng.update(ngram_probs(subject, train, [baseline_order]))
             q = p_ng[baseline_order].copy()
-            q[0] = np.nan
         else:
-            q = _saved_ngram_probs(subject, baseline_order)
-            q[0] = np.nan
+            q = ngram_probs_over(subject, load_ngram_for(subject, baseline_order))
+        q[0] = np.nan  # the first character is not scored for the RNN either
         fixed = (cat >= 0) & (np.nan_to_num(q, nan=0.0) >= 0.5)
         rep.compare = {c: (int((cat == k).sum()), int((fixed & (cat == k)).sum())) for k, c in enumerate(CATEGORIES)}
     return rep

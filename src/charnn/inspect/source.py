@@ -62,6 +62,20 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
                    "".join(table[before.astype(np.int64)]), before.astype(np.int64))
 
 
+def training_ids(subject: Subject) -> np.ndarray:
+    """The run's own training split, in its model's ids (what its n-gram baselines train on)."""
+    c = subject.loaded.config.data
+    enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
+    return np.asarray(enc.splits(c.split)["train"])
+
+
+def ngram_probs_over(subject: Subject, ngram) -> np.ndarray:
+    """P(ids[t]) for every t of the subject's text under an n-gram model, read with the corpus
+    text before it as context."""
+    history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
+    return ngram.probs_of(history, len(subject.context_ids))
+
+
 def refuse_foreign(path: Path, marker: bytes) -> None:
     """Never overwrite a file charnn did not write: it may be the user's."""
     if path.exists():
