@@ -43,12 +43,16 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(learnable_text(600))
     args = ["grid", text, "--out", tmp_path / "g", "--cells", "rnn,gru", "--layers", "1", "--params", "6k",
-            "--max-steps", "30", "--jobs", "2"]
+            "--max-steps", "30", "--jobs", "2", "--lr", "0.005"]
     r = charnn(*args, timeout=300)
     assert r.returncode == 0, r.stderr
     results = [json.loads(p.read_text()) for p in sorted((tmp_path / "g").glob("*/result.json"))]
     assert sorted(x["cell"] for x in results) == ["gru", "rnn"]
     assert all(abs(x["params"] - 6000) / 6000 < 0.05 and x["test_loss"] > 0 for x in results)
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "g").glob("*/config.json")]
+    # one optimiser for all, the grid's own protocol whatever the default preset is
+    assert [(c["train"]["lr"], c["model"]["dropout"], c["train"]["warmup_steps"], c["train"]["seq_len"])
+            for c in configs] == [(0.005, 0.0, 50, 32)] * 2
     md = (tmp_path / "g" / "results.md").read_text()
     assert "| 6K | 1 |" in md and f"{results[0]['test_loss']:.4f}" in md and r.stdout == md
     assert (tmp_path / "g" / "grid.png").read_bytes()[:4] == b"\x89PNG"
@@ -67,6 +71,8 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     (["--layers", "0"], "between 1 and 8"),
     (["--params", "big"], "expected sizes"),
     ([], "--max-time PER_RUN"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_grid_input(tmp_path, extra, msg):
     from test_cli import charnn

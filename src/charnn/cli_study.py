@@ -38,6 +38,9 @@ def add_parsers(sub, positive_int, float_, split_, duration) -> None:
                     help="contiguous split fractions (default 0.9,0.05,0.05; the paper: 0.8,0.1,0.1 for War "
                          "and Peace)")
     gr.add_argument("--embed", type=positive_int, default=64, help="embedding width of every model (default 64)")
+    gr.add_argument("--lr", type=float_, default=8e-3,
+                    help="peak learning rate of every run (default 8e-3; the rest of the optimiser is the default preset's)")
+    gr.add_argument("--dropout", type=float_, default=0.0, help="dropout of every run (default 0)")
     gr.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (default 1)")
 
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
@@ -105,12 +108,17 @@ def cmd_grid(args) -> int:
         raise CharnnError("give every run the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
     if args.jobs < 1:
         raise CharnnError("--jobs must be at least 1")
+    if not args.lr > 0:
+        raise CharnnError(f"--lr must be positive, got {args.lr:g}")
+    if not 0 <= args.dropout < 1:
+        raise CharnnError(f"--dropout must be in [0, 1), got {args.dropout:g}")
     DataConfig(text=args.text, split=args.split).validate()
     path = Path(args.text).expanduser()
     text = str(path.resolve()) if path.exists() else args.text
     vocab = len(prepare(text).vocab)
     entries = grid.plan(cells, layers, budgets, vocab, args.embed)
-    train_args = ["--embed", str(args.embed), "--split", ",".join(f"{x:g}" for x in args.split), "--dropout", "0"]
+    train_args = ["--embed", str(args.embed), "--split", ",".join(f"{x:g}" for x in args.split),
+                  "--dropout", f"{args.dropout:g}", "--lr", f"{args.lr:g}", *grid.PROTOCOL]
     if args.max_time:
         train_args += ["--max-time", f"{args.max_time:g}"]
     if args.max_steps:

@@ -27,6 +27,13 @@ from charnn.errors import CharnnError
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
+# Every grid run trains with these settings whatever the default preset becomes, so that a grid
+# run again later (or resumed) is the same protocol: 32 streams of 32-character windows, 50
+# warmup steps, then AdamW with cosine decay (the default preset when the study was first run).
+PROTOCOL = ("--seq-len", "32", "--batch-size", "32", "--warmup-steps", "50", "--optimizer", "adamw",
+            "--schedule", "cosine")
+
+
 def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
     """Parameters of CharRNN: embedding, per layer G*H*(in + H) weights and 2*G*H biases, read-out."""
     g = GATES[cell]
