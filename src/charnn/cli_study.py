@@ -39,7 +39,7 @@ def add_parsers(sub, positive_int, float_, split_, duration) -> None:
                          "and Peace)")
     gr.add_argument("--embed", type=positive_int, default=64, help="embedding width of every model (default 64)")
     gr.add_argument("--lr", type=float_, default=8e-3,
-                    help="peak learning rate of every run (default 8e-3; the rest of the optimiser is the default preset's)")
+                    help="peak learning rate of every run (default 8e-3; the rest is fixed: grid.PROTOCOL)")
     gr.add_argument("--dropout", type=float_, default=0.0, help="dropout of every run (default 0)")
     gr.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (default 1)")
 
