@@ -14,6 +14,10 @@ def test_parameter_count_is_the_models_own(cell):
     for layers, hidden in ((1, 7), (3, 20)):
         m = CharRNN(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=9, dropout=0.0, vocab_size=13))
         assert count_params(cell, layers, hidden, 13, 9) == m.num_params
+        # an embedding wider than the vocabulary is built at the vocabulary's width; so is the count
+        cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=40, dropout=0.0)
+        assert cfg.fit_vocab(13) == pytest.approx((40 / 13) ** 0.5) and cfg.embed == 13
+        assert count_params(cell, layers, hidden, 13, 40) == CharRNN(cfg).num_params
 
 
 @pytest.mark.parametrize("vocab", [65, 87, 101])

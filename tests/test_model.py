@@ -110,3 +110,18 @@ def test_init_state_and_detach():
     assert make("gru").init_state(4).shape == (2, 4, 12)
     h = torch.ones(1, requires_grad=True) * 2
     assert not detach_state((h, h))[0].requires_grad
+
+
+def test_a_capped_embedding_starts_with_the_input_signal_of_the_asked_width():
+    """fit_vocab caps a 256-wide embedding at 16 symbols; the first layer's gate inputs keep their spread."""
+    def gate_input_std(cfg, embed_std):
+        torch.manual_seed(0)
+        m = CharRNN(cfg, embed_std)
+        return (m.embed.weight @ m.rnn.weight_ih_l0.T).std().item()
+
+    wide = ModelConfig(cell="lstm", layers=1, hidden=64, embed=256, dropout=0.0, vocab_size=16)
+    capped = ModelConfig(cell="lstm", layers=1, hidden=64, embed=256, dropout=0.0)
+    std = capped.fit_vocab(16)
+    assert capped.embed == 16 and std == pytest.approx(4.0)
+    assert gate_input_std(capped, std) == pytest.approx(gate_input_std(wide, 1.0), rel=0.2)
+    assert gate_input_std(capped, 1.0) < 0.4 * gate_input_std(wide, 1.0)  # what the scale is for

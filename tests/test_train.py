@@ -145,7 +145,7 @@ def test_snapshots_record_how_novel_their_text_is(text_file, tmp_path):
     for s in snaps:
         assert 0.0 <= s["novel_10"] <= 1.0 and 0.0 <= s["novel_20"] <= 1.0 and 0.0 <= s["known_words"] <= 1.0
     # this corpus is a handful of counting phrases: a model that learned it writes known words
-    assert snaps[-1]["known_words"] > 0.9
+    assert snaps[-1]["known_words"] > 0.8  # most of its words are the corpus words
 
 
 @pytest.mark.slow
@@ -161,3 +161,36 @@ def test_compiled_training_step_computes_the_same_run(text_file, tmp_path):
     for k in a:
         if k.startswith("model."):  # same parameter names: the checkpoint stores the model, not the wrapper
             torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
+
+
+def test_an_embedding_wider_than_the_vocabulary_is_capped_and_says_so(text_file, tmp_path, capsys):
+    cfg = tiny_config(text_file, max_steps=30)
+    cfg.model.embed = 64  # the counting corpus has 14 symbols
+    train(cfg, tmp_path / "run", progress=False)
+    err = capsys.readouterr().err
+    assert "embedding is 14 wide, not 64" in err
+    saved = ckpt.load(tmp_path / "run", "best")
+    assert saved.config.model.embed == 14 and saved.weights["embed.weight"].shape == (14, 14)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["embed"] == 14
+    # a resume continues the saved shape (and says nothing about it)
+    train(RunConfig(), tmp_path / "run", resume=True, overrides={"max_steps": 40}, progress=False)
+    assert "embedding is" not in capsys.readouterr().err
+    assert ckpt.load(tmp_path / "run", "last").meta["step"] == 40
+    # an embedding narrower than the vocabulary is kept
+    cfg = tiny_config(text_file, max_steps=2)
+    cfg.model.embed = 5
+    train(cfg, tmp_path / "narrow", progress=False)
+    assert ckpt.load(tmp_path / "narrow", "best").config.model.embed == 5
+
+
+def test_adamw_runs_fused_on_the_cpu_and_rmsprop_multi_tensor():
+    from charnn.model import CharRNN
+    from charnn.train import make_optimizer
+
+    cfg = RunConfig()
+    cfg.model.vocab_size, cfg.model.hidden = 10, 8
+    model = CharRNN(cfg.model)
+    assert make_optimizer(cfg, model).param_groups[0]["fused"] is True
+    cfg.train.optimizer = "rmsprop"
+    assert make_optimizer(cfg, model).param_groups[0]["foreach"] is True
+

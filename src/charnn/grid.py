@@ -37,6 +37,7 @@ PROTOCOL = ("--seq-len", "32", "--batch-size", "32", "--warmup-steps", "50", "--
 def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
     """Parameters of CharRNN: embedding, per layer G*H*(in + H) weights and 2*G*H biases, read-out."""
     g = GATES[cell]
+    embed = min(embed, vocab)  # what training builds (ModelConfig.fit_vocab)
     total = vocab * embed + hidden * vocab + vocab
     for k in range(layers):
         inp = embed if k == 0 else hidden

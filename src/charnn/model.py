@@ -23,7 +23,8 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class CharRNN(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, embed_std: float = 1.0):
+        """embed_std: the embedding's initial standard deviation (see ModelConfig.fit_vocab)."""
         super().__init__()
         cfg.validate()
         if cfg.vocab_size < 1:
@@ -37,9 +38,11 @@ class CharRNN(nn.Module):
         self.rnn = _RNN_CLASSES[cfg.cell](**kwargs)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
-        self._init_weights()
+        self._init_weights(embed_std)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, embed_std: float) -> None:
+        with torch.no_grad():
+            self.embed.weight.mul_(embed_std)  # nn.Embedding draws N(0, 1)
         if self.cfg.cell == "lstm":
             # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default early in training.
             # PyTorch orders LSTM gates i, f, g, o and adds two bias vectors; put the 1 in one.

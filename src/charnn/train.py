@@ -81,10 +81,18 @@ def lr_at(cfg, step: int, epoch: float, progress: float) -> float:
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimiser, in its fastest implementation for where the weights are.
+
+    On the CPU PyTorch defaults to one small kernel per tensor and per operation; the fused
+    AdamW (one kernel over every tensor) takes 0.4 ms instead of 1.2-1.5 ms per step of the
+    default preset, which is 4% of a step. RMSprop has no fused kernel: its multi-tensor one.
+    """
     t = cfg.train
     if t.optimizer == "rmsprop":  # the paper's optimiser, with char-rnn's decay rate 0.95
-        return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8)
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
+        return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8, foreach=True)
+    device = next(model.parameters()).device.type
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay,
+                             fused=device in ("cpu", "cuda", "mps") or None)
 
 
 class _StopFlag:
@@ -225,7 +233,15 @@ def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) 
         enc = enc.remap(vocab, "--init-from: the new text" if not resume else "the text")
         cfg.model = source.config.model
         init_weights = source.weights
-    cfg.model.vocab_size = len(vocab)
+    embed_std = 1.0
+    if resume or init_from is not None:  # the saved model's shape, as it was trained
+        cfg.model.vocab_size = len(vocab)
+    else:
+        asked = cfg.model.embed
+        embed_std = cfg.model.fit_vocab(len(vocab))
+        if cfg.model.embed != asked and dd.main:
+            info(f"the embedding is {cfg.model.embed} wide, not {asked}: the text has {cfg.model.embed} symbols, "
+                 f"and a wider embedding represents nothing more")
 
     splits = enc.splits(cfg.data.split)
     batcher = StreamBatcher(splits["train"], cfg.train.batch_size, cfg.train.seq_len)
@@ -234,7 +250,7 @@ def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) 
         warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
 
     torch.manual_seed(cfg.train.seed)
-    model = CharRNN(cfg.model).to(device)
+    model = CharRNN(cfg.model, embed_std).to(device)
     if init_weights is not None:
         model.load_state_dict(init_weights)
     if resume:
@@ -369,7 +385,7 @@ def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) 
                 for p in model.parameters():
                     p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=True)
             opt.step()
             step += 1
             step_in_epoch += 1
