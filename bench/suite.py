@@ -93,24 +93,21 @@ def _lstm_train_flops(layers, hidden, embed, vocab) -> float:
 
 
 def _throughput_batches(batch: int, seq: int, count: int) -> tuple[list, int, str]:
-    """`count` consecutive (x, y) batches of tiny Shakespeare (random ids when it is absent)."""
+    """`count` consecutive (x, y) batches of tiny Shakespeare (random ids when it is absent),
+    laid out as charnn's training reads them."""
+    from charnn.data import StreamBatcher
+
     data = SHARED / "tinyshakespeare.txt"
     if data.exists():
         from charnn.data import prepare
 
         enc = prepare(str(data))
-        ids, vocab, what = torch.from_numpy(np.asarray(enc.ids, dtype=np.int64)), len(enc.vocab), "tiny Shakespeare"
+        ids, vocab, what = enc.ids, len(enc.vocab), "tiny Shakespeare"
     else:
         vocab, what = 96, "random ids (tiny Shakespeare is absent)"
-        ids = torch.randint(0, vocab, (batch * seq * count + 1,), generator=torch.Generator().manual_seed(0))
-    span = len(ids) // batch  # char-rnn's layout: `batch` streams, each reading its own part
-    out = []
-    for k in range(count):
-        starts = torch.arange(batch) * span + k * seq
-        idx = starts[:, None] + torch.arange(seq + 1)[None, :]
-        chunk = ids[idx]
-        out.append((chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()))
-    return out, vocab, what
+        ids = np.random.default_rng(0).integers(0, vocab, batch * seq * count + 1)
+    batcher = StreamBatcher(ids, batch, seq)
+    return [batcher.batch(k) for k in range(count)], vocab, what
 
 
 def throughput(layers, batch, seq, steps=8, warmup=2):
