@@ -144,8 +144,10 @@ def test_snapshots_record_how_novel_their_text_is(text_file, tmp_path):
     snaps = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     for s in snaps:
         assert 0.0 <= s["novel_10"] <= 1.0 and 0.0 <= s["novel_20"] <= 1.0 and 0.0 <= s["known_words"] <= 1.0
-    # this corpus is a handful of counting phrases: a model that learned it writes known words
-    assert snaps[-1]["known_words"] > 0.8  # most of its words are the corpus words
+    # this corpus is a handful of counting phrases: a model that learned it writes known words,
+    # more of them as it learns (0.89-0.94 at step 100 over seeds 0-2, since the embedding cap)
+    assert snaps[-1]["known_words"] > 0.85
+    assert snaps[-1]["known_words"] > snaps[0]["known_words"]
 
 
 @pytest.mark.slow
