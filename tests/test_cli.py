@@ -155,3 +155,18 @@ def test_bad_input_is_one_clear_line(run, args, message):
     assert message in r.stderr, r.stderr
     assert (d / "run" / "last.safetensors").read_bytes() == before  # nothing of the user's is touched
     assert not (d / "o" / "last.safetensors").exists()
+
+
+def test_appending_resume_to_the_original_command(run, tmp_path):
+    import shutil
+
+    d, _ = run
+    shutil.copytree(d / "run", tmp_path / "run")
+    original = ["train", d / "text.txt", "--out", tmp_path / "run", *TINY, "--eval-every", "40", "--samples", "0"]
+    r = charnn(*original, "--max-steps", "140", "--resume")
+    assert r.returncode == 0 and "after 140 steps" in r.stderr, r.stderr
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    r = charnn(*original, "--max-steps", "160", "--hidden", "64", "--seed", "7", "--resume")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--hidden (saved 32, given 64); --seed (saved 1337, given 7)" in r.stderr, r.stderr
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before

@@ -1,6 +1,8 @@
 import json
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,7 +73,7 @@ def test_resume_refuses_changed_settings_and_missing_run(text_file, tmp_path):
     with pytest.raises(CharnnError, match="holds no last.safetensors"):
         train(None, tmp_path / "none", resume=True)
     train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
-    with pytest.raises(CharnnError, match="cannot change: --hidden"):
+    with pytest.raises(CharnnError, match=r"these differ from it: --hidden \(saved 32, given 99\)"):
         train(None, tmp_path / "run", resume=True, overrides={"hidden": 99})
     text_file.write_text(learnable_text(seed=9))
     with pytest.raises(CharnnError, match="has changed since this run started"):
@@ -103,10 +105,45 @@ def test_patience_stops_a_stalled_run(text_file, tmp_path):
     assert res.stopped_by == "patience" and res.steps < 2000
 
 
-def test_divergence_is_reported(text_file, tmp_path):
-    with pytest.raises(CharnnError, match="training diverged .* lower --lr"):
-        train(tiny_config(text_file, max_steps=200, lr=1e6, grad_clip=0, schedule="constant", warmup_steps=0),
-              tmp_path / "run", progress=False)
+def test_divergence_never_reaches_disk_and_a_lower_lr_resumes(text_file, tmp_path, monkeypatch):
+    # Good for 60 steps (two evaluations save good checkpoints), then the loss turns NaN at step 66.
+    good = train(tiny_config(text_file, max_steps=60, eval_every=30), tmp_path / "run", progress=False)
+    assert good.steps == 60
+    before = {n: (tmp_path / "run" / n).read_bytes() for n in ("last.safetensors", "best.safetensors")}
+    from charnn import train as train_module
+
+    calls = []
+    real = train_module._Loss.forward
+
+    def poisoned(self, x, y, state):
+        loss, state = real(self, x, y, state)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) >= 6 else loss), state
+
+    monkeypatch.setattr(train_module._Loss, "forward", poisoned)
+    with pytest.raises(CharnnError, match=r"training diverged at step 66 \(loss nan\); last.safetensors still holds "
+                                          r"step 60; continue with a lower --lr"):
+        train(None, tmp_path / "run", resume=True, progress=False, overrides={"max_steps": 200})
+    monkeypatch.setattr(train_module._Loss, "forward", real)
+    for n, b in before.items():  # neither checkpoint was touched, and both still load and sample
+        assert (tmp_path / "run" / n).read_bytes() == b, n
+    res = train(None, tmp_path / "run", resume=True, progress=False, overrides={"max_steps": 90, "lr": 1e-3})
+    assert res.steps == 90 and math.isfinite(res.last_val_loss)
+    with pytest.raises(CharnnError, match="these differ from it: --lr"):  # raising it is not a way out
+        train(None, tmp_path / "run", resume=True, progress=False, overrides={"lr": 1.0})
+
+
+def test_divergence_from_the_start_keeps_a_good_checkpoint(text_file, tmp_path):
+    with pytest.raises(CharnnError, match=r"training diverged at step (\d+) \(.*(nan|inf|non-finite).*\); "
+                                          r"last.safetensors still holds step (\d+);") as e:
+        train(tiny_config(text_file, max_steps=200, lr=1e6, grad_clip=0, schedule="constant", warmup_steps=0,
+                          eval_every=2), tmp_path / "run", progress=False)
+    kept = int(re.search(r"still holds step (\d+)", str(e.value)).group(1))
+    loaded = ckpt.load(tmp_path / "run", "last")
+    assert loaded.meta["step"] == kept and all(torch.isfinite(w).all() for w in loaded.weights.values())
+    from charnn.sample import sample_text
+
+    assert len(sample_text(loaded.build_model(), loaded.vocab, length=50)[0]) == 50  # it still samples
 
 
 def test_rmsprop_epoch_decay_and_clamp_train(text_file, tmp_path):
@@ -196,3 +233,71 @@ def test_adamw_runs_fused_on_the_cpu_and_rmsprop_multi_tensor():
     cfg.train.optimizer = "rmsprop"
     assert make_optimizer(cfg, model).param_groups[0]["foreach"] is True
 
+
+
+def test_one_trainer_per_run(text_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "charnn", "train", str(text_file), "--out", str(tmp_path / "run"), "--preset", "tiny",
+           "--threads", "1", "--max-steps", "1000000", "--quiet", "--samples", "0"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "run" / "last.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        before = (tmp_path / "run" / "config.json").read_bytes()
+        with pytest.raises(CharnnError, match=rf"is being trained by another process \(PID {p.pid}\)"):
+            train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
+        with pytest.raises(CharnnError, match=rf"PID {p.pid}"):
+            train(None, tmp_path / "run", resume=True, progress=False)
+        assert (tmp_path / "run" / "config.json").read_bytes() == before
+    finally:
+        p.kill()
+        p.wait()
+    # the lock died with its process: the run resumes
+    res = train(None, tmp_path / "run", resume=True, progress=False, overrides={"max_steps": 3})
+    assert res.steps >= 0 and (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_a_checkpoint_from_another_run_is_never_resumed(text_file, tmp_path):
+    train(tiny_config(text_file, max_steps=10), tmp_path / "a", progress=False)
+    train(tiny_config(text_file, max_steps=20), tmp_path / "b", progress=False)
+    best = (tmp_path / "a" / "best.safetensors").read_bytes()
+    (tmp_path / "a" / "last.safetensors").write_bytes((tmp_path / "b" / "last.safetensors").read_bytes())
+    with pytest.raises(CharnnError, match=r"last.safetensors belongs to another run \(run id \w+; this directory's "
+                                          r"run is \w+\)"):
+        train(None, tmp_path / "a", resume=True, progress=False, overrides={"max_steps": 30})
+    assert (tmp_path / "a" / "best.safetensors").read_bytes() == best
+
+
+def test_check_resume_accepts_what_was_given_again():
+    from charnn.train import check_resume
+
+    saved = RunConfig()
+    saved.data.text = "/x/t.txt"
+    saved.preset = "tiny"
+    same = check_resume(saved, {"text": "/x/t.txt", "preset": "tiny", "hidden": saved.model.hidden,
+                                "split": list(saved.data.split), "max_steps": 99, "lr": saved.train.lr / 2}, {})
+    assert same.train.max_steps == 99 and same.train.lr == saved.train.lr / 2 and same.model == saved.model
+    with pytest.raises(CharnnError, match=r"--text \(saved /x/t.txt, given /y.txt\); --cell \(saved lstm, given gru\)"):
+        check_resume(saved, {"text": "/y.txt", "cell": "gru"}, {})
+
+
+def test_evaluation_during_training_reads_at_most_eval_chars(text_file, tmp_path, monkeypatch):
+    from charnn import train as train_module
+
+    assert TrainConfig().eval_chars == 2_000_000
+    seen = []
+    real = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (seen.append(k["max_chars"]), real(*a, **k))[1])
+    cfg = tiny_config(text_file, max_steps=20, eval_every=10, eval_chars=100)
+    cfg.data.split = (0.5, 0.5, 0.0)
+    train(cfg, tmp_path / "run", progress=False)
+    assert seen == [100, 100]
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in m for m in metrics)
+    score = real(ckpt.load(tmp_path / "run").build_model(), (np.arange(5000) % 5).astype(np.int64), max_chars=100)
+    assert score.chars == 100

@@ -78,6 +78,7 @@ _CONFIG_FLAGS = {
     "patience": ("train", "patience"), "eval_every": ("train", "eval_every"), "eval_chars": ("train", "eval_chars"),
     "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
     "precision": ("train", "precision"), "compile": ("train", "compile"),
+    "checkpoint_every": ("train", "checkpoint_every"),
 }
 
 
@@ -124,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many evaluations without a better validation loss")
     g.add_argument("--eval-every", type=_positive_int, default=None, help="evaluate every N steps")
     g.add_argument("--eval-chars", type=_positive_int, default=None,
-                   help="validation characters per evaluation (0: the whole split)")
+                   help="validation characters per evaluation during training (default 2,000,000; 0: the whole "
+                        "split); charnn eval and the end-of-run report read the whole split")
+    g.add_argument("--checkpoint-every", type=parse_duration, default=None, metavar="DURATION",
+                   help="save the full training state at least this often besides every evaluation "
+                        "(default 5m; 0: only at evaluations)")
     g = t.add_argument_group("run")
     g.add_argument("--seed", type=_positive_int, default=None, help="random seed (weights, dropout, file order)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
@@ -133,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 (default) or bf16 autocast: faster on recent GPUs, slower on most CPUs")
     g.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the training step (for GPUs; on a CPU it mostly adds compile time)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where its last checkpoint stopped (append it to the "
+                        "original command, or give only --out; settings that differ from the run's are refused)")
     g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
     g.add_argument("--samples", type=_positive_int, default=2, help="samples to print when training ends (default 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -166,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_inspect.add_parser(sub, _positive_int)
     cli_inspect.add_analyze_parser(sub, _positive_int)
 
+    c = sub.add_parser("check", help="verify a run directory's checkpoints and say which are usable")
+    c.add_argument("run", metavar="RUN_DIR")
+
     i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
     i.add_argument("run", metavar="RUN_DIR")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -179,17 +189,22 @@ def cmd_train(args) -> int:
     from charnn.train import train
 
     given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
-    if args.resume:
-        if args.text is not None or args.preset is not None or args.init_from:
-            raise CharnnError("--resume continues the run in --out as it was configured; drop TEXT, --preset and --init-from")
-        result = train(None, args.out, resume=True, overrides={_CONFIG_FLAGS[k][1]: v for k, v in given.items()},
-                       progress=False if args.quiet else None)
+    text = args.text or "stdlib"
+    path = Path(text).expanduser()
+    text = str(path.resolve()) if path.exists() else text
+    if args.resume:  # what was given again is checked against the saved run (charnn.train.check_resume)
+        asked = {_CONFIG_FLAGS[k][1]: v for k, v in given.items()}
+        if args.text is not None:
+            asked["text"] = text
+        if args.preset is not None:
+            asked["preset"] = args.preset
+        if args.init_from:
+            asked["init_from"] = str(Path(args.init_from).resolve())
+        result = train(None, args.out, resume=True, overrides=asked, progress=False if args.quiet else None)
     else:
         cfg = RunConfig()
         apply_preset(cfg, args.preset or "default")
-        text = args.text or "stdlib"
-        path = Path(text).expanduser()
-        cfg.data.text = str(path.resolve()) if path.exists() else text
+        cfg.data.text = text
         for k, v in given.items():
             section, name = _CONFIG_FLAGS[k]
             setattr(getattr(cfg, section), name, v)
@@ -198,8 +213,11 @@ def cmd_train(args) -> int:
             raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
         result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
 
+    code = 0
+    if result.stopped_by == "interrupt":  # the shell's convention: 128 + the signal (Ctrl-C 130, SIGTERM 143)
+        code = 128 + (result.signal or 2)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
-        return 130 if result.stopped_by == "interrupt" else 0
+        return code
     bpc = result.best_val_loss / math.log(2)
     print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
           f"best validation loss {result.best_val_loss:.4f} nats = {bpc:.3f} bits per character", file=sys.stderr)
@@ -210,13 +228,13 @@ def cmd_train(args) -> int:
             print(f"--- sample {k + 1} (temperature 0.8) ---", file=sys.stderr)
             print(text)
     print(f"run saved in {result.run_dir}; try: charnn sample {result.run_dir}", file=sys.stderr)
-    return 130 if result.stopped_by == "interrupt" else 0
+    return code
 
 
 def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.sample import check_options, generate
-    from charnn.train import pick_device
+    from charnn.distributed import pick_device
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
     loaded = ckpt.load(args.run, args.checkpoint)
@@ -258,7 +276,7 @@ def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.data import prepare
     from charnn.evaluate import evaluate
-    from charnn.train import pick_device
+    from charnn.distributed import pick_device
 
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
@@ -274,6 +292,9 @@ def cmd_eval(args) -> int:
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")
     score = evaluate(model, ids)
+    if not math.isfinite(score.loss):
+        raise CharnnError(f"the model's loss on {what} is {score.loss} (its outputs overflow); the checkpoint is "
+                          f"unusable for scoring: use another one (charnn check {args.run})")
     if args.json:
         print(json.dumps(score.to_dict()))
     else:
@@ -285,7 +306,7 @@ def cmd_eval(args) -> int:
 def cmd_info(args) -> int:
     from charnn import checkpoint as ckpt
 
-    path = ckpt.resolve_path(args.run, "last")
+    path = ckpt.resolve_path(args.run, "latest")
     loaded = ckpt.load(path)
     best = ckpt.load(args.run, "best") if Path(args.run).is_dir() and (Path(args.run) / ckpt.BEST).exists() else None
     model = loaded.build_model("cpu")
@@ -320,6 +341,20 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from charnn.checkpoint import check_run
+
+    found = check_run(args.run)
+    width = max(len(f.name) for f in found)
+    for f in found:
+        print(f"{f.name:<{width}}  {'ok     ' if f.ok else 'PROBLEM'}  {f.says}")
+    bad = [f for f in found if not f.ok and f.says != "missing"]
+    usable = [f.name for f in found if f.ok and f.name.endswith(".safetensors")]
+    print(f"{args.run}: " + ("every file checks out" if not bad else f"{len(bad)} problem(s)") +
+          (f"; usable: {', '.join(usable)}" if usable else "; no usable checkpoint"))
+    return 0 if not bad and usable else 1
+
+
 def cmd_study(args) -> int:
     from charnn import cli_study
 
@@ -338,7 +373,7 @@ def cmd_analyze(args) -> int:
     return cli_inspect.cmd_analyze(args)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "check": cmd_check, "inspect": cmd_inspect,
             "ngram": cmd_study, "evaluate-samples": cmd_study, "analyze": cmd_analyze, "grid": cmd_study}
 
 
@@ -359,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `charnn sample run | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # a disk or permission problem the command did not foresee: still one line
+        name = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"charnn {args.command}: error:{name} {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     except MemoryError:
         print(f"charnn {args.command}: error: out of memory; use a smaller --batch-size, --hidden or --seq-len",
               file=sys.stderr)

@@ -15,6 +15,7 @@ from charnn.errors import CharnnError
 CELLS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("adamw", "rmsprop")
 SCHEDULES = ("cosine", "epoch-decay", "constant")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 
 
 @dataclass
@@ -100,7 +101,8 @@ class TrainConfig:
     max_time: float = 0.0  # seconds; 0: no time limit
     patience: int = 0  # evaluations without improvement before stopping; 0 disables
     eval_every: int = 200
-    eval_chars: int = 0  # cap on validation characters per evaluation; 0: the whole split
+    eval_chars: int = 2_000_000  # cap on validation characters per evaluation during training; 0: the whole split
+    checkpoint_every: float = 300.0  # seconds between saves of the training state besides evaluations; 0: only those
     seed: int = 1337
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
@@ -120,9 +122,11 @@ class TrainConfig:
         if not self.lr > 0:
             raise CharnnError(f"--lr must be positive, got {self.lr}")
         for name in ("max_steps", "max_epochs", "max_time", "patience", "grad_clip", "grad_clamp",
-                     "warmup_steps", "eval_chars"):
+                     "warmup_steps", "eval_chars", "weight_decay", "checkpoint_every", "threads"):
             if getattr(self, name) < 0:
                 raise CharnnError(f"--{name.replace('_', '-')} must not be negative")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise CharnnError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise CharnnError(f"--device must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -138,6 +142,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = ""
+    run_id: str = ""  # made at a run's first start; every checkpoint of the run carries it
 
     def validate(self) -> "RunConfig":
         self.model.validate()
@@ -153,12 +158,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, dict) or not all(isinstance(d.get(k, {}), dict) for k in ("model", "data", "train")):
+            raise CharnnError("the run configuration is malformed (not a JSON object of sections); was it "
+                              "written by charnn?")
         try:
             return cls(
                 model=_build(ModelConfig, d.get("model", {})),
                 data=_build(DataConfig, d.get("data", {})),
                 train=_build(TrainConfig, d.get("train", {})),
-                preset=d.get("preset", ""),
+                preset=str(d.get("preset", "")),
+                run_id=str(d.get("run_id", "")),
             )
         except (TypeError, ValueError) as e:
             raise CharnnError(f"the run configuration is malformed ({e}); was it written by charnn?") from None

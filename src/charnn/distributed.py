@@ -89,3 +89,36 @@ class Dist:
         if self._started and dist.is_initialized():
             dist.destroy_process_group()
             self._started = False
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: a CUDA GPU, else Apple's MPS, else the CPU; a named device must be there."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharnnError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CharnnError("--device mps was asked for but Apple's MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def set_threads(n: int) -> int:
+    """Use n CPU threads (0: torch's choice), at most as many as the machine has cores.
+
+    More threads than cores only slows torch down, and an absurd number (100,000) makes its
+    thread pool crash the process; such a request is capped with a warning.
+    """
+    if not n:
+        return torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    if n > cores:
+        from charnn.log import warn
+
+        warn(f"--threads {n} is more than this machine's {cores} cores; using {cores}")
+        n = cores
+    torch.set_num_threads(n)
+    return n

@@ -17,6 +17,7 @@ from torch import nn
 from charnn.config import ModelConfig
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks stacked in each weight matrix
 
 # State: a tensor (L, B, H) for rnn/gru, a pair (h, c) of those for lstm.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -133,6 +134,24 @@ class CharRNN(nn.Module):
         final = (torch.stack(h_last), torch.stack(c_last)) if cfg.cell == "lstm" else torch.stack(h_last)
         rec = {k: torch.stack(v) for k, v in rec.items()}  # each (L, B, T, H)
         return logits, final, rec
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight CharRNN(cfg) holds, computed without allocating anything.
+
+    Loading checks a checkpoint's tensors against these before building the model, so a file
+    whose configuration claims a huge model is refused instead of allocating it.
+    """
+    g = GATES[cfg.cell] * cfg.hidden
+    shapes = {"embed.weight": (cfg.vocab_size, cfg.embed)}
+    for k in range(cfg.layers):
+        shapes[f"rnn.weight_ih_l{k}"] = (g, cfg.embed if k == 0 else cfg.hidden)
+        shapes[f"rnn.weight_hh_l{k}"] = (g, cfg.hidden)
+        shapes[f"rnn.bias_ih_l{k}"] = (g,)
+        shapes[f"rnn.bias_hh_l{k}"] = (g,)
+    shapes["head.weight"] = (cfg.vocab_size, cfg.hidden)
+    shapes["head.bias"] = (cfg.vocab_size,)
+    return shapes
 
 
 def detach_state(state: State) -> State:

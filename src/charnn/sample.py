@@ -48,7 +48,14 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: f
     if temperature <= 0:
         return filtered.argmax(-1)
     probs = torch.softmax(filtered, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise NonFiniteOutput("the model's next-character probabilities are not finite (its weights overflow); "
+                              "use another checkpoint or retrain with a lower --lr")
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+class NonFiniteOutput(CharnnError):
+    """The model produced NaN or infinite logits: its weights are unusable."""
 
 
 def check_options(temperature: float, top_k: int, top_p: float, length: int, num: int) -> None:

@@ -7,12 +7,15 @@ computes exactly what an uninterrupted run would have (bit-identical on the CPU)
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import re
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,12 +26,13 @@ from tqdm import tqdm
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
 from charnn.data import Encoded, StreamBatcher, prepare
-from charnn.distributed import Dist
+from charnn.distributed import Dist, pick_device, set_threads
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
+from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
 from charnn.model import CharRNN, detach_state
-from charnn.sample import sample_text
+from charnn.sample import NonFiniteOutput, sample_text
 from charnn.samplestats import SubstringIndex, snapshot_metrics
 
 # Snapshots record how novel their text is against the training split, below this size (the
@@ -37,7 +41,7 @@ SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision", "compile"}
+             "precision", "compile", "checkpoint_every"}
 
 
 @dataclass
@@ -48,20 +52,7 @@ class TrainResult:
     last_val_loss: float
     stopped_by: str  # "max-steps", "max-epochs", "max-time", "patience", "interrupt"
     run_dir: Path
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CharnnError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CharnnError("--device mps was asked for but Apple's MPS is not available; use --device cpu or auto")
-    return torch.device(name)
+    signal: int = 0  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did
 
 
 def lr_at(cfg, step: int, epoch: float, progress: float) -> float:
@@ -96,25 +87,35 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop at the next step boundary; a second one aborts."""
+    """Ctrl-C, SIGTERM (a preempted job, `timeout`, `kill`) or SIGHUP (a closed terminal) asks
+    the loop to save and stop at the next step boundary; a second signal aborts at once (the
+    last checkpoint written stays complete: files are renamed into place)."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
     def __init__(self):
-        self.set = False
-        self._old = None
+        self.signum = 0
+        self._old = {}
+
+    @property
+    def set(self) -> bool:
+        return bool(self.signum)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.set:
+        if self.signum:
             raise KeyboardInterrupt
-        self.set = True
+        self.signum = signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
 
 def _state_tensors(state) -> dict[str, torch.Tensor]:
@@ -171,273 +172,439 @@ def _streams(state, first: int, count: int):
 
 
 STOP_REASONS = ("", "max-steps", "max-epochs", "max-time", "patience", "interrupt")
+LOGS = ("metrics.jsonl", "samples.jsonl")
 
 
-def train(cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str | Path | None = None,
+@dataclass
+class TrainState:
+    """The counters that, with the tensors saved beside them (weights, optimizer, every RNG
+    state, the carried hidden state), decide every later step. One list: saved and restored
+    from here only."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_val_loss: float = math.inf
+    last_val_loss: float = math.inf
+    evals_since_best: int = 0
+    elapsed: float = 0.0  # seconds of training before this process started
+
+    def to_meta(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "TrainState":
+        return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
+
+
+class Diverged(CharnnError):
+    pass
+
+
+def train(cfg: RunConfig | None, out: str | Path, resume: bool = False, init_from: str | Path | None = None,
           overrides: dict | None = None, progress: bool | None = None,
           on_step: Callable[[int], bool] | None = None) -> TrainResult:
     """Train (or resume) a run in directory `out`.
 
-    overrides: training settings given explicitly on a resume (only RESUMABLE ones may change).
+    overrides (with resume): the settings given again. Those equal to the saved run's are
+    accepted, RESUMABLE ones (and a lower lr) change, any other is refused with both values.
+    Keys are field names of the config's sections, or "text", "preset", "init_from".
     on_step(step) -> True asks the loop to stop as if interrupted (used by tests).
     Under torchrun, each process trains its share of the streams (see charnn.distributed).
     """
     dd = Dist()
+    out = Path(out)
+    lock = _open_run_dir(out) if dd.main else None
     try:
-        return _train(cfg, out, resume, init_from, overrides, progress, on_step, dd)
+        return Trainer(cfg, out, resume, init_from, overrides, progress, on_step, dd).run()
     finally:
         dd.close()
+        if lock is not None:
+            lock.release()
+            if not any((out / n).exists() for n in (ckpt.LAST, ckpt.BEST)):  # nothing saved: leave no debris
+                for name in (RunLock.NAME, "config.json", "vocab.json", *LOGS):
+                    (out / name).unlink(missing_ok=True)
+                if lock.created:
+                    try:
+                        out.rmdir()
+                    except OSError:
+                        pass
 
 
-def _train(cfg, out, resume, init_from, overrides, progress, on_step, dd: Dist) -> TrainResult:
-    out = Path(out)
-    start_meta, start_tensors = {}, {}
-    if resume:
+def _open_run_dir(out: Path) -> RunLock:
+    """Create (if needed) and lock the run directory, and clean what a killed run left."""
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"--out {out} is a file, not a run directory; choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CharnnError(f"cannot create the run directory {out}: {e.strerror or e}; choose a writable --out") from None
+    lock = RunLock(out).acquire()
+    lock.created = created
+    clean_temporaries(out)
+    return lock
+
+
+def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
+    """The saved configuration with the resumable settings of `asked` applied.
+
+    A setting given again with its saved value is accepted (so `--resume` can be appended to the
+    original command); a lower learning rate is allowed (the way out of a divergence).
+    """
+    cfg = copy.deepcopy(saved)
+    wrong = []
+    for key, value in (asked or {}).items():
+        if key == "text":
+            now = cfg.data.text
+        elif key == "preset":
+            now = cfg.preset or "default"
+        elif key == "init_from":
+            now = meta.get("init_from")
+        else:
+            section = next((sec for sec in ("train", "model", "data") if hasattr(getattr(cfg, sec), key)), None)
+            if section is None:
+                raise CharnnError(f"--resume: unknown setting {key!r}")
+            now = getattr(getattr(cfg, section), key)
+            if key in RESUMABLE or (key == "lr" and isinstance(value, (int, float)) and 0 < value <= now):
+                setattr(getattr(cfg, section), key, value)
+                continue
+        same = tuple(now) == tuple(value) if isinstance(now, (tuple, list)) and isinstance(value, (tuple, list)) \
+            else now == value
+        if not same:
+            wrong.append(f"--{key.replace('_', '-')} (saved {_show(now)}, given {_show(value)})")
+    if wrong:
+        raise CharnnError(f"--resume continues the run as it was configured; these differ from it: "
+                          f"{'; '.join(wrong)}. Drop them, or start a new run with --init-from")
+    return cfg.validate()
+
+
+def _show(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+class Trainer:
+    """One run: set up from a new config or a saved checkpoint, then step until a stop rule fires.
+
+    Saves: ``last.safetensors`` (the full state) at step 0, at every evaluation, at least every
+    ``checkpoint_every`` seconds and at the end; ``best.safetensors`` when validation improves.
+    A non-finite loss, gradient or weight is never saved: the run stops with `Diverged`.
+    """
+
+    def __init__(self, cfg, out: Path, resume: bool, init_from, asked, progress, on_step, dd: Dist):
+        self.out, self.dd, self.progress, self.on_step = out, dd, progress, on_step
+        self.meta: dict = {}
+        saved = None
+        if resume:
+            saved = self._load_resumable(asked)
+            cfg = check_resume(saved.config, asked, saved.meta)
+            self.meta = saved.meta
+        else:
+            cfg.validate()
+            if (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
+                raise CharnnError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            cfg.run_id = uuid.uuid4().hex[:16]
+        self.cfg, t = cfg, cfg.train
+        self.device = dd.device(pick_device(t.device))
+        dd.start(self.device)
+        set_threads(t.threads)
+        enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, cfg.data.seed)
+        if resume and self.meta.get("data_key") not in (None, enc.key):
+            raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
+                              f"resume needs the same text (or start a new run with --init-from {out})")
+        self.data_key = enc.key
+        embed_std, init_weights = 1.0, None
+        if resume:
+            self.vocab = saved.vocab
+            enc = enc.remap(self.vocab, "the text")
+            cfg.model.vocab_size = len(self.vocab)  # the saved model's shape, as it was trained
+        elif init_from is not None:
+            source = ckpt.load(init_from, "best")
+            self.vocab = source.vocab
+            if self.vocab.unit != cfg.data.unit:
+                raise CharnnError(f"--init-from: the model reads {self.vocab.unit} units but --unit is {cfg.data.unit}")
+            enc = enc.remap(self.vocab, "--init-from: the new text")
+            cfg.model = source.config.model
+            cfg.model.vocab_size = len(self.vocab)
+            init_weights = source.build_model().state_dict()  # checked shapes and finite weights
+            self.meta = {"init_from": str(Path(init_from).resolve())}
+        else:
+            self.vocab = enc.vocab
+            asked_embed = cfg.model.embed
+            embed_std = cfg.model.fit_vocab(len(self.vocab))
+            if cfg.model.embed != asked_embed and dd.main:
+                info(f"the embedding is {cfg.model.embed} wide, not {asked_embed}: the text has {cfg.model.embed} "
+                     f"symbols, and a wider embedding represents nothing more")
+
+        self.splits = enc.splits(cfg.data.split)
+        self.batcher = StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
+        self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
+        if len(self.splits["val"]) < 2:
+            warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
+
+        torch.manual_seed(t.seed)
+        self.model = CharRNN(cfg.model, embed_std).to(self.device)
+        if init_weights is not None:
+            self.model.load_state_dict(init_weights)
+        self.opt = make_optimizer(cfg, self.model)
+        self.state = TrainState()
+        carried = None
+        if resume:
+            self.model.load_state_dict(saved.weights)
+            ckpt.optimizer_from_tensors(self.opt, saved.tensors, self.meta["optimizer"])
+            _restore_rng(saved.tensors)
+            self.state = TrainState.from_meta(self.meta)
+            carried = _state_from(saved.tensors, self.device)
+        self.carried = _streams(carried, self.first, self.per)
+        self.net = dd.wrap(_Loss(self.model), self.device)  # DDP: rank 0's initial weights are broadcast here
+        if t.compile:  # checkpoints keep saving `model` itself, so their keys do not change
+            self.net = torch.compile(self.net)
+        if dd.main:
+            write_atomic(out / "config.json", cfg.to_json() + "\n")
+            write_atomic(out / "vocab.json", self.vocab.to_json() + "\n")
+            step = self.state.step  # logs after the checkpoint's step belong to a lost future
+            for name in LOGS:
+                keep_lines(out / name, lambda line: json.loads(line).get("step", 0) <= step)
+        self.judge: dict = {}  # the training split's substring index, built at the first snapshot
+        self.train_loss = float("nan")
+        self.saved_step = self.state.step if resume else None
+
+    def _load_resumable(self, asked) -> ckpt.Checkpoint:
+        out = self.out
         if not (out / ckpt.LAST).is_file():
             raise CharnnError(f"--resume: {out} holds no {ckpt.LAST} to resume from; drop --resume to start a new run")
         saved = ckpt.load(out, "last")
-        bad = sorted(k for k in (overrides or {}) if k not in RESUMABLE)
-        if bad:
-            raise CharnnError(f"--resume continues the run as configured; these cannot change: "
-                              f"{', '.join('--' + k.replace('_', '-') for k in bad)}")
-        cfg = saved.config
-        for k, v in (overrides or {}).items():
-            setattr(cfg.train, k, v)
-        cfg.validate()
-        start_meta, start_tensors = saved.meta, saved.tensors
-        if "step" not in start_meta:
+        if "step" not in saved.meta or "optimizer" not in saved.meta:
             raise CharnnError(f"{out / ckpt.LAST} holds no training state to resume from")
-    else:
-        cfg.validate()
-        if (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
-            raise CharnnError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        mine = _run_id_of(out)
+        if saved.config.run_id and mine and saved.config.run_id != mine:
+            raise CharnnError(f"{out / ckpt.LAST} belongs to another run (run id {saved.config.run_id}; this "
+                              f"directory's run is {mine}); --resume continues only the run that wrote {out}")
+        return saved
 
-    device = dd.device(pick_device(cfg.train.device))
-    dd.start(device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, cfg.data.seed)
-    if resume and start_meta.get("data_key") not in (None, enc.key):
-        raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
-                          f"resume needs the same text (or start a new run with --init-from {out})")
-    vocab = enc.vocab
-    init_weights = None
-    if resume:
-        vocab = saved.vocab
-        enc = enc.remap(vocab, "--init-from: the new text" if not resume else "the text")
-    elif init_from is not None:
-        source = ckpt.load(init_from, "best")
-        vocab = source.vocab
-        if vocab.unit != cfg.data.unit:
-            raise CharnnError(f"--init-from: the model reads {vocab.unit} units but --unit is {cfg.data.unit}")
-        enc = enc.remap(vocab, "--init-from: the new text" if not resume else "the text")
-        cfg.model = source.config.model
-        init_weights = source.weights
-    embed_std = 1.0
-    if resume or init_from is not None:  # the saved model's shape, as it was trained
-        cfg.model.vocab_size = len(vocab)
-    else:
-        asked = cfg.model.embed
-        embed_std = cfg.model.fit_vocab(len(vocab))
-        if cfg.model.embed != asked and dd.main:
-            info(f"the embedding is {cfg.model.embed} wide, not {asked}: the text has {cfg.model.embed} symbols, "
-                 f"and a wider embedding represents nothing more")
+    # ---- one step -------------------------------------------------------------------------
 
-    splits = enc.splits(cfg.data.split)
-    batcher = StreamBatcher(splits["train"], cfg.train.batch_size, cfg.train.seq_len)
-    first, per = dd.shard(batcher.batch_size)  # this process's streams of the global batch
-    if len(splits["val"]) < 2:
-        warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
-
-    torch.manual_seed(cfg.train.seed)
-    model = CharRNN(cfg.model, embed_std).to(device)
-    if init_weights is not None:
-        model.load_state_dict(init_weights)
-    if resume:
-        model.load_state_dict(saved.weights)
-    opt = make_optimizer(cfg, model)
-    if resume:
-        ckpt.optimizer_from_tensors(opt, start_tensors, start_meta["optimizer"])
-        _restore_rng(start_tensors)
-
-    net = dd.wrap(_Loss(model), device)  # DDP: rank 0's initial weights are broadcast here
-    if cfg.train.compile:  # checkpoints keep saving `model` itself, so their keys do not change
-        net = torch.compile(net)
-    if dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_text_atomic(out / "config.json", cfg.to_json() + "\n")
-        ckpt.write_text_atomic(out / "vocab.json", vocab.to_json() + "\n")
-
-    m = start_meta
-    step = m.get("step", 0)
-    epoch = m.get("epoch", 0)
-    step_in_epoch = m.get("step_in_epoch", 0)
-    best_val = m.get("best_val_loss", math.inf)
-    last_val = m.get("last_val_loss", math.inf)
-    evals_since_best = m.get("evals_since_best", 0)
-    elapsed_before = m.get("elapsed", 0.0)
-    state = _streams(_state_from(start_tensors, device), first, per)
-    t = cfg.train
-    bpe = batcher.steps_per_epoch
-    chars_per_step = batcher.batch_size * batcher.seq_len
-
-    def progress_frac() -> float:
+    def progress_frac(self) -> float:
+        t, st = self.cfg.train, self.state
         fr = []
         if t.max_steps:
-            fr.append(step / t.max_steps)
+            fr.append(st.step / t.max_steps)
         if t.max_time:
-            fr.append((elapsed_before + time.perf_counter() - t0) / t.max_time)
+            fr.append(self.elapsed() / t.max_time)
         if t.max_epochs:
-            fr.append((epoch + step_in_epoch / bpe) / t.max_epochs)
+            fr.append((st.epoch + st.step_in_epoch / self.batcher.steps_per_epoch) / t.max_epochs)
         return max(fr) if fr else 0.0
 
-    def run_eval() -> float:  # on rank 0; the others get its number
-        data = splits["val"] if len(splits["val"]) >= 2 else splits["train"]
-        val = evaluate(model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss if dd.main else 0.0
-        return dd.broadcast(val, device)
+    def elapsed(self) -> float:
+        return self.state.elapsed + time.perf_counter() - self.t0
 
-    judge = {}  # the training split's substring index, built at the first snapshot
+    def epoch_float(self) -> float:
+        return self.state.epoch + self.state.step_in_epoch / self.batcher.steps_per_epoch
 
-    def snapshot(val_loss: float | None) -> None:
-        if not dd.main:
+    def train_step(self) -> float:
+        """One optimiser step on the next window of every stream; returns the learning rate."""
+        t, st, model = self.cfg.train, self.state, self.model
+        if st.step_in_epoch >= self.batcher.steps_per_epoch:  # an epoch ends: streams start over from zero
+            st.epoch += 1
+            st.step_in_epoch = 0
+            self.carried = None
+        x, y = self.batcher.batch(st.step_in_epoch)
+        if self.dd.active:
+            x, y = x[self.first:self.first + self.per], y[self.first:self.first + self.per]
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        lr = lr_at(self.cfg, st.step, self.epoch_float(), self.progress_frac())
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            loss, state = self.net(x, y, self.carried)
+        if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
+            state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+        self.carried = detach_state(state)
+        self.train_loss = self.dd.mean(loss.detach()).item()  # the global batch's loss
+        if not math.isfinite(self.train_loss):
+            self._diverged(f"loss {self.train_loss}", during_step=True)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clamp:
+            for p in model.parameters():
+                p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
+        # The norm is also the divergence check; with no clipping asked, max_norm inf scales by 1.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf, foreach=True)
+        if not math.isfinite(norm.item()):
+            self._diverged(f"gradient norm {norm.item()}", during_step=True)
+        self.opt.step()
+        st.step += 1
+        st.step_in_epoch += 1
+        return lr
+
+    def _diverged(self, what: str, during_step: bool = False) -> None:
+        st, lr = self.state, self.cfg.train.lr
+        kept = (f"{ckpt.LAST} still holds step {self.saved_step}" if self.saved_step is not None
+                else "nothing was saved")
+        raise Diverged(f"training diverged at step {st.step + during_step} ({what}); {kept}; continue with a lower --lr: "
+                       f"charnn train --resume --out {self.out} --lr {lr / 10:g}")
+
+    # ---- evaluation, logs, checkpoints --------------------------------------------------------
+
+    def evaluate(self) -> float:  # on rank 0; the others get its number
+        t = self.cfg.train
+        data = self.splits["val"] if len(self.splits["val"]) >= 2 else self.splits["train"]
+        val = 0.0
+        if self.dd.main:
+            val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
+        val = self.dd.broadcast(val, self.device)
+        if not math.isfinite(val):
+            self._diverged(f"validation loss {val}")
+        return val
+
+    def log(self, rec: dict) -> None:
+        if self.dd.main:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def snapshot(self, val_loss: float | None) -> None:
+        if not self.dd.main:
             return
-        text = sample_text(model, vocab, length=t.snapshot_chars, seed=t.seed + step, temperature=0.8)[0]
-        rec = {"step": step, "epoch": round(epoch + step_in_epoch / bpe, 4), "train_loss": train_loss,
+        t, st, vocab = self.cfg.train, self.state, self.vocab
+        try:
+            text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step, temperature=0.8)[0]
+        except NonFiniteOutput:
+            self._diverged("non-finite outputs while sampling a snapshot")
+        rec = {"step": st.step, "epoch": round(self.epoch_float(), 4), "train_loss": self.train_loss,
                "val_loss": val_loss, "temperature": 0.8, "text": text}
-        if len(splits["train"]) <= SNAPSHOT_METRICS_MAX_CHARS:  # how much of the sample is copied
-            if not judge:
-                train_text = vocab.decode(splits["train"])
-                judge["index"] = SubstringIndex(train_text)
-                judge["words"] = set(re.findall(r"\w+", train_text))
-            rec.update(snapshot_metrics(text, judge["index"], judge["words"]))
-        with open(out / "samples.jsonl", "a", encoding="utf-8") as f:
+        if len(self.splits["train"]) <= SNAPSHOT_METRICS_MAX_CHARS:  # how much of the sample is copied
+            if not self.judge:
+                train_text = vocab.decode(self.splits["train"])
+                self.judge["index"] = SubstringIndex(train_text)
+                self.judge["words"] = set(re.findall(r"\w+", train_text))
+            rec.update(snapshot_metrics(text, self.judge["index"], self.judge["words"]))
+        with open(self.out / "samples.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    def log(rec: dict) -> None:
-        if not dd.main:
-            return
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+    def save_best(self, val: float | None) -> None:
+        if self.dd.main:
+            ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model, {"step": self.state.step, "val_loss": val})
 
-    def save_last(finished: str = "") -> None:
-        # every process takes part in gathering the carried state; rank 0 writes
-        full = None
+    def save_last(self, finished: str = "") -> None:
+        """The full training state; every process takes part in gathering the carried state."""
+        full, state, dd = None, self.carried, self.dd
         if state is not None:
             full = tuple(dd.gather_streams(s) for s in state) if isinstance(state, tuple) else dd.gather_streams(state)
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._diverged("non-finite weights")
+        self.last_save = time.perf_counter()
         if not dd.main:
             return
-        opt_tensors, opt_json = ckpt.optimizer_to_tensors(opt)
-        meta = {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "best_val_loss": best_val,
-                "last_val_loss": last_val, "evals_since_best": evals_since_best,
-                "elapsed": elapsed_before + time.perf_counter() - t0, "optimizer": opt_json,
-                "data_key": enc.key, "stopped_by": finished,
-                "params": model.num_params, "batch_size": batcher.batch_size, "seq_len": batcher.seq_len}
-        ckpt.save(out / ckpt.LAST, cfg, vocab, model, meta, {**opt_tensors, **_rng_tensors(), **_state_tensors(full)})
+        opt_tensors, opt_json = ckpt.optimizer_to_tensors(self.opt)
+        meta = {**self.state.to_meta(), "elapsed": self.elapsed(), "optimizer": opt_json, "data_key": self.data_key,
+                "stopped_by": finished, "params": self.model.num_params, "batch_size": self.batcher.batch_size,
+                "seq_len": self.batcher.seq_len}
+        if "init_from" in self.meta:
+            meta["init_from"] = self.meta["init_from"]
+        ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,
+                  {**opt_tensors, **_rng_tensors(), **_state_tensors(full)})
+        self.saved_step = self.state.step
 
-    # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
-    bar = tqdm(total=t.max_steps or None, initial=step, disable=(progress is False or not dd.main) or None, unit="step",
-               dynamic_ncols=True, leave=True, desc="train")
-    if bar.disable and progress is not False and dd.main:
-        info(f"training {cfg.model.cell} {cfg.model.layers}x{cfg.model.hidden} ({model.num_params:,} parameters) "
-             f"on {len(splits['train']):,} characters, {device}")
-    train_loss = float("nan")
-    stopped_by = ""
-    t0 = time.perf_counter()
-    window_t, window_chars = time.perf_counter(), 0
-    speed = 0.0
-    model.train()
-    with _StopFlag() as flag:
-        while True:
-            cur_epoch = epoch + step_in_epoch / bpe
-            if t.max_steps and step >= t.max_steps:
-                stopped_by = "max-steps"
-            elif t.max_epochs and cur_epoch >= t.max_epochs:
-                stopped_by = "max-epochs"
-            elif t.max_time and elapsed_before + time.perf_counter() - t0 >= t.max_time:
-                stopped_by = "max-time"
-            elif t.patience and evals_since_best >= t.patience:
-                stopped_by = "patience"
-            elif flag.set or (on_step is not None and step > 0 and on_step(step)):
-                stopped_by = "interrupt"
-            if dd.active:  # rank 0 decides for everyone (clocks and signals differ)
-                stopped_by = STOP_REASONS[int(dd.broadcast(STOP_REASONS.index(stopped_by), device))]
-            if stopped_by:
-                break
-            if step_in_epoch >= bpe:  # an epoch ends: the streams start over from zero state
-                epoch += 1
-                step_in_epoch = 0
-                state = None
-            x, y = batcher.batch(step_in_epoch)
-            if dd.active:
-                x, y = x[first:first + per], y[first:first + per]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = lr_at(cfg, step, epoch + step_in_epoch / bpe, progress_frac())
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-                loss, state = net(x, y, state)
-            if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
-                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
-            state = detach_state(state)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clamp:
-                for p in model.parameters():
-                    p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=True)
-            opt.step()
-            step += 1
-            step_in_epoch += 1
-            window_chars += chars_per_step
-            train_loss = dd.mean(loss.detach()).item()  # the global batch's loss
-            if not math.isfinite(train_loss):
-                save_last("diverged")
-                raise CharnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr "
-                                  f"(now {t.lr:g}) and start again")
+    # ---- the loop -------------------------------------------------------------------------
 
-            now = time.perf_counter()
-            if now - window_t >= 1.0:  # chars/s over the last second or so
-                speed = window_chars / (now - window_t)
-                window_t, window_chars = now, 0
-            cur_epoch = epoch + step_in_epoch / bpe
-            if step % 10 == 0:
-                log({"step": step, "epoch": round(cur_epoch, 4), "lr": lr, "train_loss": train_loss,
-                     "chars_per_s": round(speed), "elapsed": round(elapsed_before + now - t0, 3)})
-            val = None
-            if step % t.eval_every == 0:
-                val = last_val = run_eval()
-                log({"step": step, "epoch": round(cur_epoch, 4), "val_loss": val, "val_bpc": val / math.log(2),
-                     "elapsed": round(elapsed_before + time.perf_counter() - t0, 3)})
-                if val < best_val:
-                    best_val, evals_since_best = val, 0
-                    if dd.main:
-                        ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": val})
-                else:
-                    evals_since_best += 1
-                if bar.disable and progress is not False and dd.main:
-                    info(f"step {step}  epoch {cur_epoch:.2f}  train {train_loss:.4f}  val {val:.4f} "
-                         f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
-            if step in t.snapshot_steps or val is not None:
-                snapshot(val)
-            if t.max_time and not t.max_steps and step > 5:
-                frac = progress_frac()
-                bar.total = max(step + 1, int(step / max(frac, 1e-9)))
-            bar.set_postfix_str(
-                f"loss {train_loss:.3f} val {last_val:.3f} ({last_val / math.log(2):.2f} bpc) {speed:,.0f} ch/s",
-                refresh=False)
-            bar.update(1)
+    def stop_reason(self, flag: _StopFlag) -> str:
+        t, st = self.cfg.train, self.state
+        reason = ""
+        if t.max_steps and st.step >= t.max_steps:
+            reason = "max-steps"
+        elif t.max_epochs and self.epoch_float() >= t.max_epochs:
+            reason = "max-epochs"
+        elif t.max_time and self.elapsed() >= t.max_time:
+            reason = "max-time"
+        elif t.patience and st.evals_since_best >= t.patience:
+            reason = "patience"
+        elif flag.set or (self.on_step is not None and st.step > 0 and self.on_step(st.step)):
+            reason = "interrupt"
+        if self.dd.active:  # rank 0 decides for everyone (clocks and signals differ)
+            reason = STOP_REASONS[int(self.dd.broadcast(STOP_REASONS.index(reason), self.device))]
+        return reason
 
-    bar.close()
-    if stopped_by != "interrupt" and step % t.eval_every != 0:
-        last_val = run_eval()
-        log({"step": step, "val_loss": last_val, "val_bpc": last_val / math.log(2), "final": True})
-        if last_val < best_val:
-            best_val = last_val
-            if dd.main:
-                ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": last_val})
-            evals_since_best = 0
-    if dd.main and not (out / ckpt.BEST).exists():  # interrupted before any evaluation: best is what we have
-        ckpt.save(out / ckpt.BEST, cfg, vocab, model, {"step": step, "val_loss": None})
-    save_last(stopped_by)
-    return TrainResult(step, epoch + step_in_epoch / bpe, best_val, last_val, stopped_by, out)
+    def after_step(self, lr: float, speed: float) -> None:
+        """Log, evaluate, snapshot and save as the step number and the clock ask."""
+        t, st = self.cfg.train, self.state
+        if st.step % 10 == 0:
+            self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "lr": lr, "train_loss": self.train_loss,
+                      "chars_per_s": round(speed), "elapsed": round(self.elapsed(), 3)})
+        val = None
+        if st.step % t.eval_every == 0:
+            val = st.last_val_loss = self.evaluate()
+            self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "val_loss": val,
+                      "val_bpc": val / math.log(2), "elapsed": round(self.elapsed(), 3)})
+            if val < st.best_val_loss:
+                st.best_val_loss, st.evals_since_best = val, 0
+                self.save_best(val)
+            else:
+                st.evals_since_best += 1
+            if self.quiet_lines:
+                info(f"step {st.step}  epoch {self.epoch_float():.2f}  train {self.train_loss:.4f}  val {val:.4f} "
+                     f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
+        if st.step in t.snapshot_steps or val is not None:
+            self.snapshot(val)
+        due = t.checkpoint_every and time.perf_counter() - self.last_save >= t.checkpoint_every
+        if self.dd.active:
+            due = bool(self.dd.broadcast(float(bool(due)), self.device))
+        if val is not None or due:
+            self.save_last()
+
+    def run(self) -> TrainResult:
+        t, st, dd = self.cfg.train, self.state, self.dd
+        bar = tqdm(total=t.max_steps or None, initial=st.step, disable=(self.progress is False or not dd.main) or None,
+                   unit="step", dynamic_ncols=True, leave=True, desc="train")
+        # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
+        self.quiet_lines = bar.disable and self.progress is not False and dd.main
+        if self.quiet_lines:
+            info(f"training {self.cfg.model.cell} {self.cfg.model.layers}x{self.cfg.model.hidden} "
+                 f"({self.model.num_params:,} parameters) on {len(self.splits['train']):,} characters, {self.device}")
+        self.t0 = self.last_save = time.perf_counter()
+        if self.saved_step is None:  # the run can be resumed from the moment it starts
+            self.save_last()
+        window_t, window_chars, speed = time.perf_counter(), 0, 0.0
+        chars_per_step = self.batcher.batch_size * self.batcher.seq_len
+        self.model.train()
+        with _StopFlag() as flag:
+            while not (stopped_by := self.stop_reason(flag)):
+                lr = self.train_step()
+                window_chars += chars_per_step
+                now = time.perf_counter()
+                if now - window_t >= 1.0:  # chars/s over the last second or so
+                    speed = window_chars / (now - window_t)
+                    window_t, window_chars = now, 0
+                self.after_step(lr, speed)
+                if t.max_time and not t.max_steps and st.step > 5:
+                    bar.total = max(st.step + 1, int(st.step / max(self.progress_frac(), 1e-9)))
+                bar.set_postfix_str(f"loss {self.train_loss:.3f} val {st.last_val_loss:.3f} "
+                                    f"({st.last_val_loss / math.log(2):.2f} bpc) {speed:,.0f} ch/s", refresh=False)
+                bar.update(1)
+            bar.close()
+            self.finish(stopped_by)
+        return TrainResult(st.step, self.epoch_float(), st.best_val_loss, st.last_val_loss, stopped_by, self.out,
+                           flag.signum)
+
+    def finish(self, stopped_by: str) -> None:
+        """The end-of-run evaluation (unless interrupted) and the final checkpoint."""
+        t, st = self.cfg.train, self.state
+        if stopped_by != "interrupt" and st.step % t.eval_every != 0:
+            st.last_val_loss = self.evaluate()
+            self.log({"step": st.step, "val_loss": st.last_val_loss, "val_bpc": st.last_val_loss / math.log(2),
+                      "final": True})
+            if st.last_val_loss < st.best_val_loss:
+                st.best_val_loss, st.evals_since_best = st.last_val_loss, 0
+                self.save_best(st.last_val_loss)
+        if self.dd.main and not (self.out / ckpt.BEST).exists():  # stopped before any evaluation
+            self.save_best(None)
+        self.save_last(stopped_by)
+
+
+def _run_id_of(out: Path) -> str:
+    """The run id a run directory's config.json records ("" when unknown)."""
+    try:
+        return str(json.loads((out / "config.json").read_text(encoding="utf-8")).get("run_id", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
