@@ -108,53 +108,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
     assert r.returncode == 0 and f"after {steps + 10} steps" in r.stderr
 
 
-BAD = [
-    (["train", "{d}/missing.txt", "--out", "{d}/o"], "no such file or folder"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--cell", "transformer"], "invalid choice"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--max-time", "10x"], "invalid duration"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--split", "0.5,0.5"], "three fractions"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--split", "0.5,0.3,0.3"], "add up to 1"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--dropout", "1.5"], "--dropout must be in"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--lr", "0"], "--lr must be positive"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--hidden", "0"], "--hidden must be a positive"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--layers", "two"], "expected a whole number"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--preset", "huge"], "unknown preset"),
-    (["train", "{d}/bad.txt", "--out", "{d}/o"], "not valid UTF-8 at byte offset 4"),
-    (["train", "{d}/text.txt", "--out", "{d}/run"], "already holds a run"),
-    (["train", "--resume", "--out", "{d}/nothing"], "holds no last.safetensors"),
-    (["train", "{d}/text.txt", "--out", "{d}/o", "--device", "cuda"], "no CUDA GPU"),
-    (["sample", "{d}/nothing"], "no such run directory"),
-    (["sample", "{d}/run", "--prime", "XYZ"], "never seen 3 characters: 'X', 'Y', 'Z'"),
-    (["sample", "{d}/run", "--temperature", "-1"], "--temperature must be"),
-    (["sample", "{d}/run", "--temperature", "hot"], "expected a number"),
-    (["eval", "{d}/run", "--text", "{d}/missing.txt"], "no such file or folder"),
-    (["eval", "{d}/run", "--text", "{d}/bad.txt"], "not valid UTF-8"),
-    (["eval", "{d}/run", "--text", "{d}/unknown.txt"], "has 1 character: 'Q' that the model's vocabulary lacks"),
-    (["info", "{d}/text.txt"], "cannot read checkpoint"),
-    ([], "usage"),
-]
-
-
-@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[:2]) + "|" + m for a, m in BAD])
-def test_bad_input_is_one_clear_line(run, args, message):
-    d, _ = run
-    (d / "bad.txt").write_bytes(b"abc \xc3\x28 def")
-    (d / "unknown.txt").write_text("QQQ")
-    if "cuda" in args:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
-    before = (d / "run" / "last.safetensors").read_bytes()
-    r = charnn(*[a.format(d=d) for a in args])
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
-    if args:
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert r.stdout == ""
-    assert message in r.stderr, r.stderr
-    assert (d / "run" / "last.safetensors").read_bytes() == before  # nothing of the user's is touched
-    assert not (d / "o" / "last.safetensors").exists()
+# The bad-input catalogue lives in test_bad_input.py.
 
 
 def test_appending_resume_to_the_original_command(run, tmp_path):

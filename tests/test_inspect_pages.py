@@ -45,9 +45,22 @@ def test_cells_page_holds_every_cell_of_every_quantity(quote_model, tmp_path):
 def test_text_that_would_end_the_script_block_early_is_escaped():
     from charnn.inspect.pages import _json_for_script
 
-    obj = {"text": list('say "</script><script>alert(1)</script>"')}
+    obj = {"text": list('say "</script><script>alert(1)</script>" <!-- x')}
     out = _json_for_script(obj)
-    assert "</" not in out and json.loads(out) == obj
+    assert "</" not in out and "<!--" not in out and json.loads(out) == obj
+
+
+def test_a_file_name_with_markup_or_the_placeholder_leaves_the_page_intact(quote_model, tmp_path):
+    run, held_out = quote_model
+    odd = tmp_path / "a <!--<script> __DATA__ __TITLE__.txt"
+    odd.write_text(held_out.read_text()[:300])
+    page = write_cells_page(open_subject(run, text=str(odd), chars=300), tmp_path / "cells.html")
+    html = page.read_text(encoding="utf-8")
+    d = page_json(page)  # the data block is whole and parses
+    assert "".join(d["text"]) == odd.read_text() and odd.name in d["title"]
+    script = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert "<" not in script  # nothing in the data can open or close markup
+    assert "a &lt;!--&lt;script&gt; __DATA__ __TITLE__.txt" in html.split("</title>")[0]  # shown, not substituted
 
 
 def test_pages_never_overwrite_a_file_charnn_did_not_write(quote_model, tmp_path):

@@ -84,10 +84,6 @@ class Checkpoint:
         return model.to(device)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text)
-
-
 def save(path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, meta: dict,
          extra: dict[str, torch.Tensor] | None = None) -> None:
     """Write one checkpoint file atomically and durably. `extra` holds training-state tensors.

@@ -274,7 +274,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.data import prepare
+    from charnn.data import NotUTF8, prepare
     from charnn.evaluate import evaluate
     from charnn.distributed import pick_device
 
@@ -282,7 +282,12 @@ def cmd_eval(args) -> int:
     model = loaded.build_model(pick_device(args.device))
     d = loaded.config.data
     if args.text:  # the same streamed encoding as training, re-expressed in the model's vocabulary
-        ids = prepare(args.text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, args.text).ids
+        try:
+            ids = prepare(args.text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, args.text).ids
+        except NotUTF8 as e:  # eval has no --encoding-errors: the model decides how text is read
+            raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
+                              f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
+                              f"scores any file)") from None
         what = args.text
     else:
         enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)

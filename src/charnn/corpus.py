@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charnn.errors import CharnnError
+from charnn.files import write_atomic
 
 # tiny Shakespeare, the char-rnn / nanoGPT default corpus, pinned by content.
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -104,9 +105,7 @@ def download(url: str, sha256: str, filename: str, timeout: float = 30.0) -> Pat
         raise CharnnError(
             f"the download of {filename} from {url} has sha256 {got[:16]}..., expected {sha256[:16]}...; not using it"
         )
-    tmp = target.with_suffix(target.suffix + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_atomic(target, data)
     return target
 
 

@@ -67,6 +67,15 @@ class Encoded:
         return Encoded(lut[self.ids], target, self.key)
 
 
+class NotUTF8(CharnnError):
+    """A text read as characters holds bytes that are not UTF-8; says where."""
+
+    def __init__(self, path, offset: int):
+        self.path, self.offset = path, offset
+        super().__init__(f"{path} is not valid UTF-8 at byte offset {offset}; "
+                         f"pass --encoding-errors replace to replace bad bytes, or --unit bytes")
+
+
 def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
     """Yield the corpus as arrays of code points (or bytes), chunk by chunk, file by file."""
     for path in files:
@@ -100,10 +109,7 @@ def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
                     try:
                         text = piece.decode("utf-8", errors)
                     except UnicodeDecodeError as e:
-                        raise CharnnError(
-                            f"{path} is not valid UTF-8 at byte offset {offset + e.start}; "
-                            f"pass --encoding-errors replace to replace bad bytes, or --unit bytes"
-                        ) from None
+                        raise NotUTF8(path, offset + e.start) from None
                     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
                 offset += cut
                 pending = data[cut:]

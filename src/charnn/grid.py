@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charnn.errors import CharnnError
+from charnn.files import write_atomic
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -130,9 +131,7 @@ def _train_one(entry: Cell, text: str, out: Path, train_args: list[str], threads
     s = json.loads(score.stdout)
     res = {"cell": entry.cell, "layers": entry.layers, "budget": entry.budget, "hidden": entry.hidden,
            "params": entry.params, "test_loss": s["loss"], "test_bpc": s["bpc"], "run": entry.name}
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res))
-    tmp.replace(result_file)
+    write_atomic(result_file, json.dumps(res))
     return res
 
 

@@ -240,7 +240,9 @@ class KneserNey:
         import os
         from pathlib import Path
 
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save as to_bytes
+
+        from charnn.files import write_atomic
 
         tensors, levels = {}, []
         for n, lv in enumerate(self.orders, start=1):
@@ -252,10 +254,7 @@ class KneserNey:
         meta = {"format": NGRAM_FORMAT, "order": str(self.order), "vocab_size": str(self.vocab_size),
                 "vocab": vocab_json, "levels": json.dumps(levels), "train_chars": str(self.train_chars),
                 "uniform_floor": str(self.uniform_floor), "modified": str(self.modified), "about": about}
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        write_atomic(Path(path), to_bytes(tensors, metadata=meta))
 
     @classmethod
     def load(cls, path) -> tuple["KneserNey", str]:

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
+from charnn.files import write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.find import find_cells
 from charnn.inspect.source import Subject, display_chars, refuse_foreign
@@ -29,8 +31,9 @@ MAX_PAGE_CHARS = 20_000  # beyond this a browser struggles with one span per cha
 
 
 def _json_for_script(obj) -> str:
-    # '</' inside a <script> block would end it early
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # Inside a <script> block '</script' would end it and '<!--' would change how the rest is
+    # parsed; JSON may spell every '<' as \u003c, so none is left for the HTML parser to see.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _write(path: Path, text: str, marker: bytes) -> Path:
@@ -38,10 +41,7 @@ def _write(path: Path, text: str, marker: bytes) -> Path:
     refuse_foreign(path, marker)
     if not path.parent.exists():
         raise CharnnError(f"the folder {path.parent} does not exist; create it or choose another --out")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text)
 
 
 @torch.no_grad()
@@ -85,7 +85,9 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
 def write_cells_page(subject: Subject, out: str | Path) -> Path:
     data = cells_page_data(subject)
     template = resources.files("charnn.inspect").joinpath("cells.html").read_text(encoding="utf-8")
-    page = template.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", _json_for_script(data))
+    # one pass over the template, so a title that contains "__DATA__" is not substituted again
+    parts = {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)}
+    page = re.sub(r"__TITLE__|__DATA__", lambda m: parts[m.group(0)], template)
     return _write(Path(out), page, CELLS_MARKER)
 
 
