@@ -69,3 +69,56 @@ def quote_model(tmp_path_factory):
             os.environ.pop("CHARNN_CACHE", None)
         else:
             os.environ["CHARNN_CACHE"] = old
+
+
+class StderrLines:
+    """Reads a process's stderr in a thread, so a test can wait for a line with a deadline and
+    fail, instead of hanging, when the line never comes."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.proc, self.lines, self._cond = proc, [], threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append(None)  # end of stream
+            self._cond.notify_all()
+
+    def wait_for(self, prefix: str, timeout: float = 90) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line is None:
+                        raise AssertionError(f"the process ended without printing {prefix!r}: {self.text()}")
+                    if line.startswith(prefix):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no line starting {prefix!r} within {timeout} s: {self.text()}")
+                self._cond.wait(left)
+
+    def text(self) -> str:
+        return "".join(x for x in self.lines if x)
+
+    def finish(self, timeout: float = 90) -> str:
+        """Wait for the process to end (killing it past the deadline) and return all of stderr."""
+        import subprocess
+
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the process did not end within {timeout} s: {self.text()}")
+        self._thread.join(timeout=10)
+        return self.text()

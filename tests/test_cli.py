@@ -1,6 +1,7 @@
 """End-to-end tests of the `charnn` command as a user runs it: in a subprocess."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import learnable_text
+from conftest import StderrLines, learnable_text
 
 
 def charnn(*args, cwd=None, timeout=120):
@@ -94,12 +95,11 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "charnn", "train", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
                           *TINY[:-1], "--max-steps", "1000000", "--eval-every", "50", "--samples", "0"],
                          stderr=subprocess.PIPE, text=True, env=env)
-    for line in p.stderr:  # wait until training is under way
-        if line.startswith("step 50"):
-            break
+    lines = StderrLines(p)
+    lines.wait_for("step 50")  # training is under way
     p.send_signal(signal.SIGINT)
-    err = p.stderr.read()
-    assert p.wait(timeout=60) == 130
+    err = lines.finish()
+    assert p.returncode == 130
     assert "Traceback" not in err and "stopped by interrupt" in err
     r = charnn("info", tmp_path / "r", "--json")
     steps = json.loads(r.stdout)["steps"]
@@ -124,3 +124,18 @@ def test_appending_resume_to_the_original_command(run, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "--hidden (saved 32, given 64); --seed (saved 1337, given 7)" in r.stderr, r.stderr
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+
+
+def test_the_end_of_run_report_reads_the_whole_validation_split(tmp_path):
+    (tmp_path / "t.txt").write_text(learnable_text(1200))
+    r = charnn("train", tmp_path / "t.txt", "--out", tmp_path / "r", *TINY, "--max-steps", "40", "--eval-every", "20",
+               "--eval-chars", "200", "--split", "0.6,0.4,0", "--samples", "0")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"best validation loss (\d+\.\d+) nats .* \(whole validation split, ([\d,]+) characters\)", r.stderr)
+    assert m, r.stderr
+    full = json.loads(charnn("eval", tmp_path / "r", "--json").stdout)
+    assert int(m.group(2).replace(",", "")) == full["chars"] > 200
+    assert abs(float(m.group(1)) - full["loss"]) < 1e-4  # the same number charnn eval gives
+    vals = [json.loads(x)["val_loss"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+            if "val_loss" in x]
+    assert all(abs(v - full["loss"]) > 1e-6 for v in vals)  # the evaluations during training read less

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faults  # noqa: E402
+from conftest import StderrLines  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -64,14 +65,10 @@ def test_sigterm_and_sighup_save_like_ctrl_c(tmp_path, sig, code):
            "--preset", "tiny", "--hidden", "32", "--threads", "1", "--max-steps", "1000000", "--eval-every", "40",
            "--samples", "0"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        for line in p.stderr:  # progress lines: wait until training is under way
-            if line.startswith("step 40"):
-                break
-        p.send_signal(sig)
-        err = p.communicate(timeout=60)[1]
-    finally:
-        p.kill()
+    lines = StderrLines(p)
+    lines.wait_for("step 40")  # progress lines: training is under way
+    p.send_signal(sig)
+    err = lines.finish()
     assert p.returncode == code, err
     assert "Traceback" not in err and "stopped by interrupt" in err
     from charnn import checkpoint as ckpt

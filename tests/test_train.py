@@ -134,8 +134,8 @@ def test_divergence_never_reaches_disk_and_a_lower_lr_resumes(text_file, tmp_pat
 
 
 def test_divergence_from_the_start_keeps_a_good_checkpoint(text_file, tmp_path):
-    with pytest.raises(CharnnError, match=r"training diverged at step (\d+) \(.*(nan|inf|non-finite).*\); "
-                                          r"last.safetensors still holds step (\d+);") as e:
+    with pytest.raises(CharnnError, match=r"training diverged at step (\d+) \((loss|validation loss) (nan|inf|"
+                                          r"\d\S*e\+\d+)\); last.safetensors still holds step (\d+);") as e:
         train(tiny_config(text_file, max_steps=200, lr=1e6, grad_clip=0, schedule="constant", warmup_steps=0,
                           eval_every=2), tmp_path / "run", progress=False)
     kept = int(re.search(r"still holds step (\d+)", str(e.value)).group(1))
@@ -292,12 +292,33 @@ def test_evaluation_during_training_reads_at_most_eval_chars(text_file, tmp_path
     assert TrainConfig().eval_chars == 2_000_000
     seen = []
     real = train_module.evaluate
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (seen.append(k["max_chars"]), real(*a, **k))[1])
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (seen.append(k.get("max_chars", 0)), real(*a, **k))[1])
     cfg = tiny_config(text_file, max_steps=20, eval_every=10, eval_chars=100)
     cfg.data.split = (0.5, 0.5, 0.0)
     train(cfg, tmp_path / "run", progress=False)
-    assert seen == [100, 100]
+    assert seen == [100, 100, 0]  # two evaluations, then the end-of-run report over the whole split
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in m for m in metrics)
     score = real(ckpt.load(tmp_path / "run").build_model(), (np.arange(5000) % 5).astype(np.int64), max_chars=100)
     assert score.chars == 100
+
+
+@pytest.mark.parametrize("every,eval_every,expected", [
+    (0.0, 1000, [0, 12]),            # only the step-0 save and the end
+    (0.0, 5, [0, 5, 10, 12]),        # ... and every evaluation
+    (1e-9, 1000, list(range(13)) + [12]),  # a save is due after every step
+])
+def test_last_checkpoint_is_saved_at_start_evaluations_and_every_interval(text_file, tmp_path, monkeypatch,
+                                                                          every, eval_every, expected):
+    saved = []
+    real = ckpt.save
+
+    def spy(path, cfg, vocab, model, meta, extra=None):
+        if path.name == ckpt.LAST:
+            saved.append(meta["step"])
+        return real(path, cfg, vocab, model, meta, extra)
+
+    monkeypatch.setattr(ckpt, "save", spy)
+    train(tiny_config(text_file, max_steps=12, eval_every=eval_every, checkpoint_every=every), tmp_path / "r",
+          progress=False)
+    assert saved == expected

@@ -218,9 +218,12 @@ def cmd_train(args) -> int:
         code = 128 + (result.signal or 2)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return code
-    bpc = result.best_val_loss / math.log(2)
+    best, whole = result.best_val_loss, ""
+    if result.best_val_loss_whole is not None:  # evaluations read --eval-chars; the report reads it all
+        best, whole = result.best_val_loss_whole, f" (whole validation split, {result.val_chars:,} characters)"
     print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
-          f"best validation loss {result.best_val_loss:.4f} nats = {bpc:.3f} bits per character", file=sys.stderr)
+          f"best validation loss {best:.4f} nats = {best / math.log(2):.3f} bits per character{whole}",
+          file=sys.stderr)
     if args.samples:
         loaded = ckpt.load(result.run_dir, "best")
         model = loaded.build_model("cpu")

@@ -53,6 +53,10 @@ class TrainResult:
     stopped_by: str  # "max-steps", "max-epochs", "max-time", "patience", "interrupt"
     run_dir: Path
     signal: int = 0  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did
+    # the best checkpoint's loss on the whole validation split, when evaluations read only
+    # --eval-chars of it (None when they read all of it, or the run was interrupted)
+    best_val_loss_whole: float | None = None
+    val_chars: int = 0
 
 
 def lr_at(cfg, step: int, epoch: float, progress: float) -> float:
@@ -172,6 +176,10 @@ def _streams(state, first: int, count: int):
 
 
 STOP_REASONS = ("", "max-steps", "max-epochs", "max-time", "patience", "interrupt")
+# A loss above this many nats per character is a divergence even while it is finite: guessing
+# uniformly costs ln(V) <= 11.1 nats for any vocabulary up to 65,536 symbols, and a healthy run
+# starts near that and only falls (--lr 1e6 reaches 10^7 nats by its second step).
+DIVERGED_LOSS = 100.0
 LOGS = ("metrics.jsonl", "samples.jsonl")
 
 
@@ -423,8 +431,8 @@ class Trainer:
             state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
         self.carried = detach_state(state)
         self.train_loss = self.dd.mean(loss.detach()).item()  # the global batch's loss
-        if not math.isfinite(self.train_loss):
-            self._diverged(f"loss {self.train_loss}", during_step=True)
+        if not math.isfinite(self.train_loss) or self.train_loss > DIVERGED_LOSS:
+            self._diverged(f"loss {self.train_loss:g}", during_step=True)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clamp:
@@ -455,8 +463,8 @@ class Trainer:
         if self.dd.main:
             val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
         val = self.dd.broadcast(val, self.device)
-        if not math.isfinite(val):
-            self._diverged(f"validation loss {val}")
+        if not math.isfinite(val) or val > DIVERGED_LOSS:
+            self._diverged(f"validation loss {val:g}")
         return val
 
     def log(self, rec: dict) -> None:
@@ -585,7 +593,19 @@ class Trainer:
             bar.close()
             self.finish(stopped_by)
         return TrainResult(st.step, self.epoch_float(), st.best_val_loss, st.last_val_loss, stopped_by, self.out,
-                           flag.signum)
+                           flag.signum, self.whole_split_loss(stopped_by), len(self.splits["val"]) - 1)
+
+    def whole_split_loss(self, stopped_by: str) -> float | None:
+        """The end-of-run report reads the whole validation split, even when the evaluations
+        during training read only its first --eval-chars characters (a big corpus's split can
+        take minutes to read; once at the end is affordable)."""
+        t, val = self.cfg.train, self.splits["val"]
+        if stopped_by == "interrupt" or not self.dd.main or not t.eval_chars or len(val) <= t.eval_chars + 1:
+            return None
+        best = ckpt.load(self.out, "best")
+        if best.meta.get("val_loss") is None:
+            return None
+        return evaluate(best.build_model(self.device), val, seq_len=min(256, max(t.seq_len, 64))).loss
 
     def finish(self, stopped_by: str) -> None:
         """The end-of-run evaluation (unless interrupted) and the final checkpoint."""
