@@ -245,7 +245,7 @@ def evaluation():
     from charnn.evaluate import evaluate
 
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, vocab_size=96))
+    model = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, vocab_size=96)).eval()
     ids = np.random.default_rng(0).integers(0, 96, 200_000)
     t_eval = _median_time(lambda: evaluate(model, ids), repeats=3, warmup=1)
     x = torch.from_numpy(ids[:32 * 32 * 50].reshape(32 * 50, 32)).long()

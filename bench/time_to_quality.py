@@ -63,7 +63,7 @@ def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float, hidden: 
             return head(out), state
 
     lstm.eval()
-    val = evaluate(Wrapped(), np.asarray(ids[n_train:]))
+    val = evaluate(Wrapped().eval(), np.asarray(ids[n_train:]))
     return val.loss, steps
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from charnn.errors import CharnnError
 from charnn.inspect import open_subject
-from charnn.inspect.braces import brace_losses, matching_distances, write
+from charnn.study.braces import brace_losses, matching_distances, write
 
 
 def test_matching_distances_pair_each_closer_with_its_opener():

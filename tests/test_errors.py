@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charnn.inspect.errors import CATEGORIES, MEMORY_N, categorise
+from charnn.study.oracles import CATEGORIES, MEMORY_N, categorise
 
 
 def cats(text, errors_at, ngram_right=(), words=None):

@@ -84,7 +84,7 @@ def _hand_set_run(tmp_path, cell="lstm"):
     cfg = RunConfig()
     cfg.model = ModelConfig(cell=cell, layers=2, hidden=6, embed=4, dropout=0.0, vocab_size=4)
     torch.manual_seed(0)
-    m = CharRNN(cfg.model)
+    m = CharRNN(cfg.model).eval()
     with torch.no_grad():
         for layer in range(2):
             b = getattr(m.rnn, f"bias_ih_l{layer}")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from charnn.inspect import open_subject, write_cells_page, write_evolution_page
+from charnn.inspect import open_subject
+from charnn.web.pages import write_cells_page, write_evolution_page
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from charnn.errors import CharnnError
-from charnn.inspect import open_subject, write_cells_page, write_evolution_page
+from charnn.inspect import open_subject
+from charnn.web.pages import write_cells_page, write_evolution_page
 from charnn.inspect.activations import RANGES, record_all
-from charnn.inspect.pages import cells_page_data
+from charnn.web.pages import cells_page_data
 
 
 def page_json(path):
@@ -43,7 +44,7 @@ def test_cells_page_holds_every_cell_of_every_quantity(quote_model, tmp_path):
 
 
 def test_text_that_would_end_the_script_block_early_is_escaped():
-    from charnn.inspect.pages import _json_for_script
+    from charnn.web.pages import _json_for_script
 
     obj = {"text": list('say "</script><script>alert(1)</script>" <!-- x')}
     out = _json_for_script(obj)
@@ -108,7 +109,7 @@ def test_evolution_needs_a_trained_run(tmp_path):
 
 
 def test_evolution_shows_the_blogs_steps_first():
-    from charnn.inspect.pages import _milestones
+    from charnn.web.pages import _milestones
 
     steps = list(range(100, 11001, 100))
     assert sorted(_milestones(steps)) == [100, 300, 500, 700, 1200, 2000, 4000, 8000, 11000]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charnn.errors import CharnnError
-from charnn.ngram import KneserNey, _keys
+from charnn.study.ngram import KneserNey, _keys
 from conftest import learnable_text
 
 

@@ -12,7 +12,7 @@ VOCAB = Vocab([ord(c) for c in "\nabcdefgh"])
 
 def model(seed=0):
     torch.manual_seed(seed)
-    return CharRNN(ModelConfig(cell="gru", layers=1, hidden=16, embed=8, vocab_size=len(VOCAB)))
+    return CharRNN(ModelConfig(cell="gru", layers=1, hidden=16, embed=8, vocab_size=len(VOCAB))).eval()
 
 
 def test_temperature_zero_is_argmax():

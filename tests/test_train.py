@@ -282,7 +282,7 @@ def test_check_resume_accepts_what_was_given_again():
     same = check_resume(saved, {"text": "/x/t.txt", "preset": "tiny", "hidden": saved.model.hidden,
                                 "split": list(saved.data.split), "max_steps": 99, "lr": saved.train.lr / 2}, {})
     assert same.train.max_steps == 99 and same.train.lr == saved.train.lr / 2 and same.model == saved.model
-    with pytest.raises(CharnnError, match=r"--text \(saved /x/t.txt, given /y.txt\); --cell \(saved lstm, given gru\)"):
+    with pytest.raises(CharnnError, match=r"--cell \(saved lstm, given gru\); --text \(saved /x/t.txt, given /y.txt\)"):
         check_resume(saved, {"text": "/y.txt", "cell": "gru"}, {})
 
 

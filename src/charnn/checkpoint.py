@@ -81,7 +81,7 @@ class Checkpoint:
                               f"before it was saved; use another checkpoint, or resume with a lower --lr")
         model = CharRNN(mc)
         model.load_state_dict(self.weights)
-        return model.to(device)
+        return model.to(device).eval()  # for inference: put in eval mode once, never switched per request
 
 
 def save(path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, meta: dict,

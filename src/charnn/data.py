@@ -224,13 +224,14 @@ class StreamBatcher:
         return chunk[:, :-1], chunk[:, 1:]
 
 
-def eval_windows(data: np.ndarray, streams: int, seq_len: int, warmup: int = 100):
+def eval_windows(data: np.ndarray, streams: int, seq_len: int, warmup: int = 100, positions: bool = False):
     """Windows that score every target position 1..N-1 of data exactly once.
 
     The split is cut into `streams` pieces read in parallel. Each piece starts reading `warmup`
     characters early (those predictions are not scored), so that the characters at the start of
     a piece are predicted with context, as they would be in one long pass.
-    Yields (x, y) of shape (S, T) int64, with y = -1 where nothing is scored.
+    Yields (x, y) of shape (S, T) int64, with y = -1 where nothing is scored; with positions,
+    (x, y, pos) where pos (S, T) is each input's index in data.
     """
     n = len(data)
     if n < 2:
@@ -248,4 +249,4 @@ def eval_windows(data: np.ndarray, streams: int, seq_len: int, warmup: int = 100
         x = torch.from_numpy(np.asarray(data[safe], dtype=np.int64))
         y = torch.from_numpy(np.asarray(data[safe + 1], dtype=np.int64))
         y[torch.from_numpy(~scored)] = -1
-        yield x, y
+        yield (x, y, pos) if positions else (x, y)

@@ -1,4 +1,7 @@
-"""Loss, bits per character and perplexity of a model on a split or any text."""
+"""Score a model on text: loss, bits per character and perplexity of a split or any file, and the
+loss at every position (for the analyses). The model must be in eval mode (``build_model`` gives
+one; the trainer switches its own model around each evaluation): nothing here changes a module,
+so one model can serve many callers at once."""
 
 from __future__ import annotations
 
@@ -8,8 +11,43 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charnn.data import eval_windows
+from charnn.data import NotUTF8, eval_windows, prepare
+from charnn.errors import CharnnError
 from charnn.model import CharRNN
+
+
+@dataclass
+class Text:
+    """A text in a model's vocabulary: ids (N,), where it came from, and (for a split) up to
+    `context` ids of the corpus just before it."""
+    ids: np.ndarray
+    what: str
+    before: np.ndarray
+
+
+def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0) -> Text:
+    """A file (`text`) or a split of the run's own corpus (default val), encoded as the run was and
+    in the model's vocabulary (a character the model never saw is an error naming it).
+
+    loaded: a ``checkpoint.Checkpoint``.
+    """
+    d = loaded.config.data
+    before = np.zeros(0, dtype=np.int64)
+    if text is not None:
+        try:
+            enc = prepare(text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, text)
+        except NotUTF8 as e:  # the model decides how text is read: there is no --encoding-errors to pass here
+            raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
+                              f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
+                              f"scores any file)") from None
+        return Text(np.asarray(enc.ids), text, before)
+    split = split or "val"
+    enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
+    parts = enc.splits(d.split)
+    start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
+    if context:
+        before = np.asarray(enc.ids[max(0, start - context):start]).astype(np.int64)
+    return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
 
 
 @dataclass
@@ -40,8 +78,7 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int = 64, seq_len: int = 
     """
     if max_chars and len(ids) > max_chars + 1:
         ids = ids[:max_chars + 1]
-    was_training = model.training
-    model.eval()
+    _needs_eval_mode(model)
     device = model.head.weight.device
     total, count = 0.0, 0
     state = None
@@ -52,5 +89,27 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int = 64, seq_len: int = 
             logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-1, reduction="sum")
         total += nll.item()
         count += int((y >= 0).sum())
-    model.train(was_training)
     return Score(total / max(count, 1), count)
+
+
+@torch.no_grad()
+def char_losses(model: CharRNN, ids: np.ndarray, streams: int = 64, seq_len: int = 256) -> np.ndarray:
+    """(N,) loss in nats of predicting ids[t + 1] after ids[..t], read as ``evaluate`` reads it;
+    NaN at the last position (nothing follows it)."""
+    _needs_eval_mode(model)
+    device = model.head.weight.device
+    nll = np.full(len(ids), np.nan)
+    state = None
+    for x, y, pos in eval_windows(ids, streams, seq_len, positions=True):
+        logits, state = model(x.to(device), state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.to(device).reshape(-1),
+                                                 ignore_index=-1, reduction="none").view(y.shape)
+        scored = (y >= 0).numpy()
+        nll[pos[scored]] = loss.cpu().numpy()[scored]
+    return nll
+
+
+def _needs_eval_mode(model: torch.nn.Module) -> None:
+    if model.training:
+        raise ValueError("scoring needs the model in eval mode (dropout off): call model.eval() first, "
+                         "or load it with Checkpoint.build_model()")

@@ -79,6 +79,9 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
     starts from a newline if it knows one, else from its first vocabulary entry.
     """
     check_options(temperature, top_k, top_p, length, num)
+    if model.training:
+        raise ValueError("sampling needs the model in eval mode (dropout off): call model.eval() first, "
+                         "or load it with Checkpoint.build_model()")
     if prime:
         start = vocab.encode(prime)  # raises here, before anything is generated, on unknown characters
     else:
@@ -88,23 +91,41 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
 
 
 def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list[int]]:
-    """x: (num, P) prime ids."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits, state = model(x)
-        last = logits[:, -1]  # (num, V)
-        stepper = Stepper(model, state)  # one fused cell op per layer and character
-        for _ in range(length):
-            nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,)
-            yield nxt.tolist()
-            last = stepper.step(nxt)
-    finally:
-        model.train(was_training)
+    """x: (num, P) prime ids. The model is only read: it must already be in eval mode."""
+    with torch.no_grad():
+        logits, state = model(x)
+    last = logits[:, -1]  # (num, V)
+    stepper = Stepper(model, state)  # one fused cell op per layer and character
+    for _ in range(length):
+        nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,)
+        yield nxt.tolist()
+        last = stepper.step(nxt)
 
 
-def sample_text(model: CharRNN, vocab: Vocab, length: int = 500, num: int = 1, **kw) -> list[str]:
-    """Whole samples as strings (without the prime)."""
+def stream(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None) -> Iterator[str]:
+    """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
+    a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
+    `length` units, or right after the first occurrence of `stop` (which it includes)."""
+    decode = vocab.stream_decoder()
+    tail = ""  # the last characters, for a stop string that spans pieces
+    for ids in generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p):
+        piece = decode(ids)
+        if stop:
+            tail += piece
+            cut = tail.find(stop)
+            if cut >= 0:
+                yield piece[: len(piece) - (len(tail) - cut - len(stop))]
+                return
+            tail = tail[-len(stop):]
+        yield piece
+
+
+def sample_text(model: CharRNN, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
+                **kw) -> list[str]:
+    """`num` whole samples drawn together (without the prime), each cut right after `stop`."""
     cols = list(generate(model, vocab, length=length, num=num, **kw))
-    return [vocab.decode([c[i] for c in cols]) for i in range(num)]
+    texts = [vocab.decode([c[i] for c in cols]) for i in range(num)]
+    if stop:
+        texts = [t[: t.index(stop) + len(stop)] if stop in t else t for t in texts]
+    return texts

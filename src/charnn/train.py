@@ -7,6 +7,7 @@ computes exactly what an uninterrupted run would have (bit-identical on the CPU)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -283,7 +284,7 @@ def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
             wrong.append(f"--{key.replace('_', '-')} (saved {_show(now)}, given {_show(value)})")
     if wrong:
         raise CharnnError(f"--resume continues the run as it was configured; these differ from it: "
-                          f"{'; '.join(wrong)}. Drop them, or start a new run with --init-from")
+                          f"{'; '.join(sorted(wrong))}. Drop them, or start a new run with --init-from")
     return cfg.validate()
 
 
@@ -461,7 +462,8 @@ class Trainer:
         data = self.splits["val"] if len(self.splits["val"]) >= 2 else self.splits["train"]
         val = 0.0
         if self.dd.main:
-            val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
+            with _eval_mode(self.model):
+                val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
         val = self.dd.broadcast(val, self.device)
         if not math.isfinite(val) or val > DIVERGED_LOSS:
             self._diverged(f"validation loss {val:g}")
@@ -477,7 +479,9 @@ class Trainer:
             return
         t, st, vocab = self.cfg.train, self.state, self.vocab
         try:
-            text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step, temperature=0.8)[0]
+            with _eval_mode(self.model):
+                text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step,
+                                   temperature=0.8)[0]
         except NonFiniteOutput:
             self._diverged("non-finite outputs while sampling a snapshot")
         rec = {"step": st.step, "epoch": round(self.epoch_float(), 4), "train_loss": self.train_loss,
@@ -620,6 +624,17 @@ class Trainer:
         if self.dd.main and not (self.out / ckpt.BEST).exists():  # stopped before any evaluation
             self.save_best(None)
         self.save_last(stopped_by)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """The training model in eval mode for an evaluation or a snapshot, and back (this thread's
+    own model: the inference code never switches a module itself)."""
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train()
 
 
 def _run_id_of(out: Path) -> str:

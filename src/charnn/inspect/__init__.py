@@ -4,15 +4,15 @@
 - ``features``: what a cell might track (quotes, brackets, line position, ...);
 - ``find.find_cells``: cells ranked by correlation with each feature;
 - ``saturation.gate_saturation``: how often gates are shut or open;
-- ``ablate.ablate``: silence cells and measure the loss where each feature is on and off;
-- ``pages``: the self-contained heatmap and training-evolution pages.
+- ``ablate.ablate``: silence cells and measure the loss where each feature is on and off.
+
+The pages that show these live in ``charnn.web``; comparisons with other models (n-grams, the
+error oracles, braces) in ``charnn.study``.
 """
 
 from charnn.inspect.ablate import ablate, parse_cells
 from charnn.inspect.find import find_cells
-from charnn.inspect.pages import write_cells_page, write_evolution_page
 from charnn.inspect.saturation import gate_saturation
 from charnn.inspect.source import open_subject
 
-__all__ = ["ablate", "parse_cells", "find_cells", "write_cells_page", "write_evolution_page", "gate_saturation",
-           "open_subject"]
+__all__ = ["ablate", "parse_cells", "find_cells", "gate_saturation", "open_subject"]

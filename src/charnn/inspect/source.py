@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn import checkpoint as ckpt
-from charnn.data import prepare
+from charnn.evaluate import model_text
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
 from charnn.vocab import Vocab
@@ -39,19 +39,9 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
                  which: str = "best", device: str = "cpu") -> Subject:
     """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus."""
     loaded = ckpt.load(run, which)
-    model = loaded.build_model(device).eval()
-    d = loaded.config.data
-    before = np.zeros(0, dtype=np.int64)
-    if text is not None:
-        enc = prepare(text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, text)
-        ids, what = enc.ids, text
-    else:
-        split = split or "val"
-        enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
-        parts = enc.splits(d.split)
-        ids, what = parts[split], f"the {split} split of {d.text}"
-        start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
-        before = np.asarray(enc.ids[max(0, start - CONTEXT):start])
+    model = loaded.build_model(device)
+    source = model_text(loaded, text, split, context=CONTEXT)
+    ids, what, before = source.ids, source.what, source.before
     if chars and len(ids) > chars:
         ids = ids[:chars]
     ids = np.asarray(ids)
@@ -64,9 +54,7 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
 
 def training_ids(subject: Subject) -> np.ndarray:
     """The run's own training split, in its model's ids (what its n-gram baselines train on)."""
-    c = subject.loaded.config.data
-    enc = prepare(c.text, c.include, c.unit, c.encoding_errors, c.seed).remap(subject.vocab)
-    return np.asarray(enc.splits(c.split)["train"])
+    return model_text(subject.loaded, split="train").ids
 
 
 def ngram_probs_over(subject: Subject, ngram) -> np.ndarray:

@@ -54,9 +54,9 @@ class BraceReport:
 def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> BraceReport:
     """subject: the run and its test split (open_subject(run, split="test")); the n-gram model is
     trained here on the run's training split, or read from `ngram_file` (charnn ngram --save)."""
-    from charnn.inspect.ablate import char_losses
-    from charnn.inspect.errors import load_ngram_for
-    from charnn.ngram import KneserNey
+    from charnn.evaluate import char_losses
+    from charnn.study.oracles import load_ngram_for
+    from charnn.study.ngram import KneserNey
 
     dist = matching_distances(subject.text)
     if not dist:
@@ -64,7 +64,7 @@ def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> Br
     pos = np.array(sorted(dist))
     pos = pos[pos > 0]
     d = np.array([dist[p] for p in pos])
-    rnn_nll, _ = char_losses(subject.model, subject.ids, quantities=("h",))
+    rnn_nll = char_losses(subject.model, subject.ids)
     rnn = rnn_nll[pos - 1]  # the loss of predicting the '}' at p from the characters before it
     if ngram_file is not None:
         ngram = load_ngram_for(subject, ngram_file)

@@ -7,23 +7,26 @@ import math
 import sys
 from pathlib import Path
 
+from charnn.cli import args as flags
 from charnn.errors import CharnnError
 
 
-def add_parsers(sub, positive_int, float_, split_, duration) -> None:
+def add_parsers(sub) -> None:
     n = sub.add_parser("ngram", help="an interpolated Kneser-Ney n-gram baseline: its validation and test loss")
     n.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
-    n.add_argument("--order", type=positive_int, required=True, help="n: characters per n-gram (1..30)")
-    n.add_argument("--split", type=split_, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+    n.add_argument("--order", type=flags.count, required=True, help="n: characters per n-gram (1..30)")
+    n.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                    help="contiguous split fractions (default 0.9,0.05,0.05)")
     n.add_argument("--include", default="*", metavar="GLOB", help="files to read inside a folder")
     n.add_argument("--unit", choices=["char", "bytes"], default="char")
-    n.add_argument("--discount", type=float_, default=None,
+    n.add_argument("--discount", type=flags.number, default=None,
                    help="one fixed Kneser-Ney discount in (0, 1) (default: modified Kneser-Ney, three "
                         "discounts per order estimated from counts of counts)")
     n.add_argument("--save", metavar="FILE", default=None,
                    help="keep the model (safetensors) for `charnn analyze errors --baseline FILE`")
     n.add_argument("--json", action="store_true", help="print one JSON object")
+
+    n.set_defaults(func=cmd_ngram)
 
     gr = sub.add_parser("grid", help="the paper's Table 1: cells x layers at matched parameter budgets")
     gr.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
@@ -31,33 +34,35 @@ def add_parsers(sub, positive_int, float_, split_, duration) -> None:
     gr.add_argument("--cells", default="rnn,lstm,gru", help="cell types (default rnn,lstm,gru)")
     gr.add_argument("--layers", default="1,2,3", help="depths (default 1,2,3)")
     gr.add_argument("--params", default="50k,130k,400k,1.3m", help="parameter budgets (default 50k,130k,400k,1.3m)")
-    gr.add_argument("--max-time", type=duration, default=None, metavar="PER_RUN",
+    gr.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_RUN",
                     help="training time per run, e.g. 5m (the same for every run)")
-    gr.add_argument("--max-steps", type=positive_int, default=None, metavar="PER_RUN", help="or steps per run")
-    gr.add_argument("--split", type=split_, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+    gr.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_RUN", help="or steps per run")
+    gr.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="contiguous split fractions (default 0.9,0.05,0.05; the paper: 0.8,0.1,0.1 for War "
                          "and Peace)")
-    gr.add_argument("--embed", type=positive_int, default=64, help="embedding width of every model (default 64)")
-    gr.add_argument("--lr", type=float_, default=8e-3,
+    gr.add_argument("--embed", type=flags.count, default=64, help="embedding width of every model (default 64)")
+    gr.add_argument("--lr", type=flags.number, default=8e-3,
                     help="peak learning rate of every run (default 8e-3; the rest is fixed: grid.PROTOCOL)")
-    gr.add_argument("--dropout", type=float_, default=0.0, help="dropout of every run (default 0)")
-    gr.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (default 1)")
+    gr.add_argument("--dropout", type=flags.number, default=0.0, help="dropout of every run (default 0)")
+    gr.add_argument("--jobs", type=flags.count, default=1, help="runs trained at once (default 1)")
+
+    gr.set_defaults(func=cmd_grid)
 
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
                     help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
     es.add_argument("--train", required=True, metavar="TEXT", help="the training text (file, folder or corpus)")
-    es.add_argument("--split", type=split_, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+    es.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="which part of TEXT was trained on (default 0.9,0.05,0.05); the validation part is the "
                          "held-out text")
     es.add_argument("--json", action="store_true", help="print one JSON object")
-
+    es.set_defaults(func=cmd_evaluate_samples)
 
 
 def cmd_ngram(args) -> int:
     from charnn.config import DataConfig
     from charnn.corpus import resolve
-    from charnn.ngram import train_and_score
+    from charnn.study.ngram import train_and_score
 
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
@@ -69,7 +74,7 @@ def cmd_ngram(args) -> int:
     resolve(text, include=args.include)  # a missing file is named before any work
     if args.save:
         from charnn.inspect.source import refuse_foreign
-        from charnn.ngram import NGRAM_FORMAT
+        from charnn.study.ngram import NGRAM_FORMAT
 
         save = Path(args.save)
         if not save.parent.is_dir():
@@ -89,7 +94,7 @@ def cmd_ngram(args) -> int:
 
 
 def cmd_grid(args) -> int:
-    from charnn import grid
+    from charnn.study import grid
     from charnn.config import DataConfig
     from charnn.data import prepare
 
@@ -164,5 +169,3 @@ def cmd_evaluate_samples(args) -> int:
     print(f"samples with balanced brackets and paired double quotes: {100 * st.balanced:.1f}%")
     return 0
 
-
-COMMANDS = {"ngram": cmd_ngram, "grid": cmd_grid, "evaluate-samples": cmd_evaluate_samples}

@@ -61,9 +61,9 @@ class ErrorReport:
 
 def model_probs(subject: Subject) -> np.ndarray:
     """P(ids[t] | ids[:t]) for t >= 1 of the subject's text, from the RNN: (N,), NaN at t = 0."""
-    from charnn.inspect.ablate import char_losses
+    from charnn.evaluate import char_losses
 
-    nll, _ = char_losses(subject.model, subject.ids, quantities=("h",))
+    nll = char_losses(subject.model, subject.ids)
     p = np.full(len(subject.ids), np.nan)
     p[1:] = np.exp(-nll[:-1])
     return p
@@ -71,7 +71,7 @@ def model_probs(subject: Subject) -> np.ndarray:
 
 def ngram_probs(subject: Subject, train: np.ndarray, orders=range(1, MAX_NGRAM + 1)) -> dict[int, np.ndarray]:
     """P(ids[t]) for t >= 0 of the subject's text under n-gram models trained on `train` ids."""
-    from charnn.ngram import KneserNey
+    from charnn.study.ngram import KneserNey
 
     return {n: ngram_probs_over(subject, KneserNey(n, len(subject.vocab), modified=True).fit(train))
             for n in orders}
@@ -124,7 +124,7 @@ def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], 
 
 def load_ngram_for(subject: Subject, path):
     """A model saved by `charnn ngram --save`, checked to share the run's vocabulary."""
-    from charnn.ngram import KneserNey
+    from charnn.study.ngram import KneserNey
     from charnn.vocab import Vocab
 
     model, vocab_json = KneserNey.load(path)

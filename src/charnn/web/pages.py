@@ -36,6 +36,13 @@ def _json_for_script(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
+def _fill(template: str, parts: dict[str, str]) -> str:
+    """A page from templates/: every placeholder replaced in one pass over the template, so a
+    value that contains a placeholder's name (a file called __DATA__.txt) is never substituted."""
+    text = resources.files("charnn.web").joinpath("templates", template).read_text(encoding="utf-8")
+    return re.sub("|".join(map(re.escape, parts)), lambda m: parts[m.group(0)], text)
+
+
 def _write(path: Path, text: str, marker: bytes) -> Path:
     path = Path(path)
     refuse_foreign(path, marker)
@@ -84,10 +91,7 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
 
 def write_cells_page(subject: Subject, out: str | Path) -> Path:
     data = cells_page_data(subject)
-    template = resources.files("charnn.inspect").joinpath("cells.html").read_text(encoding="utf-8")
-    # one pass over the template, so a title that contains "__DATA__" is not substituted again
-    parts = {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)}
-    page = re.sub(r"__TITLE__|__DATA__", lambda m: parts[m.group(0)], template)
+    page = _fill("cells.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
     return _write(Path(out), page, CELLS_MARKER)
 
 
@@ -185,23 +189,7 @@ def write_evolution_page(run: str | Path, out: str | Path) -> Path:
         shown += (f'<details data-testid="more"><summary>the other {len(rest)} samples (one per evaluation)</summary>'
                   + "".join(section(s) for s in rest) + "</details>")
     title = f"charnn training evolution: {run.resolve().name}"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="charnn evolution page">
-<title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 0; display: flex; gap: 18px; padding: 14px; color: #222; }}
-#curves {{ flex: 0 0 560px; position: sticky; top: 14px; align-self: flex-start; }}
-#curves img {{ width: 100%; border: 1px solid #ddd; }}
-#samples {{ flex: 1; min-width: 0; }}
-h1 {{ font-size: 17px; }} h3 {{ font-size: 14px; margin: 14px 0 4px; }} small {{ color: #666; font-weight: normal; }}
-pre {{ background: #f7f7f7; border: 1px solid #e3e3e3; padding: 8px; white-space: pre-wrap; margin: 0;
-       font-size: 13px; }}
-</style></head><body>
-<div id="curves"><h1>{html.escape(title)}</h1>
-<img alt="training and validation loss" data-testid="curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">
-<p>{len(samples)} samples recorded while training, each at temperature 0.8 from the model of that step.</p></div>
-<div id="samples" data-testid="samples">{shown or '<p>No samples were recorded in this run.</p>'}</div>
-</body></html>
-"""
+    page = _fill("evolution.html", {"__TITLE__": html.escape(title), "__PNG__": base64.b64encode(png).decode(),
+                                    "__COUNT__": str(len(samples)),
+                                    "__SAMPLES__": shown or "<p>No samples were recorded in this run.</p>"})
     return _write(out, page, EVOLUTION_MARKER)

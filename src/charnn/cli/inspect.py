@@ -7,10 +7,18 @@ import math
 import sys
 from pathlib import Path
 
+from charnn.cli import args as flags
 
-def add_parser(sub, positive_int) -> None:
+
+def add_parsers(sub) -> None:
+    _add_inspect(sub)
+    _add_analyze(sub)
+
+
+def _add_inspect(sub) -> None:
     ins = sub.add_parser("inspect", help="look inside a trained model: cell heatmaps, cell search, saturation, "
                                          "ablation, training evolution")
+    ins.set_defaults(func=_say_what("inspect", "cells, find, saturation, ablate or evolution"))
     isub = ins.add_subparsers(dest="inspect_command", metavar="WHAT", parser_class=type(ins))
 
     def common(p, chars_default: int, chars_help: str):
@@ -19,23 +27,29 @@ def add_parser(sub, positive_int) -> None:
         src.add_argument("--text", metavar="FILE", default=None, help="read this text file")
         src.add_argument("--split", choices=["train", "val", "test"], default=None,
                          help="read a split of the run's own corpus (default val)")
-        p.add_argument("--chars", type=positive_int, default=chars_default, help=chars_help)
+        p.add_argument("--chars", type=flags.count, default=chars_default, help=chars_help)
         p.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
     c = isub.add_parser("cells", help="an HTML page: the text coloured by any cell, with top-5 guesses on hover")
     common(c, 2000, "characters to show (default 2000, at most 20000)")
     c.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
 
+    c.set_defaults(func=cmd_cells)
+
     f = isub.add_parser("find", help="rank cells by correlation with quotes, brackets, line position, ...")
     common(f, 200_000, "characters to read (default 200000; 0: all)")
     f.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
                    help="add a feature: the characters inside each match are on (repeatable)")
-    f.add_argument("--top", type=positive_int, default=5, help="cells to list per feature (default 5)")
+    f.add_argument("--top", type=flags.count, default=5, help="cells to list per feature (default 5)")
     f.add_argument("--json", action="store_true", help="print one JSON object")
+
+    f.set_defaults(func=cmd_find)
 
     s = isub.add_parser("saturation", help="how often each gate is shut (<0.1) or open (>0.9): PNG and CSV")
     common(s, 200_000, "characters to read (default 200000; 0: all)")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for saturation.png and saturation.csv")
+
+    s.set_defaults(func=cmd_saturation)
 
     a = isub.add_parser("ablate", help="silence cells and report the change in loss where features are on / off")
     common(a, 100_000, "characters to read (default 100000; 0: all)")
@@ -46,23 +60,29 @@ def add_parser(sub, positive_int) -> None:
                    help="add a feature to report on (repeatable)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
 
+    a.set_defaults(func=cmd_ablate)
+
     e = isub.add_parser("evolution", help="an HTML page: samples recorded during training beside the loss curves")
     e.add_argument("run", metavar="RUN_DIR", help="a run directory")
     e.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write (the plot goes beside it)")
+    e.set_defaults(func=cmd_evolution)
 
 
-def add_analyze_parser(sub, positive_int) -> None:
+def _add_analyze(sub) -> None:
     an = sub.add_parser("analyze", help="the paper's analyses of a trained model: error sources, long-range dependencies")
+    an.set_defaults(func=_say_what("analyze", "errors or braces"))
     asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
     b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
     b.add_argument("--out", required=True, metavar="DIR", help="folder for braces.png and braces.csv")
-    b.add_argument("--order", type=positive_int, default=20, help="n-gram order to compare with (default 20)")
+    b.add_argument("--order", type=flags.count, default=20, help="n-gram order to compare with (default 20)")
     b.add_argument("--ngram", metavar="FILE", default=None,
                    help="compare with this saved n-gram model (charnn ngram --save) instead of training one")
     b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
-    b.add_argument("--chars", type=positive_int, default=0, help="characters of the split to read (0: all)")
+    b.add_argument("--chars", type=flags.count, default=0, help="characters of the split to read (0: all)")
     b.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    b.set_defaults(func=cmd_braces)
+
     e = asub.add_parser("errors", help="where the errors come from: the paper's oracles, peeled in order")
     e.add_argument("run", metavar="RUN_DIR")
     e.add_argument("--out", required=True, metavar="DIR", help="folder for errors.png and errors.csv")
@@ -73,20 +93,24 @@ def add_analyze_parser(sub, positive_int) -> None:
                        help="an n-gram model to compare with: a file from `charnn ngram --save`, or an order "
                             "(trained here on the run's training split)")
     e.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
-    e.add_argument("--chars", type=positive_int, default=100_000, help="characters to read (default 100000; 0: all)")
+    e.add_argument("--chars", type=flags.count, default=100_000, help="characters to read (default 100000; 0: all)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.set_defaults(func=cmd_errors)
 
 
-def cmd_analyze(args) -> int:
-    if args.analyze_command == "errors":
-        return _cmd_errors(args)
-    return _cmd_braces(args)
+def _say_what(command: str, choices: str):
+    def refuse(args) -> int:
+        from charnn.errors import CharnnError
+
+        raise CharnnError(f"say what to {command}: {choices} (see charnn {command} --help)")
+
+    return refuse
 
 
-def _cmd_errors(args) -> int:
+def cmd_errors(args) -> int:
     from charnn.errors import CharnnError
     from charnn.inspect import open_subject
-    from charnn.inspect.errors import CATEGORIES, analyze_errors, write
+    from charnn.study.oracles import CATEGORIES, analyze_errors, write
 
     baseline = args.baseline
     if baseline is not None and not Path(baseline).is_file():
@@ -112,13 +136,11 @@ def _cmd_errors(args) -> int:
     return 0
 
 
-def _cmd_braces(args) -> int:
+def cmd_braces(args) -> int:
     from charnn.errors import CharnnError
     from charnn.inspect import open_subject
-    from charnn.inspect.braces import brace_losses, fmt, write
+    from charnn.study.braces import brace_losses, fmt, write
 
-    if args.analyze_command != "braces":
-        raise CharnnError("say what to analyze: errors or braces (see charnn analyze --help)")
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
     subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
@@ -169,8 +191,8 @@ def _snippet(subject, feature_values, top) -> dict:
 
 def cmd_cells(args) -> int:
     from charnn.errors import CharnnError
-    from charnn.inspect import write_cells_page
-    from charnn.inspect.pages import MAX_PAGE_CHARS
+    from charnn.web.pages import write_cells_page
+    from charnn.web.pages import MAX_PAGE_CHARS
 
     if args.chars > MAX_PAGE_CHARS:
         raise CharnnError(f"--chars {args.chars}: that is too many for one page; use at most {MAX_PAGE_CHARS}")
@@ -271,20 +293,8 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_evolution(args) -> int:
-    from charnn.inspect import write_evolution_page
+    from charnn.web.pages import write_evolution_page
 
     path = write_evolution_page(args.run, args.out)
     print(f"wrote {path}; open it in a browser", file=sys.stderr)
     return 0
-
-
-COMMANDS = {"cells": cmd_cells, "find": cmd_find, "saturation": cmd_saturation, "ablate": cmd_ablate,
-            "evolution": cmd_evolution}
-
-
-def cmd_inspect(args) -> int:
-    from charnn.errors import CharnnError
-
-    if not args.inspect_command:
-        raise CharnnError("say what to inspect: cells, find, saturation, ablate or evolution (see charnn inspect --help)")
-    return COMMANDS[args.inspect_command](args)

@@ -1,0 +1,268 @@
+"""`charnn train`, `sample`, `eval`, `info` and `check`: the core's command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from charnn.cli import args as flags
+from charnn.config import DataConfig, ModelConfig, TrainConfig
+from charnn.errors import CharnnError
+
+# flag dest -> the config section whose field it sets, generated from the dataclasses: a flag
+# named like a field sets that field. TEXT is the positional argument; the data seed follows
+# --seed; vocab_size comes from the data.
+CONFIG_FIELDS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
+                                                      ("train", TrainConfig))
+                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size")}
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
+    t.add_argument("text", nargs="?", metavar="TEXT",
+                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
+    t.add_argument("--preset", default=None, help="named settings: tiny, default, large, paper (flags override it)")
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=None, help="recurrent cell (default lstm)")
+    g.add_argument("--layers", type=flags.count, default=None, help="number of stacked layers")
+    g.add_argument("--hidden", type=flags.count, default=None, help="cells per layer")
+    g.add_argument("--embed", type=flags.count, default=None, help="width of the learned character embedding")
+    g.add_argument("--dropout", type=flags.number, default=None, help="dropout between layers and before the read-out")
+    g = t.add_argument_group("data")
+    g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
+    g.add_argument("--unit", choices=["char", "bytes"], default=None, help="model Unicode characters or raw bytes")
+    g.add_argument("--encoding-errors", choices=["strict", "replace"], default=None,
+                   help="what to do with invalid UTF-8 (default strict: stop with the byte offset)")
+    g.add_argument("--split", type=flags.split, default=None, metavar="TRAIN,VAL,TEST",
+                   help="contiguous split fractions (default 0.9,0.05,0.05)")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--seq-len", type=flags.count, default=None, help="characters per window (truncated BPTT length)")
+    g.add_argument("--batch-size", type=flags.count, default=None, help="parallel streams per step")
+    g.add_argument("--lr", type=flags.number, default=None, help="peak learning rate")
+    g.add_argument("--optimizer", choices=["adamw", "rmsprop"], default=None)
+    g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
+    g.add_argument("--schedule", choices=["cosine", "epoch-decay", "constant"], default=None,
+                   help="cosine: warmup then cosine decay over the budget; epoch-decay: char-rnn's per-epoch decay")
+    g.add_argument("--warmup-steps", type=flags.count, default=None)
+    g.add_argument("--grad-clip", type=flags.number, default=None, help="clip the gradient norm to this (0: off)")
+    g.add_argument("--grad-clamp", type=flags.number, default=None, help="char-rnn's element-wise gradient clamp (0: off)")
+    g = t.add_argument_group("stopping and evaluation")
+    g.add_argument("--max-steps", type=flags.count, default=None, help="stop after this many steps")
+    g.add_argument("--max-epochs", type=flags.number, default=None, help="stop after this many passes over the data")
+    g.add_argument("--max-time", type=flags.duration, default=None, metavar="DURATION",
+                   help="stop after this much wall time, e.g. 60s, 10m, 1h")
+    g.add_argument("--patience", type=flags.count, default=None,
+                   help="stop after this many evaluations without a better validation loss")
+    g.add_argument("--eval-every", type=flags.count, default=None, help="evaluate every N steps")
+    g.add_argument("--eval-chars", type=flags.count, default=None,
+                   help="validation characters per evaluation during training (default 2,000,000; 0: the whole "
+                        "split); charnn eval and the end-of-run report read the whole split")
+    g.add_argument("--checkpoint-every", type=flags.duration, default=None, metavar="DURATION",
+                   help="save the full training state at least this often besides every evaluation "
+                        "(default 5m; 0: only at evaluations)")
+    g = t.add_argument_group("run")
+    g.add_argument("--seed", type=flags.count, default=None, help="random seed (weights, dropout, file order)")
+    g.add_argument("--device", choices=flags.DEVICES, default=None)
+    g.add_argument("--threads", type=flags.count, default=None, help="CPU threads for torch (0: torch's choice)")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="fp32 (default) or bf16 autocast: faster on recent GPUs, slower on most CPUs")
+    g.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="torch.compile the training step (for GPUs; on a CPU it mostly adds compile time)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where its last checkpoint stopped (append it to the "
+                        "original command, or give only --out; settings that differ from the run's are refused)")
+    g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
+    g.add_argument("--samples", type=flags.count, default=2, help="samples to print when training ends (default 2)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained model")
+    s.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
+    s.add_argument("--prime", default="", help="text to start from (printed first)")
+    s.add_argument("--temperature", type=flags.number, default=0.8, help="0 picks the most likely character (default 0.8)")
+    s.add_argument("--top-k", type=flags.count, default=0, help="sample from the k most likely (0: off)")
+    s.add_argument("--top-p", type=flags.number, default=1.0, help="nucleus sampling threshold (1: off)")
+    s.add_argument("--length", type=flags.count, default=500, help="characters to generate per sample")
+    s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
+    s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
+    s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
+
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="loss, bits per character and perplexity on a split or a file")
+    e.add_argument("run", metavar="RUN_DIR")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--split", choices=["train", "val", "test"], default=None, help="a split of the training text (default val)")
+    src.add_argument("--text", metavar="FILE", default=None, help="any text file")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
+
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("check", help="verify a run directory's checkpoints and say which are usable")
+    c.add_argument("run", metavar="RUN_DIR")
+
+    c.set_defaults(func=cmd_check)
+
+    i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
+    i.add_argument("run", metavar="RUN_DIR")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=cmd_info)
+
+
+def cmd_train(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.config import RunConfig, apply_preset
+    from charnn.sample import sample_text
+    from charnn.train import train
+
+    given = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
+    text = args.text or "stdlib"
+    path = Path(text).expanduser()
+    text = str(path.resolve()) if path.exists() else text
+    if args.resume:  # what was given again is checked against the saved run (charnn.train.check_resume)
+        asked = dict(given)
+        if args.text is not None:
+            asked["text"] = text
+        if args.preset is not None:
+            asked["preset"] = args.preset
+        if args.init_from:
+            asked["init_from"] = str(Path(args.init_from).resolve())
+        result = train(None, args.out, resume=True, overrides=asked, progress=False if args.quiet else None)
+    else:
+        cfg = RunConfig()
+        apply_preset(cfg, args.preset or "default")
+        cfg.data.text = text
+        for k, v in given.items():
+            setattr(getattr(cfg, CONFIG_FIELDS[k]), k, v)
+        cfg.data.seed = cfg.train.seed
+        if args.init_from and any(CONFIG_FIELDS[k] == "model" for k in given):
+            raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
+        result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
+
+    code = 0
+    if result.stopped_by == "interrupt":  # the shell's convention: 128 + the signal (Ctrl-C 130, SIGTERM 143)
+        code = 128 + (result.signal or 2)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return code
+    best, whole = result.best_val_loss, ""
+    if result.best_val_loss_whole is not None:  # evaluations read --eval-chars; the report reads it all
+        best, whole = result.best_val_loss_whole, f" (whole validation split, {result.val_chars:,} characters)"
+    print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
+          f"best validation loss {best:.4f} nats = {best / math.log(2):.3f} bits per character{whole}",
+          file=sys.stderr)
+    if args.samples:
+        loaded = ckpt.load(result.run_dir, "best")
+        model = loaded.build_model("cpu")
+        for k, text in enumerate(sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8)):
+            print(f"--- sample {k + 1} (temperature 0.8) ---", file=sys.stderr)
+            print(text)
+    print(f"run saved in {result.run_dir}; try: charnn sample {result.run_dir}", file=sys.stderr)
+    return code
+
+
+def cmd_sample(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.distributed import pick_device
+    from charnn.sample import check_options, sample_text, stream
+
+    check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
+    loaded = ckpt.load(args.run, args.checkpoint)
+    model = loaded.build_model(pick_device(args.device))
+    opts = dict(prime=args.prime, length=args.length, seed=args.seed, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, stop=args.stop)
+    out = sys.stdout
+    if args.num == 1:  # streamed as it is generated
+        out.write(args.prime)
+        for piece in stream(model, loaded.vocab, **opts):
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        return 0
+    texts = sample_text(model, loaded.vocab, num=args.num, **opts)
+    out.write("\n----\n".join(args.prime + t for t in texts) + "\n")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.distributed import pick_device
+    from charnn.evaluate import evaluate, model_text
+
+    loaded = ckpt.load(args.run, args.checkpoint)
+    model = loaded.build_model(pick_device(args.device))
+    scored = model_text(loaded, args.text, args.split)
+    ids, what = scored.ids, scored.what
+    if len(ids) < 2:
+        raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")
+    score = evaluate(model, ids)
+    if not math.isfinite(score.loss):
+        raise CharnnError(f"the model's loss on {what} is {score.loss} (its outputs overflow); the checkpoint is "
+                          f"unusable for scoring: use another one (charnn check {args.run})")
+    if args.json:
+        print(json.dumps(score.to_dict()))
+    else:
+        print(f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
+              f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from charnn import checkpoint as ckpt
+
+    path = ckpt.resolve_path(args.run, "latest")
+    loaded = ckpt.load(path)
+    best = ckpt.load(args.run, "best") if Path(args.run).is_dir() and (Path(args.run) / ckpt.BEST).exists() else None
+    model = loaded.build_model("cpu")
+    m = loaded.meta
+    info = {
+        "checkpoint": str(path),
+        "config": loaded.config.to_dict(),
+        "vocab_size": len(loaded.vocab),
+        "unit": loaded.vocab.unit,
+        "params": model.num_params,
+        "steps": m.get("step"),
+        "best_val_loss": (best.meta.get("val_loss") if best else m.get("best_val_loss", m.get("val_loss"))),
+        "best_step": best.meta.get("step") if best else None,
+        "stopped_by": m.get("stopped_by"),
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    c = loaded.config
+    print(f"run        {args.run}")
+    print(f"model      {c.model.cell} {c.model.layers} layers x {c.model.hidden} cells, embedding {c.model.embed}, "
+          f"dropout {c.model.dropout}: {model.num_params:,} parameters")
+    print(f"vocabulary {len(loaded.vocab)} {'characters' if loaded.vocab.unit == 'char' else 'bytes'}")
+    print(f"data       {c.data.text} split {','.join(f'{x:g}' for x in c.data.split)}")
+    print(f"training   {c.train.optimizer} lr {c.train.lr:g} ({c.train.schedule}), batch {c.train.batch_size} x "
+          f"seq {c.train.seq_len}; preset {c.preset or '-'}")
+    if info["steps"] is not None:
+        print(f"progress   {info['steps']} steps, stopped by {info['stopped_by'] or '-'}")
+    bv = info["best_val_loss"]
+    if bv is not None and math.isfinite(bv):
+        print(f"best val   {bv:.4f} nats = {bv / math.log(2):.4f} bits/char (step {info['best_step']})")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from charnn.checkpoint import check_run
+
+    found = check_run(args.run)
+    width = max(len(f.name) for f in found)
+    for f in found:
+        print(f"{f.name:<{width}}  {'ok     ' if f.ok else 'PROBLEM'}  {f.says}")
+    bad = [f for f in found if not f.ok and f.says != "missing"]
+    usable = [f.name for f in found if f.ok and f.name.endswith(".safetensors")]
+    print(f"{args.run}: " + ("every file checks out" if not bad else f"{len(bad)} problem(s)") +
+          (f"; usable: {', '.join(usable)}" if usable else "; no usable checkpoint"))
+    return 0 if not bad and usable else 1
