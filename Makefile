@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install bench study
+.PHONY: test demo install bench study mutants faults
 
 install:
 	python3 -m venv $(VENV)
@@ -27,3 +27,11 @@ bench: install
 # The paper's study at a small budget (about 17 minutes on 2 cores): report in docs/study/.
 study: install
 	$(VENV)/bin/python scripts/study.py --per-run 60s
+
+# Break each feature on purpose and check that its tests fail (a few minutes; not run by CI).
+mutants: install
+	$(VENV)/bin/python scripts/mutants.py
+
+# Kill training at random moments and inside checkpoint writes; resume; compare (a few minutes).
+faults: install
+	$(VENV)/bin/python bench/faults.py

@@ -147,7 +147,7 @@ def main() -> int:
         straight_run(text, tmp / "straight", env)
         took = time.perf_counter() - t0
         print(f"uninterrupted run: {STEPS} steps in {took:.1f} s (process start included)")
-        print(f"| # | fault | processes | survived | what differs |\n|---|---|---|---|---|")
+        print("| # | fault | processes | survived | what differs |\n|---|---|---|---|---|")
         survived = landed = 0
         faults = trials(args.trials, args.seed, took)
         for i, fault in enumerate(faults, 1):

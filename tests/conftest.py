@@ -7,6 +7,15 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def require(present: bool, what: str) -> None:
+    """Skip a test whose input is missing on a developer's machine; under CI (CI=true), where the
+    input must be there, fail instead, so that a test never silently stops running."""
+    if not present:
+        import os
+
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{what} is missing")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder: nothing is read from or written to ~/.cache."""

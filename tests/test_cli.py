@@ -139,3 +139,22 @@ def test_the_end_of_run_report_reads_the_whole_validation_split(tmp_path):
     vals = [json.loads(x)["val_loss"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
             if "val_loss" in x]
     assert all(abs(v - full["loss"]) > 1e-6 for v in vals)  # the evaluations during training read less
+
+
+def test_sample_streams_to_stdout_while_it_is_still_generating(run):
+    d, _ = run
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "charnn", "sample", str(d / "run"), "--length", "200000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        import select
+
+        first, deadline = b"", time.monotonic() + 90
+        while len(first) < 20 and time.monotonic() < deadline:  # wait, with a deadline, for 20 bytes
+            if select.select([p.stdout], [], [], 1)[0]:
+                first += os.read(p.stdout.fileno(), 20 - len(first))
+        assert len(first) == 20
+        assert p.poll() is None  # ... while the other 199,980 characters are still being generated
+    finally:
+        p.kill()
+        p.communicate(timeout=30)

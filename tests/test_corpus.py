@@ -6,7 +6,7 @@ import pytest
 
 from charnn import corpus
 from charnn.errors import CharnnError
-from conftest import SHARED
+from conftest import SHARED, require
 
 
 def test_file_and_missing(tmp_path):
@@ -92,6 +92,6 @@ def test_download_offline_is_a_clear_error():
         corpus.download(url, "0" * 64, "x.txt", timeout=5)
 
 
-@pytest.mark.skipif(not (SHARED / "tinyshakespeare.txt").exists(), reason="shared data absent")
 def test_pinned_shakespeare_hash_matches_reference_copy():
+    require((SHARED / "tinyshakespeare.txt").exists(), "../shared/data/tinyshakespeare.txt")
     assert corpus._sha256(SHARED / "tinyshakespeare.txt") == corpus.SHAKESPEARE_SHA256

@@ -50,6 +50,14 @@ def test_two_processes_equal_one_with_the_same_global_batch(folder):
     run("train", "t.txt", "--out", "single", *ARGS, "--max-steps", "20", cwd=folder)
     r = run("train", "t.txt", "--out", "ddp", *ARGS, "--max-steps", "20", procs=2, cwd=folder)
     assert_same_weights(folder / "single" / "last.safetensors", folder / "ddp" / "last.safetensors")
+    # each rank trained its own half of the streams: the carried state gathered from the two ranks is
+    # the one process's, stream for stream (had every rank trained the whole batch, the weights would
+    # agree but the gathered state would hold 16 streams, or the halves would repeat)
+    sa, sb = load_file(folder / "single" / "last.safetensors"), load_file(folder / "ddp" / "last.safetensors")
+    for k in ("state.h", "state.c"):
+        assert sb[k].shape == sa[k].shape == (1, 8, 32)
+        torch.testing.assert_close(sb[k], sa[k], atol=1e-5, rtol=0)
+        assert not torch.allclose(sb[k][:, :4], sb[k][:, 4:])
     # rank 0 alone reports and writes: one summary line, one log line per 10 steps
     assert r.stderr.count("stopped by max-steps after 20 steps") == 1
     steps = [line for line in (folder / "ddp" / "metrics.jsonl").read_text().splitlines() if '"train_loss"' in line]

@@ -66,3 +66,25 @@ def test_analyze_errors_command(quote_model, tmp_path):
     assert csv_rows[0] == "category,errors,share,fixed_by_other" and len(csv_rows) == 7
     r = charnn("analyze", "errors", run, "--out", tmp_path / "e2", "--compare", run, "--baseline", "3")
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
+
+
+@pytest.mark.slow
+def test_compare_and_baseline_count_what_the_other_gets_right(quote_model):
+    from charnn.inspect import open_subject
+    from charnn.inspect.source import training_ids
+    from charnn.study.oracles import CATEGORIES, analyze_errors, model_probs, ngram_probs
+
+    run, _ = quote_model
+    subject = open_subject(run, split="val", chars=4000)
+    # against itself: it gets none of its own errors right (an error is p < 0.5)
+    itself = analyze_errors(subject, other=subject)
+    assert all(itself.compare[c] == (itself.counts[c], 0) for c in CATEGORIES)
+    # against a 5-gram: exactly the errors where the 2-gram gives the true character p >= 0.5
+    rep = analyze_errors(subject, baseline_order=5)
+    p = model_probs(subject)
+    q = ngram_probs(subject, training_ids(subject), [5])[5]
+    wrong = np.isfinite(p) & (p < 0.5)
+    wrong[0] = False
+    right_there = wrong & (q >= 0.5)
+    assert sum(n for n, _ in rep.compare.values()) == int(wrong.sum()) == rep.errors
+    assert sum(f for _, f in rep.compare.values()) == int(right_there.sum()) > 0

@@ -11,7 +11,7 @@ CELLS = ["lstm", "gru", "rnn"]
 
 def make(cell, layers=2, hidden=12, seed=0, scale=3.0):
     torch.manual_seed(seed)
-    m = CharRNN(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=8, dropout=0.0, vocab_size=11))
+    m = CharRNN(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=8, dropout=0.0, vocab_size=11)).eval()
     with torch.no_grad():  # untrained weights are too small to move gates far from 0.5
         for p in m.rnn.parameters():
             p.mul_(scale)

@@ -57,7 +57,7 @@ def _shot(page, name: str) -> None:
 
 
 def _colours(page, n=400):
-    return page.eval_on_selector_all(f"#text span", f"s => s.slice(0, {n}).map(e => e.style.backgroundColor)")
+    return page.eval_on_selector_all("#text span", f"s => s.slice(0, {n}).map(e => e.style.backgroundColor)")
 
 
 @pytest.mark.slow

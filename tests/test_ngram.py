@@ -5,7 +5,7 @@ import pytest
 
 from charnn.errors import CharnnError
 from charnn.study.ngram import KneserNey, _keys
-from conftest import learnable_text
+from conftest import learnable_text, require
 
 
 def random_ids(n, v, seed=0):
@@ -27,7 +27,10 @@ def test_probabilities_sum_to_one_for_every_context(order, vocab, modified):
 
 
 def _nltk_scores(ids, order, queries, vocab):
-    lm_mod = pytest.importorskip("nltk.lm")
+    try:
+        import nltk.lm as lm_mod
+    except ImportError:
+        require(False, "nltk (pip install -e '.[test]')")
     from nltk.util import everygrams
 
     toks = [str(i) for i in ids]

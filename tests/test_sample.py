@@ -122,3 +122,31 @@ def test_stepper_state_is_the_fused_state():
     torch.testing.assert_close(last, logits[:, -1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(st.state()[0], h, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(st.state()[1], c, atol=1e-5, rtol=1e-5)
+
+
+def test_stream_yields_each_piece_as_it_is_generated(monkeypatch):
+    from charnn import sample as sample_mod
+    from charnn.sample import stream
+
+    m = model()
+    steps = []
+    real = sample_mod.Stepper.step
+    monkeypatch.setattr(sample_mod.Stepper, "step", lambda self, ids: (steps.append(1), real(self, ids))[1])
+    pieces = stream(m, VOCAB, length=500, seed=1, temperature=1.0)
+    first = next(pieces)
+    assert len(first) == 1 and len(steps) <= 1  # one character out, not 500 generated first
+    rest = "".join(pieces)
+    assert first + rest == sample_text(m, VOCAB, length=500, seed=1, temperature=1.0)[0]  # same text as batch
+
+
+def test_stream_stops_right_after_the_stop_string():
+    from charnn.sample import stream
+
+    m = model()
+    full = sample_text(m, VOCAB, length=400, seed=3, temperature=1.0)[0]
+    stop = full[150:152]  # a two-character string that occurs; cut at its first occurrence
+    cut = full.index(stop) + len(stop)
+    assert "".join(stream(m, VOCAB, length=400, seed=3, temperature=1.0, stop=stop)) == full[:cut]
+    assert sample_text(m, VOCAB, length=400, seed=3, temperature=1.0, stop=stop)[0] == full[:cut]
+    with pytest.raises(CharnnError, match="never seen"):
+        stream(m, VOCAB, prime="Q!")  # refused when called, before any piece

@@ -95,8 +95,32 @@ def test_init_from_maps_a_subset_vocabulary_and_refuses_new_characters(text_file
 
 
 def test_max_time_stops_the_run(text_file, tmp_path):
+    import time
+
+    t0 = time.perf_counter()
     res = train(tiny_config(text_file, max_steps=0, max_time=1.5), tmp_path / "run", progress=False)
+    took = time.perf_counter() - t0
     assert res.stopped_by == "max-time" and res.steps > 0
+    elapsed = ckpt.load(tmp_path / "run", "last").meta["elapsed"]
+    assert 1.5 <= elapsed < 3.0 and took < 20  # stopped at its budget, not long after
+
+
+@pytest.mark.parametrize("text,seconds", [("90", 90), ("60s", 60), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400),
+                                          ("2m30s", 150), ("0", 0)])
+def test_durations_mean_what_they_say(text, seconds):
+    from charnn.cli.args import duration
+
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10x", "m", "1m2", "", "-5m", "1h 30m"])
+def test_bad_durations_are_refused(text):
+    import argparse
+
+    from charnn.cli.args import duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+        duration(text)
 
 
 def test_patience_stops_a_stalled_run(text_file, tmp_path):
@@ -163,22 +187,35 @@ def test_learning_rate_schedules():
     assert [lr_at(cfg, 100, e, 0) for e in (0.5, 1.5, 2.0, 3.2)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
 
 
-def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state(text_file, tmp_path):
+def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state(text_file, tmp_path, monkeypatch):
     from safetensors.torch import load_file
+
+    from charnn import train as train_module
 
     fp32 = train(tiny_config(text_file, max_steps=80), tmp_path / "a", progress=False)
     cfg = tiny_config(text_file, max_steps=80)
     cfg.train.precision = "bf16"
+    entered = []
+    real = train_module.torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        entered.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(train_module.torch, "autocast", spy)
     bf16 = train(cfg, tmp_path / "b", progress=False)
-    # bf16 rounds the activations, so the runs differ, but it learns as well
+    assert len(entered) == 80 and set(entered) == {("cpu", torch.bfloat16, True)}  # every step ran under it
+    a, b = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
+    assert not torch.equal(a["model.head.weight"], b["model.head.weight"])  # bf16 rounding changed the run
+    # ... but it learns as well
     assert bf16.best_val_loss < 1.0 and abs(bf16.best_val_loss - fp32.best_val_loss) < 0.1
-    saved = load_file(tmp_path / "b" / "last.safetensors")
-    assert saved["state.h"].dtype == torch.float32 and saved["state.c"].dtype == torch.float32
+    assert b["state.h"].dtype == torch.float32 and b["state.c"].dtype == torch.float32
 
 
 def test_snapshots_record_how_novel_their_text_is(text_file, tmp_path):
     train(tiny_config(text_file, max_steps=100, eval_every=50), tmp_path / "run", progress=False)
     snaps = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in snaps] == [50, 100]
     for s in snaps:
         assert 0.0 <= s["novel_10"] <= 1.0 and 0.0 <= s["novel_20"] <= 1.0 and 0.0 <= s["known_words"] <= 1.0
     # this corpus is a handful of counting phrases: a model that learned it writes known words,
@@ -187,14 +224,34 @@ def test_snapshots_record_how_novel_their_text_is(text_file, tmp_path):
     assert snaps[-1]["known_words"] > snaps[0]["known_words"]
 
 
+def test_snapshot_novelty_is_zero_for_copied_text_and_one_for_new_text():
+    from charnn.samplestats import SubstringIndex, snapshot_metrics
+
+    train_text = learnable_text()
+    index, words = SubstringIndex(train_text), {"one", "two", "three", "four", "five"}
+    copied = snapshot_metrics("\n".join(train_text.splitlines()[10:40]), index, words)  # whole lines
+    assert copied["novel_10"] == 0.0 and copied["novel_20"] == 0.0 and copied["known_words"] == 1.0
+    new = snapshot_metrics("zebra quokka yak " * 10, index, words)
+    assert new["novel_10"] == 1.0 and new["novel_20"] == 1.0 and new["known_words"] == 0.0
+    # a sample that copies a 20-character piece: its 20-character pieces are partly not new
+    mixed = snapshot_metrics("zebra quokka yak " + train_text[:40] + " zebra quokka", index, words)
+    assert 0.0 < mixed["novel_20"] < 1.0 and mixed["novel_10"] < mixed["novel_20"]
+
+
 @pytest.mark.slow
-def test_compiled_training_step_computes_the_same_run(text_file, tmp_path):
+def test_compiled_training_step_computes_the_same_run(text_file, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     plain = train(tiny_config(text_file, max_steps=6, eval_every=6), tmp_path / "a", progress=False)
     cfg = tiny_config(text_file, max_steps=6, eval_every=6)
     cfg.train.compile = True
+    from charnn import train as train_module
+
+    compiled_modules = []
+    real = train_module.torch.compile
+    monkeypatch.setattr(train_module.torch, "compile", lambda m, **kw: (compiled_modules.append(m), real(m, **kw))[1])
     compiled = train(cfg, tmp_path / "b", progress=False)
+    assert len(compiled_modules) == 1 and isinstance(compiled_modules[0], train_module._Loss)  # it was compiled
     assert compiled.last_val_loss == pytest.approx(plain.last_val_loss, abs=1e-4)
     a, b = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
     for k in a:

@@ -63,7 +63,7 @@ class DataConfig:
     unit: str = "char"  # "char" (Unicode code points) or "bytes"
     encoding_errors: str = "strict"  # or "replace"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
-    seed: int = 1337  # shuffles the file order of a folder
+    # (a folder's files are read in an order shuffled by the run's seed, TrainConfig.seed)
 
     def validate(self) -> None:
         if self.unit not in ("char", "bytes"):
@@ -103,7 +103,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_chars: int = 2_000_000  # cap on validation characters per evaluation during training; 0: the whole split
     checkpoint_every: float = 300.0  # seconds between saves of the training state besides evaluations; 0: only those
-    seed: int = 1337
+    seed: int = 1337  # weights, dropout, and the order of a folder's files
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     precision: str = "fp32"  # fp32, or bf16 autocast (faster on recent GPUs; measured slower on this CPU)

@@ -26,7 +26,7 @@ import torch
 from charnn import corpus as corpus_mod
 from charnn.errors import CharnnError
 from charnn.log import warn
-from charnn.vocab import Vocab
+from charnn.vocab import Vocab, code_points
 
 # Bytes read at a time while encoding. Small, so that most blocks of code or English prose are
 # pure ASCII and skip UTF-8 decoding (64 KB: 89% of the Linux tree's blocks, 32% at 1 MB).
@@ -110,7 +110,7 @@ def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
                         text = piece.decode("utf-8", errors)
                     except UnicodeDecodeError as e:
                         raise NotUTF8(path, offset + e.start) from None
-                    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+                    codes = code_points(text)
                 offset += cut
                 pending = data[cut:]
                 if len(codes):

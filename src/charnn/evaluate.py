@@ -42,7 +42,7 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
                               f"scores any file)") from None
         return Text(np.asarray(enc.ids), text, before)
     split = split or "val"
-    enc = prepare(d.text, d.include, d.unit, d.encoding_errors, d.seed).remap(loaded.vocab)
+    enc = prepare(d.text, d.include, d.unit, d.encoding_errors, loaded.config.train.seed).remap(loaded.vocab)
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
     if context:

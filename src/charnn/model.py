@@ -105,25 +105,11 @@ class CharRNN(nn.Module):
             c = c0[layer] if c0 is not None else None
             steps: dict[str, list[torch.Tensor]] = {k: [] for k in names}
             for t in range(T):
-                hw = h @ w_hh.T + b_hh  # (B, G*H)
-                if cfg.cell == "lstm":
-                    i, f, g, o = (xw[:, t] + hw).chunk(4, dim=-1)
-                    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-                    c = f * c + i * g
-                    h = o * torch.tanh(c)
-                    for k, v in (("c", c), ("i", i), ("f", f), ("g", g), ("o", o)):
-                        steps[k].append(v)
-                elif cfg.cell == "gru":
-                    xr, xz, xn = xw[:, t].chunk(3, dim=-1)
-                    hr, hz, hn = hw.chunk(3, dim=-1)
-                    r = torch.sigmoid(xr + hr)
-                    z = torch.sigmoid(xz + hz)
-                    n = torch.tanh(xn + r * hn)
-                    h = (1 - z) * n + z * h
-                    for k, v in (("r", r), ("z", z), ("n", n)):
-                        steps[k].append(v)
-                else:
-                    h = torch.tanh(xw[:, t] + hw)
+                h, c, gates = cell_step(cfg.cell, xw[:, t], h, c, w_hh, b_hh)
+                if c is not None:
+                    steps["c"].append(c)
+                for k, v in gates.items():
+                    steps[k].append(v)
                 steps["h"].append(h)
             for k in names:
                 rec[k].append(torch.stack(steps[k], dim=1))  # (B, T, H)
@@ -134,6 +120,53 @@ class CharRNN(nn.Module):
         final = (torch.stack(h_last), torch.stack(c_last)) if cfg.cell == "lstm" else torch.stack(h_last)
         rec = {k: torch.stack(v) for k, v in rec.items()}  # each (L, B, T, H)
         return logits, final, rec
+
+
+# ---- the cell equations, written once ----------------------------------------------------------
+# nn.LSTM / GRU / RNN compute these inside their fused kernels; the step-by-step path, the
+# activation recorder and ablation all call the functions below, and tests check them against
+# the fused kernels and torch's LSTMCell / GRUCell / RNNCell.
+
+def cell_gates(cell: str, xw: torch.Tensor, hw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gates of an LSTM (i, f, g, o) or GRU (r, z, n) from the input part xw = x W_ih^T + b_ih
+    and the recurrent part hw = h W_hh^T + b_hh, each (..., G*H): one step or a whole chunk at once.
+    A plain RNN has no gates ({})."""
+    if cell == "lstm":
+        i, f, g, o = (xw + hw).chunk(4, dim=-1)
+        return {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "g": torch.tanh(g), "o": torch.sigmoid(o)}
+    if cell == "gru":
+        xr, xz, xn = xw.chunk(3, dim=-1)
+        hr, hz, hn = hw.chunk(3, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        return {"r": r, "z": torch.sigmoid(xz + hz), "n": torch.tanh(xn + r * hn)}
+    return {}
+
+
+def lstm_memory(gates: dict[str, torch.Tensor], c: torch.Tensor) -> torch.Tensor:
+    """The LSTM cell state after a step: c' = f * c + i * g."""
+    return gates["f"] * c + gates["i"] * gates["g"]
+
+
+def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
+              b_hh: torch.Tensor, hold=None):
+    """One time step of one layer. xw_t (B, G*H) is the step's input part; h, c (B, H) the state
+    (c is None except for an LSTM). hold(name, tensor) -> tensor, if given, pins cells (ablation):
+    it sees the LSTM's c as soon as it is computed (so h follows the pinned c) and then h.
+    Returns h, c and the step's gates."""
+    hw = h @ w_hh.T + b_hh  # (B, G*H)
+    gates = cell_gates(cell, xw_t, hw)
+    if cell == "lstm":
+        c = lstm_memory(gates, c)
+        if hold is not None:
+            c = hold("c", c)
+        h = gates["o"] * torch.tanh(c)
+    elif cell == "gru":
+        h = (1 - gates["z"]) * gates["n"] + gates["z"] * h
+    else:
+        h = torch.tanh(xw_t + hw)
+    if hold is not None:
+        h = hold("h", h)
+    return h, c, gates
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

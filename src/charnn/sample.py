@@ -107,9 +107,13 @@ def stream(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, see
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
     a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
     `length` units, or right after the first occurrence of `stop` (which it includes)."""
-    decode = vocab.stream_decoder()
+    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p)  # checks the prime now
+    return _pieces(ids_iter, vocab.stream_decoder(), stop)
+
+
+def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
     tail = ""  # the last characters, for a stop string that spans pieces
-    for ids in generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p):
+    for ids in ids_iter:
         piece = decode(ids)
         if stop:
             tail += piece

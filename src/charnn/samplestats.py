@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from charnn.vocab import code_points
+
 LENGTHS = (5, 10, 15, 20, 25, 30, 40, 50)
 _B = np.uint64(1_000_003)
 
 
 def _codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64) + np.uint64(1)
+    return code_points(text).astype(np.uint64) + np.uint64(1)
 
 
 _INV_B = np.uint64(pow(int(_B), -1, 1 << 64))  # B is odd, so it has an inverse mod 2**64

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
-from charnn.data import Encoded, StreamBatcher, prepare
+from charnn.data import StreamBatcher, prepare
 from charnn.distributed import Dist, pick_device, set_threads
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
@@ -319,34 +319,7 @@ class Trainer:
         self.device = dd.device(pick_device(t.device))
         dd.start(self.device)
         set_threads(t.threads)
-        enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, cfg.data.seed)
-        if resume and self.meta.get("data_key") not in (None, enc.key):
-            raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
-                              f"resume needs the same text (or start a new run with --init-from {out})")
-        self.data_key = enc.key
-        embed_std, init_weights = 1.0, None
-        if resume:
-            self.vocab = saved.vocab
-            enc = enc.remap(self.vocab, "the text")
-            cfg.model.vocab_size = len(self.vocab)  # the saved model's shape, as it was trained
-        elif init_from is not None:
-            source = ckpt.load(init_from, "best")
-            self.vocab = source.vocab
-            if self.vocab.unit != cfg.data.unit:
-                raise CharnnError(f"--init-from: the model reads {self.vocab.unit} units but --unit is {cfg.data.unit}")
-            enc = enc.remap(self.vocab, "--init-from: the new text")
-            cfg.model = source.config.model
-            cfg.model.vocab_size = len(self.vocab)
-            init_weights = source.build_model().state_dict()  # checked shapes and finite weights
-            self.meta = {"init_from": str(Path(init_from).resolve())}
-        else:
-            self.vocab = enc.vocab
-            asked_embed = cfg.model.embed
-            embed_std = cfg.model.fit_vocab(len(self.vocab))
-            if cfg.model.embed != asked_embed and dd.main:
-                info(f"the embedding is {cfg.model.embed} wide, not {asked_embed}: the text has {cfg.model.embed} "
-                     f"symbols, and a wider embedding represents nothing more")
-
+        enc, embed_std, init_weights = self._data_and_vocab(resume, saved, init_from)
         self.splits = enc.splits(cfg.data.split)
         self.batcher = StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
         self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
@@ -379,6 +352,41 @@ class Trainer:
         self.judge: dict = {}  # the training split's substring index, built at the first snapshot
         self.train_loss = float("nan")
         self.saved_step = self.state.step if resume else None
+
+    def _data_and_vocab(self, resume: bool, saved, init_from):
+        """The encoded text and its vocabulary: the saved run's, the --init-from model's, or the
+        text's own (with the embedding capped at it); -> (encoded text, embedding init scale,
+        initial weights or None)."""
+        cfg, t, out, dd = self.cfg, self.cfg.train, self.out, self.dd
+        enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, t.seed)
+        if resume and self.meta.get("data_key") not in (None, enc.key):
+            raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
+                              f"resume needs the same text (or start a new run with --init-from {out})")
+        self.data_key = enc.key
+        embed_std, init_weights = 1.0, None
+        if resume:
+            self.vocab = saved.vocab
+            enc = enc.remap(self.vocab, "the text")
+            cfg.model.vocab_size = len(self.vocab)  # the saved model's shape, as it was trained
+        elif init_from is not None:
+            source = ckpt.load(init_from, "best")
+            self.vocab = source.vocab
+            if self.vocab.unit != cfg.data.unit:
+                raise CharnnError(f"--init-from: the model reads {self.vocab.unit} units but --unit is {cfg.data.unit}")
+            enc = enc.remap(self.vocab, "--init-from: the new text")
+            cfg.model = source.config.model
+            cfg.model.vocab_size = len(self.vocab)
+            init_weights = source.build_model().state_dict()  # checked shapes and finite weights
+            self.meta = {"init_from": str(Path(init_from).resolve())}
+        else:
+            self.vocab = enc.vocab
+            asked_embed = cfg.model.embed
+            embed_std = cfg.model.fit_vocab(len(self.vocab))
+            if cfg.model.embed != asked_embed and dd.main:
+                info(f"the embedding is {cfg.model.embed} wide, not {asked_embed}: the text has {cfg.model.embed} "
+                     f"symbols, and a wider embedding represents nothing more")
+
+        return enc, embed_std, init_weights
 
     def _load_resumable(self, asked) -> ckpt.Checkpoint:
         out = self.out
@@ -577,7 +585,7 @@ class Trainer:
         self.t0 = self.last_save = time.perf_counter()
         if self.saved_step is None:  # the run can be resumed from the moment it starts
             self.save_last()
-        window_t, window_chars, speed = time.perf_counter(), 0, 0.0
+        window_t, window_chars, speed, settled = time.perf_counter(), 0, 0.0, False
         chars_per_step = self.batcher.batch_size * self.batcher.seq_len
         self.model.train()
         with _StopFlag() as flag:
@@ -587,7 +595,9 @@ class Trainer:
                 now = time.perf_counter()
                 if now - window_t >= 1.0:  # chars/s over the last second or so
                     speed = window_chars / (now - window_t)
-                    window_t, window_chars = now, 0
+                    window_t, window_chars, settled = now, 0, True
+                elif not settled:  # before the first full second: the rate so far, not 0
+                    speed = window_chars / max(now - window_t, 1e-9)
                 self.after_step(lr, speed)
                 if t.max_time and not t.max_steps and st.step > 5:
                     bar.total = max(st.step + 1, int(st.step / max(self.progress_frac(), 1e-9)))

@@ -16,6 +16,12 @@ import numpy as np
 from charnn.errors import CharnnError
 
 
+def code_points(text: str) -> np.ndarray:
+    """The Unicode code points of text, (N,) uint32, without a Python loop (UTF-32 is one
+    4-byte unit per code point; lone surrogates pass through as their own values)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 class Vocab:
     def __init__(self, units: Sequence[int], unit: str = "char"):
         """units: sorted distinct code points (unit="char") or byte values (unit="bytes")."""
@@ -44,7 +50,7 @@ class Vocab:
             return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        return code_points(text).astype(np.int64)
 
     def encode(self, text: str | bytes) -> np.ndarray:
         """text -> ids, shape (N,). Units the vocabulary lacks raise CharnnError naming them."""

@@ -122,16 +122,12 @@ def cmd_grid(args) -> int:
     text = str(path.resolve()) if path.exists() else args.text
     vocab = len(prepare(text).vocab)
     entries = grid.plan(cells, layers, budgets, vocab, args.embed)
-    train_args = ["--embed", str(args.embed), "--split", ",".join(f"{x:g}" for x in args.split),
-                  "--dropout", f"{args.dropout:g}", "--lr", f"{args.lr:g}", *grid.PROTOCOL]
-    if args.max_time:
-        train_args += ["--max-time", f"{args.max_time:g}"]
-    if args.max_steps:
-        train_args += ["--max-steps", str(args.max_steps)]
+    settings = grid.Settings(embed=args.embed, split=tuple(args.split), dropout=args.dropout, lr=args.lr,
+                             max_time=args.max_time or 0.0, max_steps=args.max_steps or 0)
     out = Path(args.out)
     done = sum((out / e.name / "result.json").is_file() for e in entries)
     print(f"grid: {len(entries)} runs ({done} already finished) on {args.text}, vocabulary {vocab}", file=sys.stderr)
-    results = grid.run_grid(text, out, entries, train_args, args.jobs,
+    results = grid.run_grid(text, out, entries, settings, args.jobs,
                             progress=lambda r: print(f"  {r['run']}: test loss {r['test_loss']:.4f}", file=sys.stderr))
     md, csv_text = grid.table(results)
     (out / "results.md").write_text(md, encoding="utf-8")

@@ -14,14 +14,20 @@ from charnn.config import DataConfig, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 # flag dest -> the config section whose field it sets, generated from the dataclasses: a flag
-# named like a field sets that field. TEXT is the positional argument; the data seed follows
-# --seed; vocab_size comes from the data.
+# named like a field sets that field. TEXT is the positional argument; vocab_size comes from
+# the data.
 CONFIG_FIELDS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
                                                       ("train", TrainConfig))
                  for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size")}
 
 
 def add_parsers(sub) -> None:
+    _add_train(sub)
+    _add_sample(sub)
+    _add_eval_check_info(sub)
+
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
     t.add_argument("text", nargs="?", metavar="TEXT",
                    help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
@@ -82,6 +88,8 @@ def add_parsers(sub) -> None:
 
     t.set_defaults(func=cmd_train)
 
+
+def _add_sample(sub) -> None:
     s = sub.add_parser("sample", help="generate text from a trained model")
     s.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
     s.add_argument("--prime", default="", help="text to start from (printed first)")
@@ -97,6 +105,8 @@ def add_parsers(sub) -> None:
 
     s.set_defaults(func=cmd_sample)
 
+
+def _add_eval_check_info(sub) -> None:
     e = sub.add_parser("eval", help="loss, bits per character and perplexity on a split or a file")
     e.add_argument("run", metavar="RUN_DIR")
     src = e.add_mutually_exclusive_group()
@@ -144,7 +154,6 @@ def cmd_train(args) -> int:
         cfg.data.text = text
         for k, v in given.items():
             setattr(getattr(cfg, CONFIG_FIELDS[k]), k, v)
-        cfg.data.seed = cfg.train.seed
         if args.init_from and any(CONFIG_FIELDS[k] == "model" for k in given):
             raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
         result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
@@ -182,8 +191,9 @@ def cmd_sample(args) -> int:
                 top_k=args.top_k, top_p=args.top_p, stop=args.stop)
     out = sys.stdout
     if args.num == 1:  # streamed as it is generated
+        pieces = stream(model, loaded.vocab, **opts)  # a prime with unknown characters fails here, before output
         out.write(args.prime)
-        for piece in stream(model, loaded.vocab, **opts):
+        for piece in pieces:
             out.write(piece)
             out.flush()
         out.write("\n")

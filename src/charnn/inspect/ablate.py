@@ -18,7 +18,7 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.inspect import features as feats
-from charnn.inspect.activations import Clamp, record
+from charnn.inspect.activations import Clamp, record, streams_for
 from charnn.inspect.source import Subject
 
 
@@ -69,10 +69,10 @@ class Report:
 def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
     """Per-position loss of predicting ids[t+1] after ids[..t] (NaN at the end), and per-cell means.
 
-    Texts over 20,000 characters are read as `streams` parallel pieces (see activations.record).
+    Long texts are read as `streams` parallel pieces (see activations.streams_for).
     """
     n = len(ids)
-    streams = streams if n > 20000 else 1
+    streams = streams_for(n, streams)
     nll = np.full(n, np.nan)
     sums: dict[str, torch.Tensor] = {}
     target = torch.from_numpy(np.append(np.asarray(ids[1:], dtype=np.int64), 0))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charnn.model import CharRNN
+from charnn.model import CharRNN, cell_gates, cell_step, lstm_memory
 
 QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
@@ -31,6 +31,15 @@ RANGES = {"h": (-1.0, 1.0), "c": (-1.0, 1.0), "g": (-1.0, 1.0), "n": (-1.0, 1.0)
           "i": (0.0, 1.0), "f": (0.0, 1.0), "o": (0.0, 1.0), "r": (0.0, 1.0), "z": (0.0, 1.0)}
 NAMES = {"h": "hidden state h", "c": "cell state tanh(c)", "i": "input gate", "f": "forget gate",
          "g": "candidate g", "o": "output gate", "r": "reset gate", "z": "update gate", "n": "candidate n"}
+
+
+PARALLEL_ABOVE = 20_000  # texts longer than this are read as parallel pieces by the analyses
+
+
+def streams_for(n: int, streams: int = 16) -> int:
+    """How many parallel pieces the analyses read a text of n characters as: one exact pass for
+    a short text, `streams` pieces (each with its warm-up, see ``record``) for a long one."""
+    return streams if n > PARALLEL_ABOVE else 1
 
 
 @dataclass
@@ -67,53 +76,36 @@ def _layer(model: CharRNN, layer: int) -> tuple[nn.Module, tuple[torch.Tensor, .
 def _gates(cell: str, inp, h_prev, w) -> dict[str, torch.Tensor]:
     """Gate values for a whole chunk: inp (B, T, E), h_prev (B, T, H) -> each (B, T, H)."""
     w_ih, w_hh, b_ih, b_hh = w
-    xw = inp @ w_ih.T + b_ih
-    hw = h_prev @ w_hh.T + b_hh
-    if cell == "lstm":
-        i, f, g, o = (xw + hw).chunk(4, dim=-1)
-        return {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "g": torch.tanh(g), "o": torch.sigmoid(o)}
-    xr, xz, xn = xw.chunk(3, dim=-1)
-    hr, hz, hn = hw.chunk(3, dim=-1)
-    r = torch.sigmoid(xr + hr)
-    return {"r": r, "z": torch.sigmoid(xz + hz), "n": torch.tanh(xn + r * hn)}
+    return cell_gates(cell, inp @ w_ih.T + b_ih, h_prev @ w_hh.T + b_hh)
 
 
 def _clamped_steps(cell: str, inp, h, c, w, clamp: Clamp):
-    """One layer step by step with `clamp` applied after every step: -> hs (B, T, H), h, c."""
+    """One layer step by step with `clamp` holding its cells at every step: -> hs (B, T, H), h, c."""
     w_ih, w_hh, b_ih, b_hh = w
     xw = inp @ w_ih.T + b_ih  # (B, T, G*H)
+
+    def hold(name, v):
+        v = v.clone()
+        v[:, clamp.cells] = clamp.c if name == "c" else clamp.h
+        return v
+
     out = []
     for t in range(inp.shape[1]):
-        hw = h @ w_hh.T + b_hh
-        if cell == "lstm":
-            i, f, g, o = (xw[:, t] + hw).chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            c[:, clamp.cells] = clamp.c
-            h = torch.sigmoid(o) * torch.tanh(c)
-        elif cell == "gru":
-            xr, xz, xn = xw[:, t].chunk(3, dim=-1)
-            hr, hz, hn = hw.chunk(3, dim=-1)
-            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
-        else:
-            h = torch.tanh(xw[:, t] + hw)
-        h = h.clone()
-        h[:, clamp.cells] = clamp.h
+        h, c, _ = cell_step(cell, xw[:, t], h, c, w_hh, b_hh, hold)
         out.append(h)
     return torch.stack(out, dim=1), h, c
 
 
-def _lstm_cells(c0, i, f, g):
-    """c_t = f_t * c_{t-1} + i_t * g_t over a chunk: c0 (B, H), gates (B, T, H) -> (B, T, H).
+def _lstm_cells(c0, gates: dict[str, torch.Tensor]):
+    """The LSTM cell state over a chunk from its gates: c0 (B, H), gates each (B, T, H) -> (B, T, H).
 
-    An element-wise loop: nn.LSTM returns only the last cell state, and the closed form of this
-    linear recurrence (products of forget gates) under- or overflows on long chunks.
+    Step by step (nn.LSTM returns only the last cell state, and the closed form of this linear
+    recurrence, products of forget gates, under- or overflows on long chunks).
     """
-    ig = i * g
-    out = torch.empty_like(ig)
+    out = torch.empty_like(gates["i"])
     c = c0
-    for t in range(ig.shape[1]):
-        c = torch.addcmul(ig[:, t], f[:, t], c)
+    for t in range(out.shape[1]):
+        c = lstm_memory({k: gates[k][:, t] for k in ("i", "f", "g")}, c)
         out[:, t] = c
     return out
 
@@ -130,8 +122,9 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
     clamps: layer -> Clamp, cells held fixed while reading (ablation).
     """
     cfg = model.cfg
-    was_training = model.training
-    model.eval()
+    if model.training:
+        raise ValueError("recording needs the model in eval mode (dropout off): call model.eval() first, "
+                         "or load it with Checkpoint.build_model()")
     keep = tuple(quantities or QUANTITIES[cfg.cell])
     device = model.head.weight.device
     layers = [_layer(model, k) for k in range(cfg.layers)]
@@ -150,45 +143,43 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
     total = int((end - begin).max())
     state_h = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
     state_c = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
-    try:
-        for col in range(0, total, chunk):
-            pos = begin[:, None] + col + np.arange(min(chunk, total - col))[None, :]  # (S, T)
-            valid = (pos >= first[:, None]) & (pos < end[:, None])
-            x = torch.from_numpy(np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64))  # past the end: ignored
-            inp = model.embed(x.to(device))  # (S, T, E)
-            acts: dict[str, list[torch.Tensor]] = {q: [] for q in keep}
-            for k, (single, w) in enumerate(layers):
-                h0, c0 = state_h[k], state_c[k]
-                if k in clamps:
-                    hs, hT, cT = _clamped_steps(cfg.cell, inp, h0, c0, w, clamps[k])
-                elif cfg.cell == "lstm":
-                    hs, (hT, cT) = single(inp, (h0[None], c0[None]))
-                    hT, cT = hT[0], cT[0]
-                else:
-                    hs, hT = single(inp, h0[None])
-                    hT, cT = hT[0], c0
-                want_gates = [q for q in keep if q != "h"]
-                if want_gates:
-                    h_prev = torch.cat([h0[:, None], hs[:, :-1]], dim=1)
-                    gates = _gates(cfg.cell, inp, h_prev, w)
-                    if "c" in keep:
-                        cs = _lstm_cells(c0, gates["i"], gates["f"], gates["g"])
-                        if k in clamps:
-                            cs[..., clamps[k].cells] = clamps[k].c
-                        gates["c"] = torch.tanh(cs)
-                    for q in want_gates:
-                        acts[q].append(gates[q])
-                if "h" in keep:
-                    acts["h"].append(hs)
-                state_h[k], state_c[k] = hT, cT
-                inp = hs  # dropout between layers is off in eval mode
-            logp = torch.log_softmax(model.head(inp).float(), dim=-1)  # (S, T, V)
-            m = torch.from_numpy(valid).to(device)
-            yield Chunk(positions=pos[valid],
-                        acts={q: torch.stack(v)[:, m] for q, v in acts.items()},  # (L, N, H)
-                        logp=logp[m])
-    finally:
-        model.train(was_training)
+    for col in range(0, total, chunk):
+        pos = begin[:, None] + col + np.arange(min(chunk, total - col))[None, :]  # (S, T)
+        valid = (pos >= first[:, None]) & (pos < end[:, None])
+        x = torch.from_numpy(np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64))  # past the end: ignored
+        inp = model.embed(x.to(device))  # (S, T, E)
+        acts: dict[str, list[torch.Tensor]] = {q: [] for q in keep}
+        for k, (single, w) in enumerate(layers):
+            h0, c0 = state_h[k], state_c[k]
+            if k in clamps:
+                hs, hT, cT = _clamped_steps(cfg.cell, inp, h0, c0, w, clamps[k])
+            elif cfg.cell == "lstm":
+                hs, (hT, cT) = single(inp, (h0[None], c0[None]))
+                hT, cT = hT[0], cT[0]
+            else:
+                hs, hT = single(inp, h0[None])
+                hT, cT = hT[0], c0
+            want_gates = [q for q in keep if q != "h"]
+            if want_gates:
+                h_prev = torch.cat([h0[:, None], hs[:, :-1]], dim=1)
+                gates = _gates(cfg.cell, inp, h_prev, w)
+                if "c" in keep:
+                    cs = _lstm_cells(c0, gates)
+                    if k in clamps:
+                        cs[..., clamps[k].cells] = clamps[k].c
+                    gates["c"] = torch.tanh(cs)
+                for q in want_gates:
+                    acts[q].append(gates[q])
+            if "h" in keep:
+                acts["h"].append(hs)
+            state_h[k], state_c[k] = hT, cT
+            inp = hs  # dropout between layers is off in eval mode
+        logp = torch.log_softmax(model.head(inp).float(), dim=-1)  # (S, T, V)
+        m = torch.from_numpy(valid).to(device)
+        yield Chunk(positions=pos[valid],
+                    acts={q: torch.stack(v)[:, m] for q, v in acts.items()},  # (L, N, H)
+                    logp=logp[m])
+
 
 
 def record_all(model: CharRNN, ids: np.ndarray, quantities=None, **kw) -> Chunk:

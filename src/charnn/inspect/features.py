@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charnn.errors import CharnnError
+from charnn.vocab import code_points
 
 
 @dataclass
@@ -161,7 +162,7 @@ def compute(text: str, user: list[str] | tuple[str, ...] = (), context: str = ""
     if context:
         return [Feature(f.name, f.values[len(context):], f.binary, f.about)
                 for f in compute(context + text, user)]
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+    codes = code_points(text).astype(np.int64)
     paren, bracket, brace = _depth(codes, "(", ")"), _depth(codes, "[", "]"), _depth(codes, "{", "}")
     c_com, py_com, string = _code_states(text)
     feats = [

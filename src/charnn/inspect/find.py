@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from charnn.inspect import features as feats
-from charnn.inspect.activations import QUANTITIES, record
+from charnn.inspect.activations import record, streams_for
 from charnn.inspect.source import Subject
 
 
@@ -58,7 +57,7 @@ def find_cells(subject: Subject, user_features=(), top: int = 5, quantities=None
     sf = torch.zeros(F.shape[1], dtype=torch.float64)
     sff = torch.zeros(F.shape[1], dtype=torch.float64)
     n = 0
-    streams = streams if len(subject.ids) > 20000 else 1
+    streams = streams_for(len(subject.ids), streams)
     for ch in record(model, subject.ids, qs, streams=streams, chunk=1024):
         X = torch.cat([ch.acts[q].permute(1, 0, 2).reshape(len(ch.positions), L * H) for q in qs], dim=1).double()
         f = F[torch.from_numpy(ch.positions)]
@@ -101,6 +100,3 @@ def snippet_window(values: np.ndarray, width: int = 100) -> tuple[int, int]:
     start = int(np.argmax(counts))
     return start, start + width
 
-
-def fmt_r(r: float) -> str:
-    return "n/a" if not math.isfinite(r) else f"{r:+.3f}"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.inspect.activations import GATES, NAMES, record
+from charnn.inspect.activations import GATES, NAMES, record, streams_for
 from charnn.inspect.source import Subject, write_outputs
 
 LOW, HIGH = 0.1, 0.9
@@ -42,7 +42,7 @@ def gate_saturation(subject: Subject, streams: int = 16) -> Saturation:
     left = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}
     right = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}
     n = 0
-    streams = streams if len(subject.ids) > 20000 else 1
+    streams = streams_for(len(subject.ids), streams)
     for ch in record(subject.model, subject.ids, gates, streams=streams, chunk=1024):
         for g in gates:
             v = ch.acts[g]  # (L, N, H)

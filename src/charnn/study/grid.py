@@ -4,8 +4,9 @@ For each cell type and depth the hidden size is chosen so that the model has the
 number of parameters (the paper's budgets are the sizes of a one-layer LSTM with 64, 128, 256
 and 512 cells: about 50K, 130K, 400K and 1.3M). Each model trains in its own run directory
 with the same budget, then is scored on the test split. A finished run is not trained again, so
-a crashed grid resumes where it stopped; `jobs` > 1 trains several at once (as subprocesses,
-each with its share of the CPU threads).
+a crashed grid resumes where it stopped; `jobs` > 1 trains several at once. Each run trains
+and is scored through the library (``charnn.train.train``, ``charnn.evaluate``) in a process of
+its own (isolation, and its share of the CPU threads); its messages go to ``RUN/train.log``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import io
 import json
 import math
 import os
+import multiprocessing
 import re
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from charnn.errors import CharnnError
@@ -31,8 +32,19 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # Every grid run trains with these settings whatever the default preset becomes, so that a grid
 # run again later (or resumed) is the same protocol: 32 streams of 32-character windows, 50
 # warmup steps, then AdamW with cosine decay (the default preset when the study was first run).
-PROTOCOL = ("--seq-len", "32", "--batch-size", "32", "--warmup-steps", "50", "--optimizer", "adamw",
-            "--schedule", "cosine")
+PROTOCOL = {"seq_len": 32, "batch_size": 32, "warmup_steps": 50, "optimizer": "adamw", "schedule": "cosine"}
+
+
+@dataclass
+class Settings:
+    """What every run of a grid shares (besides PROTOCOL)."""
+    embed: int = 64
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    dropout: float = 0.0
+    lr: float = 8e-3
+    max_time: float = 0.0
+    max_steps: int = 0
+    extra: dict = field(default_factory=dict)  # more TrainConfig fields (tests)
 
 
 def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
@@ -98,50 +110,63 @@ def plan(cells, layers, budgets, vocab: int, embed: int) -> list[Cell]:
     return out
 
 
-def _train_one(entry: Cell, text: str, out: Path, train_args: list[str], threads: int) -> dict:
-    """Train (or finish) one run in a subprocess and score its test split; returns its result."""
+def run_config(entry: "Cell", text: str, settings: Settings, threads: int):
+    """The RunConfig of one grid run: the default preset, the grid's protocol and the entry's shape."""
+    from charnn.config import RunConfig, apply_preset
+
+    cfg = RunConfig()
+    apply_preset(cfg, "default")
+    cfg.data.text, cfg.data.split = text, tuple(settings.split)
+    m = cfg.model
+    m.cell, m.layers, m.hidden, m.embed, m.dropout = entry.cell, entry.layers, entry.hidden, settings.embed, settings.dropout
+    for k, v in {**PROTOCOL, "lr": settings.lr, "max_time": settings.max_time, "max_steps": settings.max_steps,
+                 "threads": threads, **settings.extra}.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads: int) -> dict:
+    """Train (or finish) one run and score its test split; returns its result. Runs in a child
+    process: its messages go to RUN/train.log, its errors come back as CharnnError."""
+    from charnn import checkpoint as ckpt
+    from charnn.evaluate import evaluate, model_text
+    from charnn.train import train
+
     run = out / entry.name
     result_file = run / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    base = [sys.executable, "-m", "charnn", "train"]
-    finished = False
-    if (run / "last.safetensors").is_file():
-        from charnn import checkpoint as ckpt
-
-        finished = ckpt.load(run, "last").meta.get("stopped_by") in ("max-steps", "max-time", "max-epochs", "patience")
-    if finished:  # trained, but not scored yet
-        cmd = None
-    elif (run / "last.safetensors").is_file():  # a crashed or interrupted run: finish its budget
-        cmd = base + ["--resume", "--out", str(run), "--quiet", "--samples", "0"]
-    else:
-        cmd = base + [text, "--out", str(run), "--cell", entry.cell, "--layers", str(entry.layers),
-                      "--hidden", str(entry.hidden), "--threads", str(threads), "--quiet", "--samples", "0",
-                      *train_args]
-    if cmd is not None:
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise CharnnError(f"grid run {entry.name} failed: {last}")
-    score = subprocess.run([sys.executable, "-m", "charnn", "eval", str(run), "--split", "test", "--json"],
-                           capture_output=True, text=True, env=env)
-    if score.returncode != 0:
-        raise CharnnError(f"scoring {entry.name} failed: {score.stderr.strip().splitlines()[-1]}")
-    s = json.loads(score.stdout)
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "a", encoding="utf-8") as log:
+        sys.stderr = log  # warnings and progress lines of this run
+        finished = False
+        if (run / ckpt.LAST).is_file():
+            finished = ckpt.load(run, "last").meta.get("stopped_by") in ("max-steps", "max-time", "max-epochs",
+                                                                         "patience")
+        if not finished:
+            try:
+                if (run / ckpt.LAST).is_file():  # a crashed or interrupted run: finish its budget
+                    train(None, run, resume=True, progress=False)
+                else:
+                    train(run_config(entry, text, settings, threads), run, progress=False)
+            except CharnnError as e:
+                raise CharnnError(f"grid run {entry.name} failed: {e}") from None
+        loaded = ckpt.load(run, "best")
+        s = evaluate(loaded.build_model(), model_text(loaded, split="test").ids)
     res = {"cell": entry.cell, "layers": entry.layers, "budget": entry.budget, "hidden": entry.hidden,
-           "params": entry.params, "test_loss": s["loss"], "test_bpc": s["bpc"], "run": entry.name}
+           "params": entry.params, "test_loss": s.loss, "test_bpc": s.bpc, "run": entry.name}
     write_atomic(result_file, json.dumps(res))
     return res
 
 
-def run_grid(text: str, out: Path, entries: list[Cell], train_args: list[str], jobs: int = 1,
+def run_grid(text: str, out: Path, entries: list["Cell"], settings: Settings, jobs: int = 1,
              progress=None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results: list[dict] = []
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        futures = {pool.submit(_train_one, e, text, out, train_args, threads): e for e in entries}
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
+    with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, e, text, out, settings, threads): e for e in entries}
         for fut in futures:
             res = fut.result()
             results.append(res)

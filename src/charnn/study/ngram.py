@@ -237,7 +237,6 @@ class KneserNey:
 
     def save(self, path, vocab_json: str, about: str = "") -> None:
         import json
-        import os
         from pathlib import Path
 
         from safetensors.numpy import save as to_bytes

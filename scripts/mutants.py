@@ -1,0 +1,133 @@
+"""Break each feature in the smallest way and check that its tests notice: a test that still
+passes when what it claims to test is switched off proves nothing.
+
+Each mutant replaces one piece of source text with another in a temporary copy of the repository
+and runs the tests that should catch it there; "caught" means they failed. Run with `make
+mutants` (not part of CI: it takes a few minutes). Add a mutant for every new feature's tests.
+
+    python scripts/mutants.py              # all mutants
+    python scripts/mutants.py --only bf16  # the ones whose name contains "bf16"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutant:
+    name: str
+    file: str  # under src/charnn
+    old: str
+    new: str
+    tests: str  # a test file, optionally "::" nothing else; -k expression below
+    k: str = ""
+
+
+MUTANTS = [
+    Mutant("bf16 autocast switched off", "train.py", 'enabled=t.precision == "bf16"', "enabled=False",
+           "tests/test_train.py", "bf16"),
+    Mutant("--compile does not compile", "train.py", "self.net = torch.compile(self.net)", "pass",
+           "tests/test_train.py", "compiled"),
+    Mutant("checkpoint written in place", "files.py", "    tmp = tmp_path(path)\n", "    tmp = path\n",
+           "tests/test_checkpoint.py", "durable_rename or round_trip"),
+    Mutant("no fsync before the rename", "files.py", "            f.flush()\n            os.fsync(f.fileno())\n"
+           "        _fault(\"after-tmp\"", "            f.flush()\n        _fault(\"after-tmp\"",
+           "tests/test_checkpoint.py", "durable_rename"),
+    Mutant("evaluation without warm-up", "data.py", "warmup: int = 100, positions", "warmup: int = 0, positions",
+           "tests/test_evaluate.py"),
+    Mutant("snapshot novelty inverted", "samplestats.py", "(~train.contains(L, h)).mean()",
+           "(train.contains(L, h)).mean()", "tests/test_train.py", "novel"),
+    Mutant("minutes read as seconds", "cli/args.py", '{"h": 3600, "m": 60, "s": 1}', '{"h": 3600, "m": 1, "s": 1}',
+           "tests/test_train.py", "duration"),
+    Mutant("every rank trains the whole batch", "distributed.py", "return self.rank * per, per",
+           "return 0, batch_size", "tests/test_distributed.py", "two_processes"),
+    Mutant("logs not cut back on resume", "train.py",
+           "                keep_lines(out / name, lambda line: json.loads(line).get(\"step\", 0) <= step)\n",
+           "                pass\n", "tests/test_faults.py", "bit_identical and after-tmp_last.safetensors_3"),
+    Mutant("RNG not restored on resume", "train.py", "            _restore_rng(saved.tensors)\n", "",
+           "tests/test_train.py", "bit_identical"),
+    Mutant("checksum not verified", "checkpoint.py", 'if "checksum" in md and checksum(raw) != md["checksum"]:',
+           "if False:", "tests/test_checkpoint.py", "changed_byte"),
+    Mutant("no run lock", "files.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+           "            pass\n", "tests/test_train.py", "one_trainer"),
+    Mutant("a NaN loss goes on", "train.py",
+           "if not math.isfinite(self.train_loss) or self.train_loss > DIVERGED_LOSS:", "if False:",
+           "tests/test_train.py", "diverg"),
+    Mutant("foreign checkpoint resumed", "train.py", "if saved.config.run_id and mine and saved.config.run_id != mine:",
+           "if False:", "tests/test_train.py", "another_run"),
+    Mutant("top-p keeps more than it should", "sample.py", "(probs.cumsum(-1) - probs) >= top_p",
+           "(probs.cumsum(-1) - probs) >= top_p + 0.05", "tests/test_properties.py", "excluded"),
+    Mutant("temperature off by 10%", "sample.py", "logits = logits / temperature",
+           "logits = logits / (temperature * 1.1)", "tests/test_properties.py", "softmax"),
+    Mutant("stop string across pieces missed", "sample.py", "            tail = tail[-len(stop):]\n",
+           "            tail = \"\"\n", "tests/test_sample.py", "stop"),
+    Mutant("chars/s is 0 in the first second", "train.py",
+           "                elif not settled:", "                elif False:", "tests/test_promises.py", "progress"),
+    Mutant("second Ctrl-C ignored", "train.py", "        if self.signum:\n            raise KeyboardInterrupt\n", "",
+           "tests/test_promises.py", "second_ctrl_c"),
+    Mutant("evaluation reads the whole split during training", "train.py",
+           "max_chars=t.eval_chars).loss", "max_chars=0).loss", "tests/test_train.py", "eval_chars"),
+    Mutant("snapshot steps ignored", "train.py", "if st.step in t.snapshot_steps or val is not None:",
+           "if val is not None:", "tests/test_promises.py", "snapshots_at"),
+]
+
+
+def copy_repo(dest: Path) -> None:
+    skip = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
+                                  ".hypothesis")
+    for part in ("src", "tests", "bench", "pyproject.toml"):
+        src = ROOT / part
+        (shutil.copytree(src, dest / part, ignore=skip) if src.is_dir() else shutil.copy(src, dest / part))
+
+
+def run_mutant(m: Mutant) -> tuple[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        copy_repo(tmp)
+        path = tmp / "src" / "charnn" / m.file
+        text = path.read_text(encoding="utf-8")
+        if text.count(m.old) != 1:
+            return f"BROKEN MUTANT ({m.old!r} found {text.count(m.old)} times)", 0.0
+        path.write_text(text.replace(m.old, m.new), encoding="utf-8")
+        env = dict(os.environ, PYTHONPATH=str(tmp / "src"), CHARNN_CACHE=str(tmp / "cache"))
+        env.pop("CI", None)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", m.tests]
+        if m.k:
+            cmd += ["-k", m.k]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+        took = time.perf_counter() - t0
+        if r.returncode == 5:
+            return "BROKEN MUTANT (no test selected)", took
+        return ("caught" if r.returncode != 0 else "MISSED"), took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="run the mutants whose name contains this")
+    args = ap.parse_args()
+    chosen = [m for m in MUTANTS if args.only in m.name]
+    print("| mutant | tests | result | seconds |\n|---|---|---|---|")
+    results = []
+    for m in chosen:
+        verdict, took = run_mutant(m)
+        results.append(verdict)
+        print(f"| {m.name} | {m.tests}{' -k ' + repr(m.k) if m.k else ''} | {verdict} | {took:.0f} |", flush=True)
+    caught = results.count("caught")
+    print(f"caught {caught} of {len(chosen)}")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
