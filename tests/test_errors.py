@@ -71,7 +71,7 @@ def test_analyze_errors_command(quote_model, tmp_path):
 @pytest.mark.slow
 def test_compare_and_baseline_count_what_the_other_gets_right(quote_model):
     from charnn.inspect import open_subject
-    from charnn.inspect.source import training_ids
+    from charnn.subject import training_ids
     from charnn.study.oracles import CATEGORIES, analyze_errors, model_probs, ngram_probs
 
     run, _ = quote_model

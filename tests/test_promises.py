@@ -9,7 +9,6 @@ import signal
 
 import numpy as np
 import pytest
-import torch
 
 from charnn import checkpoint as ckpt
 from charnn.config import PRESETS, RunConfig, TrainConfig, apply_preset
@@ -81,7 +80,7 @@ def test_checkpoint_last_samples_the_last_checkpoint(text_file, tmp_path):
 def test_an_inspected_split_is_read_after_the_20000_characters_before_it(tmp_path):
     from charnn.evaluate import model_text
     from charnn.inspect import open_subject
-    from charnn.inspect.source import CONTEXT
+    from charnn.subject import CONTEXT
 
     text = learnable_text(12000)  # ~100K characters: the validation split starts past 20,000
     (tmp_path / "t.txt").write_text(text)

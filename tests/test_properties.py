@@ -107,3 +107,32 @@ def test_top_k_and_top_p_never_emit_an_excluded_character(logits, top_k, top_p, 
     assert order[0] in ids or len(keep) > 1  # the most likely character always survives
     finite = torch.isfinite(filter_logits(z[None], temperature, top_k, top_p)[0]).nonzero().flatten().tolist()
     assert set(finite) <= set(keep) and order[0] in finite
+
+
+@PROPS
+@given(st.text(alphabet="(){}[]ab\n", max_size=300))
+def test_the_fast_bracket_depth_is_the_scanners(text):
+    from charnn.brackets import scan
+    from charnn.inspect.features import _depth
+    from charnn.vocab import code_points
+
+    codes = code_points(text).astype(np.int64)
+    for pair in ("()", "[]", "{}"):
+        want = scan(text, pair, depths=True).depth
+        assert _depth(codes, pair[0], pair[1]).tolist() == want
+
+
+@PROPS
+@given(st.text(alphabet="(){}[]x", max_size=200))
+def test_the_scanner_matches_every_closer_to_its_innermost_opener(text):
+    from charnn.brackets import scan
+
+    s = scan(text)
+    for close, open_ in s.matches.items():
+        assert open_ < close and text[open_] + text[close] in ("()", "[]", "{}")
+        assert not scan(text[open_ + 1:close]).left_open  # what opened inside closed inside
+    n_open = sum(text.count(c) for c in "([{")
+    n_close = sum(text.count(c) for c in ")]}")
+    assert len(s.matches) + s.left_open <= n_open and len(s.matches) + s.stray + s.crossed == n_close
+    whole = scan("a([]{(x)})b" + text)
+    assert {1, 2, 4, 5}.issubset(whole.matches.values())  # a well-formed prefix matches whatever follows

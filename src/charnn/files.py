@@ -15,6 +15,7 @@ temporary file written), ``after-tmp`` (temporary file complete, not yet renamed
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -168,3 +169,31 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the flock
             self.fd = None
+
+
+def refuse_foreign(path: Path, marker: bytes) -> None:
+    """Never overwrite a file charnn did not write: it may be the user's."""
+    if path.exists():
+        if path.is_dir():
+            raise CharnnError(f"{path} is a folder; give a file name for the output")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if marker not in head:
+            raise CharnnError(f"{path} exists and was not written by charnn; choose another output name "
+                              f"or move that file away")
+
+
+def write_outputs(out: Path, stem: str, png_marker: bytes, csv_header: list[str], draw, csv_text: str):
+    """`out/STEM.png` (draw(file) writes it) and `out/STEM.csv`, never over files charnn did not write."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder for {stem}.png and {stem}.csv")
+    png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
+    refuse_foreign(png, png_marker)
+    refuse_foreign(csv_path, ",".join(csv_header).encode())
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    draw(buf)  # a PNG, put in place whole like every other file
+    write_atomic(png, buf.getvalue())
+    write_atomic(csv_path, csv_text)
+    return png, csv_path

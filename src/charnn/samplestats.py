@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from charnn.brackets import scan
 from charnn.vocab import code_points
 
 LENGTHS = (5, 10, 15, 20, 25, 30, 40, 50)
@@ -129,15 +130,8 @@ def _ngrams(texts: list[str], n: int) -> Counter:
 
 def balanced(text: str) -> bool:
     """Brackets close in order and never go below zero; double quotes pair up."""
-    stack = []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    for ch in text:
-        if ch in "([{":
-            stack.append(ch)
-        elif ch in pairs:
-            if not stack or stack.pop() != pairs[ch]:
-                return False
-    return not stack and text.count('"') % 2 == 0
+    s = scan(text, "()[]{}")
+    return not (s.stray or s.crossed or s.left_open) and text.count('"') % 2 == 0
 
 
 def sample_stats(samples: list[str], train: SubstringIndex, train_words: set[str], heldout: str,

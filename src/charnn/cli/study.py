@@ -73,7 +73,7 @@ def cmd_ngram(args) -> int:
     text = str(path.resolve()) if path.exists() else args.text
     resolve(text, include=args.include)  # a missing file is named before any work
     if args.save:
-        from charnn.inspect.source import refuse_foreign
+        from charnn.files import refuse_foreign
         from charnn.study.ngram import NGRAM_FORMAT
 
         save = Path(args.save)

@@ -13,6 +13,6 @@ error oracles, braces) in ``charnn.study``.
 from charnn.inspect.ablate import ablate, parse_cells
 from charnn.inspect.find import find_cells
 from charnn.inspect.saturation import gate_saturation
-from charnn.inspect.source import open_subject
+from charnn.subject import open_subject
 
 __all__ = ["ablate", "parse_cells", "find_cells", "gate_saturation", "open_subject"]

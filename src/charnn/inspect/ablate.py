@@ -19,7 +19,7 @@ import torch
 from charnn.errors import CharnnError
 from charnn.inspect import features as feats
 from charnn.inspect.activations import Clamp, record, streams_for
-from charnn.inspect.source import Subject
+from charnn.subject import Subject
 
 
 def parse_cells(spec: str, layers: int, hidden: int) -> list[tuple[int, int]]:

@@ -9,7 +9,7 @@ import torch
 
 from charnn.inspect import features as feats
 from charnn.inspect.activations import record, streams_for
-from charnn.inspect.source import Subject
+from charnn.subject import Subject
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.inspect.activations import GATES, NAMES, record, streams_for
-from charnn.inspect.source import Subject, write_outputs
+from charnn.files import write_outputs
+from charnn.subject import Subject
 
 LOW, HIGH = 0.1, 0.9
 CSV_HEADER = ["layer", "gate", "cell", "left_saturated", "right_saturated"]

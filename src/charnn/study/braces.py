@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, ngram_probs_over, training_ids, write_outputs
+from charnn.brackets import scan
+from charnn.files import write_outputs
+from charnn.subject import Subject, ngram_probs_over, training_ids
 
 BINS = (1, 6, 11, 21, 41, 61, 101, 201, 401, 10 ** 9)  # left edges: 1-5, 6-10, ..., 401+
 CSV_HEADER = ["distance_from", "distance_to", "braces", "rnn_loss", "ngram_loss"]
@@ -26,14 +28,7 @@ PNG_MARKER = b"charnn braces"
 
 def matching_distances(text: str) -> dict[int, int]:
     """Position of each '}' -> distance back to its matching '{' (unmatched ones are left out)."""
-    stack: list[int] = []
-    out = {}
-    for k, ch in enumerate(text):
-        if ch == "{":
-            stack.append(k)
-        elif ch == "}" and stack:
-            out[k] = k - stack.pop()
-    return out
+    return {close: close - open_ for close, open_ in scan(text, "{}").matches.items()}
 
 
 @dataclass

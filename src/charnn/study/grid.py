@@ -199,24 +199,41 @@ def table(results: list[dict]) -> tuple[str, str]:
 
 
 def plot(results: list[dict], path: Path) -> None:
+    """Test loss against parameters, a line per cell and depth; with a single budget (where the
+    models differ in size by about 1%, which a log axis would spread into noise) a bar chart
+    grouped by depth, a bar per cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    styles = {"rnn": "o-", "lstm": "s-", "gru": "^-"}
-    for c in ("rnn", "lstm", "gru"):
-        for n in sorted({r["layers"] for r in results}):
-            pts = sorted((r["params"], r["test_loss"]) for r in results if r["cell"] == c and r["layers"] == n)
-            if pts:
-                ax.plot(*zip(*pts), styles[c], alpha=0.4 + 0.2 * n, label=f"{c.upper()} {n} layer{'s' * (n > 1)}")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    cells = [c for c in ("rnn", "lstm", "gru") if any(r["cell"] == c for r in results)]
+    depths = sorted({r["layers"] for r in results})
+    budgets = sorted({r["budget"] for r in results})
+    if len(budgets) == 1:
+        width = 0.8 / max(len(cells), 1)
+        for k, c in enumerate(cells):
+            xs = [d + (k - (len(cells) - 1) / 2) * width for d in depths]
+            ys = [next((r["test_loss"] for r in results if r["cell"] == c and r["layers"] == d), float("nan"))
+                  for d in depths]
+            ax.bar(xs, ys, width, label=c.upper())
+        ax.set_xticks(depths, [f"{d} layer{'s' * (d > 1)}" for d in depths])
+        ax.set_ylim(min(r["test_loss"] for r in results) * 0.95, max(r["test_loss"] for r in results) * 1.02)
+        ax.set_title(f"test loss at {budget_name(budgets[0])} parameters")
+    else:
+        styles = {"rnn": "o-", "lstm": "s-", "gru": "^-"}
+        for c in cells:
+            for n in depths:
+                pts = sorted((r["params"], r["test_loss"]) for r in results if r["cell"] == c and r["layers"] == n)
+                if pts:
+                    ax.plot(*zip(*pts), styles[c], alpha=0.4 + 0.2 * n, label=f"{c.upper()} {n} layer{'s' * (n > 1)}")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title("test loss at matched parameter budgets")
     ax.set_ylabel("test loss (nats per character)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
-    ax.set_title("test loss at matched parameter budgets")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

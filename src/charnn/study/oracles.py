@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import CharnnError
-from charnn.inspect.source import Subject, ngram_probs_over, training_ids, write_outputs
+from charnn.files import write_outputs
+from charnn.subject import Subject, ngram_probs_over, training_ids
 
 CATEGORIES = ("n-gram", "dynamic memory", "rare words", "word model", "punctuation", "boost")
 MEMORY_N = 10

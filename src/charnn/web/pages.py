@@ -22,7 +22,8 @@ from charnn.errors import CharnnError
 from charnn.files import write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.find import find_cells
-from charnn.inspect.source import Subject, display_chars, refuse_foreign
+from charnn.files import refuse_foreign
+from charnn.subject import Subject, display_chars
 
 CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
 EVOLUTION_MARKER = b'<meta name="generator" content="charnn evolution page">'

@@ -1,4 +1,6 @@
-"""What the inspection commands read: a trained run and a text, in the model's vocabulary."""
+"""What the analyses read: a trained run and a text, in the model's vocabulary (a `Subject`).
+
+Shared by charnn.inspect (inside the model) and charnn.study (comparisons with other models)."""
 
 from __future__ import annotations
 
@@ -62,29 +64,3 @@ def ngram_probs_over(subject: Subject, ngram) -> np.ndarray:
     text before it as context."""
     history = np.concatenate([np.asarray(subject.context_ids), np.asarray(subject.ids)])
     return ngram.probs_of(history, len(subject.context_ids))
-
-
-def refuse_foreign(path: Path, marker: bytes) -> None:
-    """Never overwrite a file charnn did not write: it may be the user's."""
-    if path.exists():
-        if path.is_dir():
-            raise CharnnError(f"{path} is a folder; give a file name for the output")
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        if marker not in head:
-            raise CharnnError(f"{path} exists and was not written by charnn; choose another output name "
-                              f"or move that file away")
-
-
-def write_outputs(out: Path, stem: str, png_marker: bytes, csv_header: list[str], draw, csv_text: str):
-    """`out/STEM.png` (drawn by draw(path)) and `out/STEM.csv`, never over files charnn did not write."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CharnnError(f"{out} is a file; --out takes a folder for {stem}.png and {stem}.csv")
-    png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
-    refuse_foreign(png, png_marker)
-    refuse_foreign(csv_path, ",".join(csv_header).encode())
-    out.mkdir(parents=True, exist_ok=True)
-    draw(png)
-    csv_path.write_text(csv_text, encoding="utf-8")
-    return png, csv_path

@@ -1,0 +1,77 @@
+"""The package's shape holds: layers import downwards only, no library module runs the `charnn`
+command, no function grows past ~80 lines and no room past ~20% of the code."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
+
+# Lower layers never import higher ones (STYLE.md): cli -> (web, study) -> (inspect, train) ->
+# subject -> (sample, evaluate, checkpoint) -> (data, stepper) -> (model, corpus, ...) -> (vocab,
+# config, files). The web pages render what inspect computes, and the study's grid trains models,
+# so they sit above inspect and train; the web pages never import training code.
+RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0,
+        "corpus": 1, "model": 1, "samplestats": 1, "distributed": 1,
+        "data": 2, "stepper": 2,
+        "sample": 3, "evaluate": 3, "checkpoint": 3,
+        "subject": 4,
+        "train": 5, "inspect": 5,
+        "study": 6, "web": 6,
+        "cli": 7, "__main__": 8}
+
+
+def _room(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    out = set()
+    for node in ast.walk(tree):  # function-level imports count too
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("charnn"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                out.add(parts[1])
+            else:  # from charnn import x
+                out.update(a.name for a in node.names if a.name != "__version__")
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("charnn."))
+    return out
+
+
+def test_every_module_has_a_layer_and_imports_only_below_it():
+    wrong = []
+    for path in sorted(PKG.rglob("*.py")):
+        room = _room(path)
+        assert room in RANK, f"{path.relative_to(PKG)}: give its room a layer in RANK"
+        for target in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if target != room and RANK[target] >= RANK[room]:
+                wrong.append(f"{path.relative_to(PKG)} imports charnn.{target}")
+    assert wrong == []
+
+
+def test_the_web_pages_never_import_training_code():
+    for path in (PKG / "web").rglob("*.py"):
+        assert not {"train", "distributed", "study"} & _imports(ast.parse(path.read_text(encoding="utf-8"))), path
+
+
+def test_no_library_module_runs_the_command_line():
+    for path in PKG.rglob("*.py"):
+        if _room(path) in ("cli", "__main__"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "subprocess" not in text and '"-m", "charnn"' not in text, path
+
+
+def test_functions_and_rooms_stay_readable():
+    total, rooms, long = 0, {}, []
+    for path in PKG.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        n = len(text.splitlines())
+        total += n
+        rooms[_room(path)] = rooms.get(_room(path), 0) + n
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 85:
+                long.append(f"{path.relative_to(PKG)}:{node.name}")
+    assert long == []
+    assert max(rooms.values()) <= 0.2 * total, rooms
