@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install bench study mutants faults
+.PHONY: test demo install bench study mutants faults gpu-check
 
 install:
 	python3 -m venv $(VENV)
@@ -35,3 +35,8 @@ mutants: install
 # Kill training at random moments and inside checkpoint writes; resume; compare (a few minutes).
 faults: install
 	$(VENV)/bin/python bench/faults.py
+
+# On a machine with CUDA or Apple MPS: the whole GPU path in a few minutes, a verdict per line.
+# Without a GPU it says so and exits 0.
+gpu-check: install
+	$(VENV)/bin/python scripts/gpu_check.py

@@ -93,3 +93,17 @@ def test_a_batch_that_does_not_split_evenly_is_refused(folder):
     assert "--batch-size 7 must be divisible by the 2 processes" in r.stderr
     # (torchrun then reports the failed ranks in its own words, traceback included)
     assert not (folder / "odd" / "last.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_dropout_resume_with_two_processes_is_exact(folder):
+    """Each rank's RNG state is saved and restored: with dropout, 12 + 12 steps equal 24."""
+    args = [a if a != "0" or i == 0 or ARGS[i - 1] != "--dropout" else "0.2" for i, a in enumerate(ARGS)]
+    assert "0.2" in args
+    run("train", "t.txt", "--out", "dref", *args, "--max-steps", "24", procs=2, cwd=folder)
+    run("train", "t.txt", "--out", "dsplit", *args, "--max-steps", "12", procs=2, cwd=folder)
+    run("train", "--resume", "--out", "dsplit", "--max-steps", "24", "--quiet", "--samples", "0", procs=2, cwd=folder)
+    assert_same_weights(folder / "dref" / "last.safetensors", folder / "dsplit" / "last.safetensors", atol=0)
+    saved = load_file(folder / "dsplit" / "last.safetensors")
+    assert {k for k in saved if k.startswith("rng.")} == {"rng.0.cpu", "rng.1.cpu"}
+    assert not torch.equal(saved["rng.0.cpu"], saved["rng.1.cpu"])  # each rank draws its own masks

@@ -379,3 +379,29 @@ def test_last_checkpoint_is_saved_at_start_evaluations_and_every_interval(text_f
     train(tiny_config(text_file, max_steps=12, eval_every=eval_every, checkpoint_every=every), tmp_path / "r",
           progress=False)
     assert saved == expected
+
+
+def test_the_training_step_reads_nothing_back_from_the_device_between_log_steps(text_file, tmp_path, monkeypatch):
+    """.item() / .tolist() / .cpu() stall a GPU: between steps 11 and 39 (no evaluation, snapshot or
+    save there) the loop may read back only at its log steps, 20 and 30, once each."""
+    calls = {"item": 0, "tolist": 0, "cpu": 0}
+    for name in calls:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    marks = {}
+
+    def on_step(step):
+        if step in (11, 39):
+            marks[step] = dict(calls)
+        return False
+
+    cfg = tiny_config(text_file, max_steps=45, eval_every=1000, checkpoint_every=0)
+    cfg.train.snapshot_steps = ()
+    train(cfg, tmp_path / "run", progress=False, on_step=on_step)
+    between = {k: marks[39][k] - marks[11][k] for k in calls}
+    assert between == {"item": 0, "tolist": 2, "cpu": 0}, between

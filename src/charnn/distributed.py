@@ -41,10 +41,25 @@ class Dist:
 
     def device(self, device: torch.device) -> torch.device:
         """Each process takes its own GPU; on the CPU they share it."""
+        if self.active and device.type == "mps":
+            raise CharnnError("torchrun cannot share Apple's MPS between processes; train in one process "
+                              "(plain charnn train) or pass --device cpu")
         if self.active and device.type == "cuda":
+            if self.local_rank >= torch.cuda.device_count():
+                raise CharnnError(f"{int(os.environ.get('LOCAL_WORLD_SIZE', self.local_rank + 1))} processes on this "
+                                  f"machine but only {torch.cuda.device_count()} GPUs; use torchrun --nproc_per_node "
+                                  f"{torch.cuda.device_count()}")
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         return device
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's obj, in rank order (on every rank)."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def shard(self, batch_size: int) -> tuple[int, int]:
         """(first stream, number of streams) of this process in a global batch."""
@@ -122,3 +137,51 @@ def set_threads(n: int) -> int:
         n = cores
     torch.set_num_threads(n)
     return n
+
+
+# ---- what each kind of device can do -------------------------------------------------------------
+
+def torch_at_least(major: int, minor: int) -> bool:
+    return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (major, minor)
+
+
+def foreach_ok(device_type: str) -> bool:
+    """Multi-tensor (foreach) kernels for the gradient norm: CPU and CUDA have them; MPS does not
+    (clip_grad_norm_(foreach=True) raises there), so it takes the per-tensor loop."""
+    return device_type in ("cpu", "cuda")
+
+
+def fused_adamw_ok(device_type: str) -> bool:
+    """Fused AdamW: CPU and CUDA since torch 2.4, MPS since 2.5."""
+    if device_type in ("cpu", "cuda"):
+        return torch_at_least(2, 4)
+    return device_type == "mps" and torch_at_least(2, 5)
+
+
+def autocast(device_type: str, precision: str):
+    """bf16 autocast for --precision bf16, and no autocast context at all for fp32 (building a
+    disabled one raises on MPS with torch < 2.5)."""
+    import contextlib
+
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rng_states(device_type: str) -> dict[str, torch.Tensor]:
+    """This process's random-number states: the CPU's and, only when training there, its GPU's
+    (asking CUDA on a CPU run would initialise it for nothing)."""
+    out = {"cpu": torch.get_rng_state()}
+    if device_type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state()
+    elif device_type == "mps":
+        out["mps"] = torch.mps.get_rng_state()
+    return out
+
+
+def set_rng_states(states: dict[str, torch.Tensor], device_type: str) -> None:
+    torch.set_rng_state(states["cpu"])
+    if device_type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+    elif device_type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"])

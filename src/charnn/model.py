@@ -68,7 +68,14 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], x.device)
         emb = self.embed(x)  # (B, T, E)
-        out, state = self.rnn(emb, state)  # (B, T, H)
+        if torch.is_autocast_enabled(x.device.type):
+            # The recurrence stays fp32 under autocast: cuDNN's autocast wrapper for RNNs has cast
+            # them to fp16 whatever dtype was asked for, and fp16 without a gradient scaler
+            # underflows; the read-out (and its matrix product) still runs in the autocast dtype.
+            with torch.autocast(x.device.type, enabled=False):
+                out, state = self.rnn(emb.float(), _float_state(state))
+        else:
+            out, state = self.rnn(emb, state)  # (B, T, H)
         return self.head(self.drop(out)), state
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None):
@@ -185,6 +192,10 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes["head.weight"] = (cfg.vocab_size, cfg.hidden)
     shapes["head.bias"] = (cfg.vocab_size,)
     return shapes
+
+
+def _float_state(state: State) -> State:
+    return tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
 
 
 def detach_state(state: State) -> State:

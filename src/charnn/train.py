@@ -27,7 +27,8 @@ from tqdm import tqdm
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
 from charnn.data import StreamBatcher, prepare
-from charnn.distributed import Dist, pick_device, set_threads
+from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, rng_states, set_rng_states,
+                                set_threads)
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -85,10 +86,11 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     """
     t = cfg.train
     if t.optimizer == "rmsprop":  # the paper's optimiser, with char-rnn's decay rate 0.95
-        return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8, foreach=True)
+        return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8,
+                                   foreach=foreach_ok(next(model.parameters()).device.type))
     device = next(model.parameters()).device.type
     return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay,
-                             fused=device in ("cpu", "cuda", "mps") or None)
+                             fused=fused_adamw_ok(device) or None)
 
 
 class _StopFlag:
@@ -139,21 +141,21 @@ def _state_from(tensors, device):
     return None
 
 
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    out = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = s
-    return out
+def _rng_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every rank's RNG states as checkpoint tensors: rng.<rank>.<cpu|cuda|mps>."""
+    return {f"rng.{r}.{k}": v for r, states in enumerate(per_rank) for k, v in states.items()}
 
 
-def _restore_rng(tensors) -> None:
-    if "rng.cpu" in tensors:
-        torch.set_rng_state(tensors["rng.cpu"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
+def _restore_rng(tensors, rank: int, world: int, device_type: str) -> None:
+    """This rank's RNG states from a checkpoint. Saved by as many processes: each takes its own
+    and the run continues exactly; saved by another number (or by a version that kept rank 0's
+    alone), the CPU state of rank 0 seeds rank 0 and the other ranks start fresh streams, so
+    dropout masks (not the weights' arithmetic) differ from an uninterrupted run."""
+    ranks = {int(k.split(".")[1]) for k in tensors if k.startswith("rng.") and k.split(".")[1].isdigit()}
+    if ranks == set(range(world)):
+        set_rng_states({k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")}, device_type)
+    elif rank == 0 and ("rng.0.cpu" in tensors or "rng.cpu" in tensors):
+        torch.set_rng_state(tensors.get("rng.0.cpu", tensors.get("rng.cpu")))
 
 
 class _Loss(torch.nn.Module):
@@ -181,6 +183,10 @@ STOP_REASONS = ("", "max-steps", "max-epochs", "max-time", "patience", "interrup
 # uniformly costs ln(V) <= 11.1 nats for any vocabulary up to 65,536 symbols, and a healthy run
 # starts near that and only falls (--lr 1e6 reaches 10^7 nats by its second step).
 DIVERGED_LOSS = 100.0
+# The training loop reads values back from the device (the loss, the divergence check, a stop
+# decision shared under torchrun) only every LOG_EVERY steps and at evaluations, snapshots and
+# saves: every read-back stalls a GPU until its queue drains.
+LOG_EVERY = 10
 LOGS = ("metrics.jsonl", "samples.jsonl")
 
 
@@ -328,6 +334,8 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.model = CharRNN(cfg.model, embed_std).to(self.device)
+        if dd.active:  # every rank builds the same weights (DDP broadcasts rank 0's), then draws its own dropout
+            torch.manual_seed(t.seed + 1_000_003 * dd.rank)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.opt = make_optimizer(cfg, self.model)
@@ -336,7 +344,7 @@ class Trainer:
         if resume:
             self.model.load_state_dict(saved.weights)
             ckpt.optimizer_from_tensors(self.opt, saved.tensors, self.meta["optimizer"])
-            _restore_rng(saved.tensors)
+            _restore_rng(saved.tensors, dd.rank, dd.world, self.device.type)
             self.state = TrainState.from_meta(self.meta)
             carried = _state_from(saved.tensors, self.device)
         self.carried = _streams(carried, self.first, self.per)
@@ -350,6 +358,7 @@ class Trainer:
             for name in LOGS:
                 keep_lines(out / name, lambda line: json.loads(line).get("step", 0) <= step)
         self.judge: dict = {}  # the training split's substring index, built at the first snapshot
+        self.health: dict | None = None  # device-side divergence bookkeeping (see _watch)
         self.train_loss = float("nan")
         self.saved_step = self.state.step if resume else None
 
@@ -434,33 +443,59 @@ class Trainer:
         lr = lr_at(self.cfg, st.step, self.epoch_float(), self.progress_frac())
         for g in self.opt.param_groups:
             g["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+        with autocast(self.device.type, t.precision):
             loss, state = self.net(x, y, self.carried)
         if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
             state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
         self.carried = detach_state(state)
-        self.train_loss = self.dd.mean(loss.detach()).item()  # the global batch's loss
-        if not math.isfinite(self.train_loss) or self.train_loss > DIVERGED_LOSS:
-            self._diverged(f"loss {self.train_loss:g}", during_step=True)
+        loss_d = self.dd.mean(loss.detach()).float()  # the global batch's loss, left on the device
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clamp:
             for p in model.parameters():
                 p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
         # The norm is also the divergence check; with no clipping asked, max_norm inf scales by 1.
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf, foreach=True)
-        if not math.isfinite(norm.item()):
-            self._diverged(f"gradient norm {norm.item()}", during_step=True)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf,
+                                              foreach=foreach_ok(self.device.type))
+        self._watch(loss_d, norm.float(), st.step + 1)
         self.opt.step()
         st.step += 1
         st.step_in_epoch += 1
         return lr
 
-    def _diverged(self, what: str, during_step: bool = False) -> None:
+    def _watch(self, loss: torch.Tensor, norm: torch.Tensor, step: int) -> None:
+        """Note on the device, without reading anything back, the first step whose loss or
+        gradient norm went bad; check_health reads it. A bad step's update is applied (skipping
+        it would need a read-back), but the weights it makes are never saved: every save and
+        evaluation checks first."""
+        if self.health is None:
+            self.health = {"first_bad": torch.full((), -1, dtype=torch.long, device=loss.device),
+                           "bad_loss": torch.zeros((), device=loss.device),
+                           "bad_norm": torch.zeros((), device=loss.device)}
+        h = self.health
+        new = (~torch.isfinite(loss) | (loss > DIVERGED_LOSS) | ~torch.isfinite(norm)) & (h["first_bad"] < 0)
+        h["first_bad"] = torch.where(new, step, h["first_bad"])
+        h["bad_loss"] = torch.where(new, loss, h["bad_loss"])
+        h["bad_norm"] = torch.where(new, norm, h["bad_norm"])
+        h["loss"] = loss
+
+    def check_health(self) -> None:
+        """The one read-back of the loop: the latest loss, and a divergence noted since."""
+        if self.health is None:
+            return
+        h = self.health
+        first_bad, bad_loss, bad_norm, loss = torch.stack(
+            [h["first_bad"].double(), h["bad_loss"].double(), h["bad_norm"].double(), h["loss"].double()]).tolist()
+        self.train_loss = loss
+        if first_bad >= 0:
+            bad = not math.isfinite(bad_loss) or bad_loss > DIVERGED_LOSS
+            self._diverged(f"loss {bad_loss:g}" if bad else f"gradient norm {bad_norm:g}", at=int(first_bad))
+
+    def _diverged(self, what: str, at: int | None = None) -> None:
         st, lr = self.state, self.cfg.train.lr
         kept = (f"{ckpt.LAST} still holds step {self.saved_step}" if self.saved_step is not None
                 else "nothing was saved")
-        raise Diverged(f"training diverged at step {st.step + during_step} ({what}); {kept}; continue with a lower --lr: "
+        raise Diverged(f"training diverged at step {st.step if at is None else at} ({what}); {kept}; continue with a lower --lr: "
                        f"charnn train --resume --out {self.out} --lr {lr / 10:g}")
 
     # ---- evaluation, logs, checkpoints --------------------------------------------------------
@@ -514,6 +549,7 @@ class Trainer:
             full = tuple(dd.gather_streams(s) for s in state) if isinstance(state, tuple) else dd.gather_streams(state)
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             self._diverged("non-finite weights")
+        rngs = dd.gather_objects({k: v.cpu() for k, v in rng_states(self.device.type).items()})
         self.last_save = time.perf_counter()
         if not dd.main:
             return
@@ -524,32 +560,41 @@ class Trainer:
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
         ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,
-                  {**opt_tensors, **_rng_tensors(), **_state_tensors(full)})
+                  {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full)})
         self.saved_step = self.state.step
 
     # ---- the loop -------------------------------------------------------------------------
 
     def stop_reason(self, flag: _StopFlag) -> str:
-        t, st = self.cfg.train, self.state
-        reason = ""
+        t, st, dd = self.cfg.train, self.state, self.dd
+        # the same on every process: steps, epochs, evaluations (their loss is broadcast)
         if t.max_steps and st.step >= t.max_steps:
-            reason = "max-steps"
-        elif t.max_epochs and self.epoch_float() >= t.max_epochs:
-            reason = "max-epochs"
-        elif t.max_time and self.elapsed() >= t.max_time:
+            return "max-steps"
+        if t.max_epochs and self.epoch_float() >= t.max_epochs:
+            return "max-epochs"
+        if t.patience and st.evals_since_best >= t.patience:
+            return "patience"
+        if dd.active and st.step % LOG_EVERY:  # clocks and signals: rank 0's, shared every LOG_EVERY steps
+            return ""
+        reason = ""
+        if t.max_time and self.elapsed() >= t.max_time:
             reason = "max-time"
-        elif t.patience and st.evals_since_best >= t.patience:
-            reason = "patience"
         elif flag.set or (self.on_step is not None and st.step > 0 and self.on_step(st.step)):
             reason = "interrupt"
-        if self.dd.active:  # rank 0 decides for everyone (clocks and signals differ)
-            reason = STOP_REASONS[int(self.dd.broadcast(STOP_REASONS.index(reason), self.device))]
+        if dd.active:
+            reason = STOP_REASONS[int(dd.broadcast(STOP_REASONS.index(reason), self.device))]
         return reason
 
     def after_step(self, lr: float, speed: float) -> None:
         """Log, evaluate, snapshot and save as the step number and the clock ask."""
         t, st = self.cfg.train, self.state
-        if st.step % 10 == 0:
+        log_step = st.step % LOG_EVERY == 0
+        due = bool(t.checkpoint_every) and time.perf_counter() - self.last_save >= t.checkpoint_every
+        if self.dd.active:  # rank 0's clock decides, every LOG_EVERY steps (a broadcast waits for the device)
+            due = log_step and bool(self.dd.broadcast(float(due), self.device))
+        if log_step or due or st.step % t.eval_every == 0 or st.step in t.snapshot_steps:
+            self.check_health()
+        if log_step:
             self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "lr": lr, "train_loss": self.train_loss,
                       "chars_per_s": round(speed), "elapsed": round(self.elapsed(), 3)})
         val = None
@@ -567,9 +612,6 @@ class Trainer:
                      f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
         if st.step in t.snapshot_steps or val is not None:
             self.snapshot(val)
-        due = t.checkpoint_every and time.perf_counter() - self.last_save >= t.checkpoint_every
-        if self.dd.active:
-            due = bool(self.dd.broadcast(float(bool(due)), self.device))
         if val is not None or due:
             self.save_last()
 
@@ -624,6 +666,7 @@ class Trainer:
     def finish(self, stopped_by: str) -> None:
         """The end-of-run evaluation (unless interrupted) and the final checkpoint."""
         t, st = self.cfg.train, self.state
+        self.check_health()
         if stopped_by != "interrupt" and st.step % t.eval_every != 0:
             st.last_val_loss = self.evaluate()
             self.log({"step": st.step, "val_loss": st.last_val_loss, "val_bpc": st.last_val_loss / math.log(2),

@@ -98,32 +98,17 @@ def cmd_grid(args) -> int:
     from charnn.config import DataConfig
     from charnn.data import prepare
 
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in grid.GATES]
-    if bad or not cells:
-        raise CharnnError(f"--cells {args.cells!r}: choose from rnn, lstm, gru")
-    try:
-        layers = [int(x) for x in args.layers.split(",")]
-    except ValueError:
-        raise CharnnError(f"--layers {args.layers!r}: expected depths like 1,2,3") from None
-    if not layers or any(not 1 <= n <= 8 for n in layers):
-        raise CharnnError(f"--layers {args.layers!r}: depths must be between 1 and 8")
+    cells, layers = grid.parse_cells(args.cells), grid.parse_layers(args.layers)
     budgets = grid.parse_budgets(args.params)
-    if not args.max_time and not args.max_steps:
-        raise CharnnError("give every run the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
     if args.jobs < 1:
         raise CharnnError("--jobs must be at least 1")
-    if not args.lr > 0:
-        raise CharnnError(f"--lr must be positive, got {args.lr:g}")
-    if not 0 <= args.dropout < 1:
-        raise CharnnError(f"--dropout must be in [0, 1), got {args.dropout:g}")
+    settings = grid.Settings(embed=args.embed, split=tuple(args.split), dropout=args.dropout, lr=args.lr,
+                             max_time=args.max_time or 0.0, max_steps=args.max_steps or 0).validate()
     DataConfig(text=args.text, split=args.split).validate()
     path = Path(args.text).expanduser()
     text = str(path.resolve()) if path.exists() else args.text
     vocab = len(prepare(text).vocab)
     entries = grid.plan(cells, layers, budgets, vocab, args.embed)
-    settings = grid.Settings(embed=args.embed, split=tuple(args.split), dropout=args.dropout, lr=args.lr,
-                             max_time=args.max_time or 0.0, max_steps=args.max_steps or 0)
     out = Path(args.out)
     done = sum((out / e.name / "result.json").is_file() for e in entries)
     print(f"grid: {len(entries)} runs ({done} already finished) on {args.text}, vocabulary {vocab}", file=sys.stderr)

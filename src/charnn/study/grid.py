@@ -46,6 +46,34 @@ class Settings:
     max_steps: int = 0
     extra: dict = field(default_factory=dict)  # more TrainConfig fields (tests)
 
+    def validate(self) -> "Settings":
+        if not self.max_time and not self.max_steps:
+            raise CharnnError("give every run the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
+        if not self.lr > 0:
+            raise CharnnError(f"--lr must be positive, got {self.lr:g}")
+        if not 0 <= self.dropout < 1:
+            raise CharnnError(f"--dropout must be in [0, 1), got {self.dropout:g}")
+        if self.embed < 1:
+            raise CharnnError(f"--embed must be a positive integer, got {self.embed}")
+        return self
+
+
+def parse_cells(text: str) -> list[str]:
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells or any(c not in GATES for c in cells):
+        raise CharnnError(f"--cells {text!r}: choose from rnn, lstm, gru")
+    return cells
+
+
+def parse_layers(text: str) -> list[int]:
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise CharnnError(f"--layers {text!r}: expected depths like 1,2,3") from None
+    if not layers or any(not 1 <= n <= 8 for n in layers):
+        raise CharnnError(f"--layers {text!r}: depths must be between 1 and 8")
+    return layers
+
 
 def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
     """Parameters of CharRNN: embedding, per layer G*H*(in + H) weights and 2*G*H biases, read-out."""

@@ -1,0 +1,81 @@
+"""What each kind of device gets, decided by functions of the device type so that the choices for
+CUDA and Apple MPS are tested here on the CPU."""
+
+import contextlib
+
+import pytest
+import torch
+
+from charnn import distributed as dist_mod
+from charnn.config import ModelConfig
+from charnn.model import CharRNN
+
+
+def test_mps_gets_the_per_tensor_gradient_norm_and_cpu_cuda_the_foreach_one():
+    assert dist_mod.foreach_ok("cpu") and dist_mod.foreach_ok("cuda") and not dist_mod.foreach_ok("mps")
+
+
+def test_fused_adamw_only_where_this_torch_has_it(monkeypatch):
+    monkeypatch.setattr(dist_mod.torch, "__version__", "2.4.1+cu121")
+    assert dist_mod.fused_adamw_ok("cpu") and dist_mod.fused_adamw_ok("cuda") and not dist_mod.fused_adamw_ok("mps")
+    monkeypatch.setattr(dist_mod.torch, "__version__", "2.5.0")
+    assert dist_mod.fused_adamw_ok("mps")
+    monkeypatch.setattr(dist_mod.torch, "__version__", "2.3.1")
+    assert not dist_mod.fused_adamw_ok("cpu")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
+def test_fp32_builds_no_autocast_context_at_all(device):
+    assert isinstance(dist_mod.autocast(device, "fp32"), contextlib.nullcontext)  # MPS + torch < 2.5 would raise
+    ctx = dist_mod.autocast("cpu", "bf16")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+
+
+def test_under_bf16_autocast_the_recurrence_runs_in_fp32_and_the_read_out_in_bf16():
+    m = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=16, embed=8, vocab_size=11)).eval()
+    seen = {}
+    m.rnn.register_forward_hook(lambda mod, inp, out: seen.update(rnn_in=inp[0].dtype, rnn_out=out[0].dtype))
+    with dist_mod.autocast("cpu", "bf16"):
+        logits, (h, c) = m(torch.zeros(2, 5, dtype=torch.long))
+    assert seen == {"rnn_in": torch.float32, "rnn_out": torch.float32}
+    assert logits.dtype == torch.bfloat16 and h.dtype == c.dtype == torch.float32
+    logits32, _ = m(torch.zeros(2, 5, dtype=torch.long))
+    assert logits32.dtype == torch.float32 and seen["rnn_out"] == torch.float32
+
+
+def test_rng_states_are_restored_per_rank_with_numeric_ranks():
+    from charnn.train import _restore_rng, _rng_tensors
+
+    per_rank = []
+    for r in range(12):  # rank 10 must not be taken for rank 1 ("rng.10" sorts before "rng.2")
+        torch.manual_seed(100 + r)
+        per_rank.append({"cpu": torch.get_rng_state()})
+    tensors = _rng_tensors(per_rank)
+    _restore_rng(tensors, rank=10, world=12, device_type="cpu")
+    assert torch.equal(torch.get_rng_state(), per_rank[10]["cpu"])
+    _restore_rng(tensors, rank=2, world=12, device_type="cpu")
+    assert torch.equal(torch.get_rng_state(), per_rank[2]["cpu"])
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    _restore_rng(tensors, rank=3, world=4, device_type="cpu")  # saved by 12 processes, resumed by 4
+    assert torch.equal(torch.get_rng_state(), before)  # rank 3 keeps its fresh stream
+
+
+def test_a_cpu_run_never_touches_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: pytest.fail("CUDA asked on a CPU run"))
+    assert set(dist_mod.rng_states("cpu")) == {"cpu"}
+
+
+def test_torchrun_refuses_mps_and_more_processes_than_gpus(monkeypatch):
+    from charnn.errors import CharnnError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    d = dist_mod.Dist()
+    with pytest.raises(CharnnError, match="torchrun cannot share Apple's MPS"):
+        d.device(torch.device("mps"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CharnnError, match="2 processes on this machine but only 1 GPUs; use torchrun --nproc_per_node 1"):
+        d.device(torch.device("cuda"))
