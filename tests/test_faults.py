@@ -35,7 +35,7 @@ def straight(tmp_path_factory):
     ("point", "after-rename:last.safetensors:4"),  # renamed, folder not fsynced
     ("point", "after-tmp:last.safetensors:1"),   # before the first checkpoint exists
     ("kill", 3.5),                               # wherever training is after 3.5 s
-])
+], ids=["mid_tmp_2", "after_tmp_3", "after_rename_4", "after_tmp_1", "kill_3s"])
 def test_killed_run_resumes_bit_identical(straight, fault):
     d, text, env = straight
     out = d / f"run-{fault[1]}".replace(":", "_")
