@@ -270,7 +270,8 @@ def cmd_check(args) -> int:
     found = check_run(args.run)
     width = max(len(f.name) for f in found)
     for f in found:
-        print(f"{f.name:<{width}}  {'ok     ' if f.ok else 'PROBLEM'}  {f.says}")
+        status = "ok" if f.ok else "missing" if f.says == "missing" else "PROBLEM"
+        print(f"{f.name:<{width}}  {status:<7}  {f.says if status != 'missing' else ''}".rstrip())
     bad = [f for f in found if not f.ok and f.says != "missing"]
     usable = [f.name for f in found if f.ok and f.name.endswith(".safetensors")]
     print(f"{args.run}: " + ("every file checks out" if not bad else f"{len(bad)} problem(s)") +
