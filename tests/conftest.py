@@ -4,7 +4,21 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+def _shared_data() -> Path:
+    """The reference corpora: $CHARNN_SHARED_DATA, else the nearest shared/data beside the
+    repository or a folder above it (CI lays a copy of shared/ beside its clone)."""
+    import os
+
+    if os.environ.get("CHARNN_SHARED_DATA"):
+        return Path(os.environ["CHARNN_SHARED_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    for up in repo.parents:
+        if (up / "shared" / "data").is_dir():
+            return up / "shared" / "data"
+    return repo.parent / "shared" / "data"
+
+
+SHARED = _shared_data()
 
 
 def require(present: bool, what: str) -> None:
