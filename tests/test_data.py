@@ -131,3 +131,21 @@ def test_ascii_blocks_and_utf8_blocks_mix(tmp_path, monkeypatch):
     bad.write_bytes(b"hello " * 10 + b"\xff\xfe" + b"world")
     with pytest.raises(CharnnError, match="at byte offset 60;"):
         data.prepare(str(bad))
+
+
+def test_a_killed_encodes_temporary_folder_is_removed_once_stale(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("CHARNN_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "data"
+    old, young = root / ".abc.killed", root / ".def.running"
+    for d in (old, young):
+        d.mkdir(parents=True)
+        (d / "ids.bin").write_bytes(b"\0" * 10)
+    past = time.time() - 2 * data.STALE_AFTER
+    os.utime(old, (past, past))
+    (tmp_path / "t.txt").write_text("some text to encode\n" * 10)
+    enc = data.prepare(str(tmp_path / "t.txt"))
+    assert len(enc.ids) == 200
+    assert not old.exists() and young.exists()  # a young one may be another process's encode

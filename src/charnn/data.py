@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -152,6 +153,21 @@ def _load(folder: Path, key: str) -> Encoded:
     return Encoded(ids, vocab, key)
 
 
+STALE_AFTER = 24 * 3600  # seconds: no encode takes a day (a gigabyte takes about 20 s)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Remove the temporary folders of encodes that were killed (SIGKILL skips their cleanup).
+    Only folders untouched for a day: a younger one may belong to an encode still running."""
+    now = time.time()
+    for p in root.glob(".*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_AFTER:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
     # Pass 1: the vocabulary is the sorted set of units seen (marking them is much faster than
     # np.bincount, which walks a table of every Unicode code point per block).
@@ -169,6 +185,7 @@ def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
     # Pass 2: map to ids, written to a file in a temporary folder that is renamed into place when
     # complete, so a crash never leaves a half-written cache entry.
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         # Plain writes, not a writable memmap: its dirty pages would count as resident memory
