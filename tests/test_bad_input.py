@@ -13,14 +13,7 @@ import pytest
 import torch
 
 from conftest import learnable_text
-
-TINY = ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", "--batch-size", "8", "--threads", "1", "--quiet"]
-
-
-def charnn(*args, env=None, timeout=120):
-    env = dict(env or os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "charnn", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+from test_cli import TINY, charnn
 
 
 def _rewrite(src: Path, dst: Path, config=None, drop_config=False, tensor=None):
