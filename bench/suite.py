@@ -202,6 +202,62 @@ def gpu_throughput():
     row(name, 10_000 / t_bf16, 10_000 / t_fp32, "chars/s", note=f"{torch.cuda.get_device_name()}; reference: fp32")
 
 
+def gpu_train_loop(device: str = "cuda", layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
+                   steps: int = 10):
+    """`charnn train`'s own step (the Trainer: batches read from the memory-mapped split and copied
+    to the device, the divergence watch, clipping, fused AdamW, a read-back every 10 steps)
+    against a bare cuDNN step on batches already on the device. The ratio is what the loop costs
+    beyond the arithmetic; fp32, the same model."""
+    from charnn.config import RunConfig
+    from charnn.distributed import Dist
+    from charnn.train import Trainer, make_optimizer
+
+    name = f"GPU: charnn train's step vs a bare step, LSTM {layers}x{hidden} batch {batch} seq {seq}, fp32"
+    if device == "cuda" and not torch.cuda.is_available():
+        ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
+                     "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA GPU on this machine"})
+        return
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(tmp) / "text.txt"
+        rng = np.random.default_rng(0)
+        text.write_bytes(bytes(rng.integers(32, 127, batch * seq * (steps * 4 + 8)).astype(np.uint8)))
+        cfg = RunConfig()
+        cfg.data.text = str(text)
+        cfg.model.layers, cfg.model.hidden, cfg.model.embed, cfg.model.dropout = layers, hidden, hidden, 0.0
+        t = cfg.train
+        t.batch_size, t.seq_len, t.device, t.eval_every, t.checkpoint_every = batch, seq, device, 10 ** 9, 0
+        t.snapshot_steps = ()
+        (Path(tmp) / "run").mkdir()
+        trainer = Trainer(cfg, Path(tmp) / "run", False, None, {}, False, None, Dist())
+        trainer.model.train()
+
+        def ours():
+            for _ in range(steps):
+                trainer.train_step()
+                if trainer.state.step % 10 == 0:
+                    trainer.check_health()
+            sync()
+
+        torch.manual_seed(0)
+        model = CharRNN(cfg.model).to(device)
+        opt = make_optimizer(cfg, model)
+        x = torch.randint(0, cfg.model.vocab_size, (batch, seq), device=device)
+
+        def bare():
+            for _ in range(steps):
+                loss, _ = model.loss(x, x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sync()
+
+        t_our, t_ref = _paired_times(ours, bare, repeats=5, warmup=1)
+    chars = batch * seq * steps
+    where = torch.cuda.get_device_name() if device == "cuda" else device
+    row(name, chars / t_our, chars / t_ref, "chars/s", note=f"{where}; reference: the model's step on resident batches")
+
+
 # ---- sampling -------------------------------------------------------------------------------
 
 def sampling(num: int, length: int):
@@ -379,6 +435,7 @@ def main() -> int:
         throughput(3, 100, 100, steps=6)
     if want("gpu"):
         gpu_throughput()
+        gpu_train_loop()
     if want("sampling"):
         sampling(1, 1000)
         sampling(64, 200)

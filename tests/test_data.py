@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from charnn import data
 from charnn.errors import CharnnError
@@ -81,6 +82,16 @@ def test_streams_continue_from_window_to_window():
     assert (y0[:, :-1] == x0[:, 1:]).all()  # targets are the inputs shifted by one
     assert (x1[:, 0] == y0[:, -1]).all()  # the next window starts where this one ended
     assert x0[:, 0].tolist() == [0, 250, 500, 750]  # stream b starts at b * L
+
+
+def test_a_process_reads_only_its_own_streams_as_one_contiguous_block():
+    b = data.StreamBatcher(np.arange(1001), batch_size=4, seq_len=10)
+    whole = b.window(3)
+    x, y = b.batch(3)
+    assert whole.shape == (4, 11) and whole.is_contiguous()
+    assert torch.equal(whole[:, :-1], x) and torch.equal(whole[:, 1:], y)
+    mine = b.window(3, first=2, count=2)  # rank 1 of 2
+    assert mine.is_contiguous() and torch.equal(mine, whole[2:4])
 
 
 def test_too_little_data_shrinks_batch_with_warning(capsys):

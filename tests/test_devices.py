@@ -79,3 +79,68 @@ def test_torchrun_refuses_mps_and_more_processes_than_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(CharnnError, match="2 processes on this machine but only 1 GPUs; use torchrun --nproc_per_node 1"):
         d.device(torch.device("cuda"))
+
+
+def test_batches_are_pinned_only_for_cuda_and_evaluation_reads_more_streams_on_a_gpu():
+    assert dist_mod.pin_ok("cuda") and not dist_mod.pin_ok("cpu") and not dist_mod.pin_ok("mps")
+    assert dist_mod.eval_streams("cpu") == 64
+    assert dist_mod.eval_streams("cuda") > 64 and dist_mod.eval_streams("mps") > 64
+
+
+class _ReadBacks:
+    """Counts what stalls a GPU: scalar reads (.item(), float(t), bool(t) all dispatch
+    aten._local_scalar_dense) and calls of Tensor.cpu()."""
+
+    def __init__(self, monkeypatch):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.scalars = self.cpu = 0
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    outer.scalars += 1
+                return func(*args, **(kwargs or {}))
+
+        real_cpu = torch.Tensor.cpu
+
+        def counted(t, *a, **k):
+            self.cpu += 1
+            return real_cpu(t, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, "cpu", counted)
+        self.mode = Mode()
+
+
+def test_evaluation_reads_back_once_however_many_windows(monkeypatch):
+    import numpy as np
+
+    from charnn.evaluate import char_losses, evaluate
+
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="lstm", layers=1, hidden=16, embed=8, vocab_size=7)).eval()
+    ids = np.random.default_rng(0).integers(0, 7, 5000)
+    rb = _ReadBacks(monkeypatch)
+    with rb.mode:
+        score = evaluate(m, ids, streams=4, seq_len=32)  # 40 windows
+    assert score.chars == 4999 and rb.scalars == 1 and rb.cpu == 0
+    rb.scalars = 0
+    with rb.mode:
+        nll = char_losses(m, ids, streams=4, seq_len=32)
+    assert rb.scalars == 0 and rb.cpu == 1
+    assert abs(np.nanmean(nll) - score.loss) < 1e-5
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampling_makes_one_device_to_host_copy_per_character(monkeypatch, temperature):
+    from charnn.sample import generate
+    from charnn.vocab import Vocab
+
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="gru", layers=2, hidden=16, embed=8, vocab_size=5)).eval()
+    vocab = Vocab([10, 97, 98, 99, 100])
+    rb = _ReadBacks(monkeypatch)
+    with rb.mode:
+        out = list(generate(m, vocab, prime="ab", length=30, num=3, seed=1, temperature=temperature))
+    assert len(out) == 30 and rb.cpu == 30 and rb.scalars == 0

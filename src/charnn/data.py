@@ -234,10 +234,17 @@ class StreamBatcher:
         self._starts = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len  # (B, 1)
         self._window = np.arange(seq_len + 1, dtype=np.int64)[None, :]  # (1, T+1)
 
+    def window(self, step_in_epoch: int, first: int = 0, count: int | None = None) -> torch.Tensor:
+        """Streams first..first+count-1 of one window as one contiguous (count, T+1) int64 tensor:
+        inputs are [:, :-1], targets [:, 1:]. Under torchrun each process reads only its own
+        streams, and one contiguous block is one host-to-device copy."""
+        count = self.batch_size - first if count is None else count
+        idx = self._starts[first:first + count] + step_in_epoch * self.seq_len + self._window  # (count, T+1)
+        return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
+
     def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets for one window, each (B, T) int64."""
-        idx = self._starts + step_in_epoch * self.seq_len + self._window  # (B, T+1)
-        chunk = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
+        chunk = self.window(step_in_epoch)
         return chunk[:, :-1], chunk[:, 1:]
 
 

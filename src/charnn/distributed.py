@@ -158,6 +158,21 @@ def fused_adamw_ok(device_type: str) -> bool:
     return device_type == "mps" and torch_at_least(2, 5)
 
 
+def pin_ok(device_type: str) -> bool:
+    """Page-locked host memory for training batches, so their copy overlaps the step: CUDA only
+    (pinning needs an accelerator's driver; MPS shares memory with the CPU, and the CPU copies
+    nothing)."""
+    return device_type == "cuda"
+
+
+def eval_streams(device_type: str) -> int:
+    """Parallel streams when scoring a text. A CPU is busy at 64 (more adds warm-up reads and no
+    speed); a GPU is mostly idle at 64 batch rows of an LSTM step and keeps getting faster to a
+    few hundred. Scores do not depend on it beyond float rounding (each piece reads a warm-up
+    context first)."""
+    return 64 if device_type == "cpu" else 256
+
+
 def autocast(device_type: str, precision: str):
     """bf16 autocast for --precision bf16, and no autocast context at all for fp32 (building a
     disabled one raises on MPS with torch < 2.5)."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from charnn.data import NotUTF8, eval_windows, prepare
+from charnn.distributed import eval_streams
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
 
@@ -68,44 +69,49 @@ class Score:
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, ids: np.ndarray, streams: int = 64, seq_len: int = 256,
+def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_len: int = 256,
              max_chars: int = 0) -> Score:
     """Score every character of ids (but the first) given the ones before it.
 
     ids: (N,) array of ids. `max_chars` > 0 scores only the first max_chars + 1 characters.
-    The split is read as `streams` parallel pieces, each with a warm-up context (see
-    ``data.eval_windows``); the hidden state starts from zero.
+    The split is read as `streams` parallel pieces (by default as many as suit the model's
+    device), each with a warm-up context (see ``data.eval_windows``); the state starts from zero.
+    The sum stays on the device: one read-back at the end, not one per window.
     """
     if max_chars and len(ids) > max_chars + 1:
         ids = ids[:max_chars + 1]
     _needs_eval_mode(model)
     device = model.head.weight.device
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     state = None
-    for x, y in eval_windows(ids, streams, seq_len):
-        x, y = x.to(device), y.to(device)
+    for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len):
+        count += int(np.count_nonzero(y.numpy() >= 0))  # counted on the host, before y moves
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits, state = model(x, state)
-        nll = torch.nn.functional.cross_entropy(
+        total += torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-1, reduction="sum")
-        total += nll.item()
-        count += int((y >= 0).sum())
-    return Score(total / max(count, 1), count)
+    return Score(float(total) / max(count, 1), count)
 
 
 @torch.no_grad()
-def char_losses(model: CharRNN, ids: np.ndarray, streams: int = 64, seq_len: int = 256) -> np.ndarray:
+def char_losses(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_len: int = 256) -> np.ndarray:
     """(N,) loss in nats of predicting ids[t + 1] after ids[..t], read as ``evaluate`` reads it;
-    NaN at the last position (nothing follows it)."""
+    NaN at the last position (nothing follows it). The losses are read back once, at the end."""
     _needs_eval_mode(model)
     device = model.head.weight.device
     nll = np.full(len(ids), np.nan)
+    where, losses = [], []
     state = None
-    for x, y, pos in eval_windows(ids, streams, seq_len, positions=True):
+    for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, positions=True):
         logits, state = model(x.to(device), state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.to(device).reshape(-1),
                                                  ignore_index=-1, reduction="none").view(y.shape)
         scored = (y >= 0).numpy()
-        nll[pos[scored]] = loss.cpu().numpy()[scored]
+        where.append((pos[scored], scored))
+        losses.append(loss)
+    for (at, scored), loss in zip(where, torch.stack(losses).cpu().numpy() if losses else []):
+        nll[at] = loss[scored]
     return nll
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from charnn.errors import CharnnError
@@ -43,15 +44,20 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 
 def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
                 top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """logits (B, V) -> ids (B,)."""
+    """logits (B, V) on any device -> ids (B,) on the CPU.
+
+    The draw is made on the CPU with the CPU `generator`, so a seed gives the same text on every
+    device; that makes one device-to-host copy per character (the probabilities), which the
+    caller needs anyway to print the character. Nothing else reads back.
+    """
     filtered = filter_logits(logits, temperature, top_k, top_p)
     if temperature <= 0:
-        return filtered.argmax(-1)
-    probs = torch.softmax(filtered, dim=-1)
-    if not bool(torch.isfinite(probs).all()):
+        return filtered.argmax(-1).cpu()
+    probs = torch.softmax(filtered, dim=-1).cpu()
+    if not np.isfinite(probs.numpy()).all():  # checked on the copy: no second read-back
         raise NonFiniteOutput("the model's next-character probabilities are not finite (its weights overflow); "
                               "use another checkpoint or retrain with a lower --lr")
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 class NonFiniteOutput(CharnnError):
@@ -96,10 +102,11 @@ def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list
         logits, state = model(x)
     last = logits[:, -1]  # (num, V)
     stepper = Stepper(model, state)  # one fused cell op per layer and character
+    device = last.device
     for _ in range(length):
-        nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,)
+        nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
         yield nxt.tolist()
-        last = stepper.step(nxt)
+        last = stepper.step(nxt.to(device, non_blocking=True))
 
 
 def stream(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
 from charnn.data import StreamBatcher, prepare
-from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, rng_states, set_rng_states,
-                                set_threads)
+from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, pin_ok, rng_states,
+                                set_rng_states, set_threads)
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -329,6 +329,7 @@ class Trainer:
         self.splits = enc.splits(cfg.data.split)
         self.batcher = StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
         self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
+        self.pin = pin_ok(self.device.type)
         if len(self.splits["val"]) < 2:
             warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
 
@@ -436,10 +437,11 @@ class Trainer:
             st.epoch += 1
             st.step_in_epoch = 0
             self.carried = None
-        x, y = self.batcher.batch(st.step_in_epoch)
-        if self.dd.active:
-            x, y = x[self.first:self.first + self.per], y[self.first:self.first + self.per]
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        chunk = self.batcher.window(st.step_in_epoch, self.first, self.per)  # (B/world, T+1), only ours
+        if self.pin:  # page-locked memory: the copy below runs asynchronously
+            chunk = chunk.pin_memory()
+        chunk = chunk.to(self.device, non_blocking=True)
+        x, y = chunk[:, :-1], chunk[:, 1:]
         lr = lr_at(self.cfg, st.step, self.epoch_float(), self.progress_frac())
         for g in self.opt.param_groups:
             g["lr"] = lr
