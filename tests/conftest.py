@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _shared_data() -> Path:
     """The reference corpora: $CHARNN_SHARED_DATA, else the nearest shared/data beside the
     repository or a folder above it (CI lays a copy of shared/ beside its clone)."""
@@ -145,3 +146,57 @@ class StderrLines:
             raise AssertionError(f"the process did not end within {timeout} s: {self.text()}")
         self._thread.join(timeout=10)
         return self.text()
+
+
+# ---- a real browser (Playwright driving Debian's chromium) -----------------------------------------
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """`make test` installs chromium where it can; without it browser tests skip, except under CI,
+    where a missing browser is a failure."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        missing = "chromium (apt-get install chromium)" if exe is None else "playwright (pip install playwright)"
+        require(False, f"browser tests need {missing}; `make test` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> None:
+    """Keep a screenshot in $CHARNN_SCREENSHOTS (the README's pictures come from there)."""
+    import os
+
+    folder = os.environ.get("CHARNN_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name))
+
+
+def contrast(background: str, letters: str) -> float:
+    """WCAG contrast ratio of two CSS colours ("rgb(r, g, b)" or "#000" / "#fff" / "rgb(0, 0, 0)")."""
+    def rgb(css):
+        if css.startswith("#"):
+            css = css[1:]
+            if len(css) == 3:
+                css = "".join(ch * 2 for ch in css)
+            return [int(css[k:k + 2], 16) for k in (0, 2, 4)]
+        return [int(float(v)) for v in css[css.index("(") + 1:-1].split(",")[:3]]
+
+    def lum(c):
+        lin = [(v / 255) / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb(c)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    a, b = sorted((lum(background), lum(letters)), reverse=True)
+    return (a + 0.05) / (b + 0.05)

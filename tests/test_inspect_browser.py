@@ -6,38 +6,13 @@ where a missing browser is a failure. Set CHARNN_SCREENSHOTS=folder to keep scre
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import contrast, shot
 
 from charnn.inspect import open_subject
 from charnn.web.pages import write_cells_page, write_evolution_page
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if exe is None or sync_playwright is None:
-        missing = "chromium (apt-get install chromium)" if exe is None else "playwright (pip install playwright)"
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests need {missing}; the CI setup must install it")
-        pytest.skip(f"browser tests need {missing}; `make test` installs it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, path: Path):
@@ -47,13 +22,6 @@ def _open(browser, path: Path):
     page.on("request", lambda r: errors.append(f"network request {r.url}") if not r.url.startswith(("file:", "data:")) else None)
     page.goto(path.resolve().as_uri())
     return page, errors
-
-
-def _shot(page, name: str) -> None:
-    folder = os.environ.get("CHARNN_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name))
 
 
 def _colours(page, n=400):
@@ -68,6 +36,8 @@ def test_choosing_another_cell_recolours_the_text(browser, quote_model, tmp_path
     assert page.locator("#text span").count() == 1200
     first = _colours(page)
     assert len(set(first)) > 10  # a real heatmap, not one flat colour
+    letters = page.eval_on_selector_all("#text span", "s => s.map(e => [e.style.backgroundColor, e.style.color])")
+    assert min(contrast(bg, fg) for bg, fg in letters) >= 4.5  # readable on every colour, deep blue included
     page.fill("[data-testid=cell]", "5")
     page.dispatch_event("[data-testid=cell]", "input")
     fifth = _colours(page)
@@ -98,7 +68,7 @@ def test_choosing_another_cell_recolours_the_text(browser, quote_model, tmp_path
         kinds[inside].add("blue" if b > r else "red")
     assert kinds[True] != kinds[False] and len(kinds[True]) == 1
     page.hover("#text span >> nth=60")
-    _shot(page, "cells.png")
+    shot(page, "cells.png")
     assert errors == []
 
 
@@ -120,7 +90,7 @@ def test_evolution_page_shows_curves_and_samples(browser, quote_model, tmp_path)
     assert page.evaluate("document.querySelector('[data-testid=curves]').naturalWidth") > 300
     steps = page.eval_on_selector_all("#samples > .snap", "s => s.map(e => +e.dataset.step)")
     assert steps == sorted(steps) and len(steps) >= 3
-    _shot(page, "evolution.png")
+    shot(page, "evolution.png")
     assert errors == []
 
 
@@ -134,8 +104,8 @@ def test_pages_of_a_real_run(browser, tmp_path):
         cells.select_option("[data-testid=jump]", index=1)
     cells.hover("#text span >> nth=120")
     assert cells.locator("[data-testid=top5] tr").count() == 5
-    _shot(cells, "cells-real.png")
+    shot(cells, "cells-real.png")
     evo, errors2 = _open(browser, write_evolution_page(run, tmp_path / "evolution.html"))
     assert evo.locator(".snap").count() >= 1
-    _shot(evo, "evolution-real.png")
+    shot(evo, "evolution-real.png")
     assert errors == errors2 == []

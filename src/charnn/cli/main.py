@@ -8,6 +8,7 @@ import sys
 from charnn import __version__
 from charnn.cli import args as args_mod
 from charnn.cli import inspect as inspect_cli
+from charnn.cli import serve as serve_cli
 from charnn.cli import study as study_cli
 from charnn.cli import train as train_cli
 from charnn.errors import CharnnError
@@ -21,6 +22,7 @@ def build_parser() -> args_mod.Parser:
     train_cli.add_parsers(sub)
     study_cli.add_parsers(sub)
     inspect_cli.add_parsers(sub)
+    serve_cli.add_parsers(sub)
     return p
 
 

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.files import write_atomic
+from charnn.files import refuse_foreign, write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.find import find_cells
-from charnn.files import refuse_foreign
 from charnn.subject import Subject, display_chars
 
 CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
@@ -40,8 +39,18 @@ def _json_for_script(obj) -> str:
 def _fill(template: str, parts: dict[str, str]) -> str:
     """A page from templates/: every placeholder replaced in one pass over the template, so a
     value that contains a placeholder's name (a file called __DATA__.txt) is never substituted."""
-    text = resources.files("charnn.web").joinpath("templates", template).read_text(encoding="utf-8")
+    text = _template(template)
+    parts = {"__COLOURS__": _template("colours.js"), **parts}
     return re.sub("|".join(map(re.escape, parts)), lambda m: parts[m.group(0)], text)
+
+
+def _template(name: str) -> str:
+    return resources.files("charnn.web").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def serve_page() -> str:
+    """The page `charnn serve` answers at / (it reads everything else from the API)."""
+    return _fill("serve.html", {})
 
 
 def _write(path: Path, text: str, marker: bytes) -> Path:

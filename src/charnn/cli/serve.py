@@ -1,0 +1,52 @@
+"""`charnn serve`: the command line of charnn.web.serve (parse, check, start uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from charnn.cli import args as flags
+from charnn.errors import CharnnError
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("serve", help="a web page and HTTP API to sample, score and look inside runs, live")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories; clients name each by its folder's name")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=flags.count, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--workers", type=flags.count, default=0,
+                   help="requests computed at once (default: one per core, each on one torch thread)")
+    s.add_argument("--queue", type=flags.count, default=32,
+                   help="requests that may wait for a worker; beyond that the answer is 503 (default 32)")
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from charnn.distributed import set_threads
+
+    if args.port > 65535:
+        raise CharnnError(f"--port must be 0 to 65535, got {args.port}")
+    try:
+        import uvicorn
+
+        from charnn.web.serve import create_app, open_runs
+    except ImportError as e:
+        raise CharnnError(f"charnn serve needs FastAPI and uvicorn ({e.name} is missing): "
+                          f"pip install fastapi uvicorn") from None
+    cores = os.cpu_count() or 1
+    workers = args.workers or cores
+    set_threads(max(1, cores // workers))  # requests run side by side: one core's worth of threads each
+    runs = open_runs(args.runs, args.checkpoint)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"charnn serve: warning: listening on {args.host}: anyone who can reach this address can use the "
+              f"models and this machine's CPU", file=sys.stderr)
+    app = create_app(runs, workers=workers, queue=args.queue)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"charnn serve: {', '.join(runs)} on http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        raise CharnnError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; choose another --port") from None
+    return 0

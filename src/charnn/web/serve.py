@@ -1,0 +1,342 @@
+"""`charnn serve`: an HTTP API over trained runs, and the page that uses it (FastAPI on uvicorn).
+
+Safety, by construction:
+- clients name runs (the served directories' names), never paths: a name is only ever looked up
+  in the dictionary of runs given on the command line, so nothing else on disk can be reached;
+- every field has a bound (pydantic), and a request body is cut off past MAX_BODY bytes;
+  violations are 4xx with a message, and so is any bad input the library refuses (CharnnError);
+- model work runs off the event loop in a bounded thread pool; past `workers + queue` requests
+  in flight the server answers 503 with Retry-After instead of piling up.
+
+Models are loaded once, in eval mode, and shared by every request (the inference code never
+changes a module; state lives in each call). A checkpoint that changes on disk (a run still
+training rewrites best.safetensors atomically) is reloaded at the next request that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from charnn import checkpoint as ckpt
+from charnn.errors import CharnnError
+from charnn.evaluate import evaluate
+from charnn.inspect.activations import QUANTITIES, record_all
+from charnn.model import CharRNN
+from charnn.sample import sample_text, stream
+from charnn.subject import display_chars
+
+MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
+MAX_TEXT = 1_000_000  # characters scored by /eval
+MAX_SHOWN = 10_000  # characters read by /activations (every cell of a layer comes back for each)
+MAX_LENGTH = 10_000  # characters generated per sample
+MAX_NUM = 64  # samples per request
+TOP = 5  # next-character candidates per position
+
+
+# ---- the runs ----------------------------------------------------------------------------------
+
+@dataclass
+class Served:
+    """One run directory, known to clients by its name; its model is (re)loaded when its
+    checkpoint file changes."""
+    name: str
+    folder: Path
+    which: str = "best"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _loaded: tuple | None = field(default=None, repr=False)  # (stamp, Checkpoint, CharRNN)
+
+    def current(self) -> tuple[ckpt.Checkpoint, CharRNN]:
+        path = ckpt.resolve_path(self.folder, self.which)
+        st = path.stat()
+        stamp = (str(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != stamp:
+                loaded = ckpt.load(path)
+                self._loaded = (stamp, loaded, loaded.build_model("cpu"))
+            return self._loaded[1], self._loaded[2]
+
+    def describe(self) -> dict:
+        loaded, model = self.current()
+        m, c = loaded.meta, loaded.config.model
+        best = m.get("best_val_loss", m.get("val_loss"))
+        return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
+                "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
+                "best_val_loss": best if best is not None and math.isfinite(best) else None,
+                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES[c.cell]), "checkpoint": loaded.path.name}
+
+
+def open_runs(folders, which: str = "best") -> dict[str, Served]:
+    """The runs to serve, by directory name; each is loaded now, so a bad one fails at start."""
+    runs: dict[str, Served] = {}
+    for f in folders:
+        folder = Path(f)
+        if not folder.is_dir():
+            raise CharnnError(f"{f} is not a run directory; serve the folders charnn train --out wrote")
+        name = folder.resolve().name
+        if name in runs:
+            raise CharnnError(f"two runs are named {name!r} ({runs[name].folder} and {f}); clients name runs by "
+                              f"their folder's name, so rename or copy one")
+        runs[name] = Served(name, folder, which)
+        runs[name].current()
+    if not runs:
+        raise CharnnError("give at least one run directory to serve")
+    return runs
+
+
+# ---- requests ------------------------------------------------------------------------------------
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleRequest(_Body):
+    """The options of `charnn sample`, with its defaults."""
+    prime: str = Field("", max_length=MAX_LENGTH, description="text to start from (included in each sample)")
+    temperature: float = Field(0.8, ge=0, le=100, allow_inf_nan=False, description="0 picks the most likely")
+    top_k: int = Field(0, ge=0, le=1 << 20, description="sample from the k most likely (0: off)")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False, description="nucleus threshold (1: off)")
+    length: int = Field(500, ge=0, le=MAX_LENGTH, description="characters to generate per sample")
+    num: int = Field(1, ge=1, le=MAX_NUM, description="samples drawn together")
+    seed: int = Field(0, ge=0, le=(1 << 63) - 1, description="same seed, same text")
+    stop: str | None = Field(None, min_length=1, max_length=100, description="end a sample after this string")
+
+
+class EvalRequest(_Body):
+    text: str = Field(..., min_length=2, max_length=MAX_TEXT)
+
+
+class ActivationsRequest(_Body):
+    text: str = Field(..., min_length=1, max_length=MAX_SHOWN)
+    layer: int = Field(0, ge=0, le=255)
+    quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n"] = "c"
+
+
+# ---- the work (run in the pool) ------------------------------------------------------------------
+
+def _ids(loaded: ckpt.Checkpoint, text: str) -> np.ndarray:
+    return np.asarray(loaded.vocab.encode(text), dtype=np.int64)  # unknown characters: CharnnError
+
+
+def do_sample(run: Served, req: SampleRequest) -> dict:
+    loaded, model = run.current()
+    texts = sample_text(model, loaded.vocab, length=req.length, num=req.num, stop=req.stop, prime=req.prime,
+                        seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+    return {"samples": [req.prime + t for t in texts]}
+
+
+def do_eval(run: Served, req: EvalRequest) -> dict:
+    loaded, model = run.current()
+    ids = _ids(loaded, req.text)
+    if len(ids) < 2:
+        raise CharnnError("the text holds fewer than 2 characters; nothing to score")
+    score = evaluate(model, ids)
+    if not math.isfinite(score.loss):
+        raise CharnnError("the model's loss on this text is not finite (its outputs overflow)")
+    return score.to_dict()
+
+
+def do_activations(run: Served, req: ActivationsRequest) -> dict:
+    loaded, model = run.current()
+    cfg = loaded.config.model
+    if req.layer >= cfg.layers:
+        raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
+    if req.quantity not in QUANTITIES[cfg.cell]:
+        raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
+    ids = _ids(loaded, req.text)
+    rec = record_all(model, ids, quantities=(req.quantity,))
+    values = rec.acts[req.quantity][req.layer].numpy()  # (N, H), c already as tanh(c)
+    logp = rec.logp  # (N, V)
+    top_lp, top_id = torch.topk(logp, min(TOP, logp.shape[-1]), dim=-1)
+    nxt = torch.from_numpy(ids[1:])
+    loss = (-logp[:-1].gather(1, nxt[:, None])[:, 0]).tolist() + [None]
+    shown = display_chars(loaded.vocab)
+    chars = []
+    for i, cid in enumerate(ids.tolist()):
+        chars.append({"char": shown[cid], "values": np.round(values[i], 4).tolist(),
+                      "top": [{"char": shown[j], "p": round(math.exp(lp), 5)}
+                              for lp, j in zip(top_lp[i].tolist(), top_id[i].tolist())],
+                      "loss": None if loss[i] is None else round(loss[i], 5)})
+    return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.hidden, "characters": chars}
+
+
+# ---- admission and the pool ----------------------------------------------------------------------
+
+class Workers:
+    """A bounded pool for model work, and admission control in front of it."""
+
+    def __init__(self, workers: int, queue: int):
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="charnn-model")
+        self.limit = max(1, workers) + max(0, queue)
+        self.active = 0  # requests admitted and not finished (touched only on the event loop)
+
+    def admit(self) -> None:
+        if self.active >= self.limit:
+            raise HTTPException(503, f"the server is busy ({self.active} requests in progress); try again shortly",
+                                headers={"Retry-After": "1"})
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
+
+
+class _LimitBody:
+    """ASGI middleware: a request body longer than MAX_BODY bytes ends in 413 before it is parsed."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"detail": f"the request body is over {limit:,} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---- the app -------------------------------------------------------------------------------------
+
+def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> FastAPI:
+    app = FastAPI(title="charnn", description="Sample, score and look inside character-level language models.",
+                  version="1")
+    pool = Workers(workers, queue)
+    app.state.workers = pool
+    app.state.streaming = 0  # samples being streamed now (tests watch it fall back to 0)
+    app.add_middleware(_LimitBody)
+
+    @app.exception_handler(CharnnError)
+    async def _bad_input(request: Request, exc: CharnnError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+    def run_named(name: str) -> Served:
+        if name not in runs:
+            raise HTTPException(404, f"no run named {name!r}; this server has {', '.join(sorted(runs))}")
+        return runs[name]
+
+    async def work(fn, run: Served, req) -> dict:
+        pool.admit()
+        try:
+            return await pool.run(fn, run, req)
+        finally:
+            pool.release()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        from charnn.web.pages import serve_page
+
+        return HTMLResponse(serve_page())
+
+    @app.get("/api/runs")
+    async def list_runs() -> list[dict]:
+        return [await pool.run(r.describe) for r in runs.values()]
+
+    @app.post("/api/runs/{name}/sample")
+    async def sample(name: str, req: SampleRequest) -> dict:
+        return await work(do_sample, run_named(name), req)
+
+    @app.post("/api/runs/{name}/eval")
+    async def score(name: str, req: EvalRequest) -> dict:
+        return await work(do_eval, run_named(name), req)
+
+    @app.post("/api/runs/{name}/activations")
+    async def activations(name: str, req: ActivationsRequest) -> dict:
+        return await work(do_activations, run_named(name), req)
+
+    @app.post("/api/runs/{name}/sample/stream", response_class=StreamingResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "one `data: {\"text\": piece}` event per generated piece, then "
+                                              "`event: end` with the number of characters"}})
+    async def sample_stream(name: str, req: SampleRequest, request: Request):
+        run = run_named(name)
+        if req.num != 1:
+            raise CharnnError("a stream carries one sample; ask /sample for num > 1")
+        loaded, model = await pool.run(run.current)
+        pieces = stream(model, loaded.vocab, prime=req.prime, length=req.length, seed=req.seed,  # checks the prime
+                        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=req.stop)
+        pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
+        pool.release()
+        return StreamingResponse(_events(pool, pieces, request, app), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+_DONE = object()
+
+
+async def _events(pool: Workers, pieces, request: Request, app: FastAPI):
+    """The stream's events; each piece is generated in the pool. Ends early when the client goes
+    away (Starlette cancels this generator; the check below also covers servers that do not)."""
+    pool.active += 1  # held while streaming; taken here, not by the endpoint, so that a response
+    app.state.streaming += 1  # that never starts cannot leak a slot
+    sent = events = 0
+    try:
+        while True:
+            piece = await pool.run(next, pieces, _DONE)
+            if piece is _DONE:
+                break
+            if piece:
+                sent += len(piece)
+                events += 1
+                yield f"data: {json.dumps({'text': piece}, ensure_ascii=False)}\n\n"
+                if events % 32 == 0 and await request.is_disconnected():
+                    return
+        yield f"event: end\ndata: {json.dumps({'chars': sent})}\n\n"
+    finally:
+        pool.active -= 1
+        app.state.streaming -= 1
+        try:
+            pieces.close()
+        except ValueError:  # still running in a pool thread after a cancel: it is simply dropped
+            pass
