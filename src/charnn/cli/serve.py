@@ -22,6 +22,14 @@ def add_parsers(sub) -> None:
                    help="requests that may wait for a worker; beyond that the answer is 503 (default 32)")
     s.set_defaults(func=cmd_serve)
 
+    e = sub.add_parser("export", help="a model for other runtimes: a page that samples in any browser, or ONNX")
+    e.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
+    e.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created; its parent must exist)")
+    e.add_argument("--format", choices=["web", "onnx"], default="web",
+                   help="web (default): DIR/index.html samples when opened from disk; onnx: DIR/model.onnx, one step")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.set_defaults(func=cmd_export)
+
 
 def cmd_serve(args) -> int:
     from charnn.distributed import set_threads
@@ -49,4 +57,16 @@ def cmd_serve(args) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise CharnnError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; choose another --port") from None
+    return 0
+
+
+def cmd_export(args) -> int:
+    from charnn.web.export import export_onnx, export_web
+
+    written = (export_web if args.format == "web" else export_onnx)(args.run, args.out, args.checkpoint)
+    for path in written:
+        print(path)
+    if args.format == "web":
+        print(f"open {written[-1]} in a browser (no server needed); "
+              f"{written[-1]}#prime=...&temperature=0&length=200 samples at once", file=sys.stderr)
     return 0
