@@ -317,6 +317,24 @@ def evaluation():
         note="reference: the training forward pass (32 streams x 32)")
 
 
+# ---- the server ------------------------------------------------------------------------------
+
+def serving():
+    """charnn serve under 50 concurrent clients (bench/serve.py), against the library in one process."""
+    import serve as serve_bench
+
+    m = serve_bench.measure(clients=50, per_client=20, length=200)
+    name = "charnn serve, 50 clients x 20 streamed 200-char samples, LSTM 1x384"
+    row(f"{name}: requests/s", m["rps"], m["ref_rps"], "req/s",
+        note="reference: the same 1,000 samples one after another in one process, no server")
+    row(f"{name}: p99 latency", m["p99"], m["p99"], "s", higher_better=False, target=5.0,
+        note=f"p50 {m['p50']:.2f} s; first character p50 {m['first_p50']:.3f} s, p99 {m['first_p99']:.3f} s")
+    ROWS[-1]["reference"], ROWS[-1]["ratio"] = float("nan"), float("nan")
+    row(f"{name}: errors", m["errors"], 0, "requests", higher_better=False, target=0,
+        note=f"statuses seen: {', '.join(m['statuses'])}")
+    ROWS[-1]["ratio"] = float("nan")
+
+
 # ---- time to quality ------------------------------------------------------------------------
 
 def time_to_quality(budget: float, preset: str, ref_hidden: int, ref_dropout: float, target: float):
@@ -415,14 +433,15 @@ def print_table() -> None:
         if math.isnan(r["ours"]):
             print(f"| {r['row']} | - | - | - | - | {r['note']} |")
             continue
-        print(f"| {r['row']} | {r['ours']:,.4g} {r['unit']} | {r['reference']:,.4g} {r['unit']} | "
-              f"x{r['ratio']:.3f} | {tgt_s} | {r['note']} |")
+        ref = "-" if math.isnan(r["reference"]) else f"{r['reference']:,.4g} {r['unit']}"
+        ratio = "-" if math.isnan(r["ratio"]) else f"x{r['ratio']:.3f}"
+        print(f"| {r['row']} | {r['ours']:,.4g} {r['unit']} | {ref} | {ratio} | {tgt_s} | {r['note']} |")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the 10-minute row and the big corpus")
-    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,gpu,sampling,eval,big")
+    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,gpu,sampling,eval,serve,big")
     ap.add_argument("--big-corpus", type=Path, default=None, help="a half-gigabyte text (make_linux.py --all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -441,6 +460,8 @@ def main() -> int:
         sampling(64, 200)
     if want("eval"):
         evaluation()
+    if want("serve"):
+        serving()
     if want("ttq"):
         time_to_quality(60, "default", 256, 0.0, 1.50)
     if want("ttq10"):

@@ -289,5 +289,16 @@ def test_no_request_valid_or_not_gets_a_5xx(runs):
                 check()
             except Unsatisfiable:  # an operation without parameters has no invalid request to draw
                 assert mode == schemathesis.GenerationMode.NEGATIVE
-    assert len(seen) == 5  # every operation was exercised
+    assert len(seen) == 6  # every operation was exercised
     assert 200 in seen["POST /api/runs/{name}/sample"] and 422 in seen["POST /api/runs/{name}/sample"]
+
+
+def test_progress_is_the_runs_logs_after_a_step(client, runs):
+    logged = [json.loads(x) for x in (runs / "lstm" / "metrics.jsonl").read_text().splitlines()]
+    got = client.get("/api/runs/lstm/progress").json()
+    assert [m["step"] for m in got["metrics"]] == [r["step"] for r in logged]
+    later = client.get("/api/runs/lstm/progress", params={"since": 40}).json()
+    assert later["metrics"] and all(m["step"] > 40 for m in later["metrics"])
+    assert all(s["step"] > 40 for s in later["samples"]) and any(s["text"] for s in got["samples"])
+    assert client.get("/api/runs/lstm/progress", params={"since": -1}).status_code == 422
+    assert client.get("/api/runs/nope/progress").status_code == 404

@@ -1,7 +1,9 @@
 """The page `charnn serve` answers at /, in a real headless browser against a real uvicorn."""
 
+import json
 import time
 
+import numpy as np
 import pytest
 from conftest import contrast, shot
 from serve_helpers import Server, train_runs, wait
@@ -126,4 +128,101 @@ def test_explore_colours_any_text_and_a_bad_character_is_a_message(site):
     page.click("[data-testid=show]")
     page.wait_for_function("document.getElementById('status').textContent.includes('never seen')")
     assert page.get_attribute("#status", "class") == "error"
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_compare_scores_one_text_with_two_runs_as_eval_does(site):
+    import httpx
+
+    page, srv, errors = site
+    text = "one two three.\none two three four five.\none.\n"
+    page.click("#tab-compare")
+    page.fill("#compare-text", text)
+    page.select_option("[data-testid=other]", "gru")
+    page.click("[data-testid=compare]")
+    page.wait_for_selector("[data-testid=bpc-b]")
+    for sel, name in (("bpc-a", "lstm"), ("bpc-b", "gru")):
+        want = httpx.post(f"{srv.url}/api/runs/{name}/eval", json={"text": text}).json()["bpc"]
+        assert abs(float(page.text_content(f"[data-testid={sel}]")) - want) < 1e-3
+    colours = _colours(page, "#compare-output")
+    assert colours[0][0] == "" and len({bg for bg, _ in colours[1:]}) > 5
+    assert min(contrast(bg, fg) for bg, fg in colours[1:]) >= 4.5
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_the_train_view_follows_a_run_as_its_logs_grow(runs, browser, tmp_path):
+    import shutil
+
+    shutil.copytree(runs / "lstm", tmp_path / "growing")
+    app = create_app(open_runs([tmp_path / "growing"]))
+    with Server(app) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("#tab-train")
+        page.wait_for_selector("[data-testid=train-line]")
+        logged = [json.loads(x) for x in (tmp_path / "growing" / "metrics.jsonl").read_text().splitlines()]
+        n_train = sum("train_loss" in r for r in logged)
+        assert int(page.get_attribute("[data-testid=train-line]", "data-points")) == n_train
+        steps = page.eval_on_selector_all(".snap", "s => s.map(e => +e.dataset.step)")
+        assert steps == sorted(steps, reverse=True) and steps
+        with open(tmp_path / "growing" / "metrics.jsonl", "a") as f:  # the run goes on
+            f.write(json.dumps({"step": 1000, "train_loss": 0.5}) + "\n")
+            f.write(json.dumps({"step": 1000, "val_loss": 0.6}) + "\n")
+        with open(tmp_path / "growing" / "samples.jsonl", "a") as f:
+            f.write(json.dumps({"step": 1000, "val_loss": 0.6, "text": "a brand new snapshot"}) + "\n")
+        page.wait_for_function(f"+document.querySelector('[data-testid=train-line]').dataset.points === {n_train + 1}",
+                               timeout=10_000)
+        page.wait_for_selector(".snap[data-step='1000']", timeout=10_000)
+        assert "a brand new snapshot" in page.text_content(".snap >> nth=0")
+        assert "step 1000" in page.text_content("[data-testid=train-summary]")
+        page.close()
+
+
+def _rank(acts, a, b, T):
+    """The page's select-and-match rule, written again from its description."""
+    lo, hi = {"h": (-1, 1), "c": (-1, 1), "g": (-1, 1), "n": (-1, 1)}.get(acts["quantity"], (0, 1))
+    v = np.array([c["values"] for c in acts["characters"]])  # (N, H)
+    v = (v - (lo + hi) / 2) / ((hi - lo) / 2)
+    w = max(3, b - a + 1)
+    around = list(range(max(0, a - w), a)) + list(range(b + 1, min(len(v) - 1, b + w) + 1))
+    inside, outside = v[a:b + 1], v[around]
+    fires = (inside.min(0) >= T) & (outside.max(0) < T)
+    score = inside.mean(0) - outside.mean(0)
+    order = sorted(range(v.shape[1]), key=lambda j: (-int(fires[j]), -score[j]))
+    firing = [j for j in order if fires[j]][:3] or order[:1]
+    on = (v[:, firing] >= T).all(1)
+    places = int(on[0]) + int(((~on[:-1]) & on[1:]).sum())
+    return order, places
+
+
+@pytest.mark.slow
+def test_selecting_a_span_ranks_the_cells_that_fire_on_it_and_underlines_where_they_fire_again(site):
+    import httpx
+
+    page, srv, errors = site
+    text = "one two three.\none two three four five.\none two three.\n"
+    page.click("#tab-explore")
+    page.fill("#explore-text", text)
+    page.click("[data-testid=show]")
+    page.wait_for_function("document.querySelectorAll('#explore-output span')[3].style.backgroundColor !== ''")
+    a, b = 8, 12  # the first "three"
+    first = page.locator("#explore-output span").nth(a).bounding_box()
+    last = page.locator("#explore-output span").nth(b).bounding_box()
+    page.mouse.move(first["x"] + 1, first["y"] + first["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(last["x"] + last["width"] - 1, last["y"] + last["height"] / 2, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("#ranking li")
+    assert f"characters {a}-{b}" in page.text_content("[data-testid=ranking]")
+    shown = page.eval_on_selector_all("#ranking li", "s => s.map(e => +e.dataset.cell)")
+    acts = httpx.post(f"{srv.url}/api/runs/lstm/activations", json={"text": text, "layer": 0, "quantity": "c"}).json()
+    order, places = _rank(acts, a, b, 0.3)
+    assert shown == order[:10]
+    assert int(page.text_content("[data-testid=places]")) == places
+    assert page.locator("#explore-output span.match").count() > 0
+    page.click("#ranking li >> nth=1")  # a ranked cell is one click from its colours
+    assert page.input_value("[data-testid=cell]") == str(order[1])
     assert errors == []

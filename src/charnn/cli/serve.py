@@ -18,8 +18,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
     s.add_argument("--workers", type=flags.count, default=0,
                    help="requests computed at once (default: one per core, each on one torch thread)")
-    s.add_argument("--queue", type=flags.count, default=32,
-                   help="requests that may wait for a worker; beyond that the answer is 503 (default 32)")
+    s.add_argument("--queue", type=flags.count, default=256,
+                   help="requests that may wait for a worker; beyond that the answer is 503 (default 256)")
     s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("export", help="a model for other runtimes: a page that samples in any browser, or ONNX")

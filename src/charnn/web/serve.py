@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -174,6 +174,35 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.hidden, "characters": chars}
 
 
+MAX_RECORDS = 5000  # log records per progress answer (the newest)
+
+
+def read_log(path: Path, since: int) -> list[dict]:
+    """The records of a run's JSON-lines log after step `since` (a line being written is skipped)."""
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > since:
+                    out.append(rec)
+    except FileNotFoundError:
+        return []
+    return out[-MAX_RECORDS:]
+
+
+def do_progress(run: Served, since: int) -> dict:
+    """A run's training so far, from its logs: what the page's Train view draws as the run grows."""
+    metrics = read_log(run.folder / "metrics.jsonl", since)
+    samples = [{k: r.get(k) for k in ("step", "train_loss", "val_loss", "temperature", "text")}
+               for r in read_log(run.folder / "samples.jsonl", since)]
+    return {"metrics": [{k: r[k] for k in ("step", "train_loss", "val_loss", "elapsed") if k in r} for r in metrics],
+            "samples": samples[-50:]}
+
+
 # ---- admission and the pool ----------------------------------------------------------------------
 
 class Workers:
@@ -281,6 +310,12 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
     async def list_runs() -> list[dict]:
         return [await pool.run(r.describe) for r in runs.values()]
 
+    @app.get("/api/runs/{name}/progress")
+    async def progress(name: str, since: int = Query(0, ge=0, le=1 << 62,
+                                                     description="only records after this step")) -> dict:
+        """The run's loss records and sample snapshots (metrics.jsonl, samples.jsonl) after `since`."""
+        return await work(do_progress, run_named(name), since)
+
     @app.post("/api/runs/{name}/sample")
     async def sample(name: str, req: SampleRequest) -> dict:
         return await work(do_sample, run_named(name), req)
@@ -312,26 +347,35 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
     return app
 
 
-_DONE = object()
+def _take(pieces, n: int) -> tuple[list[str], bool]:
+    """Up to n pieces of the sample, and whether it ended: one trip to the pool for several
+    characters (a trip and a write per character cost more than the model step at batch 1)."""
+    out = []
+    for _ in range(n):
+        piece = next(pieces, None)
+        if piece is None:
+            return out, True
+        out.append(piece)
+    return out, False
 
 
 async def _events(pool: Workers, pieces, request: Request, app: FastAPI):
-    """The stream's events; each piece is generated in the pool. Ends early when the client goes
-    away (Starlette cancels this generator; the check below also covers servers that do not)."""
+    """The stream's events, one per piece, generated in the pool a few at a time (the first
+    alone, so that it comes at once). Ends early when the client goes away (Starlette cancels
+    this generator; the check below also covers servers that do not)."""
     pool.active += 1  # held while streaming; taken here, not by the endpoint, so that a response
     app.state.streaming += 1  # that never starts cannot leak a slot
-    sent = events = 0
+    sent, batch, ended = 0, 1, False
     try:
-        while True:
-            piece = await pool.run(next, pieces, _DONE)
-            if piece is _DONE:
-                break
-            if piece:
-                sent += len(piece)
-                events += 1
-                yield f"data: {json.dumps({'text': piece}, ensure_ascii=False)}\n\n"
-                if events % 32 == 0 and await request.is_disconnected():
-                    return
+        while not ended:
+            got, ended = await pool.run(_take, pieces, batch)
+            batch = 16
+            text = "".join(f"data: {json.dumps({'text': p}, ensure_ascii=False)}\n\n" for p in got if p)
+            sent += sum(len(p) for p in got)
+            if text:
+                yield text
+            if await request.is_disconnected():
+                return
         yield f"event: end\ndata: {json.dumps({'chars': sent})}\n\n"
     finally:
         pool.active -= 1
