@@ -150,3 +150,40 @@ def test_stream_stops_right_after_the_stop_string():
     assert sample_text(m, VOCAB, length=400, seed=3, temperature=1.0, stop=stop)[0] == full[:cut]
     with pytest.raises(CharnnError, match="never seen"):
         stream(m, VOCAB, prime="Q!")  # refused when called, before any piece
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_clamped_cells_hold_their_value_and_the_reader_and_the_sampler_agree(cell):
+    from charnn.inspect.activations import Clamp, record_all
+    from charnn.sample import parse_clamp
+    from charnn.stepper import Stepper
+
+    torch.manual_seed(3)
+    m = CharRNN(ModelConfig(cell=cell, layers=2, hidden=12, embed=6, vocab_size=9)).eval()
+    pins = parse_clamp("0:3=0.9,1:0=-0.5,1:7=0.25", m.cfg)
+    ids = torch.randint(0, 9, (40,))
+    stepper = Stepper(m, m.init_state(1), pins)
+    logits = []
+    for i in ids:
+        logits.append(stepper.step(i[None])[0])
+        shown = {"lstm": lambda k: torch.tanh(stepper.c[k][0]), "gru": lambda k: stepper.h[k][0],
+                 "rnn": lambda k: stepper.h[k][0]}[cell]
+        assert torch.allclose(shown(0)[3], torch.tensor(0.9), atol=1e-6)
+        assert torch.allclose(shown(1)[[0, 7]], torch.tensor([-0.5, 0.25]), atol=1e-6)
+    rec = record_all(m, ids.numpy(), quantities=("h",), clamps=Clamp.from_pins(pins, cell))
+    assert torch.allclose(torch.log_softmax(torch.stack(logits), -1), rec.logp, atol=1e-5)
+    free = torch.log_softmax(m(ids[None])[0][0], -1)
+    assert not torch.allclose(free, rec.logp, atol=1e-3)  # holding cells changes the predictions
+    assert parse_clamp("", m.cfg) == {}
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("0:3", "is not LAYER:CELL=VALUE"), ("a:b=c", "is not LAYER:CELL=VALUE"), ("2:0=0.5", "layer 2 does not exist"),
+    ("0:12=0.5", "cell 12 does not exist"), ("0:1=1", "strictly between -1 and 1"), ("0:1=0.1,0:1=0.2", "twice"),
+])
+def test_bad_clamps_say_what_is_wrong(spec, says):
+    from charnn.errors import CharnnError
+    from charnn.sample import parse_clamp
+
+    with pytest.raises(CharnnError, match=says):
+        parse_clamp(spec, ModelConfig(cell="lstm", layers=2, hidden=12, embed=6, vocab_size=9))

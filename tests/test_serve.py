@@ -55,6 +55,8 @@ def test_runs_are_listed_by_name_with_what_their_checkpoints_say(client, runs):
      ["--prime", "one two", "--temperature", "0.9", "--length", "120", "--seed", "7"]),
     ({"num": 3, "top_k": 4, "top_p": 0.9, "length": 80, "seed": 3, "stop": "four"},
      ["--num", "3", "--top-k", "4", "--top-p", "0.9", "--length", "80", "--seed", "3", "--stop", "four"]),
+    ({"prime": "one", "length": 100, "seed": 2, "clamp": "0:5=0.95,1:3=-0.9"},
+     ["--prime", "one", "--length", "100", "--seed", "2", "--clamp", "0:5=0.95,1:3=-0.9"]),
 ])
 def test_a_sample_is_exactly_what_charnn_sample_prints(client, runs, body, cli):
     got = client.post("/api/runs/lstm/sample", json=body)
@@ -142,6 +144,9 @@ def test_activations_are_every_cell_of_the_layer_and_the_top_five_next_character
     ("activations", {"text": "one", "quantity": "z"}, 400, "has no quantity"),
     ("activations", {"text": "one", "quantity": "x"}, 422, "quantity"),
     ("activations", {"text": "o" * 10_001}, 422, "text"),
+    ("activations", {"text": "one", "clamp": "9:0=0.5"}, 400, "layer 9 does not exist"),
+    ("sample", {"clamp": "0:1"}, 400, "LAYER:CELL=VALUE"),
+    ("sample/stream", {"clamp": "0:1=2"}, 400, "strictly between"),
 ])
 def test_every_bad_request_is_a_4xx_with_a_message(client, path, body, status, says):
     r = client.post(f"/api/runs/lstm/{path}", json=body)
@@ -302,3 +307,16 @@ def test_progress_is_the_runs_logs_after_a_step(client, runs):
     assert all(s["step"] > 40 for s in later["samples"]) and any(s["text"] for s in got["samples"])
     assert client.get("/api/runs/lstm/progress", params={"since": -1}).status_code == 422
     assert client.get("/api/runs/nope/progress").status_code == 404
+
+
+def test_a_clamped_cell_holds_its_value_while_reading_and_changes_the_predictions(client):
+    text = "one two three.\none two"
+    free = client.post("/api/runs/lstm/activations", json={"text": text, "layer": 1, "quantity": "c"}).json()
+    held = client.post("/api/runs/lstm/activations",
+                       json={"text": text, "layer": 1, "quantity": "c", "clamp": "1:4=-0.8,1:9=0.7"}).json()
+    assert all(c["values"][4] == pytest.approx(-0.8, abs=1e-4) and c["values"][9] == pytest.approx(0.7, abs=1e-4)
+               for c in held["characters"])
+    assert [c["loss"] for c in held["characters"]] != [c["loss"] for c in free["characters"]]
+    a = client.post("/api/runs/lstm/sample", json={"length": 200, "seed": 1}).json()["samples"]
+    b = client.post("/api/runs/lstm/sample", json={"length": 200, "seed": 1, "clamp": "0:0=0.99,0:1=-0.99"}).json()
+    assert b["samples"] != a

@@ -226,3 +226,28 @@ def test_selecting_a_span_ranks_the_cells_that_fire_on_it_and_underlines_where_t
     page.click("#ranking li >> nth=1")  # a ranked cell is one click from its colours
     assert page.input_value("[data-testid=cell]") == str(order[1])
     assert errors == []
+
+
+@pytest.mark.slow
+def test_holding_a_cell_changes_the_sample_as_the_api_says(site):
+    page, srv, errors = site
+    page.fill("#length", "200")
+    page.fill("#seed", "9")
+    page.click("[data-testid=go]")
+    page.wait_for_function("document.getElementById('status').textContent.endsWith('characters')")
+    free = page.text_content("#output")
+    page.fill("[data-testid=cell]", "3")
+    page.dispatch_event("[data-testid=cell]", "input")
+    page.fill("[data-testid=hold-value]", "0.95")
+    page.click("[data-testid=hold]")
+    page.fill("[data-testid=cell]", "6")
+    page.dispatch_event("[data-testid=cell]", "input")
+    page.click("[data-testid=silence]")
+    assert page.input_value("[data-testid=clamp]") == "0:3=0.95,0:6=0"
+    page.click("[data-testid=go]")
+    page.wait_for_function("document.getElementById('status').textContent.endsWith('characters')")
+    held = page.text_content("#output")
+    assert held != free
+    assert held == _api_sample(srv, {"length": 200, "seed": 9, "temperature": 0.8, "clamp": "0:3=0.95,0:6=0"})
+    page.wait_for_function("document.querySelectorAll('#output span')[150].style.backgroundColor !== ''")
+    assert errors == []

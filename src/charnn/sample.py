@@ -77,12 +77,53 @@ def check_options(temperature: float, top_k: int, top_p: float, length: int, num
         raise CharnnError(f"--num must be at least 1, got {num}")
 
 
+Pins = dict  # layer -> (cells (K,) int64, values (K,) float32): what --clamp holds
+
+
+def parse_clamp(spec: str | None, cfg) -> Pins:
+    """`LAYER:CELL=VALUE[,...]` -> pins for ``generate`` and ``Stepper``.
+
+    VALUE is on the scale the pages show: tanh(c) for an LSTM (strictly between -1 and 1; its
+    cell state c is held at atanh(VALUE), and h follows from it), h for a GRU or RNN (-1 to 1).
+    cfg: the model's ModelConfig.
+    """
+    if not spec:
+        return {}
+    lstm = cfg.cell == "lstm"
+    found: dict[int, dict[int, float]] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            where, value_s = part.split("=")
+            layer_s, cell_s = where.split(":")
+            layer, cell, value = int(layer_s), int(cell_s), float(value_s)
+        except ValueError:
+            raise CharnnError(f"--clamp {part!r} is not LAYER:CELL=VALUE (for example 0:42=0.9)") from None
+        if not 0 <= layer < cfg.layers:
+            raise CharnnError(f"--clamp {part}: layer {layer} does not exist; this model has layers 0 to {cfg.layers - 1}")
+        if not 0 <= cell < cfg.hidden:
+            raise CharnnError(f"--clamp {part}: cell {cell} does not exist; layers have cells 0 to {cfg.hidden - 1}")
+        if not (-1 < value < 1 if lstm else -1 <= value <= 1):
+            raise CharnnError(f"--clamp {part}: the value is {'tanh(c)' if lstm else 'h'}, so it must be "
+                              f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}")
+        if cell in found.setdefault(layer, {}):
+            raise CharnnError(f"--clamp names layer {layer} cell {cell} twice")
+        found[layer][cell] = value
+    pins = {}
+    for layer, cells in found.items():
+        values = torch.tensor(list(cells.values()), dtype=torch.float32)
+        pins[layer] = (torch.tensor(list(cells), dtype=torch.long), torch.atanh(values) if lstm else values)
+    return pins
+
+
 def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[int]]:
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, pins: Pins | None = None
+             ) -> Iterator[list[int]]:
     """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
 
     The prime is fed first (its characters must be in the vocabulary); with no prime the model
-    starts from a newline if it knows one, else from its first vocabulary entry.
+    starts from a newline if it knows one, else from its first vocabulary entry. `pins`
+    (``parse_clamp``) hold cells at fixed values while the prime is read and at every step.
     """
     check_options(temperature, top_k, top_p, length, num)
     if model.training:
@@ -93,15 +134,22 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
     else:
         start = vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0]
     x = torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0).expand(num, -1)
-    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
 
 
-def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list[int]]:
+def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> Iterator[list[int]]:
     """x: (num, P) prime ids. The model is only read: it must already be in eval mode."""
-    with torch.no_grad():
-        logits, state = model(x)
-    last = logits[:, -1]  # (num, V)
-    stepper = Stepper(model, state)  # one fused cell op per layer and character
+    if pins:  # the prime is read with the cells held too, one step at a time
+        device = model.head.weight.device
+        pins = {k: (idx.to(device), val.to(device)) for k, (idx, val) in pins.items()}
+        stepper = Stepper(model, model.init_state(x.shape[0], device), pins)
+        for t in range(x.shape[1]):
+            last = stepper.step(x[:, t])
+    else:
+        with torch.no_grad():
+            logits, state = model(x)
+        last = logits[:, -1]  # (num, V)
+        stepper = Stepper(model, state)  # one fused cell op per layer and character
     device = last.device
     for _ in range(length):
         nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
@@ -110,11 +158,12 @@ def _generate(model, x, length, gen, temperature, top_k, top_p) -> Iterator[list
 
 
 def stream(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None) -> Iterator[str]:
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None,
+           pins: Pins | None = None) -> Iterator[str]:
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
     a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
     `length` units, or right after the first occurrence of `stop` (which it includes)."""
-    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p)  # checks the prime now
+    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p, pins)  # checks the prime now
     return _pieces(ids_iter, vocab.stream_decoder(), stop)
 
 

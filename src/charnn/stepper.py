@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from charnn.model import CharRNN, State
+from charnn.model import CharRNN, State, cell_step
 
 _CELL_OPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
@@ -20,8 +20,12 @@ _CELL_OPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_ta
 class Stepper:
     """step(ids (B,)) -> logits (B, V), carrying the state between calls."""
 
-    def __init__(self, model: CharRNN, state: State):
+    def __init__(self, model: CharRNN, state: State, pins: dict | None = None):
+        """pins: layer -> (cells (K,), values (K,)) held at every step (``sample.parse_clamp``):
+        an LSTM's cell state c, or a GRU's / RNN's hidden state. A pinned layer runs the cell
+        equations of ``model.cell_step`` instead of the fused op."""
         self.model = model
+        self.pins = pins or {}
         self.cell = model.cfg.cell
         self.op = _CELL_OPS[self.cell]
         rnn = model.rnn
@@ -42,12 +46,30 @@ class Stepper:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed[ids]  # (B, E)
         for k, w in enumerate(self.weights):
-            if self.c is not None:
+            if k in self.pins:
+                self._pinned_step(k, x, w)
+            elif self.c is not None:
                 self.h[k], self.c[k] = self.op(x, (self.h[k], self.c[k]), *w)
             else:
                 self.h[k] = self.op(x, self.h[k], *w)
             x = self.h[k]
         return torch.addmm(self.head_b, x, self.head_w.T)  # (B, V)
+
+    def _pinned_step(self, k: int, x: torch.Tensor, w) -> None:
+        cells, values = self.pins[k]
+        pinned = "c" if self.c is not None else "h"
+
+        def hold(name, v):
+            if name != pinned:
+                return v
+            v = v.clone()
+            v[:, cells] = values
+            return v
+
+        c = self.c[k] if self.c is not None else None
+        self.h[k], c, _ = cell_step(self.cell, x @ w[0].T + w[2], self.h[k], c, w[1], w[3], hold)
+        if self.c is not None:
+            self.c[k] = c
 
     def state(self) -> State:
         h = torch.stack(self.h)

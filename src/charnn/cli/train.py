@@ -100,6 +100,9 @@ def _add_sample(sub) -> None:
     s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
+    s.add_argument("--clamp", default=None, metavar="LAYER:CELL=VALUE[,...]",
+                   help="hold cells at a value at every step (an LSTM's tanh(c), a GRU's or RNN's h; -1 to 1): "
+                        "steer the sample by a cell you found with charnn inspect")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
     s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
 
@@ -182,13 +185,13 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.distributed import pick_device
-    from charnn.sample import check_options, sample_text, stream
+    from charnn.sample import check_options, parse_clamp, sample_text, stream
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
     opts = dict(prime=args.prime, length=args.length, seed=args.seed, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, stop=args.stop)
+                top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=parse_clamp(args.clamp, loaded.config.model))
     out = sys.stdout
     if args.num == 1:  # streamed as it is generated
         pieces = stream(model, loaded.vocab, **opts)  # a prime with unknown characters fails here, before output

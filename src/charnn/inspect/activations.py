@@ -57,10 +57,16 @@ class Chunk:
 
 @dataclass
 class Clamp:
-    """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,)."""
+    """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,).
+    None leaves that part free (steering an LSTM pins c alone; h follows it)."""
     cells: torch.Tensor
-    h: torch.Tensor
-    c: torch.Tensor
+    h: torch.Tensor | None
+    c: torch.Tensor | None
+
+    @classmethod
+    def from_pins(cls, pins: dict, cell: str) -> dict[int, "Clamp"]:
+        """``sample.parse_clamp``'s pins as clamps: what `charnn sample --clamp` holds."""
+        return {k: cls(idx, None, val) if cell == "lstm" else cls(idx, val, None) for k, (idx, val) in pins.items()}
 
 
 def _layer(model: CharRNN, layer: int) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -85,8 +91,11 @@ def _clamped_steps(cell: str, inp, h, c, w, clamp: Clamp):
     xw = inp @ w_ih.T + b_ih  # (B, T, G*H)
 
     def hold(name, v):
+        value = clamp.c if name == "c" else clamp.h
+        if value is None:
+            return v
         v = v.clone()
-        v[:, clamp.cells] = clamp.c if name == "c" else clamp.h
+        v[:, clamp.cells] = value
         return v
 
     out = []
@@ -165,7 +174,7 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
                 gates = _gates(cfg.cell, inp, h_prev, w)
                 if "c" in keep:
                     cs = _lstm_cells(c0, gates)
-                    if k in clamps:
+                    if k in clamps and clamps[k].c is not None:
                         cs[..., clamps[k].cells] = clamps[k].c
                     gates["c"] = torch.tanh(cs)
                 for q in want_gates:

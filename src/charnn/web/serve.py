@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
-from charnn.inspect.activations import QUANTITIES, record_all
+from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
-from charnn.sample import sample_text, stream
+from charnn.sample import parse_clamp, sample_text, stream
 from charnn.subject import display_chars
 
 MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
@@ -46,6 +46,7 @@ MAX_SHOWN = 10_000  # characters read by /activations (every cell of a layer com
 MAX_LENGTH = 10_000  # characters generated per sample
 MAX_NUM = 64  # samples per request
 TOP = 5  # next-character candidates per position
+MAX_CLAMP = 20_000  # characters of a clamp list (a few thousand cells)
 
 
 # ---- the runs ----------------------------------------------------------------------------------
@@ -114,6 +115,8 @@ class SampleRequest(_Body):
     num: int = Field(1, ge=1, le=MAX_NUM, description="samples drawn together")
     seed: int = Field(0, ge=0, le=(1 << 63) - 1, description="same seed, same text")
     stop: str | None = Field(None, min_length=1, max_length=100, description="end a sample after this string")
+    clamp: str | None = Field(None, max_length=MAX_CLAMP, description="LAYER:CELL=VALUE[,...]: hold cells at a "
+                              "value at every step (an LSTM's tanh(c), a GRU's or RNN's h), as charnn sample --clamp")
 
 
 class EvalRequest(_Body):
@@ -124,6 +127,7 @@ class ActivationsRequest(_Body):
     text: str = Field(..., min_length=1, max_length=MAX_SHOWN)
     layer: int = Field(0, ge=0, le=255)
     quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n"] = "c"
+    clamp: str | None = Field(None, max_length=MAX_CLAMP, description="cells held while reading, as in /sample")
 
 
 # ---- the work (run in the pool) ------------------------------------------------------------------
@@ -135,7 +139,8 @@ def _ids(loaded: ckpt.Checkpoint, text: str) -> np.ndarray:
 def do_sample(run: Served, req: SampleRequest) -> dict:
     loaded, model = run.current()
     texts = sample_text(model, loaded.vocab, length=req.length, num=req.num, stop=req.stop, prime=req.prime,
-                        seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+                        seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                        pins=parse_clamp(req.clamp, loaded.config.model))
     return {"samples": [req.prime + t for t in texts]}
 
 
@@ -158,7 +163,8 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     if req.quantity not in QUANTITIES[cfg.cell]:
         raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
     ids = _ids(loaded, req.text)
-    rec = record_all(model, ids, quantities=(req.quantity,))
+    clamps = Clamp.from_pins(parse_clamp(req.clamp, cfg), cfg.cell)
+    rec = record_all(model, ids, quantities=(req.quantity,), clamps=clamps)
     values = rec.acts[req.quantity][req.layer].numpy()  # (N, H), c already as tanh(c)
     logp = rec.logp  # (N, V)
     top_lp, top_id = torch.topk(logp, min(TOP, logp.shape[-1]), dim=-1)
@@ -338,7 +344,8 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
             raise CharnnError("a stream carries one sample; ask /sample for num > 1")
         loaded, model = await pool.run(run.current)
         pieces = stream(model, loaded.vocab, prime=req.prime, length=req.length, seed=req.seed,  # checks the prime
-                        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=req.stop)
+                        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=req.stop,
+                        pins=parse_clamp(req.clamp, loaded.config.model))
         pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
         pool.release()
         return StreamingResponse(_events(pool, pieces, request, app), media_type="text/event-stream",
