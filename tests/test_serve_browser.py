@@ -1,6 +1,7 @@
 """The page `charnn serve` answers at /, in a real headless browser against a real uvicorn."""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -251,3 +252,29 @@ def test_holding_a_cell_changes_the_sample_as_the_api_says(site):
     assert held == _api_sample(srv, {"length": 200, "seed": 9, "temperature": 0.8, "clamp": "0:3=0.95,0:6=0"})
     page.wait_for_function("document.querySelectorAll('#output span')[150].style.backgroundColor !== ''")
     assert errors == []
+
+
+@pytest.mark.skipif(not os.environ.get("CHARNN_SCREENSHOT_RUN"), reason="set CHARNN_SCREENSHOT_RUN=RUN_DIR (and "
+                    "CHARNN_SCREENSHOTS=folder, CHARNN_SCREENSHOT_CELL=LAYER:CELL) to picture a real run's served page")
+def test_the_served_page_of_a_real_run(browser):
+    from pathlib import Path
+
+    run = Path(os.environ["CHARNN_SCREENSHOT_RUN"])
+    layer, cell = os.environ.get("CHARNN_SCREENSHOT_CELL", "0:0").split(":")
+    with Server(create_app(open_runs([run]), workers=2)) as srv:
+        page = browser.new_page(viewport={"width": 1200, "height": 760})
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.select_option("[data-testid=layer]", layer)
+        page.fill("[data-testid=cell]", cell)
+        page.dispatch_event("[data-testid=cell]", "input")
+        page.fill("#prime", "The count went")
+        page.fill("#length", "700")
+        page.fill("#seed", "1")
+        page.click("[data-testid=go]")
+        page.wait_for_function("document.getElementById('status').textContent.endsWith('characters')", timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('#output span')[600].style.backgroundColor !== ''",
+                               timeout=60_000)
+        page.hover("#output span >> nth=120")
+        assert page.locator("[data-testid=top5] tr").count() == 5
+        shot(page, "serve-real.png")
