@@ -144,3 +144,19 @@ def test_saved_ngram_as_the_baseline_of_an_error_analysis(quote_model, tmp_path)
     charnn("ngram", other, "--order", "2", "--save", tmp_path / "o.safetensors")
     r = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "c", "--baseline", tmp_path / "o.safetensors")
     assert r.returncode == 2 and "another vocabulary" in r.stderr
+
+
+@pytest.mark.parametrize("order, modified", [(1, False), (3, False), (5, True)])
+def test_whole_distributions_sum_to_one_and_hold_the_probability_of_each_target(order, modified):
+    import numpy as np
+
+    from charnn.study.ngram import KneserNey
+
+    rng = np.random.default_rng(0)
+    train_ids = rng.integers(0, 7, 5000)
+    train_ids[1::3] = (train_ids[::3][: len(train_ids[1::3])] + 1) % 7  # some structure to count
+    m = KneserNey(order, 7, modified=modified).fit(train_ids)
+    history = rng.integers(0, 7, 300)
+    d = m.distributions(history, 20)
+    assert d.shape == (280, 7) and np.allclose(d.sum(1), 1.0)
+    assert np.allclose(d[np.arange(280), history[20:]], m.probs_of(history, 20))

@@ -187,3 +187,10 @@ def test_bad_clamps_say_what_is_wrong(spec, says):
 
     with pytest.raises(CharnnError, match=says):
         parse_clamp(spec, ModelConfig(cell="lstm", layers=2, hidden=12, embed=6, vocab_size=9))
+
+
+def test_a_tiny_temperature_is_argmax_not_an_overflow():
+    logits = torch.tensor([[3.0, -2.0, 5.0, 4.999]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, g, temperature=3e-277).tolist() == [2]
+    assert torch.isfinite(torch.softmax(filter_logits(logits, temperature=1e-300), -1)).all()

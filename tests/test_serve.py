@@ -320,3 +320,22 @@ def test_a_clamped_cell_holds_its_value_while_reading_and_changes_the_prediction
     a = client.post("/api/runs/lstm/sample", json={"length": 200, "seed": 1}).json()["samples"]
     b = client.post("/api/runs/lstm/sample", json={"length": 200, "seed": 1, "clamp": "0:0=0.99,0:1=-0.99"}).json()
     assert b["samples"] != a
+
+
+def test_a_failure_after_the_stream_started_ends_it_with_an_error_event(client, monkeypatch):
+    from charnn.sample import NonFiniteOutput
+    from charnn.web import serve
+
+    def broken(*a, **k):
+        def gen():
+            yield "a"
+            yield "b"
+            raise NonFiniteOutput("the model's next-character probabilities are not finite")
+        return gen()
+
+    monkeypatch.setattr(serve, "stream", broken)
+    with client.stream("POST", "/api/runs/lstm/sample/stream", json={}) as r:
+        assert r.status_code == 200
+        events = _events(r.iter_lines())
+    assert events[0] == ("message", {"text": "a"}) and events[-1][0] == "error"
+    assert "not finite" in events[-1][1]["detail"]

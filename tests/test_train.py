@@ -407,3 +407,59 @@ def test_the_training_step_reads_nothing_back_from_the_device_between_log_steps(
     train(cfg, tmp_path / "run", progress=False, on_step=on_step)
     between = {k: marks[39][k] - marks[11][k] for k in calls}
     assert between == {"item": 0, "tolist": 2, "cpu": 0}, between
+
+
+def test_kept_steps_are_the_snapshots_then_each_doubling_and_every_n():
+    from charnn.train import keep_step
+
+    t = TrainConfig()
+    assert [s for s in range(1, 40_000) if keep_step(t, s)] == [100, 300, 500, 700, 1200, 2000, 4000, 8000, 16000,
+                                                                32000]
+    t.keep_every = 5000
+    assert [s for s in range(1, 21_000) if keep_step(t, s)] == [100, 300, 500, 700, 1200, 2000, 4000, 5000, 8000,
+                                                                10000, 15000, 16000, 20000]
+    t.keep_checkpoints = "none"
+    assert [s for s in range(1, 21_000) if keep_step(t, s)] == [5000, 10000, 15000, 20000]
+
+
+def _kept_config(text_file):
+    c = tiny_config(text_file, max_steps=45, eval_every=15, checkpoint_every=0)
+    c.train.snapshot_steps = (5, 10)  # then 20, 40
+    return c
+
+
+def test_kept_checkpoints_are_weights_enough_to_sample_and_survive_a_crash_consistently(text_file, tmp_path):
+    whole = tmp_path / "whole"
+    train(_kept_config(text_file), whole, progress=False)
+    assert ckpt.kept_steps(whole) == [5, 10, 20, 40]
+    kept = ckpt.load(whole, "step:20")
+    assert kept.meta["step"] == 20 and kept.tensors == {}  # weights only: no optimizer or RNG state
+    assert kept.build_model().num_params == ckpt.load(whole).build_model().num_params
+
+    # a crash at step 22: the last full save was at step 15 (an evaluation), after the kept step 20
+    def crash(step):
+        if step == 22:
+            raise RuntimeError("power cut")
+        return False
+
+    split = tmp_path / "split"
+    with pytest.raises(RuntimeError):
+        train(_kept_config(text_file), split, progress=False, on_step=crash)
+    assert ckpt.kept_steps(split) == [5, 10, 20] and ckpt.load(split, "last").meta["step"] == 15
+    train(None, split, resume=True, progress=False)
+    assert ckpt.kept_steps(split) == ckpt.kept_steps(whole)
+    for step in ckpt.kept_steps(whole):
+        a, b = ckpt.load(whole, f"step:{step}").weights, ckpt.load(split, f"step:{step}").weights
+        assert all(torch.equal(a[k], b[k]) for k in a), step
+
+
+def test_keep_checkpoints_none_keeps_nothing_and_a_step_not_kept_lists_the_kept_ones(text_file, tmp_path):
+    c = _kept_config(text_file)
+    c.train.keep_checkpoints = "none"
+    train(c, tmp_path / "none", progress=False)
+    assert ckpt.kept_steps(tmp_path / "none") == [] and not (tmp_path / "none" / ckpt.KEPT).exists()
+    train(_kept_config(text_file), tmp_path / "run", progress=False)
+    with pytest.raises(CharnnError, match="kept no checkpoint at step 7; it kept steps 5, 10, 20, 40"):
+        ckpt.load(tmp_path / "run", "step:7")
+    with pytest.raises(CharnnError, match="kept none"):
+        ckpt.load(tmp_path / "none", "step:5")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,14 +101,46 @@ def save(path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, me
     write_atomic(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
+KEPT = "checkpoints"  # RUN/checkpoints/step-NNNNNNN.safetensors: weights kept over training
+
+
+def kept_path(run: str | Path, step: int) -> Path:
+    return Path(run) / KEPT / f"step-{step:07d}.safetensors"
+
+
+def kept_steps(run: str | Path) -> list[int]:
+    """The steps whose weights a run kept, in order."""
+    steps = []
+    for p in (Path(run) / KEPT).glob("step-*.safetensors"):
+        m = re.fullmatch(r"step-(\d+)\.safetensors", p.name)
+        if m:
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def parse_which(text: str) -> str:
+    """--checkpoint: best, last, or step:N (a kept checkpoint)."""
+    if text in ("best", "last") or re.fullmatch(r"step:\d+", text):
+        return text
+    raise CharnnError(f"--checkpoint {text!r}: use best, last or step:N (a step whose weights the run kept)")
+
+
 def resolve_path(where: str | Path, which: str = "best") -> Path:
-    """A checkpoint file, or a run directory's checkpoint: "best", "last" (only that file), or
-    "latest" (last, else best)."""
+    """A checkpoint file, or a run directory's checkpoint: "best", "last" (only that file),
+    "latest" (last, else best) or "step:N" (kept over training)."""
     p = Path(where)
     if p.is_file():
         return p
     if not p.is_dir():
         raise CharnnError(f"no such run directory or checkpoint: {where}")
+    if which.startswith("step:"):
+        step = int(parse_which(which)[5:])
+        if kept_path(p, step).is_file():
+            return kept_path(p, step)
+        kept = kept_steps(p)
+        raise CharnnError(f"{where} kept no checkpoint at step {step}; " + (
+            f"it kept steps {', '.join(map(str, kept))}" if kept else
+            "it kept none (runs keep them at steps 100, 300, 500, 700, 1200, 2000, then each doubling)"))
     order = {"best": [BEST, LAST], "last": [LAST], "latest": [LAST, BEST]}.get(which, [which])
     for name in order:
         if (p / name).is_file():
@@ -217,6 +250,15 @@ def check_run(run: str | Path) -> list[Finding]:
             val = m.get("val_loss")
             found.append(Finding(name, True, f"step {m.get('step')}" + (f", validation loss {val:.4f} nats"
                                  if isinstance(val, (int, float)) else "") + f"; sample with: charnn sample {run}"))
+    for step in kept_steps(run):
+        name = f"{KEPT}/{kept_path(run, step).name}"
+        try:
+            c = load(kept_path(run, step))
+            c.build_model()
+            ids[name] = c.config.run_id
+            found.append(Finding(name, True, f"step {step}; sample with: charnn sample {run} --checkpoint step:{step}"))
+        except CharnnError as e:
+            found.append(Finding(name, False, str(e)))
     known = {v for v in ids.values() if v}
     if len(known) > 1:
         found.append(Finding("run id", False, "the files come from different runs: " +

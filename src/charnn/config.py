@@ -110,6 +110,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step (GPU; on a CPU it costs its compile time)
     snapshot_steps: tuple[int, ...] = (100, 300, 500, 700, 1200, 2000)
     snapshot_chars: int = 300
+    keep_checkpoints: str = "snapshots"  # weights kept at the snapshot steps and each doubling after; or none
+    keep_every: int = 0  # also keep the weights every N steps; 0: off
 
     def validate(self) -> None:
         _positive("seq-len", self.seq_len)
@@ -132,6 +134,10 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise CharnnError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         self.snapshot_steps = tuple(int(s) for s in self.snapshot_steps)
+        if self.keep_checkpoints not in ("snapshots", "none"):
+            raise CharnnError(f"--keep-checkpoints must be snapshots or none, got {self.keep_checkpoints!r}")
+        if self.keep_every < 0:
+            raise CharnnError("--keep-every must not be negative")
 
 
 @dataclass

@@ -28,7 +28,10 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
         keep = torch.zeros_like(logits, dtype=torch.bool)
         keep.scatter_(-1, logits.argmax(-1, keepdim=True), True)
         return logits.masked_fill(~keep, float("-inf"))
-    logits = logits / temperature
+    # In float64 and shifted by the maximum first, so that a tiny temperature (down to 5e-324)
+    # cannot overflow: the most likely id stays at 0 and the others go to -inf, never inf - inf.
+    logits = logits.double()
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -43,7 +43,7 @@ SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision", "compile", "checkpoint_every"}
+             "precision", "compile", "checkpoint_every", "keep_checkpoints", "keep_every"}
 
 
 @dataclass
@@ -167,6 +167,23 @@ class _Loss(torch.nn.Module):
 
     def forward(self, x, y, state):
         return self.model.loss(x, y, state)
+
+
+def keep_step(t, step: int) -> bool:
+    """Whether the weights at `step` are kept in RUN/checkpoints (TrainConfig.keep_checkpoints,
+    keep_every): the snapshot steps and each doubling after the last (4000, 8000, ... by default),
+    and every keep_every-th step."""
+    if step <= 0:
+        return False
+    if t.keep_every and step % t.keep_every == 0:
+        return True
+    if t.keep_checkpoints != "snapshots":
+        return False
+    if step in t.snapshot_steps:
+        return True
+    last = max(t.snapshot_steps, default=0)
+    ratio = step // last if last else 0
+    return last > 0 and step % last == 0 and ratio >= 2 and ratio & (ratio - 1) == 0
 
 
 def _streams(state, first: int, count: int):
@@ -355,9 +372,12 @@ class Trainer:
         if dd.main:
             write_atomic(out / "config.json", cfg.to_json() + "\n")
             write_atomic(out / "vocab.json", self.vocab.to_json() + "\n")
-            step = self.state.step  # logs after the checkpoint's step belong to a lost future
+            step = self.state.step  # logs and kept weights after the checkpoint's step belong to a lost future
             for name in LOGS:
                 keep_lines(out / name, lambda line: json.loads(line).get("step", 0) <= step)
+            clean_temporaries(out / ckpt.KEPT)
+            for later in (k for k in ckpt.kept_steps(out) if k > step):
+                ckpt.kept_path(out, later).unlink(missing_ok=True)
         self.judge: dict = {}  # the training split's substring index, built at the first snapshot
         self.health: dict | None = None  # device-side divergence bookkeeping (see _watch)
         self.train_loss = float("nan")
@@ -544,6 +564,18 @@ class Trainer:
         if self.dd.main:
             ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model, {"step": self.state.step, "val_loss": val})
 
+    def save_kept(self, val: float | None) -> None:
+        """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
+        over training. Written atomically, like every checkpoint."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._diverged("non-finite weights")
+        if self.dd.main:
+            path = ckpt.kept_path(self.out, self.state.step)
+            path.parent.mkdir(exist_ok=True)
+            ckpt.save(path, self.cfg, self.vocab, self.model,
+                      {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
+                       "elapsed": self.elapsed()})
+
     def save_last(self, finished: str = "") -> None:
         """The full training state; every process takes part in gathering the carried state."""
         full, state, dd = None, self.carried, self.dd
@@ -594,7 +626,8 @@ class Trainer:
         due = bool(t.checkpoint_every) and time.perf_counter() - self.last_save >= t.checkpoint_every
         if self.dd.active:  # rank 0's clock decides, every LOG_EVERY steps (a broadcast waits for the device)
             due = log_step and bool(self.dd.broadcast(float(due), self.device))
-        if log_step or due or st.step % t.eval_every == 0 or st.step in t.snapshot_steps:
+        keep = keep_step(t, st.step)
+        if log_step or due or keep or st.step % t.eval_every == 0 or st.step in t.snapshot_steps:
             self.check_health()
         if log_step:
             self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "lr": lr, "train_loss": self.train_loss,
@@ -614,6 +647,8 @@ class Trainer:
                      f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
         if st.step in t.snapshot_steps or val is not None:
             self.snapshot(val)
+        if keep:
+            self.save_kept(val)
         if val is not None or due:
             self.save_last()
 

@@ -60,3 +60,13 @@ def number(text: str) -> float:
 
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def which(text: str) -> str:
+    """--checkpoint: best, last, or step:N (weights the run kept at step N)."""
+    if text in ("best", "last") or re.fullmatch(r"step:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid checkpoint {text!r}: use best, last or step:N")
+
+
+WHICH_HELP = "best (default), last, or step:N: the weights the run kept at step N (charnn check lists them)"

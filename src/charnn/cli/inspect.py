@@ -28,7 +28,7 @@ def _add_inspect(sub) -> None:
         src.add_argument("--split", choices=["train", "val", "test"], default=None,
                          help="read a split of the run's own corpus (default val)")
         p.add_argument("--chars", type=flags.count, default=chars_default, help=chars_help)
-        p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+        p.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
 
     c = isub.add_parser("cells", help="an HTML page: the text coloured by any cell, with top-5 guesses on hover")
     common(c, 2000, "characters to show (default 2000, at most 20000)")
@@ -70,7 +70,7 @@ def _add_inspect(sub) -> None:
 
 def _add_analyze(sub) -> None:
     an = sub.add_parser("analyze", help="the paper's analyses of a trained model: error sources, long-range dependencies")
-    an.set_defaults(func=_say_what("analyze", "errors or braces"))
+    an.set_defaults(func=_say_what("analyze", "errors, braces or dynamics"))
     asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
     b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
@@ -80,7 +80,7 @@ def _add_analyze(sub) -> None:
                    help="compare with this saved n-gram model (charnn ngram --save) instead of training one")
     b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     b.add_argument("--chars", type=flags.count, default=0, help="characters of the split to read (0: all)")
-    b.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    b.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     b.set_defaults(func=cmd_braces)
 
     e = asub.add_parser("errors", help="where the errors come from: the paper's oracles, peeled in order")
@@ -94,8 +94,19 @@ def _add_analyze(sub) -> None:
                             "(trained here on the run's training split)")
     e.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     e.add_argument("--chars", type=flags.count, default=100_000, help="characters to read (default 100000; 0: all)")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     e.set_defaults(func=cmd_errors)
+
+    d = asub.add_parser("dynamics", help="each kept checkpoint against n-gram models of each order: which it "
+                                         "predicts like, as training goes on (the paper's training dynamics)")
+    d.add_argument("run", metavar="RUN_DIR", help="a run that kept checkpoints (--keep-checkpoints, on by default)")
+    d.add_argument("--out", required=True, metavar="DIR", help="folder for dynamics.png and dynamics.csv")
+    d.add_argument("--orders", default="1-9", help="n-gram orders to compare with (default 1-9; e.g. 1,2,4,8)")
+    d.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
+    d.add_argument("--chars", type=flags.count, default=20_000,
+                   help="characters of the split to compare on (default 20000; 0: all)")
+    d.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    d.set_defaults(func=cmd_dynamics)
 
 
 def _say_what(command: str, choices: str):
@@ -297,4 +308,28 @@ def cmd_evolution(args) -> int:
 
     path = write_evolution_page(args.run, args.out)
     print(f"wrote {path}; open it in a browser", file=sys.stderr)
+    return 0
+
+
+def cmd_dynamics(args) -> int:
+    from charnn.study.dynamics import dynamics, fmt, parse_orders, write
+
+    orders = parse_orders(args.orders)
+    rep = dynamics(args.run, orders, args.split, args.chars,
+                   progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
+    png, csv_path = write(rep, Path(args.out), f"{Path(args.run).resolve().name}: divergence from n-gram models over "
+                                                f"training ({rep.chars:,} characters of {args.split})")
+    if args.json:
+        d = rep.to_dict()
+        print(json.dumps({"orders": d["orders"], "checkpoints": [
+            {k: c[k] for k in ("step", "val_loss", "closest_order", "divergence")} for c in d["checkpoints"]]}))
+        return 0
+    print(f"symmetric KL (nats/char) between each kept checkpoint and n-gram models, on {rep.chars:,} characters "
+          f"of {rep.what}")
+    print(f"{'step':>8} {'loss':>6} {'closest':>8} " + " ".join(f"{f'{n}-gram':>7}" for n in rep.orders))
+    for c in rep.checkpoints:
+        print(f"{c['step']:>8} {c['val_loss']:>6.3f} {c['closest_order']:>8} " +
+              " ".join(f"{fmt(c['divergence'][n]):>7}" for n in rep.orders))
+    print(f"{'n-gram loss':>24} " + " ".join(f"{fmt(rep.ngram_loss[n]):>7}" for n in rep.orders))
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0

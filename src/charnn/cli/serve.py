@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=flags.count, default=8000, help="port (default 8000; 0 picks a free one)")
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     s.add_argument("--workers", type=flags.count, default=0,
                    help="requests computed at once (default: one per core, each on one torch thread)")
     s.add_argument("--queue", type=flags.count, default=256,
@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created; its parent must exist)")
     e.add_argument("--format", choices=["web", "onnx"], default="web",
                    help="web (default): DIR/index.html samples when opened from disk; onnx: DIR/model.onnx, one step")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     e.set_defaults(func=cmd_export)
 
 

@@ -71,6 +71,11 @@ def _add_train(sub) -> None:
     g.add_argument("--checkpoint-every", type=flags.duration, default=None, metavar="DURATION",
                    help="save the full training state at least this often besides every evaluation "
                         "(default 5m; 0: only at evaluations)")
+    g.add_argument("--keep-checkpoints", choices=["snapshots", "none"], default=None,
+                   help="keep the weights over training in RUN/checkpoints: at steps 100, 300, 500, 700, 1200, 2000, "
+                        "then each doubling (default snapshots), or none")
+    g.add_argument("--keep-every", type=flags.count, default=None, metavar="N",
+                   help="also keep the weights every N steps (default 0: off)")
     g = t.add_argument_group("run")
     g.add_argument("--seed", type=flags.count, default=None, help="random seed (weights, dropout, file order)")
     g.add_argument("--device", choices=flags.DEVICES, default=None)
@@ -103,7 +108,7 @@ def _add_sample(sub) -> None:
     s.add_argument("--clamp", default=None, metavar="LAYER:CELL=VALUE[,...]",
                    help="hold cells at a value at every step (an LSTM's tanh(c), a GRU's or RNN's h; -1 to 1): "
                         "steer the sample by a cell you found with charnn inspect")
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
 
     s.set_defaults(func=cmd_sample)
@@ -116,7 +121,7 @@ def _add_eval_check_info(sub) -> None:
     src.add_argument("--split", choices=["train", "val", "test"], default=None, help="a split of the training text (default val)")
     src.add_argument("--text", metavar="FILE", default=None, help="any text file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     e.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
 
     e.set_defaults(func=cmd_eval)
@@ -129,6 +134,8 @@ def _add_eval_check_info(sub) -> None:
     i = sub.add_parser("info", help="configuration, vocabulary, size and progress of a run")
     i.add_argument("run", metavar="RUN_DIR")
     i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.add_argument("--checkpoint", type=flags.which, default=None, metavar="WHICH",
+                   help="the checkpoint to describe: best, last or step:N (default: last, else best)")
     i.set_defaults(func=cmd_info)
 
 
@@ -232,7 +239,7 @@ def cmd_eval(args) -> int:
 def cmd_info(args) -> int:
     from charnn import checkpoint as ckpt
 
-    path = ckpt.resolve_path(args.run, "latest")
+    path = ckpt.resolve_path(args.run, args.checkpoint or "latest")
     loaded = ckpt.load(path)
     best = ckpt.load(args.run, "best") if Path(args.run).is_dir() and (Path(args.run) / ckpt.BEST).exists() else None
     model = loaded.build_model("cpu")
@@ -247,6 +254,7 @@ def cmd_info(args) -> int:
         "best_val_loss": (best.meta.get("val_loss") if best else m.get("best_val_loss", m.get("val_loss"))),
         "best_step": best.meta.get("step") if best else None,
         "stopped_by": m.get("stopped_by"),
+        "kept_steps": ckpt.kept_steps(args.run) if Path(args.run).is_dir() else [],
     }
     if args.json:
         print(json.dumps(info))
@@ -261,6 +269,8 @@ def cmd_info(args) -> int:
           f"seq {c.train.seq_len}; preset {c.preset or '-'}")
     if info["steps"] is not None:
         print(f"progress   {info['steps']} steps, stopped by {info['stopped_by'] or '-'}")
+    if info["kept_steps"]:
+        print(f"kept       weights at steps {', '.join(map(str, info['kept_steps']))} (--checkpoint step:N)")
     bv = info["best_val_loss"]
     if bv is not None and math.isfinite(bv):
         print(f"best val   {bv:.4f} nats = {bv / math.log(2):.4f} bits/char (step {info['best_step']})")

@@ -52,20 +52,23 @@ def _keys(ids: np.ndarray, vocab_size: int, max_order: int):
     whose collisions are negligible (~ distinct^2 / 2**65: under 1e-3 for 1e8 distinct n-grams).
     """
     ids = ids.astype(np.uint64)
-    v = np.uint64(vocab_size + 1)  # +1 so that no digit is zero-valued padding
-    exact_upto = int(63 // math.log2(vocab_size + 1))
     keys = ids + np.uint64(1)
     yield 1, keys
+    for n in range(2, max_order + 1):
+        prev = keys
+        keys = np.empty_like(prev)
+        keys[: n - 1] = 0  # incomplete n-grams at the start
+        keys[n - 1:] = _extend(prev[n - 2:-1], ids[n - 1:] + np.uint64(1), n, vocab_size)
+        yield n, keys
+
+
+def _extend(prev: np.ndarray, unit: np.ndarray, n: int, vocab_size: int) -> np.ndarray:
+    """Keys of n-grams from the keys of their first n-1 units and their last unit (its id + 1):
+    exact base-(V+1) digits while they fit in 63 bits, else the rolling hash."""
     with np.errstate(over="ignore"):
-        for n in range(2, max_order + 1):
-            prev = keys
-            keys = np.empty_like(prev)
-            keys[: n - 1] = 0  # incomplete n-grams at the start
-            if n <= exact_upto:
-                keys[n - 1:] = prev[n - 2:-1] * v + ids[n - 1:] + np.uint64(1)
-            else:
-                keys[n - 1:] = (prev[n - 2:-1] ^ (ids[n - 1:] + np.uint64(1))) * _MIX + np.uint64(n)
-            yield n, keys
+        if n <= int(63 // math.log2(vocab_size + 1)):
+            return prev * np.uint64(vocab_size + 1) + unit
+        return (prev ^ unit) * _MIX + np.uint64(n)
 
 
 @dataclass
@@ -227,6 +230,29 @@ class KneserNey:
                 p = _lookup(lv.gram_keys, lv.gram_counts, keys[t]) / max(int(lv.ctx_totals.sum()), 1)
             keys_prev = keys
         return p
+
+    def distributions(self, history: np.ndarray, targets_from: int) -> np.ndarray:
+        """The whole next-unit distribution at each target position: (T, V), rows summing to 1;
+        column ids[t] of row t is what ``probs_of`` gives. One pass over the text per unit."""
+        ids = np.asarray(history, dtype=np.int64)
+        t = np.arange(targets_from, len(ids))
+        V = self.vocab_size
+        levels = dict(_keys(ids, V, self.order - 1)) if self.order > 1 else {}
+        before = {n: levels[n - 1][np.maximum(t - 1, 0)] for n in range(2, self.order + 1)}  # context keys
+        out = np.empty((len(t), V))
+        for w in range(V):
+            unit = np.full(len(t), np.uint64(w + 1))
+            if self.uniform_floor:
+                p = self._prob(1, unit, None, np.full(len(t), 1.0 / V))
+            else:
+                lv = self.orders[0]
+                p = _lookup(lv.gram_keys, lv.gram_counts, unit) / max(int(lv.ctx_totals.sum()), 1)
+            for n in range(2, self.order + 1):
+                ok = t >= n - 1
+                gram = np.where(ok, _extend(before[n], unit, n, V), 0)
+                p = np.where(ok, self._prob(n, gram, np.where(ok, before[n], 0), p), p)
+            out[:, w] = p
+        return out
 
     def loss(self, history: np.ndarray, targets_from: int) -> float:
         """Mean negative log-probability (nats per character) of the targets."""

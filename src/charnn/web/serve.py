@@ -78,7 +78,8 @@ class Served:
         return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
                 "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
                 "best_val_loss": best if best is not None and math.isfinite(best) else None,
-                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES[c.cell]), "checkpoint": loaded.path.name}
+                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES[c.cell]), "checkpoint": loaded.path.name,
+                "kept_steps": ckpt.kept_steps(self.folder)}
 
 
 def open_runs(folders, which: str = "best") -> dict[str, Served]:
@@ -165,7 +166,7 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     ids = _ids(loaded, req.text)
     clamps = Clamp.from_pins(parse_clamp(req.clamp, cfg), cfg.cell)
     rec = record_all(model, ids, quantities=(req.quantity,), clamps=clamps)
-    values = rec.acts[req.quantity][req.layer].numpy()  # (N, H), c already as tanh(c)
+    values = np.round(rec.acts[req.quantity][req.layer].numpy().astype(np.float64), 4)  # (N, H), c as tanh(c)
     logp = rec.logp  # (N, V)
     top_lp, top_id = torch.topk(logp, min(TOP, logp.shape[-1]), dim=-1)
     nxt = torch.from_numpy(ids[1:])
@@ -173,7 +174,7 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     shown = display_chars(loaded.vocab)
     chars = []
     for i, cid in enumerate(ids.tolist()):
-        chars.append({"char": shown[cid], "values": np.round(values[i], 4).tolist(),
+        chars.append({"char": shown[cid], "values": values[i].tolist(),
                       "top": [{"char": shown[j], "p": round(math.exp(lp), 5)}
                               for lp, j in zip(top_lp[i].tolist(), top_id[i].tolist())],
                       "loss": None if loss[i] is None else round(loss[i], 5)})
@@ -375,7 +376,11 @@ async def _events(pool: Workers, pieces, request: Request, app: FastAPI):
     sent, batch, ended = 0, 1, False
     try:
         while not ended:
-            got, ended = await pool.run(_take, pieces, batch)
+            try:
+                got, ended = await pool.run(_take, pieces, batch)
+            except CharnnError as e:  # the status line has gone out: say it in the stream, then end it
+                yield f"event: error\ndata: {json.dumps({'detail': str(e)})}\n\n"
+                return
             batch = 16
             text = "".join(f"data: {json.dumps({'text': p}, ensure_ascii=False)}\n\n" for p in got if p)
             sent += sum(len(p) for p in got)
