@@ -139,3 +139,81 @@ def test_text_with_characters_the_model_lacks_is_refused(tmp_path):
     other.write_text("xyz")
     with pytest.raises(CharnnError, match="lacks"):
         open_subject(run, text=str(other))
+
+
+def _inside_outside(subject, layer: int, cell: int):
+    """A cell's mean value (on the pages' scale: an LSTM's tanh(c)) inside and outside quotes."""
+    from charnn.inspect.activations import record_all
+    from charnn.inspect.features import compute
+
+    q = "c" if subject.model.cfg.cell == "lstm" else "h"  # what steering holds
+    acts = record_all(subject.model, subject.ids, (q,)).acts[q][layer, :, cell].numpy()
+    inside = next(f for f in compute(subject.text) if f.name == "quotes").values > 0
+    clip = lambda v: float(np.clip(v, -0.98, 0.98))  # noqa: E731
+    return clip(acts[inside].mean()), clip(acts[~inside].mean())
+
+
+def _upper_share(texts) -> float:
+    letters = [ch for t in texts for ch in t if ch.isalpha()]
+    return sum(ch.isupper() for ch in letters) / max(1, len(letters))
+
+
+@pytest.mark.slow
+def test_clamping_the_quote_cells_makes_the_model_write_as_if_inside_or_outside(quotes):
+    """Upper case inside quotes, lower case outside: held at their inside values, the quote cells
+    make the model write upper case with no quote open; held at their outside values, lower case
+    inside an open quote."""
+    from charnn.sample import parse_clamp, sample_text
+
+    subject, ranked = quotes
+    m, v, cfg = subject.model, subject.vocab, subject.model.cfg
+
+    def upper(prime, held=()):
+        spec = ",".join(f"{layer}:{cell}={value}" for layer, cell, value in held)
+        return _upper_share(sample_text(m, v, length=60, num=16, seed=1, prime=prime, temperature=0.8,
+                                        pins=parse_clamp(spec, cfg)))
+
+    closed, opened = "abc de fgh ", 'abc "ABC DE '
+    free_closed, free_open = upper(closed), upper(opened)
+    assert free_closed < 0.15 and free_open > 0.5
+    # the cell inspect find ranks first moves the model a long way on its own...
+    best = ranked["quotes"].top[0]
+    inside, outside = _inside_outside(subject, best.layer, best.cell)
+    assert upper(closed, [(best.layer, best.cell, inside)]) > max(0.3, 5 * free_closed)
+    assert upper(opened, [(best.layer, best.cell, outside)]) < free_open / 2
+    # ...and this small model keeps the state in several cells: held together, they decide it
+    cells = sorted({(t.layer, t.cell) for t in ranked["quotes"].top if abs(t.r) >= 0.95})
+    assert len(cells) >= 2
+    values = {c: _inside_outside(subject, *c) for c in cells}
+    assert upper(closed, [(*c, values[c][0]) for c in cells]) > 0.8
+    assert upper(opened, [(*c, values[c][1]) for c in cells]) < 0.2
+    # ablation with --mode value:V scores the same intervention: the outside value hurts inside quotes
+    rep = ablate(subject, [(best.layer, best.cell)], f"value:{outside}")
+    assert rep.features["quotes"][1].delta > 3 * max(rep.features["quotes"][2].delta, 0.0)
+
+
+def test_a_clamp_to_the_value_a_cell_holds_anyway_changes_no_sample():
+    from charnn.config import ModelConfig
+    from charnn.sample import parse_clamp, sample_text
+
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="lstm", layers=1, hidden=8, embed=4, vocab_size=6)).eval()
+    H = 8
+    with torch.no_grad():  # cell 2: forget gate shut, input gate open, candidate tanh(0.5): c = tanh(0.5) always
+        for w in (m.rnn.weight_ih_l0, m.rnn.weight_hh_l0):
+            w[[2, H + 2, 2 * H + 2]] = 0
+        m.rnn.bias_ih_l0[2], m.rnn.bias_ih_l0[H + 2], m.rnn.bias_ih_l0[2 * H + 2] = 30.0, -30.0, 0.5
+        m.rnn.bias_hh_l0[[2, H + 2, 2 * H + 2]] = 0
+    vocab = Vocab([10, 97, 98, 99, 100, 101])
+    own = float(np.tanh(np.tanh(0.5)))
+    free = sample_text(m, vocab, length=300, num=4, seed=3)
+    held = sample_text(m, vocab, length=300, num=4, seed=3, pins=parse_clamp(f"0:2={own}", m.cfg))
+    other = sample_text(m, vocab, length=300, num=4, seed=3, pins=parse_clamp("0:2=-0.9", m.cfg))
+    assert held == free and other != free
+
+
+@pytest.mark.parametrize("mode", ["value:1", "value:x", "half"])
+def test_bad_ablation_modes_say_what_to_use(quotes, mode):
+    subject, ranked = quotes
+    with pytest.raises(CharnnError, match="--mode"):
+        ablate(subject, [(0, 0)], mode)

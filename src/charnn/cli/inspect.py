@@ -54,8 +54,9 @@ def _add_inspect(sub) -> None:
     a = isub.add_parser("ablate", help="silence cells and report the change in loss where features are on / off")
     common(a, 100_000, "characters to read (default 100000; 0: all)")
     a.add_argument("--cells", required=True, metavar="LAYER:INDEX[,...]", help="cells to silence, e.g. 0:12,1:40")
-    a.add_argument("--mode", choices=["zero", "mean"], default="zero",
-                   help="hold the cells at zero or at their mean over the text (default zero)")
+    a.add_argument("--mode", default="zero", metavar="{zero,mean,value:V}",
+                   help="hold the cells at zero, at their mean over the text, or at V as charnn sample --clamp does "
+                        "(an LSTM's tanh(c), a GRU's or RNN's h) (default zero)")
     a.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
                    help="add a feature to report on (repeatable)")
     a.add_argument("--json", action="store_true", help="print one JSON object")

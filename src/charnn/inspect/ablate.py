@@ -86,17 +86,38 @@ def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
     return nll, {q: (s / n).float() for q, s in sums.items()}
 
 
+def _value_of(mode: str, cell: str) -> float | None:
+    """--mode: zero, mean, or value:V (V on the pages' scale: an LSTM's tanh(c), else h)."""
+    if mode in ("zero", "mean"):
+        return None
+    try:
+        if not mode.startswith("value:"):
+            raise ValueError
+        v = float(mode[6:])
+    except ValueError:
+        raise CharnnError(f"--mode {mode!r}: use zero, mean or value:V (for example value:0.9)") from None
+    lstm = cell == "lstm"
+    if not (-1 < v < 1 if lstm else -1 <= v <= 1):
+        raise CharnnError(f"--mode {mode}: V is {'tanh(c)' if lstm else 'h'}, so it must be "
+                          f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}")
+    return v
+
+
 @torch.no_grad()
 def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", user_features=(),
            streams: int = 16) -> Report:
-    if mode not in ("zero", "mean"):
-        raise CharnnError(f"--mode {mode!r}: use zero or mean")
     model = subject.model
+    value = _value_of(mode, model.cfg.cell)
     qs = ("h", "c") if model.cfg.cell == "lstm" else ("h",)
     base, means = char_losses(model, subject.ids, streams, quantities=qs)
     clamps = {}
     for layer in sorted({a for a, _ in cells}):
         idx = torch.tensor([c for a, c in cells if a == layer])
+        if value is not None:  # as charnn sample --clamp: an LSTM's c held at atanh(V) (h follows), else h at V
+            v = torch.full((len(idx),), value)
+            clamps.update(Clamp.from_pins({layer: (idx, torch.atanh(v) if model.cfg.cell == "lstm" else v)},
+                                          model.cfg.cell))
+            continue
         if mode == "zero":
             hv = cv = torch.zeros(len(idx))
         else:  # means["c"] is the mean of tanh(c); the clamp holds c itself at atanh of it
