@@ -158,3 +158,32 @@ def test_sample_streams_to_stdout_while_it_is_still_generating(run):
     finally:
         p.kill()
         p.communicate(timeout=30)
+
+
+def test_show_probs_prints_softmax_of_the_logits_over_t_at_each_temperature(run):
+    import json
+
+    import numpy as np
+    import torch
+
+    from charnn import checkpoint as ckpt
+
+    d, _ = run
+    r = charnn("sample", d / "run", "--prime", "one two th", "--show-probs", "--temperatures", "0.3,1,2", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    loaded = ckpt.load(d / "run")
+    model = loaded.build_model()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(loaded.vocab.encode("one two th"))[None])[0][0, -1].double().numpy()
+    for t in (0.3, 1.0, 2.0):
+        z = np.exp((logits - logits.max()) / t)
+        p = z / z.sum()  # softmax(logits / T), computed here in numpy
+        top = np.argsort(-logits)[:10]
+        assert got["candidates"] == [loaded.vocab.decode([i]) for i in top]
+        assert np.allclose(got["probs"][f"{t:g}"], p[top], atol=1e-9)
+    assert got["candidates"][0] == "r"  # the model learned "three"
+    table = charnn("sample", d / "run", "--prime", "one two th", "--show-probs")
+    assert table.returncode == 0 and "T=0.2" in table.stdout and "\u2588" in table.stdout
+    bad = charnn("sample", d / "run", "--show-probs", "--temperatures", "hot")
+    assert bad.returncode == 2 and "--temperatures" in bad.stderr

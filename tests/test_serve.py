@@ -294,7 +294,7 @@ def test_no_request_valid_or_not_gets_a_5xx(runs):
                 check()
             except Unsatisfiable:  # an operation without parameters has no invalid request to draw
                 assert mode == schemathesis.GenerationMode.NEGATIVE
-    assert len(seen) == 6  # every operation was exercised
+    assert len(seen) == 7  # every operation was exercised
     assert 200 in seen["POST /api/runs/{name}/sample"] and 422 in seen["POST /api/runs/{name}/sample"]
 
 
@@ -339,3 +339,14 @@ def test_a_failure_after_the_stream_started_ends_it_with_an_error_event(client, 
         events = _events(r.iter_lines())
     assert events[0] == ("message", {"text": "a"}) and events[-1][0] == "error"
     assert "not finite" in events[-1][1]["detail"]
+
+
+def test_next_gives_the_candidates_at_each_temperature_as_show_probs_does(client, runs):
+    got = client.post("/api/runs/lstm/next", json={"text": "one two th", "temperatures": [0.5, 1], "top": 4}).json()
+    printed = json.loads(_charnn("sample", runs / "lstm", "--prime", "one two th", "--show-probs", "--temperatures",
+                                 "0.5,1", "--json").stdout)
+    assert got["candidates"] == printed["candidates"][:4]
+    for t in ("0.5", "1"):
+        assert got["probs"][t] == pytest.approx(printed["probs"][t][:4], abs=1e-5)
+    assert client.post("/api/runs/lstm/next", json={"temperatures": [-1]}).status_code == 400
+    assert client.post("/api/runs/lstm/next", json={"temperatures": []}).status_code == 422

@@ -123,6 +123,10 @@ def test_explore_colours_any_text_and_a_bad_character_is_a_message(site):
     page.wait_for_function("document.querySelectorAll('#explore-output span')[3].style.backgroundColor !== ''")
     page.hover("#explore-output span >> nth=5")
     assert page.locator("[data-testid=top5] tr").count() == 5
+    # the same guesses at other temperatures (the /next endpoint, tested against softmax(logits / T))
+    page.wait_for_selector("[data-testid=temps] table")
+    assert page.locator("[data-testid=temps] tr").count() == 6
+    assert "T=0.2" in page.text_content("[data-testid=temps]")
     page.select_option("[data-testid=run]", "gru")
     page.wait_for_function("[...document.querySelectorAll('#quantity option')].map(o => o.value).join() === 'h,r,z,n'")
     page.fill("#explore-text", "Z")

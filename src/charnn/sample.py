@@ -184,6 +184,32 @@ def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
         yield piece
 
 
+@torch.no_grad()
+def next_probs(model: CharRNN, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8,
+               pins: Pins | None = None) -> dict:
+    """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
+    (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
+    candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
+    if model.training:
+        raise ValueError("next_probs needs the model in eval mode (dropout off)")
+    start = vocab.encode(prime) if prime else (vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0])
+    x = torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device)[None]
+    if pins:
+        dev = model.head.weight.device
+        stepper = Stepper(model, model.init_state(1, dev), {k: (i.to(dev), v.to(dev)) for k, (i, v) in pins.items()})
+        for t in range(x.shape[1]):
+            logits = stepper.step(x[:, t])
+    else:
+        logits = model(x)[0][:, -1]
+    logits = logits[0].double().cpu()
+    order = torch.argsort(logits, descending=True)[:top]
+    probs = {}
+    for t in temperatures:
+        p = torch.softmax(filter_logits(logits[None], float(t)), -1)[0]
+        probs[float(t)] = p[order].tolist()
+    return {"candidates": order.tolist(), "probs": probs}
+
+
 def sample_text(model: CharRNN, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
                 **kw) -> list[str]:
     """`num` whole samples drawn together (without the prime), each cut right after `stop`."""

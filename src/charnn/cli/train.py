@@ -105,11 +105,17 @@ def _add_sample(sub) -> None:
     s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
+    s.add_argument("--show-probs", action="store_true",
+                   help="print the next character's most likely candidates after --prime at each --temperatures, "
+                        "instead of sampling")
+    s.add_argument("--temperatures", default="0.2,0.5,1,1.5", metavar="T,T,...",
+                   help="temperatures for --show-probs (default 0.2,0.5,1,1.5)")
     s.add_argument("--clamp", default=None, metavar="LAYER:CELL=VALUE[,...]",
                    help="hold cells at a value at every step (an LSTM's tanh(c), a GRU's or RNN's h; -1 to 1): "
                         "steer the sample by a cell you found with charnn inspect")
     s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
+    s.add_argument("--json", action="store_true", help="with --show-probs: print one JSON object")
 
     s.set_defaults(func=cmd_sample)
 
@@ -200,6 +206,8 @@ def cmd_sample(args) -> int:
     opts = dict(prime=args.prime, length=args.length, seed=args.seed, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=parse_clamp(args.clamp, loaded.config.model))
     out = sys.stdout
+    if args.show_probs:
+        return _show_probs(args, model, loaded, opts["pins"])
     if args.num == 1:  # streamed as it is generated
         pieces = stream(model, loaded.vocab, **opts)  # a prime with unknown characters fails here, before output
         out.write(args.prime)
@@ -210,6 +218,38 @@ def cmd_sample(args) -> int:
         return 0
     texts = sample_text(model, loaded.vocab, num=args.num, **opts)
     out.write("\n----\n".join(args.prime + t for t in texts) + "\n")
+    return 0
+
+
+def _show_probs(args, model, loaded, pins) -> int:
+    from charnn.sample import next_probs
+    from charnn.subject import display_chars
+
+    try:
+        temps = [float(x) for x in args.temperatures.split(",")]
+    except ValueError:
+        raise CharnnError(f"--temperatures {args.temperatures!r}: give numbers separated by commas, e.g. 0.2,0.5,1") \
+            from None
+    if not temps or any(not math.isfinite(t) or t < 0 or t > 100 for t in temps):
+        raise CharnnError(f"--temperatures {args.temperatures!r}: each must be from 0 (argmax) to 100")
+    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, pins=pins)
+    shown = display_chars(loaded.vocab)
+    name = {"\n": "\\n", "\t": "\\t", " ": "' '"}
+    if args.json:
+        print(json.dumps({"prime": args.prime, "candidates": [shown[i] for i in got["candidates"]],
+                          "probs": {f"{t:g}": p for t, p in got["probs"].items()}}, ensure_ascii=False))
+        return 0
+    width = 12
+    print(f"the next character after {args.prime[-30:]!r}: probability at each temperature (softmax(logits / T))")
+    print(f"{'':>6}" + "".join(f"  {f'T={t:g}':<{width + 6}}" for t in temps))
+    for k, i in enumerate(got["candidates"]):
+        cells = []
+        for t in temps:
+            p = got["probs"][t][k]
+            full, part = divmod(round(p * width * 8), 8)
+            bar = "\u2588" * full + (" \u258f\u258e\u258d\u258c\u258b\u258a\u2589"[part] if part else "")
+            cells.append(f"  {p:5.3f} {bar:<{width}}")
+        print(f"{name.get(shown[i], shown[i]):>6}" + "".join(cells))
     return 0
 
 

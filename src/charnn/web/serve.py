@@ -37,7 +37,7 @@ from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
-from charnn.sample import parse_clamp, sample_text, stream
+from charnn.sample import next_probs, parse_clamp, sample_text, stream
 from charnn.subject import display_chars
 
 MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
@@ -124,6 +124,13 @@ class EvalRequest(_Body):
     text: str = Field(..., min_length=2, max_length=MAX_TEXT)
 
 
+class NextRequest(_Body):
+    text: str = Field("", max_length=MAX_SHOWN, description="what the model has read (empty: its start)")
+    temperatures: list[float] = Field([0.2, 0.5, 1.0, 1.5], min_length=1, max_length=8)
+    top: int = Field(8, ge=1, le=50)
+    clamp: str | None = Field(None, max_length=MAX_CLAMP)
+
+
 class ActivationsRequest(_Body):
     text: str = Field(..., min_length=1, max_length=MAX_SHOWN)
     layer: int = Field(0, ge=0, le=255)
@@ -154,6 +161,17 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
     if not math.isfinite(score.loss):
         raise CharnnError("the model's loss on this text is not finite (its outputs overflow)")
     return score.to_dict()
+
+
+def do_next(run: Served, req: NextRequest) -> dict:
+    loaded, model = run.current()
+    if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
+        raise CharnnError("each temperature must be from 0 (argmax) to 100")
+    got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top,
+                     pins=parse_clamp(req.clamp, loaded.config.model))
+    shown = display_chars(loaded.vocab)
+    return {"candidates": [shown[i] for i in got["candidates"]],
+            "probs": {f"{t:g}": [round(p, 6) for p in ps] for t, ps in got["probs"].items()}}
 
 
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
@@ -330,6 +348,11 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
     @app.post("/api/runs/{name}/eval")
     async def score(name: str, req: EvalRequest) -> dict:
         return await work(do_eval, run_named(name), req)
+
+    @app.post("/api/runs/{name}/next")
+    async def next_char(name: str, req: NextRequest) -> dict:
+        """The next character's most likely candidates after `text`, at each temperature: softmax(logits / T)."""
+        return await work(do_next, run_named(name), req)
 
     @app.post("/api/runs/{name}/activations")
     async def activations(name: str, req: ActivationsRequest) -> dict:
