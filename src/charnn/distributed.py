@@ -100,8 +100,17 @@ class Dist:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """finished: every rank got to the end of the run. Then they all arrive before any tears the
+        group down (a gloo rank that destroyed its group while rank 0 was still finishing was seen
+        to abort, "terminate called without an active exception", on a loaded machine). After a
+        failure there is no barrier: the other ranks may be inside another collective."""
         if self._started and dist.is_initialized():
+            if finished:
+                try:
+                    dist.barrier()
+                except RuntimeError:  # another rank failed after all
+                    pass
             dist.destroy_process_group()
             self._started = False
 

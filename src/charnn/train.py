@@ -247,10 +247,13 @@ def train(cfg: RunConfig | None, out: str | Path, resume: bool = False, init_fro
     dd = Dist()
     out = Path(out)
     lock = _open_run_dir(out) if dd.main else None
+    finished = False
     try:
-        return Trainer(cfg, out, resume, init_from, overrides, progress, on_step, dd).run()
+        result = Trainer(cfg, out, resume, init_from, overrides, progress, on_step, dd).run()
+        finished = True
+        return result
     finally:
-        dd.close()
+        dd.close(finished)
         if lock is not None:
             lock.release()
             if not any((out / n).exists() for n in (ckpt.LAST, ckpt.BEST)):  # nothing saved: leave no debris

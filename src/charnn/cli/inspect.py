@@ -71,7 +71,7 @@ def _add_inspect(sub) -> None:
 
 def _add_analyze(sub) -> None:
     an = sub.add_parser("analyze", help="the paper's analyses of a trained model: error sources, long-range dependencies")
-    an.set_defaults(func=_say_what("analyze", "errors, braces or dynamics"))
+    an.set_defaults(func=_say_what("analyze", "errors, braces, dynamics or context"))
     asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
     b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
@@ -108,6 +108,20 @@ def _add_analyze(sub) -> None:
                    help="characters of the split to compare on (default 20000; 0: all)")
     d.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     d.set_defaults(func=cmd_dynamics)
+
+    c = asub.add_parser("context", help="the loss when the model may read only the last k characters, k = 1 to "
+                                        "1024, beside n-gram models: how much context it really uses")
+    c.add_argument("run", metavar="RUN_DIR")
+    c.add_argument("--out", required=True, metavar="DIR", help="folder for context.png and context.csv")
+    c.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
+    c.add_argument("--chars", type=flags.count, default=50_000,
+                   help="characters of the split to score in (default 50000; 0: all)")
+    c.add_argument("--positions", type=flags.count, default=2000, help="characters scored, spread evenly (default 2000)")
+    c.add_argument("--max-context", type=flags.count, default=1024, help="the longest k, a power of 2 (default 1024)")
+    c.add_argument("--orders", default="1-9", help="n-gram orders to compare with (default 1-9)")
+    c.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    c.set_defaults(func=cmd_context)
 
 
 def _say_what(command: str, choices: str):
@@ -332,5 +346,33 @@ def cmd_dynamics(args) -> int:
         print(f"{c['step']:>8} {c['val_loss']:>6.3f} {c['closest_order']:>8} " +
               " ".join(f"{fmt(c['divergence'][n]):>7}" for n in rep.orders))
     print(f"{'n-gram loss':>24} " + " ".join(f"{fmt(rep.ngram_loss[n]):>7}" for n in rep.orders))
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_context(args) -> int:
+    from charnn.errors import CharnnError
+    from charnn.study.context import context_use, write
+    from charnn.study.dynamics import parse_orders
+
+    if args.max_context < 1 or args.max_context > 8192 or args.max_context & (args.max_context - 1):
+        raise CharnnError(f"--max-context must be a power of 2 from 1 to 8192, got {args.max_context}")
+    if not 1 <= args.positions <= 100_000:
+        raise CharnnError(f"--positions must be from 1 to 100000, got {args.positions}")
+    rep = context_use(args.run, args.checkpoint, args.split, args.chars, args.positions, args.max_context,
+                      parse_orders(args.orders),
+                      progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
+    png, csv_path = write(rep, Path(args.out), f"{Path(args.run).resolve().name}: loss by context length "
+                                                f"({rep.positions:,} characters of {args.split})")
+    if args.json:
+        d = rep.to_dict()
+        print(json.dumps({k: d[k] for k in ("train_seq_len", "unlimited", "context", "ngram")}))
+        return 0
+    print(f"loss (nats/char) at {rep.positions:,} characters of {rep.what}, reading only the last k characters")
+    for c in rep.context:
+        mark = "  <- training window" if c["k"] <= rep.train_seq_len < 2 * c["k"] else ""
+        print(f"  k = {c['k']:>5}  {c['loss']:.4f}{mark}")
+    print(f"  all       {rep.unlimited:.4f}")
+    print("n-gram models: " + "  ".join(f"{g['order']}: {g['loss']:.4f}" for g in rep.ngram))
     print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0
