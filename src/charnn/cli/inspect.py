@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from charnn.cli import args as flags
+from charnn.errors import CharnnError
 
 
 def add_parsers(sub) -> None:
@@ -71,7 +72,7 @@ def _add_inspect(sub) -> None:
 
 def _add_analyze(sub) -> None:
     an = sub.add_parser("analyze", help="the paper's analyses of a trained model: error sources, long-range dependencies")
-    an.set_defaults(func=_say_what("analyze", "errors, braces, dynamics or context"))
+    an.set_defaults(func=_say_what("analyze", "errors, braces, dynamics, context or emergence"))
     asub = an.add_subparsers(dest="analyze_command", metavar="WHAT", parser_class=type(an))
     b = asub.add_parser("braces", help="loss on '}' by distance to its '{', for the RNN and an n-gram model")
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
@@ -122,6 +123,20 @@ def _add_analyze(sub) -> None:
     c.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     c.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     c.set_defaults(func=cmd_context)
+
+    m = asub.add_parser("emergence", help="per kept checkpoint and feature: the best single cell's |r| and a "
+                                          "linear probe's score: when interpretable cells emerge")
+    m.add_argument("run", metavar="RUN_DIR")
+    m.add_argument("--out", required=True, metavar="DIR", help="folder for emergence.json")
+    m.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
+    m.add_argument("--chars", type=flags.count, default=20_000, help="characters to read (default 20000; 0: all)")
+    m.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
+                   help="add a feature: inside matches of REGEX (repeatable)")
+    m.add_argument("--feature-file", default=None, metavar="FILE",
+                   help="a long-range feature: lines `START LABEL`, character offsets in the text read, "
+                        "e.g. where each chapter starts")
+    m.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    m.set_defaults(func=cmd_emergence)
 
 
 def _say_what(command: str, choices: str):
@@ -376,3 +391,42 @@ def cmd_context(args) -> int:
     print("n-gram models: " + "  ".join(f"{g['order']}: {g['loss']:.4f}" for g in rep.ngram))
     print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0
+
+
+def cmd_emergence(args) -> int:
+    from charnn.files import refuse_foreign, write_atomic
+    from charnn.study.emergence import emergence
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
+    refuse_foreign(out / "emergence.json", b'"checkpoints"')
+    rep = emergence(args.run, args.split, args.chars, args.feature, args.feature_file,
+                    progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
+    d = rep.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "emergence.json", json.dumps(d, indent=1) + "\n")
+    if args.json:
+        print(json.dumps({"checkpoints": [{"step": c["step"], "features": {
+            n: {"best_cell_r": f["best_cell_r"], "probe_score": f["probe_score"]} for n, f in c["features"].items()}}
+            for c in d["checkpoints"]]}))
+        return 0
+    steps = [c["step"] for c in rep.checkpoints]
+    print(f"per kept checkpoint: best single cell |r| / linear probe (accuracy, or R^2 for counts), on "
+          f"{rep.chars:,} characters of {rep.what}")
+    print(f"{'feature':<16}" + "".join(f"{s:>14}" for s in steps))
+    for name in rep.features:
+        cells = [c["features"][name] for c in rep.checkpoints]
+        print(f"{name:<16}" + "".join(f"{_num(f['best_cell_r']):>6} / {_num(f['probe_score']):<5}" for f in cells))
+    for name in rep.features:
+        probe, cell = rep.first_steps(name)
+        if probe is not None and (cell is None or cell > probe):
+            print(f"{name}: the probe recovers it from step {probe}, a single cell "
+                  + (f"only from step {cell}" if cell else "at no kept step") + ": the model knows it before any "
+                  "one cell shows it")
+    print(f"wrote {out / 'emergence.json'}", file=sys.stderr)
+    return 0
+
+
+def _num(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"

@@ -1,0 +1,179 @@
+"""When interpretable cells emerge: for every kept checkpoint and every feature, (a) the best single
+cell's |correlation| with it (what `inspect find` reports) and (b) how well a linear probe on a
+layer's whole state (h and, for an LSTM, c) recovers it. A probe that knows a feature long before
+any single cell shows it answers the blog reader's question ("does it discover the structure
+early, but not yet express it?") with numbers.
+
+The probe is fitted on one half of the text and scored on the other, the halves interleaved in
+blocks of BLOCK characters so that a feature tied to a part of the text (a chapter) appears in
+both: accuracy for on/off and labelled features, R^2 for counts (depths, line position).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from charnn import checkpoint as ckpt
+from charnn.errors import CharnnError
+from charnn.evaluate import model_text
+from charnn.inspect import features as feats
+from charnn.inspect.activations import record_all
+from charnn.inspect.find import find_cells
+from charnn.subject import Subject, display_chars
+
+BLOCK = 500  # characters per block of the interleaved halves
+CELL_R = 0.5  # a single cell "shows" a feature from this |correlation| on
+CONTEXT = 2000  # characters of the corpus before the text, read first
+
+
+@dataclass
+class EmergenceReport:
+    what: str
+    chars: int
+    features: dict[str, str] = field(default_factory=dict)  # name -> about
+    checkpoints: list[dict] = field(default_factory=list)  # {"step", "features": {name: {best_cell_r, probe_score, ...}}}
+
+    def to_dict(self) -> dict:
+        clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+        return {"text": self.what, "chars": self.chars,
+                "checkpoints": [{"step": c["step"], "features": {n: {k: clean(v) for k, v in f.items()}
+                                                                 for n, f in c["features"].items()}}
+                                for c in self.checkpoints]}
+
+    def first_steps(self, name: str) -> tuple[int | None, int | None]:
+        """(first step where the probe is halfway from chance to perfect, first step where a single
+        cell's |r| reaches CELL_R) for a feature."""
+        probe = cell = None
+        for c in self.checkpoints:
+            f = c["features"][name]
+            base, score = f["probe_baseline"], f["probe_score"]
+            if probe is None and math.isfinite(score) and score >= base + (1 - base) / 2:
+                probe = c["step"]
+            if cell is None and math.isfinite(f["best_cell_r"]) and f["best_cell_r"] >= CELL_R:
+                cell = c["step"]
+        return probe, cell
+
+
+def read_feature_file(path, n: int) -> np.ndarray:
+    """--feature-file: lines `START LABEL` (START a character offset in the analysed text, ascending;
+    each label holds until the next START) -> an integer label per character (N,)."""
+    starts, labels = [], []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as e:
+        raise CharnnError(f"cannot read --feature-file {path}: {e.strerror or e}") from None
+    for k, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise CharnnError(f"--feature-file {path} line {k}: expected `START LABEL` (a character offset, then a "
+                              f"label), got {line[:60]!r}")
+        starts.append(int(parts[0]))
+        labels.append(parts[1].strip())
+    if not starts or starts != sorted(starts) or starts[0] != 0:
+        raise CharnnError(f"--feature-file {path}: the first range must start at 0 and the starts must ascend")
+    names = sorted(set(labels))
+    out = np.zeros(n, dtype=np.int64)
+    for s, e, lab in zip(starts, starts[1:] + [n], labels):
+        out[min(s, n):min(e, n)] = names.index(lab)
+    return out
+
+
+def _halves(n: int) -> np.ndarray:
+    """True for the fitting half: even-numbered blocks of BLOCK characters."""
+    return (np.arange(n) // BLOCK) % 2 == 0
+
+
+def probe_score(x: torch.Tensor, y: np.ndarray, kind: str, fit: np.ndarray) -> float:
+    """x (N, D) states, y (N,) a feature; kind "binary", "labels" or "count". A linear read-out
+    fitted on x[fit] and scored on the rest: accuracy (binary, labels) or R^2 (count).
+
+    Logistic regression is a linear layer trained by L-BFGS on standardised inputs with a little
+    weight decay: PyTorch already does this well, so no other library is needed."""
+    x = x.double()
+    mu, sd = x[fit].mean(0), x[fit].std(0).clamp_min(1e-6)
+    z = (x - mu) / sd
+    test = ~fit
+    if kind == "count":
+        zf = torch.cat([z[fit], torch.ones(int(fit.sum()), 1, dtype=z.dtype)], 1)
+        yf = torch.as_tensor(y[fit], dtype=torch.float64)
+        w = torch.linalg.solve(zf.T @ zf + 1e-3 * len(zf) * torch.eye(zf.shape[1], dtype=z.dtype), zf.T @ yf)
+        zt = torch.cat([z[test], torch.ones(int(test.sum()), 1, dtype=z.dtype)], 1)
+        yt = torch.as_tensor(y[test], dtype=torch.float64)
+        resid = ((zt @ w - yt) ** 2).sum()
+        total = ((yt - yt.mean()) ** 2).sum()
+        return float(1 - resid / total) if total > 0 else float("nan")
+    classes = np.unique(y[fit])
+    if len(classes) < 2:
+        return float("nan")
+    yi = torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+    seen = torch.as_tensor(np.isin(y, classes))
+    lin = torch.nn.Linear(z.shape[1], len(classes)).double()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+    zf, yf = z[fit], yi[fit]
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lin(zf), yf) + 1e-4 * (lin.weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = torch.as_tensor(test) & seen
+    with torch.no_grad():
+        return float((lin(z[t]).argmax(1) == yi[t]).double().mean()) if t.any() else float("nan")
+
+
+def _chance(y: np.ndarray, kind: str, fit: np.ndarray) -> float:
+    """What the probe scores knowing nothing: the share of the fitting half's most common value
+    on the scoring half (accuracy), or 0 (R^2)."""
+    if kind == "count":
+        return 0.0
+    values, counts = np.unique(y[fit], return_counts=True)
+    return float((y[~fit] == values[counts.argmax()]).mean())
+
+
+def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None,
+              progress=None) -> EmergenceReport:
+    steps = ckpt.kept_steps(run)
+    if not steps:
+        raise CharnnError(f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
+                          f"default) or --keep-every N, then run this again")
+    say = progress or (lambda _m: None)
+    last = ckpt.load(run, f"step:{steps[-1]}")
+    source = model_text(last, split=split, context=CONTEXT)
+    ids = np.asarray(source.ids[:chars] if chars else source.ids, dtype=np.int64)
+    if len(ids) < 4 * BLOCK:
+        raise CharnnError(f"{source.what} holds {len(ids)} characters; the probe needs at least {4 * BLOCK}")
+    table = np.array(display_chars(last.vocab), dtype=object)
+    text, context = "".join(table[ids]), "".join(table[np.asarray(source.before, dtype=np.int64)])
+    fl = feats.compute(text, user_features, context)
+    ys = {f.name: (f.values, "binary" if f.binary else "count") for f in fl if np.ptp(f.values) > 0}
+    rep = EmergenceReport(source.what, len(ids), {f.name: f.about for f in fl if f.name in ys})
+    if feature_file:
+        ys["file"] = (read_feature_file(feature_file, len(ids)), "labels")
+        rep.features["file"] = f"the labels of {feature_file} (which part of the text)"
+    fit = _halves(len(ids))
+    for step in steps:
+        say(f"checkpoint at step {step}")
+        loaded = ckpt.load(run, f"step:{step}")
+        model = loaded.build_model()
+        subject = Subject(model, loaded.vocab, loaded, ids, text, source.what, context, source.before)
+        best = {r.name: (abs(r.top[0].r) if r.top else 0.0) for r in find_cells(subject, user_features, top=1)}
+        qs = ("h", "c") if model.cfg.cell == "lstm" else ("h",)
+        acts = record_all(model, np.concatenate([source.before, ids]), qs).acts  # warm up on the context first
+        n0 = len(source.before)
+        row = {"step": step, "val_loss": loaded.meta.get("val_loss"), "features": {}}
+        for name, (y, kind) in ys.items():
+            scores = [probe_score(torch.cat([acts[q][layer, n0:] for q in qs], 1), y, kind, fit)
+                      for layer in range(model.cfg.layers)]
+            k = int(np.nanargmax(scores)) if not all(math.isnan(s) for s in scores) else 0
+            row["features"][name] = {"best_cell_r": best.get(name, float("nan")), "probe_score": scores[k],
+                                     "probe_layer": k, "probe_kind": kind, "probe_baseline": _chance(y, kind, fit)}
+        rep.checkpoints.append(row)
+    return rep
