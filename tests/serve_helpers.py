@@ -19,6 +19,7 @@ def train_runs(d: Path) -> Path:
         text.write_text(learnable_text(), encoding="utf-8")
         cfg = tiny_config(text, max_steps=60, eval_every=30)
         cfg.model.layers = 2
+        cfg.train.snapshot_steps = (20, 40)  # weights kept at steps 20 and 40
         train(cfg, d / "lstm", progress=False)
         cfg = tiny_config(text, max_steps=40, eval_every=20)
         cfg.model.cell = "gru"

@@ -76,7 +76,7 @@ def test_analyze_braces_command(code_run, tmp_path):
     r = charnn("analyze", "braces", code_run, "--out", tmp_path / "b", "--order", "40")
     assert r.returncode == 2 and "between 1 and 30" in r.stderr
     r = charnn("analyze")
-    assert r.returncode == 2 and "say what to analyze: errors, braces or dynamics" in r.stderr
+    assert r.returncode == 2 and "say what to analyze: errors, braces, dynamics, context or emergence" in r.stderr
 
 
 def test_a_saved_ngram_gives_the_same_brace_table_as_one_trained_here(code_run, tmp_path):

@@ -350,3 +350,18 @@ def test_next_gives_the_candidates_at_each_temperature_as_show_probs_does(client
         assert got["probs"][t] == pytest.approx(printed["probs"][t][:4], abs=1e-5)
     assert client.post("/api/runs/lstm/next", json={"temperatures": [-1]}).status_code == 400
     assert client.post("/api/runs/lstm/next", json={"temperatures": []}).status_code == 422
+
+
+def test_requests_may_name_a_kept_checkpoint(client, runs):
+    assert client.get("/api/runs").json()[0]["kept_steps"] == [20, 40]
+    body = {"length": 80, "seed": 4, "checkpoint": "step:20"}
+    got = client.post("/api/runs/lstm/sample", json=body).json()["samples"][0]
+    printed = _charnn("sample", runs / "lstm", "--length", "80", "--seed", "4", "--checkpoint", "step:20")
+    assert got + "\n" == printed.stdout
+    assert got != client.post("/api/runs/lstm/sample", json=dict(body, checkpoint="best")).json()["samples"][0]
+    early = client.post("/api/runs/lstm/eval", json={"text": "one two three.\n", "checkpoint": "step:20"}).json()
+    late = client.post("/api/runs/lstm/eval", json={"text": "one two three.\n", "checkpoint": "step:40"}).json()
+    assert early["loss"] != late["loss"]
+    missing = client.post("/api/runs/lstm/sample", json={"checkpoint": "step:7"})
+    assert missing.status_code == 400 and "it kept steps 20, 40" in missing.json()["detail"]
+    assert client.post("/api/runs/lstm/sample", json={"checkpoint": "../best"}).status_code == 422

@@ -127,6 +127,15 @@ def test_explore_colours_any_text_and_a_bad_character_is_a_message(site):
     page.wait_for_selector("[data-testid=temps] table")
     assert page.locator("[data-testid=temps] tr").count() == 6
     assert "T=0.2" in page.text_content("[data-testid=temps]")
+    # the weights slider walks over the kept checkpoints: the same text, read by the step-20 weights
+    assert page.get_attribute("[data-testid=ckpt]", "max") == "2"
+    before = _colours(page, "#explore-output")
+    page.fill("[data-testid=ckpt]", "0")
+    page.dispatch_event("[data-testid=ckpt]", "input")
+    assert page.text_content("[data-testid=ckpt-name]") == "step 20"
+    page.wait_for_function("""before => [...document.querySelectorAll('#explore-output span')]
+        .some((e, i) => e.style.backgroundColor !== before[i][0])""", arg=before)
+    assert _colours(page, "#explore-output") != before
     page.select_option("[data-testid=run]", "gru")
     page.wait_for_function("[...document.querySelectorAll('#quantity option')].map(o => o.value).join() === 'h,r,z,n'")
     page.fill("#explore-text", "Z")

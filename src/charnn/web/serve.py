@@ -47,6 +47,9 @@ MAX_LENGTH = 10_000  # characters generated per sample
 MAX_NUM = 64  # samples per request
 TOP = 5  # next-character candidates per position
 MAX_CLAMP = 20_000  # characters of a clamp list (a few thousand cells)
+KEEP = 8  # checkpoints of one run held in memory at once (a slider over training visits several)
+WHICH = r"^(best|last|step:[0-9]{1,12})$"
+WHICH_HELP = "best, last or step:N (a kept checkpoint); default: the one the server was started with"
 
 
 # ---- the runs ----------------------------------------------------------------------------------
@@ -59,17 +62,24 @@ class Served:
     folder: Path
     which: str = "best"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _loaded: tuple | None = field(default=None, repr=False)  # (stamp, Checkpoint, CharRNN)
+    _loaded: dict = field(default_factory=dict, repr=False)  # which -> (stamp, Checkpoint, CharRNN)
 
-    def current(self) -> tuple[ckpt.Checkpoint, CharRNN]:
-        path = ckpt.resolve_path(self.folder, self.which)
+    def current(self, which: str | None = None) -> tuple[ckpt.Checkpoint, CharRNN]:
+        """The model of `which` (best, last or step:N; default the served one), loaded once and
+        again when its file changes; the KEEP most recently used stay loaded."""
+        which = which or self.which
+        path = ckpt.resolve_path(self.folder, which)
         st = path.stat()
         stamp = (str(path), st.st_mtime_ns, st.st_size)
         with self._lock:
-            if self._loaded is None or self._loaded[0] != stamp:
+            got = self._loaded.pop(which, None)
+            if got is None or got[0] != stamp:
                 loaded = ckpt.load(path)
-                self._loaded = (stamp, loaded, loaded.build_model("cpu"))
-            return self._loaded[1], self._loaded[2]
+                got = (stamp, loaded, loaded.build_model("cpu"))
+            self._loaded[which] = got  # most recent last
+            while len(self._loaded) > KEEP:
+                self._loaded.pop(next(iter(self._loaded)))
+            return got[1], got[2]
 
     def describe(self) -> dict:
         loaded, model = self.current()
@@ -118,10 +128,12 @@ class SampleRequest(_Body):
     stop: str | None = Field(None, min_length=1, max_length=100, description="end a sample after this string")
     clamp: str | None = Field(None, max_length=MAX_CLAMP, description="LAYER:CELL=VALUE[,...]: hold cells at a "
                               "value at every step (an LSTM's tanh(c), a GRU's or RNN's h), as charnn sample --clamp")
+    checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
 
 
 class EvalRequest(_Body):
     text: str = Field(..., min_length=2, max_length=MAX_TEXT)
+    checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
 
 
 class NextRequest(_Body):
@@ -129,6 +141,7 @@ class NextRequest(_Body):
     temperatures: list[float] = Field([0.2, 0.5, 1.0, 1.5], min_length=1, max_length=8)
     top: int = Field(8, ge=1, le=50)
     clamp: str | None = Field(None, max_length=MAX_CLAMP)
+    checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
 
 
 class ActivationsRequest(_Body):
@@ -136,6 +149,7 @@ class ActivationsRequest(_Body):
     layer: int = Field(0, ge=0, le=255)
     quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n"] = "c"
     clamp: str | None = Field(None, max_length=MAX_CLAMP, description="cells held while reading, as in /sample")
+    checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
 
 
 # ---- the work (run in the pool) ------------------------------------------------------------------
@@ -145,7 +159,7 @@ def _ids(loaded: ckpt.Checkpoint, text: str) -> np.ndarray:
 
 
 def do_sample(run: Served, req: SampleRequest) -> dict:
-    loaded, model = run.current()
+    loaded, model = run.current(req.checkpoint)
     texts = sample_text(model, loaded.vocab, length=req.length, num=req.num, stop=req.stop, prime=req.prime,
                         seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                         pins=parse_clamp(req.clamp, loaded.config.model))
@@ -153,7 +167,7 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
 
 
 def do_eval(run: Served, req: EvalRequest) -> dict:
-    loaded, model = run.current()
+    loaded, model = run.current(req.checkpoint)
     ids = _ids(loaded, req.text)
     if len(ids) < 2:
         raise CharnnError("the text holds fewer than 2 characters; nothing to score")
@@ -164,7 +178,7 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
 
 
 def do_next(run: Served, req: NextRequest) -> dict:
-    loaded, model = run.current()
+    loaded, model = run.current(req.checkpoint)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
     got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top,
@@ -175,7 +189,7 @@ def do_next(run: Served, req: NextRequest) -> dict:
 
 
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
-    loaded, model = run.current()
+    loaded, model = run.current(req.checkpoint)
     cfg = loaded.config.model
     if req.layer >= cfg.layers:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
@@ -366,7 +380,7 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
         run = run_named(name)
         if req.num != 1:
             raise CharnnError("a stream carries one sample; ask /sample for num > 1")
-        loaded, model = await pool.run(run.current)
+        loaded, model = await pool.run(run.current, req.checkpoint)
         pieces = stream(model, loaded.vocab, prime=req.prime, length=req.length, seed=req.seed,  # checks the prime
                         temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=req.stop,
                         pins=parse_clamp(req.clamp, loaded.config.model))
