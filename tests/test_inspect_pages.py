@@ -115,3 +115,25 @@ def test_evolution_shows_the_blogs_steps_first():
     assert sorted(_milestones(steps)) == [100, 300, 500, 700, 1200, 2000, 4000, 8000, 11000]
     assert _milestones([20, 40, 60]) == {60}
     assert _milestones([]) == set()
+
+
+@pytest.mark.slow
+def test_evolution_with_analyses_shows_each_kept_checkpoints_loss_best_cells_and_the_dynamics(quote_model, tmp_path):
+    import subprocess
+    import sys
+
+    from charnn import checkpoint as ckpt
+
+    run, _ = quote_model
+    assert ckpt.kept_steps(run) == [100, 300]
+    r = subprocess.run([sys.executable, "-m", "charnn", "inspect", "evolution", str(run), "--out",
+                        str(tmp_path / "evo.html"), "--analyses", "--chars", "2000"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "evo.html").read_text(encoding="utf-8")
+    kept = re.findall(r'data-step="(\d+)"><h3>.*?</h3><p class="kept" data-testid="kept">(.*?)</p>', html)
+    assert [int(step) for step, _ in kept] == [100, 300]
+    last = kept[-1][1]
+    m = re.search(r"quotes: layer (\d+) cell (\d+) (\w) \(r = ([+-][\d.]+)\)", last)
+    assert m and abs(float(m.group(4))) >= 0.8
+    assert 'data-testid="dynamics"' in html

@@ -67,6 +67,10 @@ def _add_inspect(sub) -> None:
     e = isub.add_parser("evolution", help="an HTML page: samples recorded during training beside the loss curves")
     e.add_argument("run", metavar="RUN_DIR", help="a run directory")
     e.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write (the plot goes beside it)")
+    e.add_argument("--analyses", action="store_true",
+                   help="also show, for each kept checkpoint, its loss and best cell per feature, and the "
+                        "dynamics plot (reads --chars of the validation split with every kept checkpoint)")
+    e.add_argument("--chars", type=flags.count, default=5000, help="characters read by --analyses (default 5000)")
     e.set_defaults(func=cmd_evolution)
 
 
@@ -336,9 +340,32 @@ def cmd_ablate(args) -> int:
 def cmd_evolution(args) -> int:
     from charnn.web.pages import write_evolution_page
 
-    path = write_evolution_page(args.run, args.out)
+    kept, png = {}, None
+    if args.analyses:
+        kept, png = _evolution_analyses(args)
+    path = write_evolution_page(args.run, args.out, kept, png)
     print(f"wrote {path}; open it in a browser", file=sys.stderr)
     return 0
+
+
+def _evolution_analyses(args) -> tuple[dict, bytes]:
+    """Per kept checkpoint: its loss and best cell per feature; and the dynamics plot."""
+    import io
+
+    from charnn.inspect import find_cells, open_subject
+    from charnn.study.dynamics import dynamics, plot
+
+    say = lambda m: print(f"  {m}", file=sys.stderr, flush=True)  # noqa: E731
+    rep = dynamics(args.run, chars=args.chars, progress=say)
+    kept = {}
+    for c in rep.checkpoints:
+        subject = open_subject(args.run, split="val", chars=args.chars, which=f"step:{c['step']}")
+        cells = {f.name: (f.top[0].layer, f.top[0].cell, f.top[0].quantity, f.top[0].r)
+                 for f in find_cells(subject, top=1) if f.top}
+        kept[c["step"]] = {"loss": c["val_loss"], "chars": rep.chars, "cells": cells}
+    buf = io.BytesIO()
+    plot(rep, buf, f"{Path(args.run).resolve().name}: divergence from n-gram models over training")
+    return kept, buf.getvalue()
 
 
 def cmd_dynamics(args) -> int:
@@ -412,7 +439,8 @@ def cmd_emergence(args) -> int:
             for c in d["checkpoints"]]}))
         return 0
     steps = [c["step"] for c in rep.checkpoints]
-    print(f"per kept checkpoint: best single cell |r| / linear probe (accuracy, or R^2 for counts), on "
+    print(f"per kept checkpoint: best single cell |r| / linear probe (balanced accuracy, chance 0.50 for on/off; "
+          f"R^2 for counts), on "
           f"{rep.chars:,} characters of {rep.what}")
     print(f"{'feature':<16}" + "".join(f"{s:>14}" for s in steps))
     for name in rep.features:

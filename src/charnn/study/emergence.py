@@ -6,7 +6,8 @@ early, but not yet express it?") with numbers.
 
 The probe is fitted on one half of the text and scored on the other, the halves interleaved in
 blocks of BLOCK characters so that a feature tied to a part of the text (a chapter) appears in
-both: accuracy for on/off and labelled features, R^2 for counts (depths, line position).
+both: balanced accuracy for on/off and labelled features (the mean over classes of the share
+recognised: chance is 1 / classes however rare a feature is), R^2 for counts (depths, line position).
 """
 
 from __future__ import annotations
@@ -96,13 +97,17 @@ def probe_score(x: torch.Tensor, y: np.ndarray, kind: str, fit: np.ndarray) -> f
     Logistic regression is a linear layer trained by L-BFGS on standardised inputs with a little
     weight decay: PyTorch already does this well, so no other library is needed."""
     x = x.double()
-    mu, sd = x[fit].mean(0), x[fit].std(0).clamp_min(1e-6)
+    # A floor on the spread: a cell saturated in the fitting half would otherwise be scaled up
+    # without bound and swamp the read-out wherever it moves in the other half.
+    mu, sd = x[fit].mean(0), x[fit].std(0).clamp_min(0.05)
     z = (x - mu) / sd
     test = ~fit
     if kind == "count":
         zf = torch.cat([z[fit], torch.ones(int(fit.sum()), 1, dtype=z.dtype)], 1)
         yf = torch.as_tensor(y[fit], dtype=torch.float64)
-        w = torch.linalg.solve(zf.T @ zf + 1e-3 * len(zf) * torch.eye(zf.shape[1], dtype=z.dtype), zf.T @ yf)
+        ridge = 0.1 * len(zf) * torch.eye(zf.shape[1], dtype=z.dtype)
+        ridge[-1, -1] = 0  # the intercept is not shrunk
+        w = torch.linalg.solve(zf.T @ zf + ridge, zf.T @ yf)
         zt = torch.cat([z[test], torch.ones(int(test.sum()), 1, dtype=z.dtype)], 1)
         yt = torch.as_tensor(y[test], dtype=torch.float64)
         resid = ((zt @ w - yt) ** 2).sum()
@@ -111,31 +116,36 @@ def probe_score(x: torch.Tensor, y: np.ndarray, kind: str, fit: np.ndarray) -> f
     classes = np.unique(y[fit])
     if len(classes) < 2:
         return float("nan")
-    yi = torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long)
+    yi = torch.as_tensor(np.searchsorted(classes, y).clip(0, len(classes) - 1), dtype=torch.long)
     seen = torch.as_tensor(np.isin(y, classes))
     lin = torch.nn.Linear(z.shape[1], len(classes)).double()
     opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
     zf, yf = z[fit], yi[fit]
+    weight = 1.0 / torch.bincount(yf, minlength=len(classes)).double()  # every class counts alike
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(zf), yf) + 1e-4 * (lin.weight ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(lin(zf), yf, weight=weight) + 1e-4 * (lin.weight ** 2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
     t = torch.as_tensor(test) & seen
+    if not t.any():
+        return float("nan")
     with torch.no_grad():
-        return float((lin(z[t]).argmax(1) == yi[t]).double().mean()) if t.any() else float("nan")
+        right = lin(z[t]).argmax(1) == yi[t]
+    # balanced accuracy: the mean over classes of the share recognised, so that always answering
+    # the common class (a feature that is rarely on) scores 1 / classes, not its frequency
+    recalls = [float(right[yi[t] == c].double().mean()) for c in range(len(classes)) if (yi[t] == c).any()]
+    return float(np.mean(recalls))
 
 
 def _chance(y: np.ndarray, kind: str, fit: np.ndarray) -> float:
-    """What the probe scores knowing nothing: the share of the fitting half's most common value
-    on the scoring half (accuracy), or 0 (R^2)."""
+    """What the probe scores knowing nothing: 1 / classes (balanced accuracy), or 0 (R^2)."""
     if kind == "count":
         return 0.0
-    values, counts = np.unique(y[fit], return_counts=True)
-    return float((y[~fit] == values[counts.argmax()]).mean())
+    return 1.0 / max(1, len(np.unique(y[fit])))
 
 
 def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None,

@@ -166,8 +166,24 @@ def _milestones(steps: list[int]) -> set[int]:
     return keep | {ordered[-1]}
 
 
-def write_evolution_page(run: str | Path, out: str | Path) -> Path:
-    """The samples recorded during training beside the loss curves, as the blog's War and Peace section."""
+def _kept_line(k: dict | None) -> str:
+    """The kept checkpoint's own numbers for a snapshot: its loss and its best cell per feature."""
+    if not k:
+        return ""
+    cells = "; ".join(f"{html.escape(name)}: layer {layer} cell {cell} {q} (r = {r:+.2f})"
+                      for name, (layer, cell, q, r) in k["cells"].items())
+    return (f'<p class="kept" data-testid="kept"><b>kept checkpoint</b>: loss {k["loss"]:.3f} nats on '
+            f'{k["chars"]:,} characters; best cells: {cells or "-"}</p>')
+
+
+def write_evolution_page(run: str | Path, out: str | Path, kept: dict[int, dict] | None = None,
+                         dynamics_png: bytes | None = None) -> Path:
+    """The samples recorded during training beside the loss curves, as the blog's War and Peace section.
+
+    kept: step -> {"loss": nats on the analysed text, "chars": how many, "cells": {feature: (layer,
+    cell, quantity, r)}} for the kept checkpoints (computed by the caller: the pages never run the
+    analyses themselves); dynamics_png: the `analyze dynamics` plot, shown under the curves."""
+    kept = kept or {}
     run = Path(run)
     if not run.is_dir():
         raise CharnnError(f"{run} is not a run directory; give the folder that `charnn train --out` wrote")
@@ -191,7 +207,7 @@ def write_evolution_page(run: str | Path, out: str | Path) -> Path:
         return (f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
                 f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
                 f'validation {val_txt} &middot; temperature {s.get("temperature", "")}{novel}</small></h3>'
-                f'<pre>{html.escape(s.get("text", ""))}</pre></section>')
+                f'{_kept_line(kept.get(s["step"]))}<pre>{html.escape(s.get("text", ""))}</pre></section>')
 
     shown = "".join(section(s) for s in samples if s["step"] in milestones)
     rest = [s for s in samples if s["step"] not in milestones]
@@ -199,7 +215,11 @@ def write_evolution_page(run: str | Path, out: str | Path) -> Path:
         shown += (f'<details data-testid="more"><summary>the other {len(rest)} samples (one per evaluation)</summary>'
                   + "".join(section(s) for s in rest) + "</details>")
     title = f"charnn training evolution: {run.resolve().name}"
+    dyn = ("" if dynamics_png is None else
+           '<h3>divergence from n-gram models, per kept checkpoint</h3><img alt="training dynamics" '
+           f'data-testid="dynamics" src="data:image/png;base64,{base64.b64encode(dynamics_png).decode()}">')
     page = _fill("evolution.html", {"__TITLE__": html.escape(title), "__PNG__": base64.b64encode(png).decode(),
+                                    "__DYNAMICS__": dyn,
                                     "__COUNT__": str(len(samples)),
                                     "__SAMPLES__": shown or "<p>No samples were recorded in this run.</p>"})
     return _write(out, page, EVOLUTION_MARKER)
