@@ -56,7 +56,7 @@ BAD = [
     (["inspect", "find", "{run}", "--text", "{held}", "--split", "val"], "not allowed with argument"),
     (["inspect", "ablate", "{run}", "--cells", "9:9"], "this model has layers 0..0"),
     (["inspect", "ablate", "{run}", "--cells", "zero"], "expected LAYER:INDEX"),
-    (["inspect", "ablate", "{run}", "--cells", "0:1", "--mode", "half"], "invalid choice"),
+    (["inspect", "ablate", "{run}", "--cells", "0:1", "--mode", "half"], "use zero, mean or value:V"),
     (["inspect", "cells", "{run}", "--out", "{d}/mine.html"], "not written by charnn"),
     (["inspect", "cells", "{run}", "--out", "{d}/no/such/folder/p.html"], "does not exist"),
     (["inspect", "cells", "{run}", "--text", "{held}", "--chars", "30000", "--out", "{d}/p.html"], "too many for one page"),
