@@ -118,6 +118,16 @@ def kept_steps(run: str | Path) -> list[int]:
     return sorted(steps)
 
 
+def kept_for_analysis(run: str | Path) -> tuple[list[int], "Checkpoint"]:
+    """The kept steps of a run and its last kept checkpoint, for the analyses over training; a run
+    that kept none is refused with what to do."""
+    steps = kept_steps(run)
+    if not steps:
+        raise CharnnError(f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
+                          f"default) or --keep-every N, then run this again")
+    return steps, load(run, f"step:{steps[-1]}")
+
+
 def parse_which(text: str) -> str:
     """--checkpoint: best, last, or step:N (a kept checkpoint)."""
     if text in ("best", "last") or re.fullmatch(r"step:\d+", text):

@@ -79,12 +79,8 @@ def _model_distributions(model, history: np.ndarray, targets_from: int) -> np.nd
 def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 20_000, progress=None
              ) -> DynamicsReport:
     """The comparison for every kept checkpoint of `run` (RUN/checkpoints, see `--keep-checkpoints`)."""
-    steps = ckpt.kept_steps(run)
-    if not steps:
-        raise CharnnError(f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
-                          f"default since this analysis exists) or --keep-every N, then run this again")
+    steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
-    last = ckpt.load(run, f"step:{steps[-1]}")
     source = model_text(last, split=split, context=CONTEXT)
     ids = np.asarray(source.ids[: chars + 1] if chars else source.ids, dtype=np.int64)
     if len(ids) < 2:

@@ -150,12 +150,8 @@ def _chance(y: np.ndarray, kind: str, fit: np.ndarray) -> float:
 
 def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None,
               progress=None) -> EmergenceReport:
-    steps = ckpt.kept_steps(run)
-    if not steps:
-        raise CharnnError(f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
-                          f"default) or --keep-every N, then run this again")
-    say = progress or (lambda _m: None)
-    last = ckpt.load(run, f"step:{steps[-1]}")
+    steps, last = ckpt.kept_for_analysis(run)
+    say = progress or (lambda _msg: None)
     source = model_text(last, split=split, context=CONTEXT)
     ids = np.asarray(source.ids[:chars] if chars else source.ids, dtype=np.int64)
     if len(ids) < 4 * BLOCK:
