@@ -15,7 +15,7 @@ RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab
         "data": 2, "stepper": 2,
         "sample": 3, "evaluate": 3, "checkpoint": 3,
         "subject": 4,
-        "train": 5, "inspect": 5,
+        "train": 5, "inspect": 5, "teach": 5,
         "study": 6, "web": 6,
         "cli": 7, "__main__": 8}
 

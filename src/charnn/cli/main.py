@@ -9,6 +9,7 @@ from charnn import __version__
 from charnn.cli import args as args_mod
 from charnn.cli import inspect as inspect_cli
 from charnn.cli import serve as serve_cli
+from charnn.cli import teach as teach_cli
 from charnn.cli import study as study_cli
 from charnn.cli import train as train_cli
 from charnn.errors import CharnnError
@@ -23,6 +24,7 @@ def build_parser() -> args_mod.Parser:
     study_cli.add_parsers(sub)
     inspect_cli.add_parsers(sub)
     serve_cli.add_parsers(sub)
+    teach_cli.add_parsers(sub)
     return p
 
 

@@ -26,6 +26,7 @@ from charnn.subject import Subject, display_chars
 
 CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
 EVOLUTION_MARKER = b'<meta name="generator" content="charnn evolution page">'
+TEACH_MARKER = b'<meta name="generator" content="charnn teach page">'
 PNG_MARKER = b"charnn training curves"
 MAX_PAGE_CHARS = 20_000  # beyond this a browser struggles with one span per character
 
@@ -223,3 +224,14 @@ def write_evolution_page(run: str | Path, out: str | Path, kept: dict[int, dict]
                                     "__COUNT__": str(len(samples)),
                                     "__SAMPLES__": shown or "<p>No samples were recorded in this run.</p>"})
     return _write(out, page, EVOLUTION_MARKER)
+
+
+def write_teach_page(lesson, out: str | Path) -> Path:
+    """`charnn teach hello --out`: the lesson as a page that trains the same network in the browser,
+    one update at a time, for the word typed in (offline; lesson: a ``charnn.teach.Lesson``)."""
+    data = {"word": lesson.word, "init": lesson.init, "lr": lesson.lr}
+    page = _fill("teach.html", {"__TITLE__": html.escape(f'charnn teach: a tiny RNN learns to spell "{lesson.word}"'),
+                                "__WORD__": html.escape(lesson.word, quote=True),
+                                "__HIDDEN__": str(len(lesson.init["b_h"])), "__LR__": f"{lesson.lr:g}",
+                                "__DATA__": _json_for_script(data)})
+    return _write(Path(out), page, TEACH_MARKER)
