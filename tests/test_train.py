@@ -463,3 +463,31 @@ def test_keep_checkpoints_none_keeps_nothing_and_a_step_not_kept_lists_the_kept_
         ckpt.load(tmp_path / "run", "step:7")
     with pytest.raises(CharnnError, match="kept none"):
         ckpt.load(tmp_path / "none", "step:5")
+
+
+def test_ema_evaluates_and_keeps_the_averaged_weights_and_resumes_bit_identically(text_file, tmp_path):
+    from charnn.evaluate import evaluate, model_text
+
+    def cfg():
+        c = tiny_config(text_file, max_steps=40, eval_every=15, ema=0.9)
+        c.train.snapshot_steps = (20,)
+        return c
+
+    train(cfg(), tmp_path / "whole", progress=False)
+    last, best = ckpt.load(tmp_path / "whole", "last"), ckpt.load(tmp_path / "whole", "best")
+    raw = last.weights
+    avg = {k[4:]: v for k, v in last.tensors.items() if k.startswith("ema.")}
+    assert set(avg) == set(raw) and any(not torch.equal(avg[k], raw[k]) for k in raw)
+    # the best checkpoint holds the average, and its recorded loss is the average's
+    val = model_text(best, split="val").ids
+    got = evaluate(best.build_model(), val, seq_len=64).loss
+    assert got == pytest.approx(best.meta["val_loss"], abs=1e-6)
+    # stop and resume: the average is saved and restored exactly
+    train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= 23)
+    train(None, tmp_path / "split", resume=True, progress=False)
+    a, b = ckpt.load(tmp_path / "whole", "last"), ckpt.load(tmp_path / "split", "last")
+    for k in a.tensors:
+        if k.startswith("ema."):
+            assert torch.equal(a.tensors[k], b.tensors[k]), k
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert ckpt.load(tmp_path / "split", "best").meta["val_loss"] == best.meta["val_loss"]

@@ -112,6 +112,7 @@ class TrainConfig:
     snapshot_chars: int = 300
     keep_checkpoints: str = "snapshots"  # weights kept at the snapshot steps and each doubling after; or none
     keep_every: int = 0  # also keep the weights every N steps; 0: off
+    ema: float = 0.0  # decay of an exponential moving average of the weights used to evaluate and keep; 0: off
 
     def validate(self) -> None:
         _positive("seq-len", self.seq_len)
@@ -138,6 +139,8 @@ class TrainConfig:
             raise CharnnError(f"--keep-checkpoints must be snapshots or none, got {self.keep_checkpoints!r}")
         if self.keep_every < 0:
             raise CharnnError("--keep-every must not be negative")
+        if not (self.ema == 0 or 0 < self.ema < 1):
+            raise CharnnError(f"--ema must be 0 (off) or between 0 and 1 (e.g. 0.999), got {self.ema}")
 
 
 @dataclass

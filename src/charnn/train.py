@@ -364,6 +364,12 @@ class Trainer:
         carried = None
         if resume:
             self.model.load_state_dict(saved.weights)
+        # the moving average of the weights (--ema): what evaluations, snapshots and kept weights use
+        self.ema = [p.detach().clone() for p in self.model.parameters()] if t.ema else None
+        if resume:
+            if self.ema is not None:
+                for (name, _), e in zip(self.model.named_parameters(), self.ema):
+                    e.copy_(saved.tensors[f"ema.{name}"].to(self.device))
             ckpt.optimizer_from_tensors(self.opt, saved.tensors, self.meta["optimizer"])
             _restore_rng(saved.tensors, dd.rank, dd.world, self.device.type)
             self.state = TrainState.from_meta(self.meta)
@@ -484,9 +490,41 @@ class Trainer:
                                               foreach=foreach_ok(self.device.type))
         self._watch(loss_d, norm.float(), st.step + 1)
         self.opt.step()
+        if self.ema is not None:
+            self._average(st.step + 1)
         st.step += 1
         st.step_in_epoch += 1
         return lr
+
+    def _average(self, step: int) -> None:
+        """ema <- ema + (1 - d) (weights - ema), on the device. The decay ramps up over the first
+        steps (d = min(--ema, (1 + step) / (10 + step))) so the early random weights fade fast."""
+        d = min(self.cfg.train.ema, (1 + step) / (10 + step))
+        params = [p.detach() for p in self.model.parameters()]
+        if foreach_ok(self.device.type):
+            torch._foreach_lerp_(self.ema, params, 1 - d)
+        else:
+            for e, p in zip(self.ema, params):
+                e.lerp_(p, 1 - d)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model with the averaged weights swapped in (when --ema is on), in eval mode."""
+        with _eval_mode(self.model):
+            if self.ema is None:
+                yield self.model
+                return
+            params = list(self.model.parameters())
+            backup = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, e in zip(params, self.ema):
+                    p.copy_(e)
+            try:
+                yield self.model
+            finally:
+                with torch.no_grad():
+                    for p, b in zip(params, backup):
+                        p.copy_(b)
 
     def _watch(self, loss: torch.Tensor, norm: torch.Tensor, step: int) -> None:
         """Note on the device, without reading anything back, the first step whose loss or
@@ -530,7 +568,7 @@ class Trainer:
         data = self.splits["val"] if len(self.splits["val"]) >= 2 else self.splits["train"]
         val = 0.0
         if self.dd.main:
-            with _eval_mode(self.model):
+            with self.averaged():
                 val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
         val = self.dd.broadcast(val, self.device)
         if not math.isfinite(val) or val > DIVERGED_LOSS:
@@ -547,7 +585,7 @@ class Trainer:
             return
         t, st, vocab = self.cfg.train, self.state, self.vocab
         try:
-            with _eval_mode(self.model):
+            with self.averaged():
                 text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step,
                                    temperature=0.8)[0]
         except NonFiniteOutput:
@@ -565,7 +603,9 @@ class Trainer:
 
     def save_best(self, val: float | None) -> None:
         if self.dd.main:
-            ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model, {"step": self.state.step, "val_loss": val})
+            with self.averaged():
+                ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model,
+                          {"step": self.state.step, "val_loss": val})
 
     def save_kept(self, val: float | None) -> None:
         """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
@@ -575,9 +615,10 @@ class Trainer:
         if self.dd.main:
             path = ckpt.kept_path(self.out, self.state.step)
             path.parent.mkdir(exist_ok=True)
-            ckpt.save(path, self.cfg, self.vocab, self.model,
-                      {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
-                       "elapsed": self.elapsed()})
+            with self.averaged():
+                ckpt.save(path, self.cfg, self.vocab, self.model,
+                          {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
+                           "elapsed": self.elapsed()})
 
     def save_last(self, finished: str = "") -> None:
         """The full training state; every process takes part in gathering the carried state."""
@@ -596,8 +637,10 @@ class Trainer:
                 "seq_len": self.batcher.seq_len}
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
+        ema = ({} if self.ema is None else
+               {f"ema.{name}": e for (name, _), e in zip(self.model.named_parameters(), self.ema)})
         ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,
-                  {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full)})
+                  {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full), **ema})
         self.saved_step = self.state.step
 
     # ---- the loop -------------------------------------------------------------------------

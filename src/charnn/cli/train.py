@@ -57,6 +57,9 @@ def _add_train(sub) -> None:
     g.add_argument("--warmup-steps", type=flags.count, default=None)
     g.add_argument("--grad-clip", type=flags.number, default=None, help="clip the gradient norm to this (0: off)")
     g.add_argument("--grad-clamp", type=flags.number, default=None, help="char-rnn's element-wise gradient clamp (0: off)")
+    g.add_argument("--ema", type=flags.number, default=None, metavar="DECAY",
+                   help="evaluate, sample snapshots and keep an exponential moving average of the weights with this "
+                        "decay, e.g. 0.999 (default 0: off); the best and kept checkpoints hold the average")
     g = t.add_argument_group("stopping and evaluation")
     g.add_argument("--max-steps", type=flags.count, default=None, help="stop after this many steps")
     g.add_argument("--max-epochs", type=flags.number, default=None, help="stop after this many passes over the data")
