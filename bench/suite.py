@@ -337,7 +337,9 @@ def serving():
 
 # ---- time to quality ------------------------------------------------------------------------
 
-def time_to_quality(budget: float, preset: str, ref_hidden: int, ref_dropout: float, target: float):
+def time_to_quality(budget: float, preset: str, plain: dict, target: float, target_ratio: float):
+    """charnn's preset against, in the same run, the strongest plain recipe we know for this budget
+    (bench/time_to_quality.plain_recipe with `plain`'s settings) and char-rnn's defaults."""
     import time_to_quality as ttq
 
     from charnn.config import RunConfig, apply_preset
@@ -352,16 +354,24 @@ def time_to_quality(budget: float, preset: str, ref_hidden: int, ref_dropout: fl
     apply_preset(cfg, preset)
     cfg.data.text, cfg.data.split = str(data), (0.9, 0.1, 0.0)
     cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10 ** 9, ()
+    cfg.train.keep_checkpoints = "none"
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, Path(d) / "run", progress=False)
     enc = prepare(str(data))
     n_train = int(len(enc.ids) * 0.9)
-    ref_loss, _ = ttq.reference(enc.ids, n_train, len(enc.vocab), budget, hidden=ref_hidden, dropout=ref_dropout)
-    row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss", res.last_val_loss, ref_loss, "nats",
-        higher_better=False, target=target,
-        note=f"preset {preset} ({cfg.model.layers}x{cfg.model.hidden}), {res.steps} steps; "
-             f"reference: plain 2x{ref_hidden} nn.LSTM"
-             + (f" with dropout {ref_dropout}" if ref_dropout else ""))
+    ref_loss, ref_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **plain)
+    crnn_loss, crnn_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, char_rnn=True)
+    what = (f"{plain.get('layers', 2)}x{plain.get('hidden', 512)} nn.LSTM, dropout {plain.get('dropout', 0.2)}, "
+            f"AdamW {plain.get('lr', 3e-3):g} warmup + cosine, carried state")
+    row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs the best plain recipe",
+        res.last_val_loss, ref_loss, "nats", higher_better=False, target=target,
+        note=f"preset {preset} ({cfg.model.layers}x{cfg.model.hidden}), {res.steps} steps; reference: {what}, "
+             f"{ref_steps} steps; target: at most {target_ratio} x the better of the two plain recipes: "
+             f"{'met' if res.last_val_loss / min(ref_loss, crnn_loss) <= target_ratio else 'NOT met'} "
+             f"({res.last_val_loss / min(ref_loss, crnn_loss):.3f})")
+    row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs char-rnn's defaults",
+        res.last_val_loss, crnn_loss, "nats", higher_better=False,
+        note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps")
 
 
 # ---- a corpus larger than memory ------------------------------------------------------------
@@ -463,9 +473,9 @@ def main() -> int:
     if want("serve"):
         serving()
     if want("ttq"):
-        time_to_quality(60, "default", 256, 0.0, 1.50)
+        time_to_quality(60, "default", {"hidden": 256, "dropout": 0.0, "lr": 3e-3}, 1.50, 0.95)
     if want("ttq10"):
-        time_to_quality(600, "large", 512, 0.2, 1.40)
+        time_to_quality(600, "large", {}, 1.40, 0.97)
     if want("big"):
         big_corpus(args.big_corpus)
     print_table()
