@@ -1,9 +1,9 @@
 """Time to quality: validation loss on tiny Shakespeare after a fixed wall-time budget.
 
 Trains charnn's default preset with nanoGPT's split (first 90% train, last 10% validation) for
-BUDGET seconds, and in the same run a plain reference (nn.Embedding + 2-layer 256-cell nn.LSTM +
-nn.Linear, AdamW at a constant 2e-3, batch 32 x 100, hidden state reset every batch), then prints
-both full-validation losses and their ratio. Target (issue #5): charnn <= 1.50 nats in 60 s.
+BUDGET seconds, and in the same run the strongest plain recipe we know (``plain_recipe``: a
+2x512 nn.LSTM with carried state, AdamW with warmup and cosine decay), then prints both
+full-validation losses and their ratio. `make bench` runs it per budget, with char-rnn's defaults too.
 
     python bench/time_to_quality.py [--budget 60] [--preset default] [--skip-reference]
 """
@@ -27,44 +27,6 @@ from charnn.evaluate import evaluate
 from charnn.train import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-
-
-def reference(ids: np.ndarray, n_train: int, vocab: int, budget: float, hidden: int = 256,
-              dropout: float = 0.0) -> tuple[float, int]:
-    """A plain PyTorch LSTM trained the obvious way, for comparison."""
-    torch.manual_seed(0)
-    emb = torch.nn.Embedding(vocab, 64)
-    lstm = torch.nn.LSTM(64, hidden, 2, batch_first=True, dropout=dropout)
-    head = torch.nn.Linear(hidden, vocab)
-    drop = torch.nn.Dropout(dropout)
-    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=2e-3)
-    train_ids = torch.from_numpy(np.asarray(ids[:n_train], dtype=np.int64))
-    rng = torch.Generator().manual_seed(0)
-    t0, steps = time.perf_counter(), 0
-    while time.perf_counter() - t0 < budget:
-        starts = torch.randint(0, n_train - 101, (32,), generator=rng)
-        chunk = torch.stack([train_ids[s:s + 101] for s in starts])
-        out, _ = lstm(emb(chunk[:, :-1]))
-        loss = torch.nn.functional.cross_entropy(head(drop(out)).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        steps += 1
-
-    class Wrapped(torch.nn.Module):  # evaluate() expects a CharRNN-shaped module
-        def __init__(self):
-            super().__init__()
-            self.head = head
-
-        def forward(self, x, state=None):
-            out, state = lstm(emb(x), state)
-            return head(out), state
-
-    lstm.eval()
-    val = evaluate(Wrapped().eval(), np.asarray(ids[n_train:]))
-    return val.loss, steps
 
 
 def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers: int = 2, hidden: int = 512,
@@ -156,8 +118,8 @@ def main() -> int:
     n_train = int(len(enc.ids) * 0.9)
     rows = [("charnn " + args.preset, res.last_val_loss, res.steps)]
     if not args.skip_reference:
-        ref_loss, ref_steps = reference(enc.ids, n_train, len(enc.vocab), args.budget)
-        rows.append(("plain nn.LSTM 2x256 (reference)", ref_loss, ref_steps))
+        ref_loss, ref_steps = plain_recipe(enc.ids, n_train, len(enc.vocab), args.budget)
+        rows.append(("plain nn.LSTM 2x512 recipe (reference)", ref_loss, ref_steps))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, python {platform.python_version()}")
     print(f"tiny Shakespeare, first 90% train / last 10% val ({len(enc.ids) - n_train:,} chars), {args.budget:g} s budget\n")

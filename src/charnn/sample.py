@@ -132,27 +132,33 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
     if model.training:
         raise ValueError("sampling needs the model in eval mode (dropout off): call model.eval() first, "
                          "or load it with Checkpoint.build_model()")
-    if prime:
-        start = vocab.encode(prime)  # raises here, before anything is generated, on unknown characters
-    else:
-        start = vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0]
-    x = torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0).expand(num, -1)
+    x = _start(model, vocab, prime).expand(num, -1)  # raises here, before anything is generated, on unknown characters
     return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
 
 
-def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> Iterator[list[int]]:
-    """x: (num, P) prime ids. The model is only read: it must already be in eval mode."""
+def _start(model: CharRNN, vocab: Vocab, prime: str) -> torch.Tensor:
+    """(1, P) ids the model reads first: the prime, else a newline if it knows one, else id 0."""
+    start = vocab.encode(prime) if prime else (vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0])
+    return torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0)
+
+
+@torch.no_grad()
+def _read_prime(model: CharRNN, x: torch.Tensor, pins: Pins | None) -> tuple[torch.Tensor, Stepper]:
+    """Read x (num, P) -> the logits (num, V) after it and a Stepper to go on from there."""
+    device = model.head.weight.device
     if pins:  # the prime is read with the cells held too, one step at a time
-        device = model.head.weight.device
         pins = {k: (idx.to(device), val.to(device)) for k, (idx, val) in pins.items()}
         stepper = Stepper(model, model.init_state(x.shape[0], device), pins)
         for t in range(x.shape[1]):
             last = stepper.step(x[:, t])
-    else:
-        with torch.no_grad():
-            logits, state = model(x)
-        last = logits[:, -1]  # (num, V)
-        stepper = Stepper(model, state)  # one fused cell op per layer and character
+        return last, stepper
+    logits, state = model(x)
+    return logits[:, -1], Stepper(model, state)  # then one fused cell op per layer and character
+
+
+def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> Iterator[list[int]]:
+    """x: (num, P) prime ids. The model is only read: it must already be in eval mode."""
+    last, stepper = _read_prime(model, x, pins)
     device = last.device
     for _ in range(length):
         nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
@@ -192,16 +198,7 @@ def next_probs(model: CharRNN, vocab: Vocab, prime: str, temperatures=(0.2, 0.5,
     candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
     if model.training:
         raise ValueError("next_probs needs the model in eval mode (dropout off)")
-    start = vocab.encode(prime) if prime else (vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0])
-    x = torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device)[None]
-    if pins:
-        dev = model.head.weight.device
-        stepper = Stepper(model, model.init_state(1, dev), {k: (i.to(dev), v.to(dev)) for k, (i, v) in pins.items()})
-        for t in range(x.shape[1]):
-            logits = stepper.step(x[:, t])
-    else:
-        logits = model(x)[0][:, -1]
-    logits = logits[0].double().cpu()
+    logits = _read_prime(model, _start(model, vocab, prime), pins)[0][0].double().cpu()
     order = torch.argsort(logits, descending=True)[:top]
     probs = {}
     for t in temperatures:
