@@ -4,7 +4,8 @@ import pytest
 
 from charnn.config import ModelConfig
 from charnn.errors import CharnnError
-from charnn.study.grid import count_params, match_hidden, parse_budgets, plan
+from charnn.model import count_params, match_hidden
+from charnn.study.grid import parse_budgets, plan
 from charnn.model import CharRNN
 from conftest import learnable_text
 

@@ -15,6 +15,8 @@ from charnn.errors import CharnnError
 CELLS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("adamw", "rmsprop")
 SCHEDULES = ("cosine", "epoch-decay", "constant")
+DEFAULT_BPE_VOCAB = 1024
+MAX_BPE_VOCAB = 65536  # token ids are stored as uint16
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 
 
@@ -60,14 +62,22 @@ class ModelConfig:
 class DataConfig:
     text: str = "stdlib"  # a file, a folder or a built-in corpus name
     include: str = "*"  # glob for files inside a folder
-    unit: str = "char"  # "char" (Unicode code points) or "bytes"
+    unit: str = "char"  # "char" (Unicode code points), "bytes", or "bpe" (byte-pair tokens)
+    bpe_vocab: int = 0  # with unit "bpe": tokens to learn from the training split (0: 1024); flag --vocab-size
     encoding_errors: str = "strict"  # or "replace"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     # (a folder's files are read in an order shuffled by the run's seed, TrainConfig.seed)
 
     def validate(self) -> None:
-        if self.unit not in ("char", "bytes"):
-            raise CharnnError(f"--unit must be 'char' or 'bytes', got {self.unit!r}")
+        if self.unit not in ("char", "bytes", "bpe"):
+            raise CharnnError(f"--unit must be 'char', 'bytes' or 'bpe', got {self.unit!r}")
+        if self.unit == "bpe":
+            self.bpe_vocab = self.bpe_vocab or DEFAULT_BPE_VOCAB
+            if not 2 <= self.bpe_vocab <= MAX_BPE_VOCAB:
+                raise CharnnError(f"--vocab-size must be between 2 and {MAX_BPE_VOCAB:,}, got {self.bpe_vocab}")
+        elif self.bpe_vocab:
+            raise CharnnError(f"--vocab-size is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
+                              f"the text's own {'characters' if self.unit == 'char' else 'bytes'}")
         if self.encoding_errors not in ("strict", "replace"):
             raise CharnnError(
                 f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}"

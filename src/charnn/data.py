@@ -27,7 +27,7 @@ import torch
 from charnn import corpus as corpus_mod
 from charnn.errors import CharnnError
 from charnn.log import warn
-from charnn.vocab import Vocab, code_points
+from charnn.vocab import TokenVocab, Vocab, code_points
 
 # Bytes read at a time while encoding. Small, so that most blocks of code or English prose are
 # pure ASCII and skip UTF-8 decoding (64 KB: 89% of the Linux tree's blocks, 32% at 1 MB).
@@ -42,12 +42,20 @@ class Encoded:
     ids: np.ndarray  # (N,) memory-mapped, dtype vocab.dtype
     vocab: Vocab
     key: str
+    # Token text: where val and test begin in ids, and the split fractions that put them there
+    # (the text is cut on characters first, then each part is tokenised).
+    bounds: tuple[int, int] | None = None
+    fractions: tuple[float, float, float] | None = None
 
     def splits(self, fractions) -> dict[str, np.ndarray]:
         """Contiguous train / val / test views, in that order."""
         n = len(self.ids)
         n_train = int(n * fractions[0])
         n_val = int(n * fractions[1])
+        if self.bounds is not None:
+            if tuple(fractions) != tuple(self.fractions):
+                raise ValueError(f"this token text was cut at {self.fractions}, not {tuple(fractions)}")
+            n_train, n_val = self.bounds[0], self.bounds[1] - self.bounds[0]
         return {
             "train": self.ids[:n_train],
             "val": self.ids[n_train:n_train + n_val],
@@ -58,6 +66,9 @@ class Encoded:
         """The same text with ids of another vocabulary, which must hold every unit of this one."""
         if self.vocab == target:
             return self
+        if isinstance(target, TokenVocab) or isinstance(self.vocab, TokenVocab):
+            raise CharnnError(f"{what} was tokenised differently from the model's tokens; "
+                              f"start a new run, or delete the cache (charnn cache) and try again")
         missing = sorted(set(self.vocab.codes.tolist()) - set(target.codes.tolist()))
         if missing or self.vocab.unit != target.unit:
             raise CharnnError(
@@ -131,8 +142,14 @@ def content_key(files, unit: str, errors: str) -> str:
 
 
 def prepare(text: str = "stdlib", include: str = "*", unit: str = "char", encoding_errors: str = "strict",
-            seed: int = 1337, cache: Path | None = None) -> Encoded:
-    """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids."""
+            seed: int = 1337, cache: Path | None = None, split=(0.9, 0.05, 0.05), vocab_size: int = 0,
+            tokens: TokenVocab | None = None) -> Encoded:
+    """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids.
+
+    unit "bpe" learns `vocab_size` byte-pair tokens from the training split (cut by `split`), or
+    uses `tokens` (a run's own tokenizer, when resuming or fine-tuning)."""
+    if unit == "bpe":
+        return _prepare_tokens(text, include, encoding_errors, seed, cache, tuple(split), vocab_size, tokens)
     corp = corpus_mod.resolve(text, include=include, seed=seed)
     root = (cache or corpus_mod.cache_dir()) / "data"
     key = content_key(corp.files, unit, encoding_errors)
@@ -150,7 +167,63 @@ def _load(folder: Path, key: str) -> Encoded:
     vocab = Vocab.from_json(meta["vocab"])
     n = int(meta["length"])
     ids = np.memmap(folder / "ids.bin", dtype=vocab.dtype, mode="r", shape=(n,)) if n else np.zeros(0, vocab.dtype)
+    if "bounds" in meta:
+        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]))
     return Encoded(ids, vocab, key)
+
+
+def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, tokens) -> Encoded:
+    """The text as byte-pair tokens: cut into splits on characters, the tokenizer learned from the
+    training part (its alphabet from all of it, as a char model's vocabulary is), each part
+    tokenised on its own so a char model and a token model score exactly the same text. Cached
+    like characters; the text is held in memory while it is tokenised (tokenizers takes strings)."""
+    import tokenizers
+
+    chars = prepare(text, include, "char", errors, seed, cache)
+    root = (cache or corpus_mod.cache_dir()) / "data"
+    which = hashlib.sha256(tokens.json.encode()).hexdigest()[:16] if tokens is not None else f"learn{vocab_size}"
+    key = hashlib.sha256(f"bpe|{chars.key}|{which}|{split}|{tokenizers.__version__}".encode()).hexdigest()[:40]
+    folder = root / key
+    # The Encoded's key is the text's content key (what a resumed run checks); the folder's names
+    # the tokens too.
+    if (folder / "meta.json").is_file():
+        try:
+            return _load(folder, chars.key)
+        except (OSError, ValueError, KeyError, CharnnError):
+            shutil.rmtree(folder, ignore_errors=True)
+    parts = {name: chars.vocab.decode(ids) for name, ids in chars.splits(split).items()}
+    if tokens is None:
+        alphabet = sorted(set(chars.vocab.decode(np.arange(len(chars.vocab))).encode("utf-8")))
+        tokens = TokenVocab.train(parts["train"], vocab_size, alphabet)
+    pieces = [tokens.encode(parts[name]).astype(tokens.dtype) for name in ("train", "val", "test")]
+    bounds = [len(pieces[0]), len(pieces[0]) + len(pieces[1])]
+    meta = {"length": sum(len(p) for p in pieces), "vocab": tokens.to_json(), "files": chars.key, "unit": "bpe",
+            "bounds": bounds, "split": list(split), "chars": [len(parts[n]) for n in ("train", "val", "test")],
+            "encoding_errors": errors, "version": FORMAT_VERSION}
+    _write_entry(root, key, (p.tobytes() for p in pieces), meta)
+    return _load(root / key, chars.key)
+
+
+def _write_entry(root: Path, key: str, blocks, meta: dict) -> None:
+    """Write ids.bin from byte blocks and meta.json into a temporary folder renamed into place when
+    complete, so a crash never leaves a half-written cache entry."""
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        # Plain writes, not a writable memmap: its dirty pages would count as resident memory
+        # and grow with the corpus.
+        with open(tmp / "ids.bin", "wb") as out:
+            for block in blocks:
+                out.write(block)
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, root / key)
+        except OSError:  # another process finished the same entry first; use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 STALE_AFTER = 24 * 3600  # seconds: no encode takes a day (a gigabyte takes about 20 s)
@@ -182,27 +255,10 @@ def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
     lut = np.zeros(len(seen), dtype=vocab.dtype)
     lut[vocab.codes] = np.arange(len(vocab), dtype=vocab.dtype)
 
-    # Pass 2: map to ids, written to a file in a temporary folder that is renamed into place when
-    # complete, so a crash never leaves a half-written cache entry.
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-    try:
-        # Plain writes, not a writable memmap: its dirty pages would count as resident memory
-        # and grow with the corpus.
-        with open(tmp / "ids.bin", "wb") as out:
-            for codes in _chunks(corp.files, unit, errors):
-                out.write(lut[codes].tobytes())
-        meta = {"length": n, "vocab": vocab.to_json(), "files": [str(f) for f in corp.files],
-                "unit": unit, "encoding_errors": errors, "version": FORMAT_VERSION}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.replace(tmp, root / key)
-        except OSError:  # another process finished the same entry first; use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # Pass 2: map to ids, written straight to the cache entry.
+    meta = {"length": n, "vocab": vocab.to_json(), "files": [str(f) for f in corp.files],
+            "unit": unit, "encoding_errors": errors, "version": FORMAT_VERSION}
+    _write_entry(root, key, (lut[codes].tobytes() for codes in _chunks(corp.files, unit, errors)), meta)
     return _load(root / key, key)
 
 

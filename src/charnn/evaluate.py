@@ -15,6 +15,7 @@ from charnn.data import NotUTF8, eval_windows, prepare
 from charnn.distributed import eval_streams
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
+from charnn.vocab import TokenVocab
 
 
 @dataclass
@@ -30,22 +31,36 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     """A file (`text`) or a split of the run's own corpus (default val), encoded as the run was and
     in the model's vocabulary (a character the model never saw is an error naming it).
 
-    loaded: a ``checkpoint.Checkpoint``.
+    loaded: a ``checkpoint.Checkpoint``. A token model's text is cut on characters first and then
+    tokenised with the model's own tokenizer, exactly as training cut it.
     """
     d = loaded.config.data
     before = np.zeros(0, dtype=np.int64)
+    tokens = loaded.vocab if isinstance(loaded.vocab, TokenVocab) else None
+    unit = "char" if tokens is not None else d.unit
     if text is not None:
         try:
-            enc = prepare(text, unit=d.unit, encoding_errors=d.encoding_errors).remap(loaded.vocab, text)
+            enc = prepare(text, unit=unit, encoding_errors=d.encoding_errors)
+            enc = enc.remap(loaded.vocab, text) if tokens is None else enc
         except NotUTF8 as e:  # the model decides how text is read: there is no --encoding-errors to pass here
             raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
                               f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
                               f"scores any file)") from None
-        return Text(np.asarray(enc.ids), text, before)
+        ids = np.asarray(enc.ids) if tokens is None else tokens.encode(enc.vocab.decode(enc.ids))
+        return Text(ids, text, before)
     split = split or "val"
-    enc = prepare(d.text, d.include, d.unit, d.encoding_errors, loaded.config.train.seed).remap(loaded.vocab)
+    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed)
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
+    if tokens is not None:
+        # The split's own text, tokenised by itself (as training did); the context is the
+        # characters before it, tokenised separately.
+        ids = tokens.encode(enc.vocab.decode(parts[split]))
+        if context:
+            before = tokens.encode(enc.vocab.decode(enc.ids[max(0, start - context):start]))
+        return Text(ids, f"the {split} split of {d.text}", before)
+    enc = enc.remap(loaded.vocab)
+    parts = enc.splits(d.split)
     if context:
         before = np.asarray(enc.ids[max(0, start - context):start]).astype(np.int64)
     return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
@@ -53,27 +68,39 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
 
 @dataclass
 class Score:
-    loss: float  # mean cross-entropy, nats per character
-    chars: int  # characters scored
+    loss: float  # mean cross-entropy per scored unit: nats per character (per token for a token model)
+    chars: int  # characters scored (the characters the scored tokens hold, for a token model)
+    tokens: int | None = None  # tokens scored, for a token model
+
+    @property
+    def loss_per_char(self) -> float:
+        """Nats per character: the total over the text divided by its character count, the one
+        number on which a character model and a token model compare honestly."""
+        return self.loss if self.tokens is None else self.loss * self.tokens / max(self.chars, 1)
 
     @property
     def bpc(self) -> float:
-        return self.loss / math.log(2)
+        return self.loss_per_char / math.log(2)
 
     @property
     def perplexity(self) -> float:
         return math.exp(self.loss)
 
     def to_dict(self) -> dict:
-        return {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        d = {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        if self.tokens is not None:
+            d.update(tokens=self.tokens, loss_per_char=self.loss_per_char)
+        return d
 
 
 @torch.no_grad()
 def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_len: int = 256,
-             max_chars: int = 0) -> Score:
+             max_chars: int = 0, char_counts: np.ndarray | None = None) -> Score:
     """Score every character of ids (but the first) given the ones before it.
 
-    ids: (N,) array of ids. `max_chars` > 0 scores only the first max_chars + 1 characters.
+    ids: (N,) array of ids. `max_chars` > 0 scores only the first max_chars + 1 units.
+    char_counts: (V,) characters per id, for a token model (``TokenVocab.char_counts``): the
+    score then counts tokens and the characters they hold.
     The split is read as `streams` parallel pieces (by default as many as suit the model's
     device), each with a warm-up context (see ``data.eval_windows``); the state starts from zero.
     The sum stays on the device: one read-back at the end, not one per window.
@@ -83,15 +110,25 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_le
     _needs_eval_mode(model)
     device = model.head.weight.device
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    count, chars = 0, 0.0
     state = None
     for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len):
-        count += int(np.count_nonzero(y.numpy() >= 0))  # counted on the host, before y moves
+        scored = y.numpy()[y.numpy() >= 0]  # counted on the host, before y moves
+        count += len(scored)
+        if char_counts is not None:
+            chars += float(char_counts[scored].sum())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits, state = model(x, state)
         total += torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-1, reduction="sum")
-    return Score(float(total) / max(count, 1), count)
+    if char_counts is None:
+        return Score(float(total) / max(count, 1), count)
+    return Score(float(total) / max(count, 1), int(round(chars)), count)
+
+
+def score_text(model: CharRNN, vocab, ids: np.ndarray, **kw) -> Score:
+    """``evaluate`` with the vocabulary's character counts when its units are tokens."""
+    return evaluate(model, ids, char_counts=vocab.char_counts() if isinstance(vocab, TokenVocab) else None, **kw)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ temporary file written), ``after-tmp`` (temporary file complete, not yet renamed
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -105,6 +106,21 @@ def clean_temporaries(folder: Path) -> list[Path]:
                 except OSError:
                     pass
     return removed
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines log (none if it does not exist); a line that is not JSON is an
+    error naming it (charnn writes whole lines atomically, so only a hand edit makes one)."""
+    out = []
+    if not path.exists():
+        return out
+    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise CharnnError(f"{path} line {k + 1} is not JSON; was the file edited by hand?") from None
+    return out
 
 
 def keep_lines(path: Path, keep) -> int:

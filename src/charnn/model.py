@@ -10,6 +10,8 @@ Two paths compute the same function:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,6 +194,25 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes["head.weight"] = (cfg.vocab_size, cfg.hidden)
     shapes["head.bias"] = (cfg.vocab_size,)
     return shapes
+
+
+def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
+    """Parameters of the CharRNN that training builds for this shape (the embedding capped at
+    the vocabulary, as ModelConfig.fit_vocab does)."""
+    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=min(embed, vocab), vocab_size=vocab)
+    return sum(math.prod(s) for s in expected_shapes(cfg).values())
+
+
+def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) -> int:
+    """The hidden size whose parameter count is closest to `budget` (the count grows with it)."""
+    best, best_err = 1, math.inf
+    for h in range(1, 4097):
+        n = count_params(cell, layers, h, vocab, embed)
+        if abs(n - budget) < best_err:
+            best, best_err = h, abs(n - budget)
+        elif n > budget:
+            break
+    return best
 
 
 def _float_state(state: State) -> State:

@@ -138,7 +138,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
 
 def _start(model: CharRNN, vocab: Vocab, prime: str) -> torch.Tensor:
     """(1, P) ids the model reads first: the prime, else a newline if it knows one, else id 0."""
-    start = vocab.encode(prime) if prime else (vocab.encode("\n") if vocab.units("\n")[0] in vocab.codes else [0])
+    start = vocab.encode(prime) if prime else vocab.start_ids()
     return torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0)
 
 

@@ -13,7 +13,7 @@ from charnn import checkpoint as ckpt
 from charnn.evaluate import model_text
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
-from charnn.vocab import Vocab
+from charnn.vocab import TokenVocab, Vocab
 
 CONTEXT = 20_000
 
@@ -31,16 +31,33 @@ class Subject:
 
 
 def display_chars(vocab: Vocab) -> list[str]:
-    """One printable-or-whitespace character per id, for pages and features."""
+    """One printable-or-whitespace character per id, for pages and features (a token model: each
+    token's text, which may be several characters)."""
+    if isinstance(vocab, TokenVocab):
+        return vocab.pieces()
     if vocab.unit == "char":
         return [chr(c) for c in vocab.codes]
     return [chr(c) if c < 128 else "\ufffd" for c in vocab.codes]
 
 
+def require_characters(loaded: ckpt.Checkpoint, what: str) -> None:
+    """Refuse a token model in an analysis that lines its numbers up with characters (features,
+    n-gram models of characters, per-character losses)."""
+    if isinstance(loaded.vocab, TokenVocab):
+        raise CharnnError(f"{what} reads a model one character at a time, and {loaded.path} reads byte-pair tokens "
+                          f"(--unit bpe); with a token model use charnn sample, eval, inspect cells or "
+                          f"inspect saturation")
+
+
 def open_subject(run: str | Path, text: str | None = None, split: str | None = None, chars: int = 0,
-                 which: str = "best", device: str = "cpu") -> Subject:
-    """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus."""
+                 which: str = "best", device: str = "cpu", tokens_ok: bool = False,
+                 what: str = "this analysis") -> Subject:
+    """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus.
+    A token model is refused (see ``require_characters``) unless `tokens_ok`: then `chars` counts
+    tokens and the subject's text is the tokens' text, which is not one character per id."""
     loaded = ckpt.load(run, which)
+    if not tokens_ok:
+        require_characters(loaded, what)
     model = loaded.build_model(device)
     source = model_text(loaded, text, split, context=CONTEXT)
     ids, what, before = source.ids, source.what, source.before

@@ -35,6 +35,7 @@ from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
 from charnn.model import CharRNN, detach_state
 from charnn.sample import NonFiniteOutput, sample_text
+from charnn.vocab import TokenVocab
 from charnn.samplestats import SubstringIndex, snapshot_metrics
 
 # Snapshots record how novel their text is against the training split, below this size (the
@@ -59,6 +60,8 @@ class TrainResult:
     # --eval-chars of it (None when they read all of it, or the run was interrupted)
     best_val_loss_whole: float | None = None
     val_chars: int = 0
+    best_bpc: float | None = None  # bits per character of the best checkpoint (whole split when read)
+    units: str = "chars"  # what the losses are per: chars, or tokens for a token model
 
 
 def lr_at(cfg, step: int, epoch: float, progress: float) -> float:
@@ -387,6 +390,10 @@ class Trainer:
             clean_temporaries(out / ckpt.KEPT)
             for later in (k for k in ckpt.kept_steps(out) if k > step):
                 ckpt.kept_path(out, later).unlink(missing_ok=True)
+        self.units_name = "tokens" if isinstance(self.vocab, TokenVocab) else "chars"
+        self.char_counts = self.vocab.char_counts() if self.units_name == "tokens" else None  # for bits per char
+        # bits per character of the last evaluation (a token model's loss is per token)
+        self.val_bpc = self.state.last_val_loss / math.log(2) if self.units_name == "chars" else float("nan")
         self.judge: dict = {}  # the training split's substring index, built at the first snapshot
         self.health: dict | None = None  # device-side divergence bookkeeping (see _watch)
         self.train_loss = float("nan")
@@ -397,7 +404,14 @@ class Trainer:
         text's own (with the embedding capped at it); -> (encoded text, embedding init scale,
         initial weights or None)."""
         cfg, t, out, dd = self.cfg, self.cfg.train, self.out, self.dd
-        enc = prepare(cfg.data.text, cfg.data.include, cfg.data.unit, cfg.data.encoding_errors, t.seed)
+        d = cfg.data
+        tokens = None  # a token run resuming or fine-tuning reads the text with its own tokenizer
+        if d.unit == "bpe" and (resume or init_from is not None):
+            tokens = (saved if resume else ckpt.load(init_from, "best")).vocab
+            if not isinstance(tokens, TokenVocab):
+                raise CharnnError(f"--init-from: the model reads {tokens.unit} units but --unit is bpe")
+        enc = prepare(d.text, d.include, d.unit, d.encoding_errors, t.seed, split=d.split, vocab_size=d.bpe_vocab,
+                      tokens=tokens)
         if resume and self.meta.get("data_key") not in (None, enc.key):
             raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
                               f"resume needs the same text (or start a new run with --init-from {out})")
@@ -569,7 +583,9 @@ class Trainer:
         val = 0.0
         if self.dd.main:
             with self.averaged():
-                val = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars).loss
+                score = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars,
+                                 char_counts=self.char_counts)
+            val, self.val_bpc = score.loss, score.bpc
         val = self.dd.broadcast(val, self.device)
         if not math.isfinite(val) or val > DIVERGED_LOSS:
             self._diverged(f"validation loss {val:g}")
@@ -605,7 +621,8 @@ class Trainer:
         if self.dd.main:
             with self.averaged():
                 ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model,
-                          {"step": self.state.step, "val_loss": val})
+                          {"step": self.state.step, "val_loss": val,
+                           "val_bpc": self.val_bpc if val is not None else None})
 
     def save_kept(self, val: float | None) -> None:
         """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
@@ -682,7 +699,7 @@ class Trainer:
         if st.step % t.eval_every == 0:
             val = st.last_val_loss = self.evaluate()
             self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "val_loss": val,
-                      "val_bpc": val / math.log(2), "elapsed": round(self.elapsed(), 3)})
+                      "val_bpc": self.val_bpc, "elapsed": round(self.elapsed(), 3)})
             if val < st.best_val_loss:
                 st.best_val_loss, st.evals_since_best = val, 0
                 self.save_best(val)
@@ -690,7 +707,7 @@ class Trainer:
                 st.evals_since_best += 1
             if self.quiet_lines:
                 info(f"step {st.step}  epoch {self.epoch_float():.2f}  train {self.train_loss:.4f}  val {val:.4f} "
-                     f"({val / math.log(2):.3f} bpc)  {speed:,.0f} chars/s")
+                     f"({self.val_bpc:.3f} bpc)  {speed:,.0f} {self.units_name}/s")
         if st.step in t.snapshot_steps or val is not None:
             self.snapshot(val)
         if keep:
@@ -727,14 +744,19 @@ class Trainer:
                 if t.max_time and not t.max_steps and st.step > 5:
                     bar.total = max(st.step + 1, int(st.step / max(self.progress_frac(), 1e-9)))
                 bar.set_postfix_str(f"loss {self.train_loss:.3f} val {st.last_val_loss:.3f} "
-                                    f"({st.last_val_loss / math.log(2):.2f} bpc) {speed:,.0f} ch/s", refresh=False)
+                                    f"({self.val_bpc:.2f} bpc) {speed:,.0f} {self.units_name[:3]}/s", refresh=False)
                 bar.update(1)
             bar.close()
             self.finish(stopped_by)
+        whole = self.whole_split_score(stopped_by)
+        best_bpc = whole.bpc if whole else None
+        if best_bpc is None and self.dd.main and (self.out / ckpt.BEST).exists():
+            best_bpc = ckpt.load(self.out, "best").meta.get("val_bpc")
         return TrainResult(st.step, self.epoch_float(), st.best_val_loss, st.last_val_loss, stopped_by, self.out,
-                           flag.signum, self.whole_split_loss(stopped_by), len(self.splits["val"]) - 1)
+                           flag.signum, whole.loss if whole else None, whole.chars if whole else len(self.splits["val"]) - 1,
+                           best_bpc, self.units_name)
 
-    def whole_split_loss(self, stopped_by: str) -> float | None:
+    def whole_split_score(self, stopped_by: str):
         """The end-of-run report reads the whole validation split, even when the evaluations
         during training read only its first --eval-chars characters (a big corpus's split can
         take minutes to read; once at the end is affordable)."""
@@ -744,7 +766,8 @@ class Trainer:
         best = ckpt.load(self.out, "best")
         if best.meta.get("val_loss") is None:
             return None
-        return evaluate(best.build_model(self.device), val, seq_len=min(256, max(t.seq_len, 64))).loss
+        return evaluate(best.build_model(self.device), val, seq_len=min(256, max(t.seq_len, 64)),
+                        char_counts=self.char_counts)
 
     def finish(self, stopped_by: str) -> None:
         """The end-of-run evaluation (unless interrupted) and the final checkpoint."""
@@ -752,8 +775,7 @@ class Trainer:
         self.check_health()
         if stopped_by != "interrupt" and st.step % t.eval_every != 0:
             st.last_val_loss = self.evaluate()
-            self.log({"step": st.step, "val_loss": st.last_val_loss, "val_bpc": st.last_val_loss / math.log(2),
-                      "final": True})
+            self.log({"step": st.step, "val_loss": st.last_val_loss, "val_bpc": self.val_bpc, "final": True})
             if st.last_val_loss < st.best_val_loss:
                 st.best_val_loss, st.evals_since_best = st.last_val_loss, 0
                 self.save_best(st.last_val_loss)

@@ -162,8 +162,10 @@ def cmd_errors(args) -> int:
         if not baseline.isdigit() or not 1 <= int(baseline) <= 30:
             raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
         baseline = int(baseline)
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
-    other = open_subject(args.compare, split=args.split, chars=args.chars) if args.compare else None
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint,
+                           what="charnn inspect errors")
+    other = (open_subject(args.compare, split=args.split, chars=args.chars, what="charnn inspect errors")
+             if args.compare else None)
     rep = analyze_errors(subject, other, baseline or 0)
     label = args.compare or (f"the n-gram {args.baseline}" if args.baseline else "")
     png, csv_path = write(rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} "
@@ -188,7 +190,8 @@ def cmd_braces(args) -> int:
 
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint)
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint,
+                           what="charnn analyze braces")
     rep = brace_losses(subject, args.order, args.ngram)
     c = subject.loaded.config.model
     png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.cell} {c.layers}x{c.hidden} vs "
@@ -202,10 +205,11 @@ def cmd_braces(args) -> int:
     return 0
 
 
-def _subject(args):
+def _subject(args, tokens_ok: bool = False):
     from charnn.inspect import open_subject
 
-    return open_subject(args.run, text=args.text, split=args.split, chars=args.chars, which=args.checkpoint)
+    return open_subject(args.run, text=args.text, split=args.split, chars=args.chars, which=args.checkpoint,
+                        tokens_ok=tokens_ok, what=f"charnn inspect {args.inspect_command}")
 
 
 def _colour(v: float) -> str:
@@ -241,9 +245,10 @@ def cmd_cells(args) -> int:
 
     if args.chars > MAX_PAGE_CHARS:
         raise CharnnError(f"--chars {args.chars}: that is too many for one page; use at most {MAX_PAGE_CHARS}")
-    subject = _subject(args)
+    subject = _subject(args, tokens_ok=True)
     path = write_cells_page(subject, args.out)
-    print(f"wrote {path} ({len(subject.ids):,} characters of {subject.what}); open it in a browser", file=sys.stderr)
+    units = "tokens" if subject.vocab.unit == "bpe" else "characters"
+    print(f"wrote {path} ({len(subject.ids):,} {units} of {subject.what}); open it in a browser", file=sys.stderr)
     return 0
 
 
@@ -295,7 +300,7 @@ def cmd_saturation(args) -> int:
     from charnn.inspect import gate_saturation
     from charnn.inspect.saturation import write
 
-    subject = _subject(args)
+    subject = _subject(args, tokens_ok=True)
     sat = gate_saturation(subject)
     c = subject.loaded.config.model
     png, csv_path = write(sat, Path(args.out), f"gate saturation: {c.cell} {c.layers}x{c.hidden}, "
@@ -359,7 +364,8 @@ def _evolution_analyses(args) -> tuple[dict, bytes]:
     rep = dynamics(args.run, chars=args.chars, progress=say)
     kept = {}
     for c in rep.checkpoints:
-        subject = open_subject(args.run, split="val", chars=args.chars, which=f"step:{c['step']}")
+        subject = open_subject(args.run, split="val", chars=args.chars, which=f"step:{c['step']}",
+                               what="charnn inspect evolution --analyses")
         cells = {f.name: (f.top[0].layer, f.top[0].cell, f.top[0].quantity, f.top[0].r)
                  for f in find_cells(subject, top=1) if f.top}
         kept[c["step"]] = {"loss": c["val_loss"], "chars": rep.chars, "cells": cells}

@@ -1,4 +1,5 @@
-"""`charnn ngram`, `charnn grid` and `charnn evaluate-samples`: the command line of the paper's study."""
+"""`charnn ngram`, `charnn grid`, `charnn compare` and `charnn evaluate-samples`: the command line of the
+paper's study and of comparisons between models."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from charnn.cli import args as flags
 from charnn.errors import CharnnError
+from charnn.files import write_atomic
 
 
 def add_parsers(sub) -> None:
@@ -47,6 +49,24 @@ def add_parsers(sub) -> None:
     gr.add_argument("--jobs", type=flags.count, default=1, help="runs trained at once (default 1)")
 
     gr.set_defaults(func=cmd_grid)
+
+    co = sub.add_parser("compare", help="characters against byte-pair tokens: the same text, time and parameters, "
+                                        "scored in bits per character")
+    co.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
+    co.add_argument("--out", required=True, metavar="DIR", help="folder for the runs, the table and the plot")
+    co.add_argument("--units", default="char,bpe:256,bpe:1024", help="what each model reads: char or bpe:K "
+                    "(K tokens learned from the training split); default char,bpe:256,bpe:1024")
+    co.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_RUN",
+                    help="training time per unit, e.g. 5m (the same for every unit)")
+    co.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_RUN", help="or steps per unit")
+    co.add_argument("--params", default=None, metavar="N",
+                    help="parameters of every model, e.g. 400k (default: the default model reading characters)")
+    co.add_argument("--layers", type=flags.count, default=1, help="LSTM layers of every model (default 1)")
+    co.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
+                    help="contiguous split fractions, cut on characters (default 0.9,0.05,0.05)")
+    co.add_argument("--jobs", type=flags.count, default=1, help="units trained at once (default 1: fair timing)")
+    co.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    co.set_defaults(func=cmd_compare)
 
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
@@ -93,10 +113,47 @@ def cmd_ngram(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from charnn.config import DataConfig
+    from charnn.study import compare, grid
+
+    units = compare.parse_units(args.units)
+    if args.jobs < 1:
+        raise CharnnError("--jobs must be at least 1")
+    params = grid.parse_budgets(args.params)[0] if args.params else 0
+    if args.params and "," in args.params:
+        raise CharnnError(f"--params {args.params!r}: give one size, e.g. 400k")
+    settings = compare.Settings(max_time=args.max_time or 0.0, max_steps=args.max_steps or 0, params=params,
+                                layers=args.layers, split=tuple(args.split)).validate()
+    DataConfig(text=args.text, split=args.split).validate()
+    path = Path(args.text).expanduser()
+    text = str(path.resolve()) if path.exists() else args.text
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    entries = compare.plan(text, units, settings, progress=say)
+    out = Path(args.out)
+    shapes = (f"{e.unit.label} ({e.vocab} symbols, {e.hidden} cells, {e.params:,} parameters)" for e in entries)
+    say(f"compare: {', '.join(shapes)}")
+    results = compare.compare(text, out, entries, settings, args.jobs,
+                              progress=lambda r: say(f"  {r['unit']}: {r['test_bpc']:.4f} bits per character"))
+    md, csv_text = compare.table(results)
+    write_atomic(out / "compare.md", md)
+    write_atomic(out / "compare.csv", csv_text)
+    write_atomic(out / "compare.json", json.dumps({"text": text, "results": results}, indent=1))
+    budget = f"{settings.max_time:g} s" if settings.max_time else f"{settings.max_steps} steps"
+    compare.plot(results, out / "compare.png", f"{Path(text).name}: {budget} per unit, "
+                                                f"~{entries[0].params:,} parameters each")
+    if args.json:
+        print(json.dumps({"text": text, "results": results}))
+    else:
+        print(md, end="")
+    say(f"wrote {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
 def cmd_grid(args) -> int:
-    from charnn.study import grid
     from charnn.config import DataConfig
     from charnn.data import prepare
+    from charnn.study import grid
 
     cells, layers = grid.parse_cells(args.cells), grid.parse_layers(args.layers)
     budgets = grid.parse_budgets(args.params)

@@ -41,7 +41,11 @@ def _add_train(sub) -> None:
     g.add_argument("--dropout", type=flags.number, default=None, help="dropout between layers and before the read-out")
     g = t.add_argument_group("data")
     g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
-    g.add_argument("--unit", choices=["char", "bytes"], default=None, help="model Unicode characters or raw bytes")
+    g.add_argument("--unit", choices=["char", "bytes", "bpe"], default=None,
+                   help="model Unicode characters (default), raw bytes, or byte-pair tokens (bpe) learned from the "
+                        "training split; a token model's losses are also given in bits per character")
+    g.add_argument("--vocab-size", dest="bpe_vocab", type=flags.count, default=None, metavar="K",
+                   help="with --unit bpe: how many tokens to learn (default 1024)")
     g.add_argument("--encoding-errors", choices=["strict", "replace"], default=None,
                    help="what to do with invalid UTF-8 (default strict: stop with the byte offset)")
     g.add_argument("--split", type=flags.split, default=None, metavar="TRAIN,VAL,TEST",
@@ -104,7 +108,8 @@ def _add_sample(sub) -> None:
     s.add_argument("--temperature", type=flags.number, default=0.8, help="0 picks the most likely character (default 0.8)")
     s.add_argument("--top-k", type=flags.count, default=0, help="sample from the k most likely (0: off)")
     s.add_argument("--top-p", type=flags.number, default=1.0, help="nucleus sampling threshold (1: off)")
-    s.add_argument("--length", type=flags.count, default=500, help="characters to generate per sample")
+    s.add_argument("--length", type=flags.count, default=500,
+                   help="characters to generate per sample (tokens, for a --unit bpe model)")
     s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
@@ -185,9 +190,13 @@ def cmd_train(args) -> int:
     best, whole = result.best_val_loss, ""
     if result.best_val_loss_whole is not None:  # evaluations read --eval-chars; the report reads it all
         best, whole = result.best_val_loss_whole, f" (whole validation split, {result.val_chars:,} characters)"
+    if result.units == "tokens":
+        bpc = f"{result.best_bpc:.3f}" if result.best_bpc is not None else "?"
+        said = f"{best:.4f} nats per token = {bpc} bits per character"
+    else:
+        said = f"{best:.4f} nats = {best / math.log(2):.3f} bits per character"
     print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
-          f"best validation loss {best:.4f} nats = {best / math.log(2):.3f} bits per character{whole}",
-          file=sys.stderr)
+          f"best validation loss {said}{whole}", file=sys.stderr)
     if args.samples:
         loaded = ckpt.load(result.run_dir, "best")
         model = loaded.build_model("cpu")
@@ -243,8 +252,12 @@ def _show_probs(args, model, loaded, pins) -> int:
                           "probs": {f"{t:g}": p for t, p in got["probs"].items()}}, ensure_ascii=False))
         return 0
     width = 12
-    print(f"the next character after {args.prime[-30:]!r}: probability at each temperature (softmax(logits / T))")
-    print(f"{'':>6}" + "".join(f"  {f'T={t:g}':<{width + 6}}" for t in temps))
+    tokens = loaded.vocab.unit == "bpe"
+    label = (lambda s: name.get(s, s) if len(s) == 1 and not tokens else repr(s))
+    col = max(6, *(len(label(shown[i])) for i in got["candidates"]))
+    print(f"the next {'token' if tokens else 'character'} after {args.prime[-30:]!r}: probability at each "
+          f"temperature (softmax(logits / T))")
+    print(f"{'':>{col}}" + "".join(f"  {f'T={t:g}':<{width + 6}}" for t in temps))
     for k, i in enumerate(got["candidates"]):
         cells = []
         for t in temps:
@@ -252,14 +265,14 @@ def _show_probs(args, model, loaded, pins) -> int:
             full, part = divmod(round(p * width * 8), 8)
             bar = "\u2588" * full + (" \u258f\u258e\u258d\u258c\u258b\u258a\u2589"[part] if part else "")
             cells.append(f"  {p:5.3f} {bar:<{width}}")
-        print(f"{name.get(shown[i], shown[i]):>6}" + "".join(cells))
+        print(f"{label(shown[i]):>{col}}" + "".join(cells))
     return 0
 
 
 def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.distributed import pick_device
-    from charnn.evaluate import evaluate, model_text
+    from charnn.evaluate import model_text, score_text
 
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
@@ -267,15 +280,20 @@ def cmd_eval(args) -> int:
     ids, what = scored.ids, scored.what
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")
-    score = evaluate(model, ids)
+    score = score_text(model, loaded.vocab, ids)
     if not math.isfinite(score.loss):
         raise CharnnError(f"the model's loss on {what} is {score.loss} (its outputs overflow); the checkpoint is "
                           f"unusable for scoring: use another one (charnn check {args.run})")
     if args.json:
         print(json.dumps(score.to_dict()))
     else:
-        print(f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
-              f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}")
+        if score.tokens is not None:
+            print(f"{what}: {score.tokens:,} tokens ({score.chars:,} characters)  loss {score.loss:.4f} nats/token  "
+                  f"{score.loss_per_char:.4f} nats/char  {score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f} "
+                  f"per token")
+        else:
+            print(f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
+                  f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}")
     return 0
 
 
@@ -306,7 +324,8 @@ def cmd_info(args) -> int:
     print(f"run        {args.run}")
     print(f"model      {c.model.cell} {c.model.layers} layers x {c.model.hidden} cells, embedding {c.model.embed}, "
           f"dropout {c.model.dropout}: {model.num_params:,} parameters")
-    print(f"vocabulary {len(loaded.vocab)} {'characters' if loaded.vocab.unit == 'char' else 'bytes'}")
+    units = {"char": "characters", "bytes": "bytes", "bpe": "byte-pair tokens"}[loaded.vocab.unit]
+    print(f"vocabulary {len(loaded.vocab)} {units}")
     print(f"data       {c.data.text} split {','.join(f'{x:g}' for x in c.data.split)}")
     print(f"training   {c.train.optimizer} lr {c.train.lr:g} ({c.train.schedule}), batch {c.train.batch_size} x "
           f"seq {c.train.seq_len}; preset {c.preset or '-'}")

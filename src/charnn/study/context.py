@@ -16,6 +16,7 @@ import torch
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
+from charnn.subject import require_characters
 from charnn.evaluate import char_losses, model_text
 from charnn.files import write_outputs
 from charnn.study.ngram import KneserNey
@@ -65,6 +66,7 @@ def context_use(run, which: str = "best", split: str = "val", chars: int = 50_00
     places spread evenly over them, each with at least max_k characters before it."""
     say = progress or (lambda _m: None)
     loaded = ckpt.load(run, which)
+    require_characters(loaded, "charnn analyze context")
     model = loaded.build_model()
     source = model_text(loaded, split=split, context=max_k)
     before = np.asarray(source.before, dtype=np.int64)

@@ -21,6 +21,7 @@ import torch
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
+from charnn.subject import require_characters
 from charnn.evaluate import model_text
 from charnn.files import write_outputs
 from charnn.study.ngram import KneserNey
@@ -81,6 +82,7 @@ def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 2
     """The comparison for every kept checkpoint of `run` (RUN/checkpoints, see `--keep-checkpoints`)."""
     steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
+    require_characters(last, "charnn analyze dynamics")
     source = model_text(last, split=split, context=CONTEXT)
     ids = np.asarray(source.ids[: chars + 1] if chars else source.ids, dtype=np.int64)
     if len(ids) < 2:

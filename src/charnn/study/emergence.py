@@ -24,7 +24,7 @@ from charnn.evaluate import model_text
 from charnn.inspect import features as feats
 from charnn.inspect.activations import record_all
 from charnn.inspect.find import find_cells
-from charnn.subject import Subject, display_chars
+from charnn.subject import Subject, display_chars, require_characters
 
 BLOCK = 500  # characters per block of the interleaved halves
 CELL_R = 0.5  # a single cell "shows" a feature from this |correlation| on
@@ -152,6 +152,7 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
               progress=None) -> EmergenceReport:
     steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
+    require_characters(last, "charnn analyze emergence")
     source = model_text(last, split=split, context=CONTEXT)
     ids = np.asarray(source.ids[:chars] if chars else source.ids, dtype=np.int64)
     if len(ids) < 4 * BLOCK:

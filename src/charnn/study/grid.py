@@ -15,8 +15,8 @@ import csv
 import io
 import json
 import math
-import os
 import multiprocessing
+import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from charnn.errors import CharnnError
 from charnn.files import write_atomic
+from charnn.model import GATES, count_params, match_hidden
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 # Every grid run trains with these settings whatever the default preset becomes, so that a grid
@@ -73,29 +73,6 @@ def parse_layers(text: str) -> list[int]:
     if not layers or any(not 1 <= n <= 8 for n in layers):
         raise CharnnError(f"--layers {text!r}: depths must be between 1 and 8")
     return layers
-
-
-def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
-    """Parameters of CharRNN: embedding, per layer G*H*(in + H) weights and 2*G*H biases, read-out."""
-    g = GATES[cell]
-    embed = min(embed, vocab)  # what training builds (ModelConfig.fit_vocab)
-    total = vocab * embed + hidden * vocab + vocab
-    for k in range(layers):
-        inp = embed if k == 0 else hidden
-        total += g * hidden * (inp + hidden) + 2 * g * hidden
-    return total
-
-
-def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) -> int:
-    """The hidden size whose parameter count is closest to `budget`."""
-    best, best_err = 1, math.inf
-    for h in range(1, 4097):
-        err = abs(count_params(cell, layers, h, vocab, embed) - budget)
-        if err < best_err:
-            best, best_err = h, err
-        elif count_params(cell, layers, h, vocab, embed) > budget:
-            break
-    return best
 
 
 def parse_budgets(text: str) -> list[int]:
@@ -153,34 +130,48 @@ def run_config(entry: "Cell", text: str, settings: Settings, threads: int):
     return cfg
 
 
+def train_in_child(run: Path, make_config, name: str) -> None:
+    """Train `run` with make_config() (or finish it, when a crash or an interruption stopped it
+    before its budget); a finished run is left alone. For a child process: its messages go to
+    RUN/train.log, a failure comes back as one CharnnError naming the run."""
+    run.mkdir(parents=True, exist_ok=True)
+    before = sys.stderr
+    with open(run / "train.log", "a", encoding="utf-8") as log:
+        sys.stderr = log  # warnings and progress lines of this run
+        try:
+            _train_or_finish(run, make_config, name)
+        finally:
+            sys.stderr = before
+
+
+def _train_or_finish(run: Path, make_config, name: str) -> None:
+    from charnn import checkpoint as ckpt
+    from charnn.train import train
+
+    if (run / ckpt.LAST).is_file() and ckpt.load(run, "last").meta.get("stopped_by") in (
+            "max-steps", "max-time", "max-epochs", "patience"):
+        return
+    try:
+        if (run / ckpt.LAST).is_file():  # a crashed or interrupted run: finish its budget
+            train(None, run, resume=True, progress=False)
+        else:
+            train(make_config(), run, progress=False)
+    except CharnnError as e:
+        raise CharnnError(f"{name} failed: {e}") from None
+
+
 def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads: int) -> dict:
-    """Train (or finish) one run and score its test split; returns its result. Runs in a child
-    process: its messages go to RUN/train.log, its errors come back as CharnnError."""
+    """Train (or finish) one run and score its test split; returns its result (in a child process)."""
     from charnn import checkpoint as ckpt
     from charnn.evaluate import evaluate, model_text
-    from charnn.train import train
 
     run = out / entry.name
     result_file = run / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / "train.log", "a", encoding="utf-8") as log:
-        sys.stderr = log  # warnings and progress lines of this run
-        finished = False
-        if (run / ckpt.LAST).is_file():
-            finished = ckpt.load(run, "last").meta.get("stopped_by") in ("max-steps", "max-time", "max-epochs",
-                                                                         "patience")
-        if not finished:
-            try:
-                if (run / ckpt.LAST).is_file():  # a crashed or interrupted run: finish its budget
-                    train(None, run, resume=True, progress=False)
-                else:
-                    train(run_config(entry, text, settings, threads), run, progress=False)
-            except CharnnError as e:
-                raise CharnnError(f"grid run {entry.name} failed: {e}") from None
-        loaded = ckpt.load(run, "best")
-        s = evaluate(loaded.build_model(), model_text(loaded, split="test").ids)
+    train_in_child(run, lambda: run_config(entry, text, settings, threads), f"grid run {entry.name}")
+    loaded = ckpt.load(run, "best")
+    s = evaluate(loaded.build_model(), model_text(loaded, split="test").ids)
     res = {"cell": entry.cell, "layers": entry.layers, "budget": entry.budget, "hidden": entry.hidden,
            "params": entry.params, "test_loss": s.loss, "test_bpc": s.bpc, "run": entry.name}
     write_atomic(result_file, json.dumps(res))

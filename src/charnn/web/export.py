@@ -54,6 +54,9 @@ def _out_dir(out: Path, marker_files: dict[str, bytes]) -> Path:
 
 def export_web(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
+    if loaded.vocab.unit == "bpe":  # the page encodes and decodes characters; it has no tokenizer
+        raise CharnnError(f"{loaded.path} reads byte-pair tokens (--unit bpe), and the web export runs character "
+                          f"and byte models only; use --format onnx (model.json then holds the tokenizer)")
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
     out = _out_dir(out, {"index.html": WEB_MARKER, "model.js": JS_MARKER, "model.json": b'"format": "' + FORMAT.encode()})
@@ -125,6 +128,7 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
              "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embed": cfg.embed,
                         "vocab_size": len(loaded.vocab)},
              "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
+             **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
              "state": "zeros of shape (layers, batch, hidden) at the start; feed each step's h_out (and c_out) back"}
     return [write_atomic(out / "model.onnx", graph.SerializeToString()),
             write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.files import refuse_foreign, write_atomic
+from charnn.files import read_jsonl, refuse_foreign, write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.find import find_cells
 from charnn.subject import Subject, display_chars
+from charnn.vocab import TokenVocab
 
 CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
 EVOLUTION_MARKER = b'<meta name="generator" content="charnn evolution page">'
@@ -88,14 +89,16 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     order = ("c", "h") + tuple(q for q in qs if q not in ("c", "h")) if cell == "lstm" else qs
     quantities = [{"key": q, "name": NAMES[q], "lo": RANGES[q][0], "hi": RANGES[q][1]} for q in order]
     jumps = []
-    if jump:
+    if jump and not isinstance(subject.vocab, TokenVocab):  # features are per character
         for res in find_cells(subject, top=1):
             if res.top and abs(res.top[0].r) >= 0.3:
                 t = res.top[0]
                 jumps.append({"feature": res.name, "layer": t.layer, "cell": t.cell, "quantity": t.quantity, "r": t.r})
     c = subject.loaded.config.model
-    title = (f"charnn cells: {c.cell} {c.layers}x{c.hidden} reading {n:,} characters of {subject.what}")
-    return {"title": title, "text": list(subject.text), "layers": c.layers, "hidden": c.hidden,
+    units = "tokens" if isinstance(subject.vocab, TokenVocab) else "characters"
+    title = (f"charnn cells: {c.cell} {c.layers}x{c.hidden} reading {n:,} {units} of {subject.what}")
+    return {"title": title, "unit": "token" if isinstance(subject.vocab, TokenVocab) else "character",
+            "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()], "layers": c.layers, "hidden": c.hidden,
             "quantities": quantities, "acts": acts, "top5": top5,
             "pnext": [round(float(p), 4) for p in pnext.tolist()], "jump": jumps}
 
@@ -107,20 +110,6 @@ def write_cells_page(subject: Subject, out: str | Path) -> Path:
 
 
 # ---- training evolution -------------------------------------------------------------------
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if not path.exists():
-        return out
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise CharnnError(f"{path} line {k + 1} is not JSON; was the file edited by hand?") from None
-    return out
-
 
 def loss_curves_png(metrics: list[dict], snapshots: list[int], path: Path | None = None) -> bytes:
     """Training and validation loss against step, with the snapshot steps marked; PNG bytes."""
@@ -188,8 +177,8 @@ def write_evolution_page(run: str | Path, out: str | Path, kept: dict[int, dict]
     run = Path(run)
     if not run.is_dir():
         raise CharnnError(f"{run} is not a run directory; give the folder that `charnn train --out` wrote")
-    metrics = _read_jsonl(run / "metrics.jsonl")
-    samples = _read_jsonl(run / "samples.jsonl")
+    metrics = read_jsonl(run / "metrics.jsonl")
+    samples = read_jsonl(run / "samples.jsonl")
     if not metrics and not samples:
         raise CharnnError(f"{run} has no metrics.jsonl or samples.jsonl; train a model into it first")
     out = Path(out)

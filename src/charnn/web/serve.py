@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
-from charnn.evaluate import evaluate
+from charnn.evaluate import score_text
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
 from charnn.sample import next_probs, parse_clamp, sample_text, stream
@@ -171,7 +171,7 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
     ids = _ids(loaded, req.text)
     if len(ids) < 2:
         raise CharnnError("the text holds fewer than 2 characters; nothing to score")
-    score = evaluate(model, ids)
+    score = score_text(model, loaded.vocab, ids)
     if not math.isfinite(score.loss):
         raise CharnnError("the model's loss on this text is not finite (its outputs overflow)")
     return score.to_dict()

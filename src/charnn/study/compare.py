@@ -1,0 +1,242 @@
+"""Characters against byte-pair tokens, fairly: `charnn compare TEXT --units char,bpe:256,bpe:1024`.
+
+Every unit trains on the same text and split, for the same wall time (or steps), with the default
+preset's settings and, as near as whole cells allow, the same parameters (a bigger vocabulary
+costs embedding and read-out weights, so a token model gets fewer cells). Each is scored on the
+same test text (cut on characters, then tokenised) in bits per character: total nats / characters.
+Also: training speed in characters per second, and the novelty of its samples. Windows count
+units (32 tokens read more text than 32 characters): part of what tokens buy, and measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from charnn.errors import CharnnError
+from charnn.files import read_jsonl, write_atomic
+from charnn.model import count_params, match_hidden
+from charnn.study.grid import train_in_child
+
+CELL = "lstm"
+MAX_UNITS = 8
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit: str  # char or bpe
+    size: int = 0  # tokens, for bpe
+
+    @property
+    def label(self) -> str:
+        return f"bpe:{self.size}" if self.unit == "bpe" else self.unit
+
+    @property
+    def name(self) -> str:  # a folder name
+        return self.label.replace(":", "-")
+
+
+def parse_units(text: str) -> list[Unit]:
+    """'char,bpe:256,bpe:1024' -> units; bpe needs its vocabulary size."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"bpe:(\d+)", part)
+        if part == "char":
+            out.append(Unit(part))
+        elif m and 2 <= int(m[1]) <= 65536:
+            out.append(Unit("bpe", int(m[1])))
+        else:
+            raise CharnnError(f"--units {text!r}: each unit is char or bpe:K with K from 2 to 65536 "
+                              f"(e.g. char,bpe:256,bpe:1024)")
+    if len(set(out)) != len(out) or not 1 <= len(out) <= MAX_UNITS:
+        raise CharnnError(f"--units {text!r}: give 1 to {MAX_UNITS} different units")
+    return out
+
+
+@dataclass
+class Settings:
+    max_time: float = 0.0  # seconds per run
+    max_steps: int = 0  # or steps per run
+    params: int = 0  # parameters of every model (0: the default preset's model reading characters)
+    layers: int = 1
+    embed: int = 64
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    seed: int = 1337
+    samples: int = 4  # samples per model for the novelty measures ...
+    sample_chars: int = 2000  # ... of this many characters each
+    temperature: float = 1.0  # the model's own distribution
+    extra: dict = field(default_factory=dict)  # more TrainConfig fields (tests)
+
+    def validate(self) -> "Settings":
+        if not self.max_time and not self.max_steps:
+            raise CharnnError("give every unit the same budget: --max-time PER_RUN (e.g. 5m) or --max-steps PER_RUN")
+        if not 1 <= self.layers <= 8:
+            raise CharnnError(f"--layers must be from 1 to 8, got {self.layers}")
+        if self.params and self.params < 100:
+            raise CharnnError(f"--params {self.params}: below 100 parameters there is no model")
+        return self
+
+
+@dataclass
+class Entry:
+    unit: Unit
+    vocab: int
+    hidden: int
+    params: int
+
+
+def plan(text: str, units: list[Unit], settings: Settings, progress=None) -> list[Entry]:
+    """Each unit's vocabulary (tokenising the text once: cached) and the hidden size that gives
+    it the parameter budget."""
+    from charnn.config import RunConfig
+    from charnn.data import prepare
+
+    vocabs = {}
+    for u in units:
+        if progress and u.unit == "bpe":
+            progress(f"learning {u.size} tokens from the training split ...")
+        vocabs[u] = len(prepare(text, unit=u.unit, seed=settings.seed, split=settings.split, vocab_size=u.size).vocab)
+    budget = settings.params
+    if not budget:
+        chars = vocabs.get(Unit("char")) or len(prepare(text, seed=settings.seed).vocab)
+        budget = count_params(CELL, settings.layers, RunConfig().model.hidden, chars, settings.embed)
+    out = []
+    for u in units:
+        h = match_hidden(CELL, settings.layers, budget, vocabs[u], settings.embed)
+        out.append(Entry(u, vocabs[u], h, count_params(CELL, settings.layers, h, vocabs[u], settings.embed)))
+    return out
+
+
+def run_config(entry: Entry, text: str, settings: Settings, threads: int):
+    from charnn.config import RunConfig, apply_preset
+
+    cfg = RunConfig()
+    apply_preset(cfg, "default")
+    cfg.data.text, cfg.data.split, cfg.data.unit = text, tuple(settings.split), entry.unit.unit
+    cfg.data.bpe_vocab = entry.unit.size
+    m = cfg.model
+    m.cell, m.layers, m.hidden, m.embed = CELL, settings.layers, entry.hidden, settings.embed
+    for k, v in {"max_time": settings.max_time, "max_steps": settings.max_steps, "threads": threads,
+                 "seed": settings.seed, **settings.extra}.items():
+        setattr(cfg.train, k, v)
+    return cfg.validate()
+
+
+def measure(run: Path, settings: Settings) -> dict:
+    """Score a trained run: test bits per character, training speed in characters per second,
+    and the novelty of its samples."""
+    import numpy as np
+
+    from charnn import checkpoint as ckpt
+    from charnn.evaluate import model_text, score_text
+    from charnn.sample import sample_text
+    from charnn.samplestats import evaluate_samples
+
+    loaded = ckpt.load(run, "best")
+    model = loaded.build_model()
+    vocab = loaded.vocab
+    test = score_text(model, vocab, model_text(loaded, split="test").ids)
+    train_ids = model_text(loaded, split="train").ids
+    per_unit = float(vocab.char_counts()[np.asarray(train_ids, dtype=np.int64)].mean())  # characters per unit
+    rates = [r["chars_per_s"] for r in read_jsonl(run / "metrics.jsonl") if "chars_per_s" in r]  # units per second
+    last = ckpt.load(run, "last").meta
+    length = math.ceil(settings.sample_chars / per_unit * 1.25) + 8
+    samples = [s[:settings.sample_chars] for s in
+               sample_text(model, vocab, length=length, num=settings.samples, seed=0, temperature=settings.temperature)]
+    train_text = vocab.decode(train_ids)
+    heldout = vocab.decode(model_text(loaded, split="val").ids)
+    st = evaluate_samples(samples, train_text, heldout, lengths=(10, 20))
+    return {"test_loss": test.loss, "test_bpc": test.bpc, "test_chars": test.chars,
+            "test_units": test.tokens if test.tokens is not None else test.chars,
+            "chars_per_unit": per_unit, "steps": last.get("step"),
+            "chars_per_s": (sum(rates) / len(rates)) * per_unit if rates else float("nan"),
+            "novel_10": st.novelty.get(10, float("nan")), "novel_20": st.novelty.get(20, float("nan")),
+            "longest_copy": st.longest_copy, "sample": samples[0][:300] if samples else ""}
+
+
+def _train_and_measure(entry: Entry, text: str, out: Path, settings: Settings, threads: int) -> dict:
+    """One unit: train (or finish) its run, then measure it; in a child process, cached in
+    RUN/result.json so a comparison that was stopped resumes where it was."""
+    run = out / entry.unit.name
+    result_file = run / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    train_in_child(run, lambda: run_config(entry, text, settings, threads), f"compare run {entry.unit.label}")
+    res = {"unit": entry.unit.label, "vocab": entry.vocab, "hidden": entry.hidden, "params": entry.params,
+           "layers": settings.layers, "run": entry.unit.name, **measure(run, settings)}
+    write_atomic(result_file, json.dumps(res))
+    return res
+
+
+def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs: int = 1, progress=None
+            ) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "settings.json", json.dumps({"text": text, **asdict(settings),
+                                                    "units": [e.unit.label for e in entries]}, indent=1))
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    results = []
+    # spawn: a fresh interpreter per run (forking a process that holds torch's threads is unsafe)
+    with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_and_measure, e, text, out, settings, threads) for e in entries]
+        for fut in futures:
+            results.append(fut.result())
+            if progress:
+                progress(results[-1])
+    return results
+
+
+COLUMNS = [("unit", "unit", "{}"), ("vocab", "vocabulary", "{:,}"), ("hidden", "cells", "{}"),
+           ("params", "parameters", "{:,}"), ("steps", "steps", "{:,}"), ("test_bpc", "test bits/char", "{:.4f}"),
+           ("test_loss", "test nats/unit", "{:.4f}"), ("chars_per_unit", "chars/unit", "{:.2f}"),
+           ("chars_per_s", "training chars/s", "{:,.0f}"), ("novel_20", "novel 20-char spans", "{:.1%}"),
+           ("longest_copy", "longest copy", "{}")]
+
+
+def table(results: list[dict]) -> tuple[str, str]:
+    """(markdown, csv), one row per unit."""
+    md = io.StringIO()
+    md.write("| " + " | ".join(h for _, h, _ in COLUMNS) + " |\n")
+    md.write("|" + "---|" * len(COLUMNS) + "\n")
+    for r in results:
+        md.write("| " + " | ".join(f.format(r[k]) for k, _, f in COLUMNS) + " |\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run"])
+    for r in results:
+        w.writerow([r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"]])
+    return md.getvalue(), buf.getvalue()
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """Test bits per character, training speed and sample novelty, a bar per unit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["unit"] for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, key, name in zip(axes, ("test_bpc", "chars_per_s", "novel_20"),
+                             ("test bits per character (lower is better)", "training characters per second",
+                              "novel 20-character spans in samples")):
+        vals = [r[key] for r in results]
+        ax.bar(labels, vals, color=["tab:blue" if u == "char" else "tab:orange" for u in labels])
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        if key == "test_bpc":
+            ax.set_ylim(min(vals) * 0.9, max(vals) * 1.03)
+        for x, v in enumerate(vals):
+            ax.text(x, v, f"{v:.3f}" if key == "test_bpc" else f"{v:,.0f}" if key == "chars_per_s" else f"{v:.0%}",
+                    ha="center", va="bottom", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
