@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from charnn.study.emergence import emergence, probe_score, read_feature_file
+from charnn.inspect.features import part_labels, read_feature_file
+from charnn.study.emergence import emergence, probe_score
 
 
 def paren_text(n: int = 60_000, seed: int = 0) -> str:
@@ -81,6 +82,23 @@ def test_a_feature_file_labels_each_range_and_bad_ones_say_why(tmp_path):
     f.write_text("zero one\n")
     with pytest.raises(CharnnError, match="line 1: expected `START LABEL`"):
         read_feature_file(f, 10)
+
+
+def test_parts_start_at_each_match_and_too_few_are_refused(paren_run, tmp_path):
+    from charnn.errors import CharnnError
+
+    assert part_labels("ab// x\ncd// y", "//").tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert part_labels("abc", "x*").tolist() == [0, 0, 0]  # empty matches start nothing
+    with pytest.raises(CharnnError, match="not a valid regular expression"):
+        part_labels("abc", "(")
+    r = subprocess.run([sys.executable, "-m", "charnn", "analyze", "emergence", str(paren_run), "--out",
+                        str(tmp_path / "few"), "--chars", "3000", "--parts", "NEVER-THERE"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "the probe needs at least two parts" in r.stderr and "Traceback" not in r.stderr
+    rep = emergence(paren_run, chars=4000, parts="\n")
+    row = rep.checkpoints[-1]["features"]["part"]
+    assert row["probe_kind"] == "labels" and 0 < row["probe_baseline"] < 0.2 and 0 <= row["probe_score"] <= 1
+    assert "each match of '\\n' starts one" in rep.features["part"]
 
 
 def test_the_command_prints_the_fixed_json(paren_run, tmp_path):

@@ -139,6 +139,10 @@ def _add_analyze(sub) -> None:
     m.add_argument("--feature-file", default=None, metavar="FILE",
                    help="a long-range feature: lines `START LABEL`, character offsets in the text read, "
                         "e.g. where each chapter starts")
+    m.add_argument("--parts", default=None, metavar="REGEX",
+                   help="a long-range feature made from the text: each match of REGEX starts a new part (e.g. "
+                        "'// SPDX-License-Identifier' for each source file of the Linux corpus); the probe must "
+                        "tell the parts apart")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     m.set_defaults(func=cmd_emergence)
 
@@ -434,7 +438,7 @@ def cmd_emergence(args) -> int:
     if out.exists() and not out.is_dir():
         raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
     refuse_foreign(out / "emergence.json", b'"checkpoints"')
-    rep = emergence(args.run, args.split, args.chars, args.feature, args.feature_file,
+    rep = emergence(args.run, args.split, args.chars, args.feature, args.feature_file, parts=args.parts,
                     progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
     d = rep.to_dict()
     out.mkdir(parents=True, exist_ok=True)

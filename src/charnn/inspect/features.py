@@ -190,3 +190,45 @@ def compute(text: str, user: list[str] | tuple[str, ...] = (), context: str = ""
         names.add(name)
         feats.append(Feature(name, _regex(text, rx), True, f"inside a match of /{rx.pattern}/"))
     return feats
+
+
+# ---- long-range labels (which part of the text one is in), for the probes of analyze emergence ----
+
+def read_feature_file(path, n: int) -> np.ndarray:
+    """--feature-file: lines `START LABEL` (START a character offset in the analysed text, ascending;
+    each label holds until the next START) -> an integer label per character (N,)."""
+    starts, labels = [], []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as e:
+        raise CharnnError(f"cannot read --feature-file {path}: {e.strerror or e}") from None
+    for k, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise CharnnError(f"--feature-file {path} line {k}: expected `START LABEL` (a character offset, then a "
+                              f"label), got {line[:60]!r}")
+        starts.append(int(parts[0]))
+        labels.append(parts[1].strip())
+    if not starts or starts != sorted(starts) or starts[0] != 0:
+        raise CharnnError(f"--feature-file {path}: the first range must start at 0 and the starts must ascend")
+    names = sorted(set(labels))
+    out = np.zeros(n, dtype=np.int64)
+    for s, e, lab in zip(starts, starts[1:] + [n], labels):
+        out[min(s, n):min(e, n)] = names.index(lab)
+    return out
+
+
+def part_labels(text: str, regex: str) -> np.ndarray:
+    """--parts: (N,) the number of matches of regex that start at or before each character, so
+    each match begins a new part (part 0 is whatever precedes the first match)."""
+    try:
+        pattern = re.compile(regex)
+    except re.error as e:
+        raise CharnnError(f"--parts {regex!r} is not a valid regular expression: {e}") from None
+    out = np.zeros(len(text), dtype=np.int64)
+    for m in pattern.finditer(text):
+        if m.end() > m.start():  # an empty match starts nothing
+            out[m.start()] += 1
+    return np.cumsum(out)

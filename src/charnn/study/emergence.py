@@ -59,32 +59,6 @@ class EmergenceReport:
         return probe, cell
 
 
-def read_feature_file(path, n: int) -> np.ndarray:
-    """--feature-file: lines `START LABEL` (START a character offset in the analysed text, ascending;
-    each label holds until the next START) -> an integer label per character (N,)."""
-    starts, labels = [], []
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as e:
-        raise CharnnError(f"cannot read --feature-file {path}: {e.strerror or e}") from None
-    for k, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise CharnnError(f"--feature-file {path} line {k}: expected `START LABEL` (a character offset, then a "
-                              f"label), got {line[:60]!r}")
-        starts.append(int(parts[0]))
-        labels.append(parts[1].strip())
-    if not starts or starts != sorted(starts) or starts[0] != 0:
-        raise CharnnError(f"--feature-file {path}: the first range must start at 0 and the starts must ascend")
-    names = sorted(set(labels))
-    out = np.zeros(n, dtype=np.int64)
-    for s, e, lab in zip(starts, starts[1:] + [n], labels):
-        out[min(s, n):min(e, n)] = names.index(lab)
-    return out
-
-
 def _halves(n: int) -> np.ndarray:
     """True for the fitting half: even-numbered blocks of BLOCK characters."""
     return (np.arange(n) // BLOCK) % 2 == 0
@@ -149,7 +123,7 @@ def _chance(y: np.ndarray, kind: str, fit: np.ndarray) -> float:
 
 
 def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None,
-              progress=None) -> EmergenceReport:
+              progress=None, parts: str | None = None) -> EmergenceReport:
     steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
     require_characters(last, "charnn analyze emergence")
@@ -163,8 +137,15 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
     ys = {f.name: (f.values, "binary" if f.binary else "count") for f in fl if np.ptp(f.values) > 0}
     rep = EmergenceReport(source.what, len(ids), {f.name: f.about for f in fl if f.name in ys})
     if feature_file:
-        ys["file"] = (read_feature_file(feature_file, len(ids)), "labels")
+        ys["file"] = (feats.read_feature_file(feature_file, len(ids)), "labels")
         rep.features["file"] = f"the labels of {feature_file} (which part of the text)"
+    if parts:
+        y = feats.part_labels(text, parts)
+        if len(np.unique(y[_halves(len(ids))])) < 2:
+            raise CharnnError(f"--parts {parts!r} starts {int(y[-1])} new part(s) in the {len(ids):,} characters "
+                              f"read; the probe needs at least two parts: read more (--chars) or match more often")
+        ys["part"] = (y, "labels")
+        rep.features["part"] = f"which part of the text (each match of {parts!r} starts one)"
     fit = _halves(len(ids))
     for step in steps:
         say(f"checkpoint at step {step}")
