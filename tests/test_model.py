@@ -125,3 +125,66 @@ def test_a_capped_embedding_starts_with_the_input_signal_of_the_asked_width():
     assert capped.embed == 16 and std == pytest.approx(4.0)
     assert gate_input_std(capped, std) == pytest.approx(gate_input_std(wide, 1.0), rel=0.2)
     assert gate_input_std(capped, 1.0) < 0.4 * gate_input_std(wide, 1.0)  # what the scale is for
+
+
+# ---- regularisers that keep the fused kernels: --weight-drop, --embed-drop, --variational -------
+
+def _pair(cell="lstm", **drops):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, layers=2, hidden=12, embed=6, vocab_size=9, **drops)
+    plain = CharRNN(ModelConfig(cell=cell, layers=2, hidden=12, embed=6, vocab_size=9))
+    model = CharRNN(cfg)
+    model.load_state_dict(plain.state_dict())
+    return model, plain
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_regularisers_are_off_in_eval_mode(cell):
+    model, plain = _pair(cell, weight_drop=0.5, embed_drop=0.3, variational=0.4)
+    x = torch.randint(0, 9, (3, 7))
+    assert torch.equal(model.eval()(x)[0], plain.eval()(x)[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_weight_drop_masks_the_recurrent_weights_once_per_batch(cell):
+    p = 0.5
+    model, plain = _pair(cell, weight_drop=p)
+    before = model.rnn.weight_hh_l0.detach().clone()
+    x = torch.randint(0, 9, (3, 7))
+    torch.manual_seed(5)
+    masked = {k: torch.nn.functional.dropout(getattr(plain.rnn, f"weight_hh_l{k}"), p) for k in range(2)}
+    with torch.no_grad():  # the same masks, drawn in the same order, written into the plain model
+        for k in range(2):
+            getattr(plain.rnn, f"weight_hh_l{k}").copy_(masked[k])
+    torch.manual_seed(5)
+    out = model.train()(x)[0]
+    assert torch.allclose(out, plain.train()(x)[0], atol=1e-6)
+    out.sum().backward()
+    g, kept = model.rnn.weight_hh_l0.grad, masked[0] != 0
+    assert (g[~kept] == 0).all() and (g[kept] != 0).float().mean() > 0.9  # dropped weights learn nothing
+    assert 0.4 < kept.float().mean() < 0.6
+    # the parameter itself is untouched: the dropped copy was swapped in for that call only
+    assert isinstance(model.rnn.weight_hh_l0, torch.nn.Parameter) and torch.equal(model.rnn.weight_hh_l0, before)
+
+
+def test_embedding_drop_removes_whole_symbols():
+    p = 0.4
+    model, plain = _pair(embed_drop=p)
+    x = torch.randint(0, 9, (4, 10))
+    torch.manual_seed(3)
+    keep = torch.bernoulli(torch.full((9, 1), 1 - p))
+    with torch.no_grad():
+        plain.embed.weight.mul_(keep / (1 - p))
+    torch.manual_seed(3)
+    assert torch.allclose(model.train()(x)[0], plain.eval()(x)[0], atol=1e-6)
+    assert 0 < keep.sum() < 9
+
+
+def test_variational_dropout_uses_one_mask_per_sequence():
+    from charnn.model import _locked_dropout
+
+    torch.manual_seed(0)
+    y = _locked_dropout(torch.ones(64, 50, 32), 0.25)
+    assert torch.equal(y, y[:, :1].expand_as(y))  # the same at every step of a sequence
+    assert torch.allclose(y.unique(), torch.tensor([0.0, 4 / 3])) and abs(float((y == 0).float().mean()) - 0.25) < 0.03
+    assert not torch.equal(y[0], y[1])  # but not the same for every sequence

@@ -61,6 +61,22 @@ def test_resume_across_an_epoch_boundary(text_file, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_is_exact_with_the_awd_regularisers(text_file, tmp_path):
+    def cfg():
+        c = tiny_config(text_file, max_steps=30)
+        c.model.weight_drop, c.model.embed_drop, c.model.variational, c.model.dropout = 0.3, 0.1, 0.2, 0.1
+        return c
+
+    train(cfg(), tmp_path / "whole", progress=False)
+    train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= 13)
+    train(None, tmp_path / "split", resume=True, progress=False)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    plain = tiny_config(text_file, max_steps=30)
+    train(plain, tmp_path / "plain", progress=False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["rnn.weight_hh_l0"], weights(tmp_path / "plain")["rnn.weight_hh_l0"])  # they did act
+
+
 def test_existing_run_is_never_overwritten(text_file, tmp_path):
     train(tiny_config(text_file, max_steps=5), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "last.safetensors").read_bytes()

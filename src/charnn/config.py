@@ -27,6 +27,10 @@ class ModelConfig:
     hidden: int = 384
     embed: int = 64  # learned embedding width (char-rnn used one-hot; an embedding is cheaper)
     dropout: float = 0.0
+    # Regularisers that keep the fused recurrent kernels (AWD-LSTM's, Merity et al. 2017); off at 0:
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per batch
+    embed_drop: float = 0.0  # drop whole symbols' embeddings, one mask per batch
+    variational: float = 0.0  # dropout with one mask per sequence on the recurrence's input and output
     vocab_size: int = 0  # filled in from the data
 
     def validate(self) -> None:
@@ -35,8 +39,9 @@ class ModelConfig:
         _positive("layers", self.layers)
         _positive("hidden", self.hidden)
         _positive("embed", self.embed)
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharnnError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "weight_drop", "embed_drop", "variational"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CharnnError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 
     def fit_vocab(self, vocab_size: int) -> float:
         """Set the vocabulary size and cap the embedding at it; return the embedding's init scale.

@@ -69,16 +69,35 @@ class CharRNN(nn.Module):
         """x: (B, T) int64 ids -> logits (B, T, V) and the state after the last step."""
         if state is None:
             state = self.init_state(x.shape[0], x.device)
-        emb = self.embed(x)  # (B, T, E)
+        cfg, train = self.cfg, self.training
+        if train and cfg.embed_drop:  # a dropped symbol has no embedding anywhere in this batch
+            keep = torch.bernoulli(torch.full((cfg.vocab_size, 1), 1 - cfg.embed_drop, device=x.device))
+            emb = F.embedding(x, self.embed.weight * keep / (1 - cfg.embed_drop))
+        else:
+            emb = self.embed(x)  # (B, T, E)
+        if train and cfg.variational:
+            emb = _locked_dropout(emb, cfg.variational)
         if torch.is_autocast_enabled(x.device.type):
             # The recurrence stays fp32 under autocast: cuDNN's autocast wrapper for RNNs has cast
             # them to fp16 whatever dtype was asked for, and fp16 without a gradient scaler
             # underflows; the read-out (and its matrix product) still runs in the autocast dtype.
             with torch.autocast(x.device.type, enabled=False):
-                out, state = self.rnn(emb.float(), _float_state(state))
+                out, state = self._recur(emb.float(), _float_state(state))
         else:
-            out, state = self.rnn(emb, state)  # (B, T, H)
+            out, state = self._recur(emb, state)  # (B, T, H)
+        if train and cfg.variational:
+            out = _locked_dropout(out, cfg.variational)
         return self.head(self.drop(out)), state
+
+    def _recur(self, emb: torch.Tensor, state: State):
+        """The recurrent layers; in training with weight_drop, on hidden-to-hidden matrices with
+        a fresh DropConnect mask (the weights are swapped in for this call only, so nn.LSTM still
+        runs its fused kernel: dropping inside the recurrence would need a step-by-step loop)."""
+        if not (self.training and self.cfg.weight_drop):
+            return self.rnn(emb, state)
+        dropped = {f"weight_hh_l{k}": F.dropout(getattr(self.rnn, f"weight_hh_l{k}"), self.cfg.weight_drop)
+                   for k in range(self.cfg.layers)}
+        return torch.func.functional_call(self.rnn, dropped, (emb, state))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None):
         """Mean cross-entropy in nats over targets y >= 0, and the final state."""
@@ -213,6 +232,12 @@ def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) ->
         elif n > budget:
             break
     return best
+
+
+def _locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout with one mask per sequence, the same at every step: x (B, T, D)."""
+    mask = torch.bernoulli(torch.full((x.shape[0], 1, x.shape[2]), 1 - p, device=x.device, dtype=x.dtype))
+    return x * mask / (1 - p)
 
 
 def _float_state(state: State) -> State:

@@ -39,6 +39,12 @@ def _add_train(sub) -> None:
     g.add_argument("--hidden", type=flags.count, default=None, help="cells per layer")
     g.add_argument("--embed", type=flags.count, default=None, help="width of the learned character embedding")
     g.add_argument("--dropout", type=flags.number, default=None, help="dropout between layers and before the read-out")
+    g.add_argument("--weight-drop", type=flags.number, default=None, metavar="F",
+                   help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM; default 0)")
+    g.add_argument("--embed-drop", type=flags.number, default=None, metavar="F",
+                   help="drop whole characters' embeddings, one mask per batch (default 0)")
+    g.add_argument("--variational", type=flags.number, default=None, metavar="F",
+                   help="dropout with one mask per sequence on the recurrence's input and output (default 0)")
     g = t.add_argument_group("data")
     g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
     g.add_argument("--unit", choices=["char", "bytes", "bpe"], default=None,
@@ -179,7 +185,8 @@ def cmd_train(args) -> int:
         for k, v in given.items():
             setattr(getattr(cfg, CONFIG_FIELDS[k]), k, v)
         if args.init_from and any(CONFIG_FIELDS[k] == "model" for k in given):
-            raise CharnnError("--init-from takes the model's shape from that run; drop --cell/--layers/--hidden/--embed/--dropout")
+            raise CharnnError("--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
+                              "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational")
         result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
 
     code = 0
