@@ -174,6 +174,12 @@ def test_compare_trains_each_unit_at_the_same_budget(runs, tmp_path):
 
     with pytest.raises(CharnnError, match="each unit is char or bpe:K"):
         parse_units("char,words")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "compare.md").write_text("my notes\n")
+    p = charnn("compare", runs / "t.txt", "--out", mine, "--units", "char", "--max-steps", "5")
+    assert p.returncode == 2 and "was not written by charnn" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert (mine / "compare.md").read_text() == "my notes\n" and not (mine / "char").exists()  # nothing trained
     out = tmp_path / "cmp"
     p = charnn("compare", runs / "t.txt", "--out", out, "--units", "char,bpe:200", "--max-steps", "25",
                "--params", "20k", "--split", "0.8,0.1,0.1", "--json", timeout=300)

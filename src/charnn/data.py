@@ -67,8 +67,8 @@ class Encoded:
         if self.vocab == target:
             return self
         if isinstance(target, TokenVocab) or isinstance(self.vocab, TokenVocab):
-            raise CharnnError(f"{what} was tokenised differently from the model's tokens; "
-                              f"start a new run, or delete the cache (charnn cache) and try again")
+            raise CharnnError(f"{what} was tokenised with other tokens than the model's; a token model reads "
+                              f"text only through its own tokenizer: start a new run to learn new tokens")
         missing = sorted(set(self.vocab.codes.tolist()) - set(target.codes.tolist()))
         if missing or self.vocab.unit != target.unit:
             raise CharnnError(

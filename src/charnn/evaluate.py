@@ -41,15 +41,16 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     if text is not None:
         try:
             enc = prepare(text, unit=unit, encoding_errors=d.encoding_errors)
-            enc = enc.remap(loaded.vocab, text) if tokens is None else enc
         except NotUTF8 as e:  # the model decides how text is read: there is no --encoding-errors to pass here
             raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
                               f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
                               f"scores any file)") from None
-        ids = np.asarray(enc.ids) if tokens is None else tokens.encode(enc.vocab.decode(enc.ids))
+        ids = (np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None
+               else tokens.encode(enc.vocab.decode(enc.ids)))
         return Text(ids, text, before)
     split = split or "val"
     enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed)
+    enc = enc.remap(loaded.vocab) if tokens is None else enc
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
     if tokens is not None:
@@ -59,8 +60,6 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
         if context:
             before = tokens.encode(enc.vocab.decode(enc.ids[max(0, start - context):start]))
         return Text(ids, f"the {split} split of {d.text}", before)
-    enc = enc.remap(loaded.vocab)
-    parts = enc.splits(d.split)
     if context:
         before = np.asarray(enc.ids[max(0, start - context):start]).astype(np.int64)
     return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
@@ -113,7 +112,8 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_le
     count, chars = 0, 0.0
     state = None
     for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len):
-        scored = y.numpy()[y.numpy() >= 0]  # counted on the host, before y moves
+        yn = y.numpy()
+        scored = yn[yn >= 0]  # counted on the host, before y moves
         count += len(scored)
         if char_counts is not None:
             chars += float(char_counts[scored].sum())

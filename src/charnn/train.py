@@ -35,8 +35,8 @@ from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
 from charnn.model import CharRNN, detach_state
 from charnn.sample import NonFiniteOutput, sample_text
-from charnn.vocab import TokenVocab
 from charnn.samplestats import SubstringIndex, snapshot_metrics
+from charnn.vocab import TokenVocab
 
 # Snapshots record how novel their text is against the training split, below this size (the
 # index costs 8 bytes per training character and each length's sort about 0.1 s per million).
@@ -750,11 +750,11 @@ class Trainer:
             self.finish(stopped_by)
         whole = self.whole_split_score(stopped_by)
         best_bpc = whole.bpc if whole else None
-        if best_bpc is None and self.dd.main and (self.out / ckpt.BEST).exists():
-            best_bpc = ckpt.load(self.out, "best").meta.get("val_bpc")
+        if best_bpc is None and self.char_counts is not None and self.dd.main and (self.out / ckpt.BEST).exists():
+            best_bpc = ckpt.load(self.out, "best").meta.get("val_bpc")  # a token run's report needs it
         return TrainResult(st.step, self.epoch_float(), st.best_val_loss, st.last_val_loss, stopped_by, self.out,
-                           flag.signum, whole.loss if whole else None, whole.chars if whole else len(self.splits["val"]) - 1,
-                           best_bpc, self.units_name)
+                           flag.signum, whole.loss if whole else None,
+                           whole.chars if whole else len(self.splits["val"]) - 1, best_bpc, self.units_name)
 
     def whole_split_score(self, stopped_by: str):
         """The end-of-run report reads the whole validation split, even when the evaluations

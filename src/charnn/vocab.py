@@ -44,8 +44,8 @@ class Vocab:
         return np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.uint32
 
     def units(self, text: str | bytes) -> np.ndarray:
-        """The raw code points (or byte values) of text, shape (N,)."""
-        if self.unit == "bytes":
+        """The raw code points (or byte values: bytes and token units) of text, shape (N,)."""
+        if self.unit != "char":
             data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
             return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
         if isinstance(text, bytes):
@@ -68,7 +68,7 @@ class Vocab:
     def describe(self, codes: Sequence[int]) -> str:
         shown = ", ".join(self._show(c) for c in codes[:10])
         more = f" and {len(codes) - 10} more" if len(codes) > 10 else ""
-        kind = "character" if self.unit == "char" else "byte"
+        kind = "byte" if self.unit == "bytes" else "character"  # a token vocabulary names characters
         return f"{len(codes)} {kind}{'s' if len(codes) != 1 else ''}: {shown}{more}"
 
     def _show(self, code: int) -> str:
@@ -128,20 +128,13 @@ def _byte_level_alphabet() -> list[str]:
     tokenizers exposes the set of these characters but not which byte each stands for, and we
     need that to turn a token back into its bytes one token at a time (streaming, per-token
     character counts)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
+    keep = {*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)}
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(shifted)) for b in range(256)]
 
 
 BYTE_CHARS = _byte_level_alphabet()
 CHAR_BYTE = {c: b for b, c in enumerate(BYTE_CHARS)}
-MIN_TOKENS = 2  # below this there is nothing to predict
 
 
 class TokenVocab(Vocab):
@@ -198,10 +191,6 @@ class TokenVocab(Vocab):
     def dtype(self):
         return np.uint16 if len(self) <= 65536 else np.uint32
 
-    def units(self, text: str | bytes) -> np.ndarray:
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
-
     def encode(self, text: str | bytes) -> np.ndarray:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
@@ -212,17 +201,7 @@ class TokenVocab(Vocab):
                             if not self.alphabet[np.frombuffer(ch.encode("utf-8"), np.uint8)].all()})
             raise CharnnError(f"the model's tokens have never seen {self.describe([ord(c) for c in chars])}; "
                               f"remove them or train on text that has them")
-        ids = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
-        return ids
-
-    def describe(self, codes: Sequence[int]) -> str:
-        shown = ", ".join(Vocab._show(self, c) for c in codes[:10])  # codes are characters here
-        more = f" and {len(codes) - 10} more" if len(codes) > 10 else ""
-        return f"{len(codes)} character{'s' if len(codes) != 1 else ''}: {shown}{more}"
-
-    def _show(self, code: int) -> str:
-        ch = chr(code)
-        return repr(ch) if ch.isprintable() and ch != " " else f"U+{code:04X}"
+        return np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
 
     def _bytes(self, ids) -> bytes:
         return b"".join(self.token_bytes[i] for i in np.asarray(ids, dtype=np.int64).tolist())

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from charnn.cli import args as flags
 from charnn.errors import CharnnError
-from charnn.files import write_atomic
 
 
 def add_parsers(sub) -> None:
@@ -120,28 +119,27 @@ def cmd_compare(args) -> int:
     units = compare.parse_units(args.units)
     if args.jobs < 1:
         raise CharnnError("--jobs must be at least 1")
-    params = grid.parse_budgets(args.params)[0] if args.params else 0
     if args.params and "," in args.params:
         raise CharnnError(f"--params {args.params!r}: give one size, e.g. 400k")
+    params = grid.parse_budgets(args.params)[0] if args.params else 0
     settings = compare.Settings(max_time=args.max_time or 0.0, max_steps=args.max_steps or 0, params=params,
                                 layers=args.layers, split=tuple(args.split)).validate()
     DataConfig(text=args.text, split=args.split).validate()
     path = Path(args.text).expanduser()
     text = str(path.resolve()) if path.exists() else args.text
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    entries = compare.plan(text, units, settings, progress=say)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder for the runs and the table")
+    compare.check_outputs(out)
+    entries = compare.plan(text, units, settings, progress=say)
     shapes = (f"{e.unit.label} ({e.vocab} symbols, {e.hidden} cells, {e.params:,} parameters)" for e in entries)
     say(f"compare: {', '.join(shapes)}")
     results = compare.compare(text, out, entries, settings, args.jobs,
                               progress=lambda r: say(f"  {r['unit']}: {r['test_bpc']:.4f} bits per character"))
-    md, csv_text = compare.table(results)
-    write_atomic(out / "compare.md", md)
-    write_atomic(out / "compare.csv", csv_text)
-    write_atomic(out / "compare.json", json.dumps({"text": text, "results": results}, indent=1))
     budget = f"{settings.max_time:g} s" if settings.max_time else f"{settings.max_steps} steps"
-    compare.plot(results, out / "compare.png", f"{Path(text).name}: {budget} per unit, "
-                                                f"~{entries[0].params:,} parameters each")
+    md = compare.write(results, out, text, f"{Path(text).name}: {budget} per unit, "
+                                           f"~{entries[0].params:,} parameters each")
     if args.json:
         print(json.dumps({"text": text, "results": results}))
     else:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from charnn.errors import CharnnError
-from charnn.files import read_jsonl, write_atomic
+from charnn.files import read_jsonl, refuse_foreign, write_atomic, write_outputs
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import train_in_child
 
@@ -200,6 +200,28 @@ COLUMNS = [("unit", "unit", "{}"), ("vocab", "vocabulary", "{:,}"), ("hidden", "
            ("longest_copy", "longest copy", "{}")]
 
 
+CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run"]
+PNG_MARKER = b"charnn compare"
+MD_MARKER, JSON_MARKER = b"| unit | vocabulary |", b'"results"'
+
+
+def check_outputs(out: Path) -> None:
+    """Refuse, before anything trains, to write over files in `out` that charnn did not write."""
+    refuse_foreign(out / "compare.md", MD_MARKER)
+    refuse_foreign(out / "compare.json", JSON_MARKER)
+    refuse_foreign(out / "compare.png", PNG_MARKER)
+    refuse_foreign(out / "compare.csv", ",".join(CSV_HEADER).encode())
+
+
+def write(results: list[dict], out: Path, text: str, title: str) -> str:
+    """compare.md, .json, .png and .csv in `out`, each written whole; -> the markdown table."""
+    md, csv_text = table(results)
+    write_outputs(out, "compare", PNG_MARKER, CSV_HEADER, lambda f: plot(results, f, title), csv_text)
+    write_atomic(out / "compare.md", md)
+    write_atomic(out / "compare.json", json.dumps({"text": text, "results": results}, indent=1))
+    return md
+
+
 def table(results: list[dict]) -> tuple[str, str]:
     """(markdown, csv), one row per unit."""
     md = io.StringIO()
@@ -209,13 +231,13 @@ def table(results: list[dict]) -> tuple[str, str]:
         md.write("| " + " | ".join(f.format(r[k]) for k, _, f in COLUMNS) + " |\n")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run"])
+    w.writerow(CSV_HEADER)
     for r in results:
         w.writerow([r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"]])
     return md.getvalue(), buf.getvalue()
 
 
-def plot(results: list[dict], path: Path, title: str) -> None:
+def plot(results: list[dict], path, title: str) -> None:
     """Test bits per character, training speed and sample novelty, a bar per unit."""
     import matplotlib
 
@@ -238,5 +260,5 @@ def plot(results: list[dict], path: Path, title: str) -> None:
                     ha="center", va="bottom", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, format="png", dpi=110, metadata={"Description": PNG_MARKER.decode()})
     plt.close(fig)

@@ -21,10 +21,10 @@ import torch
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
-from charnn.subject import require_characters
 from charnn.evaluate import model_text
 from charnn.files import write_outputs
 from charnn.study.ngram import KneserNey
+from charnn.subject import require_characters
 
 CSV_MARKER = "step,val_loss,closest_order"
 PNG_MARKER = b"charnn dynamics"

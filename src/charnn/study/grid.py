@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import multiprocessing
 import os
 import re
@@ -26,8 +25,6 @@ from pathlib import Path
 from charnn.errors import CharnnError
 from charnn.files import write_atomic
 from charnn.model import GATES, count_params, match_hidden
-
-
 
 # Every grid run trains with these settings whatever the default preset becomes, so that a grid
 # run again later (or resumed) is the same protocol: 32 streams of 32-character windows, 50
