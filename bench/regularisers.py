@@ -1,7 +1,8 @@
 """Regularisers that keep the fused kernels, measured: validation loss on tiny Shakespeare after
 a fixed wall-time budget, for a preset alone and with each of --weight-drop, --embed-drop,
---variational (and --ema), the variants alternated within each repeat so that the machine's
-drift falls on all of them alike.
+--variational (and --ema, or any other ModelConfig / TrainConfig field: hidden=1024,
+weight_decay=0.1), the variants alternated within each repeat so that the machine's drift falls
+on all of them alike.
 
     python bench/regularisers.py [--budget 60] [--preset default] [--repeats 2]
                                  [--variants none,weight_drop=0.2,embed_drop=0.1,variational=0.2]
@@ -41,7 +42,8 @@ def one(preset: str, budget: float, extra: dict) -> tuple[float, int]:
     cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10**9, ()
     cfg.train.keep_checkpoints = "none"
     for k, v in extra.items():
-        setattr(cfg.model if hasattr(cfg.model, k) else cfg.train, k, v)
+        target = cfg.model if hasattr(cfg.model, k) else cfg.train
+        setattr(target, k, type(getattr(target, k))(v))  # hidden=1024 stays an int
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, Path(d) / "run", progress=False)
     return res.last_val_loss, res.steps

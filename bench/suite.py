@@ -337,6 +337,11 @@ def serving():
 
 # ---- time to quality ------------------------------------------------------------------------
 
+# nanoGPT's own CPU recipe (its README's "baby GPT" shrunk for a CPU), as issue #16 measured it on
+# this machine; it is not rerun here (it is not part of this repository), only printed beside the rows.
+NANOGPT = {60: "1.886 nats in 59 s", 600: "1.535 nats in 9.5 minutes"}
+
+
 def time_to_quality(budget: float, preset: str, plain: dict, target: float, target_ratio: float):
     """charnn's preset against, in the same run, the strongest plain recipe we know for this budget
     (bench/time_to_quality.plain_recipe with `plain`'s settings) and char-rnn's defaults."""
@@ -371,7 +376,8 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
              f"({res.last_val_loss / min(ref_loss, crnn_loss):.3f})")
     row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs char-rnn's defaults",
         res.last_val_loss, crnn_loss, "nats", higher_better=False,
-        note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps")
+        note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps; "
+             f"for scale, nanoGPT's CPU recipe on this machine (issue #16, not rerun): {NANOGPT[budget]}")
 
 
 # ---- a corpus larger than memory ------------------------------------------------------------
