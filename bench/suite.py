@@ -367,7 +367,8 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
     ref_loss, ref_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **plain)
     crnn_loss, crnn_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, char_rnn=True)
     what = (f"{plain.get('layers', 2)}x{plain.get('hidden', 512)} nn.LSTM, dropout {plain.get('dropout', 0.2)}, "
-            f"AdamW {plain.get('lr', 3e-3):g} warmup + cosine, carried state")
+            f"AdamW {plain.get('lr', 3e-3):g} (weight decay {plain.get('weight_decay', 0.01):g}) warmup + cosine, "
+            f"carried state")
     row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs the best plain recipe",
         res.last_val_loss, ref_loss, "nats", higher_better=False, target=target,
         note=f"preset {preset} ({cfg.model.layers}x{cfg.model.hidden}), {res.steps} steps; reference: {what}, "
