@@ -34,7 +34,7 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
                  warmup: int = 100, weight_decay: float = 0.01, char_rnn: bool = False) -> tuple[float, int]:
     """The strongest plain recipes we know, in a few lines of PyTorch (issue #16).
 
-    Default: the recipe that beat charnn's `large` preset at 10 minutes: nn.LSTM 2x512 with
+    Default: the recipe that drew level with charnn's old `large` preset at 10 minutes: 2x512 with
     dropout 0.2, a 64-wide embedding, 32 streams x 64 characters with the hidden state carried
     from window to window, AdamW (betas 0.9, 0.99) at 3e-3 with 100 warmup steps and a cosine
     decay to 5% over the wall-time budget, gradient clipping at 1; weight_decay is AdamW's
