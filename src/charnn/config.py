@@ -230,8 +230,8 @@ PRESETS: dict[str, dict[str, dict]] = {
              "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100, "warmup_steps": 50}},
     "default": {},  # the dataclass defaults above: one place holds them
     "large": {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
-              "train": {"seq_len": 32, "batch_size": 32, "lr": 6e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                        "ema": 0.999}},
+              "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
+                        "ema": 0.999, "min_lr_frac": 0.2}},
     "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
               "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
                         "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0, "warmup_steps": 50}},
