@@ -98,6 +98,7 @@ CATALOGUE = [
     (T + ["--weight-decay", "-1"], "--weight-decay must not be negative"),
     (T + ["--seed", "99999999999999999999999"], "--seed must be a whole number from 0 to 9223372036854775807"),
     (T + ["--ema", "1.5"], "--ema must be 0 (off) or between 0 and 1"),
+    (T + ["--min-lr-frac", "1.5"], "--min-lr-frac must be from 0 to 1"),
     (T + ["--seed", "-5"], "expected a number >= 0"),
     (T + ["--preset", "huge"], "unknown preset"),
     (T + ["--device", "cuda"], "no CUDA GPU"),

@@ -28,7 +28,7 @@ def run(tmp_path_factory):
     os.environ["CHARNN_CACHE"] = str(d / "cache")
     (d / "text.txt").write_text(learnable_text())
     r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "120", "--eval-every", "40",
-               "--samples", "1")
+               "--samples", "1", "--min-lr-frac", "0.5")
     assert r.returncode == 0, r.stderr
     return d, r
 
@@ -39,6 +39,7 @@ def test_train_prints_samples_and_validation_bpc(run):
     assert len(r.stdout.strip()) > 100  # the sample goes to stdout
     for name in ("config.json", "vocab.json", "last.safetensors", "best.safetensors", "metrics.jsonl", "samples.jsonl"):
         assert (d / "run" / name).is_file(), name
+    assert json.loads((d / "run" / "config.json").read_text())["train"]["min_lr_frac"] == 0.5  # the flag took
 
 
 def test_sample_is_deterministic_per_seed_and_streams(run):

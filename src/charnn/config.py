@@ -154,6 +154,8 @@ class TrainConfig:
             raise CharnnError(f"--keep-checkpoints must be snapshots or none, got {self.keep_checkpoints!r}")
         if self.keep_every < 0:
             raise CharnnError("--keep-every must not be negative")
+        if not 0 <= self.min_lr_frac <= 1:
+            raise CharnnError(f"--min-lr-frac must be from 0 to 1 (a fraction of --lr), got {self.min_lr_frac}")
         if not (self.ema == 0 or 0 < self.ema < 1):
             raise CharnnError(f"--ema must be 0 (off) or between 0 and 1 (e.g. 0.999), got {self.ema}")
 

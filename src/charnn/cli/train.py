@@ -64,6 +64,8 @@ def _add_train(sub) -> None:
     g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
     g.add_argument("--schedule", choices=["cosine", "epoch-decay", "constant"], default=None,
                    help="cosine: warmup then cosine decay over the budget; epoch-decay: char-rnn's per-epoch decay")
+    g.add_argument("--min-lr-frac", type=flags.number, default=None, metavar="F",
+                   help="cosine decays to this fraction of --lr (default 0.05; the large preset 0.2)")
     g.add_argument("--warmup-steps", type=flags.count, default=None)
     g.add_argument("--grad-clip", type=flags.number, default=None, help="clip the gradient norm to this (0: off)")
     g.add_argument("--grad-clamp", type=flags.number, default=None, help="char-rnn's element-wise gradient clamp (0: off)")
