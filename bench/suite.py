@@ -43,7 +43,13 @@ def row(name, ours, reference, unit, higher_better=True, target=None, note=""):
     met = "" if target is None else ("met" if (ours >= target if higher_better else ours <= target) else "NOT met")
     ROWS.append({"row": name, "ours": ours, "reference": reference, "unit": unit, "ratio": ratio,
                  "target": target, "met": met, "note": note})
-    print(f"  {name}: {ours:,.4g} {unit} vs {reference:,.4g} -> x{ratio:.3f} {met}", file=sys.stderr, flush=True)
+    print(f"  {name}: {_fmt(ours, unit)} {unit} vs {_fmt(reference, unit)} -> x{ratio:.3f} {met}", file=sys.stderr,
+          flush=True)
+
+
+def _fmt(v: float, unit: str) -> str:
+    # losses differ in the third decimal between recipes; four significant digits would print 1.4000 as "1.4"
+    return f"{v:.4f}" if unit == "nats" else f"{v:,.4g}"
 
 
 def _median_time(fn, repeats=5, warmup=2) -> float:
@@ -369,12 +375,16 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
     what = (f"{plain.get('layers', 2)}x{plain.get('hidden', 512)} nn.LSTM, dropout {plain.get('dropout', 0.2)}, "
             f"AdamW {plain.get('lr', 3e-3):g} (weight decay {plain.get('weight_decay', 0.01):g}) warmup + cosine, "
             f"carried state")
+    # issue #16's target is a ratio to the better of the two plain recipes, measured in this run (absolute
+    # losses at a fixed wall time move with the machine's speed); `target` (an absolute loss) is a note only
+    share = res.last_val_loss / min(ref_loss, crnn_loss)
     row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs the best plain recipe",
-        res.last_val_loss, ref_loss, "nats", higher_better=False, target=target,
+        res.last_val_loss, ref_loss, "nats", higher_better=False,
         note=f"preset {preset} ({cfg.model.layers}x{cfg.model.hidden}), {res.steps} steps; reference: {what}, "
-             f"{ref_steps} steps; target: at most {target_ratio} x the better of the two plain recipes: "
-             f"{'met' if res.last_val_loss / min(ref_loss, crnn_loss) <= target_ratio else 'NOT met'} "
-             f"({res.last_val_loss / min(ref_loss, crnn_loss):.3f})")
+             f"{ref_steps} steps; ours is x{share:.3f} the better plain recipe's loss; the old absolute target "
+             f"{target:g} nats: {'met' if res.last_val_loss <= target else 'NOT met'}")
+    verdict = "met" if share <= target_ratio else "NOT met"
+    ROWS[-1]["target_text"] = f"ours <= x{target_ratio:g} the better plain loss: {verdict}"
     row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs char-rnn's defaults",
         res.last_val_loss, crnn_loss, "nats", higher_better=False,
         note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps; "
@@ -440,7 +450,9 @@ def print_table() -> None:
     print("|---|---|---|---|---|---|")
     for r in ROWS:
         tgt = r["target"] if r["target"] is not None else r.get("target_ratio")
-        if r.get("target_ratio") and r["target"] is None:
+        if r.get("target_text"):
+            tgt_s = r["target_text"]
+        elif r.get("target_ratio") and r["target"] is None:
             met = "met" if r["ratio"] >= r["target_ratio"] else "NOT met"
             tgt_s = f"x{r['target_ratio']:g}: {met}"
         elif tgt is not None:
@@ -450,9 +462,9 @@ def print_table() -> None:
         if math.isnan(r["ours"]):
             print(f"| {r['row']} | - | - | - | - | {r['note']} |")
             continue
-        ref = "-" if math.isnan(r["reference"]) else f"{r['reference']:,.4g} {r['unit']}"
+        ref = "-" if math.isnan(r["reference"]) else f"{_fmt(r['reference'], r['unit'])} {r['unit']}"
         ratio = "-" if math.isnan(r["ratio"]) else f"x{r['ratio']:.3f}"
-        print(f"| {r['row']} | {r['ours']:,.4g} {r['unit']} | {ref} | {ratio} | {tgt_s} | {r['note']} |")
+        print(f"| {r['row']} | {_fmt(r['ours'], r['unit'])} {r['unit']} | {ref} | {ratio} | {tgt_s} | {r['note']} |")
 
 
 def main() -> int:
