@@ -238,7 +238,8 @@ PRESETS: dict[str, dict[str, dict]] = {
                         "ema": 0.999, "min_lr_frac": 0.2}},
     "long": {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.0},
              "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                       "ema": 0.9995, "min_lr_frac": 0.05}},
+                       "ema": 0.9995, "min_lr_frac": 0.05,
+                       "eval_every": 2000}},  # an evaluation of War and Peace's validation split costs ~80 steps
     "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
               "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
                         "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0, "warmup_steps": 50}},
