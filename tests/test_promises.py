@@ -35,6 +35,8 @@ def test_every_preset_builds_and_trains(tmp_path, preset):
     (tmp_path / "t.txt").write_text(learnable_text(3000))
     cfg = RunConfig()
     apply_preset(cfg, preset)
+    for k, v in PRESETS[preset].get("train", {}).items():  # all of them, eval_every included, before the overrides
+        assert getattr(cfg.train, k) == v, k
     cfg.data.text = str(tmp_path / "t.txt")
     cfg.train.max_steps, cfg.train.eval_every, cfg.train.threads = 10, 10, 2
     res = train(cfg, tmp_path / "run", progress=False)

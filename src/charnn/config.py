@@ -225,21 +225,22 @@ def _positive(name: str, value: int) -> None:
 # Presets: named model + training settings over the dataclass defaults (a field a preset does not
 # name keeps its default). "default" (the best of a sweep at 60 s: the defaults) and "large"
 # (the best measured at 10 minutes) were chosen on tiny Shakespeare on a 2-core CPU; "long" (the
-# best measured at 30 minutes on War and Peace, 2.5M training characters: "large" without dropout,
-# a longer weight average and the learning rate decayed to 5%) is for multi-MB corpora trained for
-# half an hour or more, where the model underfits. The README's Benchmarks section lists what was measured. On such a CPU one wide layer beat two narrower ones
-# at both budgets: it does the same arithmetic in fewer, larger matrix products.
+# best measured at 30 minutes on War and Peace, 2.5M training characters) is "large" without
+# dropout, with a longer weight average and the learning rate decayed to 5%, for multi-MB corpora
+# trained for half an hour or more, where the model underfits. The README's Benchmarks section
+# lists what was measured. On such a CPU one wide layer beat two narrower ones at both budgets:
+# it does the same arithmetic in fewer, larger matrix products.
+_LARGE = {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
+          "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
+                    "ema": 0.999, "min_lr_frac": 0.2}}
 PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {"model": {"cell": "lstm", "layers": 1, "hidden": 64, "embed": 32},
              "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100, "warmup_steps": 50}},
     "default": {},  # the dataclass defaults above: one place holds them
-    "large": {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
-              "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                        "ema": 0.999, "min_lr_frac": 0.2}},
-    "long": {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.0},
-             "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                       "ema": 0.9995, "min_lr_frac": 0.05,
-                       "eval_every": 2000}},  # an evaluation of War and Peace's validation split costs ~80 steps
+    "large": _LARGE,
+    "long": {"model": {**_LARGE["model"], "dropout": 0.0},
+             # an evaluation of War and Peace's validation split costs ~80 steps: evaluate less often
+             "train": {**_LARGE["train"], "ema": 0.9995, "min_lr_frac": 0.05, "eval_every": 2000}},
     "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
               "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
                         "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0, "warmup_steps": 50}},

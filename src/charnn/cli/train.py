@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from charnn.cli import args as flags
-from charnn.config import DataConfig, ModelConfig, TrainConfig
+from charnn.config import PRESETS, DataConfig, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 # flag dest -> the config section whose field it sets, generated from the dataclasses: a flag
@@ -32,7 +32,7 @@ def _add_train(sub) -> None:
     t.add_argument("text", nargs="?", metavar="TEXT",
                    help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
-    t.add_argument("--preset", default=None, help="named settings: tiny, default, large, long, paper (flags override it)")
+    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
     g = t.add_argument_group("model")
     g.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=None, help="recurrent cell (default lstm)")
     g.add_argument("--layers", type=flags.count, default=None, help="number of stacked layers")
