@@ -180,50 +180,81 @@ def throughput(layers, batch, seq, steps=8, warmup=2):
     ROWS[-1]["target_ratio"] = 1.15
 
 
-def gpu_throughput():
-    """The GPU path: cuDNN's LSTM in fp32 against bf16 autocast, when there is a GPU."""
-    name = "GPU training throughput, LSTM 3x512 batch 100 seq 100, bf16 autocast vs fp32"
-    if not torch.cuda.is_available():
-        print("  skipped the GPU row: no CUDA GPU here", file=sys.stderr)
-        ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
-                     "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA GPU on this machine"})
-        return
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    model = CharRNN(ModelConfig(cell="lstm", layers=3, hidden=512, embed=512, dropout=0.0, vocab_size=96)).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    x = torch.randint(0, 96, (100, 100), device=dev)
+def gpu_device(asked: str) -> str | None:
+    """The device of the GPU rows: --gpu-device, or auto (CUDA, else Apple MPS, else none: the
+    rows say skipped). "cpu" runs them on the CPU, a rehearsal of the code path (scripts/gpu_check.py
+    --device cpu), not a measurement anyone should quote."""
+    if asked != "auto":
+        return asked
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return None
 
-    def step(bf16):
+
+def _sync(device: str):
+    if device == "cuda":
+        return torch.cuda.synchronize
+    if device == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def _where(device: str) -> str:
+    return {"cuda": torch.cuda.get_device_name() if device == "cuda" else "", "mps": "Apple MPS"}.get(
+        device, f"{device} (a rehearsal, not a GPU figure)")
+
+
+def _skipped(name: str) -> None:
+    print(f"  skipped: {name}: no CUDA or MPS GPU here", file=sys.stderr)
+    ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
+                 "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA or MPS GPU on this machine"})
+
+
+def gpu_throughput(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
+                   repeats: int = 10):
+    """The GPU path: the LSTM step under bf16 autocast (charnn's: the recurrence kept fp32) against fp32."""
+    from charnn.distributed import autocast
+
+    name = f"GPU training throughput, LSTM {layers}x{hidden} batch {batch} seq {seq}, bf16 autocast vs fp32"
+    if device is None:
+        return _skipped(name)
+    dev, sync = torch.device(device), _sync(device)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell="lstm", layers=layers, hidden=hidden, embed=hidden, dropout=0.0,
+                                vocab_size=96)).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    x = torch.randint(0, 96, (batch, seq), device=dev)
+
+    def step(precision):
         def run():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            with autocast(device, precision):
                 loss, _ = model.loss(x, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            torch.cuda.synchronize()
+            sync()
         return run
 
-    t_bf16, t_fp32 = _paired_times(step(True), step(False), repeats=10)
-    row(name, 10_000 / t_bf16, 10_000 / t_fp32, "chars/s", note=f"{torch.cuda.get_device_name()}; reference: fp32")
+    t_bf16, t_fp32 = _paired_times(step("bf16"), step("fp32"), repeats=repeats)
+    row(name, batch * seq / t_bf16, batch * seq / t_fp32, "chars/s", note=f"{_where(device)}; reference: fp32")
 
 
-def gpu_train_loop(device: str = "cuda", layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
+def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
                    steps: int = 10):
     """`charnn train`'s own step (the Trainer: batches read from the memory-mapped split and copied
     to the device, the divergence watch, clipping, fused AdamW, a read-back every 10 steps)
-    against a bare cuDNN step on batches already on the device. The ratio is what the loop costs
+    against a bare step on batches already on the device. The ratio is what the loop costs
     beyond the arithmetic; fp32, the same model."""
     from charnn.config import RunConfig
     from charnn.distributed import Dist
     from charnn.train import Trainer, make_optimizer
 
     name = f"GPU: charnn train's step vs a bare step, LSTM {layers}x{hidden} batch {batch} seq {seq}, fp32"
-    if device == "cuda" and not torch.cuda.is_available():
-        ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
-                     "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA GPU on this machine"})
-        return
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device is None:
+        return _skipped(name)
+    sync = _sync(device)
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text.txt"
         rng = np.random.default_rng(0)
@@ -260,8 +291,8 @@ def gpu_train_loop(device: str = "cuda", layers: int = 3, hidden: int = 512, bat
 
         t_our, t_ref = _paired_times(ours, bare, repeats=5, warmup=1)
     chars = batch * seq * steps
-    where = torch.cuda.get_device_name() if device == "cuda" else device
-    row(name, chars / t_our, chars / t_ref, "chars/s", note=f"{where}; reference: the model's step on resident batches")
+    row(name, chars / t_our, chars / t_ref, "chars/s",
+        note=f"{_where(device)}; reference: the model's step on resident batches")
 
 
 # ---- sampling -------------------------------------------------------------------------------
@@ -472,6 +503,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="skip the 10-minute row and the big corpus")
     ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,gpu,sampling,eval,serve,big")
     ap.add_argument("--big-corpus", type=Path, default=None, help="a half-gigabyte text (make_linux.py --all)")
+    ap.add_argument("--gpu-device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
+                    help="the GPU rows' device (auto: CUDA, else MPS, else skipped; cpu: a rehearsal of the code)")
+    ap.add_argument("--gpu-small", action="store_true", help="GPU rows at a toy size (for rehearsals on a CPU)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
 
@@ -482,8 +516,10 @@ def main() -> int:
         throughput(2, 50, 50, steps=16)
         throughput(3, 100, 100, steps=6)
     if want("gpu"):
-        gpu_throughput()
-        gpu_train_loop()
+        dev = gpu_device(args.gpu_device)
+        size = dict(layers=1, hidden=64, batch=8, seq=20) if args.gpu_small else {}
+        gpu_throughput(dev, **size, **({"repeats": 3} if args.gpu_small else {}))
+        gpu_train_loop(dev, **size)
     if want("sampling"):
         sampling(1, 1000)
         sampling(64, 200)

@@ -1,0 +1,47 @@
+"""`make gpu-check` has never run on a GPU here; its every check runs on the CPU instead
+(`--device cpu`), so that the script itself (its commands, its parsing, its verdicts) is known to
+work before the first GPU session spends its few minutes on it."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import gpu_check  # noqa: E402
+
+from charnn.config import ModelConfig  # noqa: E402
+from charnn.model import CharRNN  # noqa: E402
+
+CHECKS = ["train fp32", "train bf16", "bf16 autocast keeps the recurrence fp32",
+          "resumed equals a straight run (no dropout, 2 layers)", "resumed equals a straight run (dropout 0.1, 1 layer)",
+          "sample (the same seed twice", "torchrun over 2 cpu processes", "bench GPU rows"]
+
+
+@pytest.mark.slow
+def test_every_check_of_gpu_check_passes_when_rehearsed_on_the_cpu(capsys):
+    rc = gpu_check.main(["--device", "cpu", "--steps", "150", "--hidden", "64"])
+    out = capsys.readouterr().out
+    verdicts = [x for x in out.splitlines() if x.startswith(("ok  ", "FAIL"))]
+    assert rc == 0, out
+    assert len(verdicts) == len(CHECKS) and all(x.startswith("ok  ") for x in verdicts), out
+    for check, line in zip(CHECKS, verdicts):
+        assert check in line, (check, line)
+    assert "bit-identical" in verdicts[3] and "bit-identical" in verdicts[4]
+    assert "gpu-check: 8 of 8 ok" in out
+
+
+def test_without_a_gpu_it_says_so_and_exits_0(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert gpu_check.main([]) == 0
+    assert "no GPU here" in capsys.readouterr().out
+
+
+def test_the_bf16_check_sees_a_recurrence_that_autocast_runs_in_bf16(monkeypatch):
+    model = CharRNN(ModelConfig(cell="lstm", layers=1, hidden=16, embed=8, dropout=0.0, vocab_size=20)).eval()
+    assert gpu_check.bf16_dtypes(model, "cpu")[:2] == (torch.float32, torch.bfloat16)
+    # without charnn's guard (the model no longer sees autocast as on) the check must see bf16
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)
+    assert gpu_check.bf16_dtypes(model, "cpu")[0] == torch.bfloat16
