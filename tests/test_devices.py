@@ -2,6 +2,7 @@
 CUDA and Apple MPS are tested here on the CPU."""
 
 import contextlib
+import math
 
 import pytest
 import torch
@@ -144,3 +145,84 @@ def test_sampling_makes_one_device_to_host_copy_per_character(monkeypatch, tempe
     with rb.mode:
         out = list(generate(m, vocab, prime="ab", length=30, num=3, seed=1, temperature=temperature))
     assert len(out) == 30 and rb.cpu == 30 and rb.scalars == 0
+
+
+def test_sums_kept_on_the_device_are_float64_except_on_mps_which_has_none():
+    assert dist_mod.wide_float("cpu") == dist_mod.wide_float("cuda") == torch.float64
+    assert dist_mod.wide_float("mps") == torch.float32
+
+
+class _OnMPS(torch.Tensor):
+    """A CPU tensor that acts like one on Apple MPS in the way that crashes there: no operation
+    on it may give float64. `.cpu()` hands back a plain tensor, as a copy to the host would."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cpu:
+            return args[0].as_subclass(torch.Tensor).clone()
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                raise AssertionError(f"{func} gave float64 on an MPS tensor (Apple's MPS has no float64)")
+        return torch._tensor._convert(out, cls)
+
+
+def test_the_mps_stand_in_refuses_float64():
+    with pytest.raises(AssertionError, match="float64"):
+        torch.zeros(3).as_subclass(_OnMPS).double()
+    assert torch.zeros(3).as_subclass(_OnMPS).cpu().double().dtype == torch.float64
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 3, 0.9)])
+def test_sampling_never_asks_the_device_for_float64(temperature, top_k, top_p):
+    from charnn.sample import sample_next
+
+    logits = torch.randn(2, 7).as_subclass(_OnMPS)
+    ids = sample_next(logits, torch.Generator().manual_seed(0), temperature, top_k, top_p)
+    assert ids.shape == (2,) and type(ids) is torch.Tensor  # drawn on the host
+
+
+def test_training_and_evaluation_keep_no_float64_on_an_mps_device(text_file, tmp_path, monkeypatch):
+    """The training loop and evaluation on the CPU, with their device-side sums in the dtype
+    chosen for MPS: then no operation may produce float64 (a .double() added on the device path,
+    which would crash on a Mac, fails here) except the snapshot sampler's, which works on its
+    copy on the host and is handed logits that refuse float64 (see _OnMPS)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from charnn import evaluate as evaluate_mod
+    from charnn import sample as sample_mod
+    from charnn import train as train_mod
+    from conftest import tiny_config
+
+    seen, host = [], []
+    real_sample_next = sample_mod.sample_next
+
+    def on_host(logits, *a, **k):
+        host.append(1)
+        try:
+            return real_sample_next(logits.as_subclass(_OnMPS), *a, **k)
+        finally:
+            host.pop()
+
+    class Float64Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not host and any(isinstance(t, torch.Tensor) and t.dtype == torch.float64
+                                for t in (out if isinstance(out, (tuple, list)) else [out])):
+                seen.append(str(func))
+            return out
+
+    monkeypatch.setattr(sample_mod, "sample_next", on_host)
+    for mod in (train_mod, evaluate_mod):
+        monkeypatch.setattr(mod, "wide_float", lambda device_type: dist_mod.wide_float("mps"))
+    with Float64Watch():
+        res = train_mod.train(tiny_config(text_file, max_steps=25, eval_every=20), tmp_path / "run", progress=False)
+    assert res.steps == 25 and math.isfinite(res.best_val_loss)
+    assert seen == []
+    # and the watch does see what the CPU's own choice (float64) makes
+    for mod in (train_mod, evaluate_mod):
+        monkeypatch.setattr(mod, "wide_float", dist_mod.wide_float)
+    with Float64Watch():
+        train_mod.train(tiny_config(text_file, max_steps=12, eval_every=10), tmp_path / "run2", progress=False)
+    assert seen

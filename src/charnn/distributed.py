@@ -182,6 +182,12 @@ def eval_streams(device_type: str) -> int:
     return 64 if device_type == "cpu" else 256
 
 
+def wide_float(device_type: str) -> torch.dtype:
+    """The dtype of sums and read-backs kept on the device (evaluation's total, the divergence
+    watch): float64, except on Apple MPS, which has no float64 (asking for it raises)."""
+    return torch.float32 if device_type == "mps" else torch.float64
+
+
 def autocast(device_type: str, precision: str):
     """bf16 autocast for --precision bf16, and no autocast context at all for fp32 (building a
     disabled one raises on MPS with torch < 2.5)."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from charnn.data import NotUTF8, eval_windows, prepare
-from charnn.distributed import eval_streams
+from charnn.distributed import eval_streams, wide_float
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
 from charnn.vocab import TokenVocab
@@ -108,7 +108,7 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_le
         ids = ids[:max_chars + 1]
     _needs_eval_mode(model)
     device = model.head.weight.device
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    total = torch.zeros((), dtype=wide_float(device.type), device=device)
     count, chars = 0, 0.0
     state = None
     for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len):

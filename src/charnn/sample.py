@@ -49,14 +49,16 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: f
                 top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """logits (B, V) on any device -> ids (B,) on the CPU.
 
-    The draw is made on the CPU with the CPU `generator`, so a seed gives the same text on every
-    device; that makes one device-to-host copy per character (the probabilities), which the
-    caller needs anyway to print the character. Nothing else reads back.
+    The logits are copied to the CPU and filtered and drawn there with the CPU `generator`, so a
+    seed gives the same text on every device (up to the logits' float rounding); that is one
+    device-to-host copy per character, which the caller needs anyway to print the character.
+    Nothing else reads back.
     """
-    filtered = filter_logits(logits, temperature, top_k, top_p)
+    # Filtered on the CPU too: the filter works in float64, which Apple's MPS does not have.
+    filtered = filter_logits(logits.float().cpu(), temperature, top_k, top_p)
     if temperature <= 0:
-        return filtered.argmax(-1).cpu()
-    probs = torch.softmax(filtered, dim=-1).cpu()
+        return filtered.argmax(-1)
+    probs = torch.softmax(filtered, dim=-1)
     if not np.isfinite(probs.numpy()).all():  # checked on the copy: no second read-back
         raise NonFiniteOutput("the model's next-character probabilities are not finite (its weights overflow); "
                               "use another checkpoint or retrain with a lower --lr")
@@ -198,7 +200,7 @@ def next_probs(model: CharRNN, vocab: Vocab, prime: str, temperatures=(0.2, 0.5,
     candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
     if model.training:
         raise ValueError("next_probs needs the model in eval mode (dropout off)")
-    logits = _read_prime(model, _start(model, vocab, prime), pins)[0][0].double().cpu()
+    logits = _read_prime(model, _start(model, vocab, prime), pins)[0][0].cpu().double()  # MPS has no float64
     order = torch.argsort(logits, descending=True)[:top]
     probs = {}
     for t in temperatures:

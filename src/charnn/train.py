@@ -28,7 +28,7 @@ from charnn import checkpoint as ckpt
 from charnn.config import RunConfig
 from charnn.data import StreamBatcher, prepare
 from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, pin_ok, rng_states,
-                                set_rng_states, set_threads)
+                                set_rng_states, set_threads, wide_float)
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -561,8 +561,9 @@ class Trainer:
         if self.health is None:
             return
         h = self.health
+        wide = wide_float(h["loss"].device.type)
         first_bad, bad_loss, bad_norm, loss = torch.stack(
-            [h["first_bad"].double(), h["bad_loss"].double(), h["bad_norm"].double(), h["loss"].double()]).tolist()
+            [h[k].to(wide) for k in ("first_bad", "bad_loss", "bad_norm", "loss")]).tolist()
         self.train_loss = loss
         if first_bad >= 0:
             bad = not math.isfinite(bad_loss) or bad_loss > DIVERGED_LOSS
