@@ -45,3 +45,18 @@ def test_the_bf16_check_sees_a_recurrence_that_autocast_runs_in_bf16(monkeypatch
     # without charnn's guard (the model no longer sees autocast as on) the check must see bf16
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)
     assert gpu_check.bf16_dtypes(model, "cpu")[0] == torch.bfloat16
+
+
+def test_a_refusal_under_torchrun_counts_as_one_line_despite_torchruns_own_traceback(tmp_path):
+    """What a Mac's check of `torchrun ... --device mps` reads, seen here with --device cuda on a
+    machine without CUDA: each rank's one line, then torchrun's own traceback of its child."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    (tmp_path / "t.txt").write_text("hello world\n" * 200)
+    r = gpu_check.charnn("train", tmp_path / "t.txt", "--out", tmp_path / "r", "--device", "cuda", "--max-steps", 5,
+                         procs=2, timeout=300)
+    assert r.returncode != 0 and "Traceback" in r.stderr  # torchrun's, not charnn's
+    assert gpu_check.refused_in_one_line(r, "CUDA")
+    assert not gpu_check.refused_in_one_line(r, "MPS")
+    r.stderr += '\nTraceback (most recent call last):\n  File "/x/src/charnn/train.py", line 1, in f\n'
+    assert not gpu_check.refused_in_one_line(r, "CUDA")
