@@ -177,13 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             info(f"the same seed on the CPU agrees for {same} of {len(s1.stdout)} characters "
                  f"(the probabilities differ in float rounding between devices)")
 
-        # 5. torchrun: every GPU (one process is enough to bring up NCCL); MPS is refused, in one line.
+        # 5. torchrun: one process per GPU (NCCL and DDP from two GPUs; with one, the launcher path alone);
+        #    on a Mac, torchrun with MPS is refused, in one line.
         n = torch.cuda.device_count() if device == "cuda" else 2 if device == "cpu" else 0
         if n:
             r = charnn("train", text, "--out", tmp / "ddp", *common, "--eval-every", 25, "--max-steps", 50,
                        "--batch-size", 8 * n, procs=n, env=env)
             verdict(r.returncode == 0 and "after 50 steps" in r.stderr, f"torchrun over {n} {device} processes",
                     "" if r.returncode == 0 else tail(r))
+            if device == "cuda" and n == 1:
+                info("one GPU: torchrun ran one process, so NCCL and DDP were not exercised (they need two GPUs)")
         else:
             r = charnn("train", text, "--out", tmp / "ddp", *common, "--max-steps", 10, procs=2, env=env)
             verdict(refused_in_one_line(r, "MPS"), "torchrun with --device mps is refused in one line",
