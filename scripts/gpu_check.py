@@ -51,18 +51,6 @@ def refused_in_one_line(r: subprocess.CompletedProcess, about: str) -> bool:
             and not re.search(r'File "[^"]*(src|site-packages)/charnn/', r.stderr))
 
 
-def pick(asked: str) -> str | None:
-    import torch
-
-    if asked != "auto":
-        return asked
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return None
-
-
 def bf16_dtypes(model, device: str):
     """The dtypes, under charnn's bf16 autocast, of the recurrence's output and of the logits in
     the model's own forward pass, and of the recurrent module called bare (PyTorch's own choice)."""
@@ -96,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from faults import differences
+    from suite import gpu_device  # auto: CUDA, else MPS, else None; the bench's GPU rows choose alike
 
     from charnn import checkpoint as ckpt
 
-    device = pick(args.device)
+    device = gpu_device(args.device)
     if device is None:
         print(f"gpu-check: no GPU here (CUDA: no, MPS: no; torch {torch.__version__}): nothing to check")
         return 0
