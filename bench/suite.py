@@ -184,13 +184,14 @@ def gpu_device(asked: str) -> str | None:
     """The device of the GPU rows: --gpu-device, or auto (CUDA, else Apple MPS, else none: the
     rows say skipped). "cpu" runs them on the CPU, a rehearsal of the code path (scripts/gpu_check.py
     --device cpu), not a measurement anyone should quote."""
-    if asked != "auto":
-        return asked
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return None
+    from charnn.distributed import pick_device  # auto: CUDA, else MPS, else the CPU; a named one must be there
+    from charnn.errors import CharnnError
+
+    try:
+        device = pick_device(asked).type
+    except CharnnError as e:  # --gpu-device cuda or mps where there is none
+        sys.exit(f"{Path(sys.argv[0]).name}: {e}")
+    return None if asked == "auto" and device == "cpu" else device
 
 
 def _sync(device: str):
@@ -201,9 +202,12 @@ def _sync(device: str):
     return lambda: None
 
 
-def _where(device: str) -> str:
-    return {"cuda": torch.cuda.get_device_name() if device == "cuda" else "", "mps": "Apple MPS"}.get(
-        device, f"{device} (a rehearsal, not a GPU figure)")
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    if device == "mps":
+        return "Apple MPS"
+    return f"the {device.upper()} (a rehearsal of the GPU code, not a GPU figure)"
 
 
 def _skipped(name: str) -> None:
@@ -238,7 +242,7 @@ def gpu_throughput(device: str | None, layers: int = 3, hidden: int = 512, batch
         return run
 
     t_bf16, t_fp32 = _paired_times(step("bf16"), step("fp32"), repeats=repeats)
-    row(name, batch * seq / t_bf16, batch * seq / t_fp32, "chars/s", note=f"{_where(device)}; reference: fp32")
+    row(name, batch * seq / t_bf16, batch * seq / t_fp32, "chars/s", note=f"{device_name(device)}; reference: fp32")
 
 
 def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
@@ -292,7 +296,7 @@ def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch
         t_our, t_ref = _paired_times(ours, bare, repeats=5, warmup=1)
     chars = batch * seq * steps
     row(name, chars / t_our, chars / t_ref, "chars/s",
-        note=f"{_where(device)}; reference: the model's step on resident batches")
+        note=f"{device_name(device)}; reference: the model's step on resident batches")
 
 
 # ---- sampling -------------------------------------------------------------------------------

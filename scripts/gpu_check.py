@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from faults import differences
-    from suite import gpu_device  # auto: CUDA, else MPS, else None; the bench's GPU rows choose alike
+    from suite import device_name, gpu_device  # the bench's GPU rows choose and name their device alike
 
     from charnn import checkpoint as ckpt
 
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if device is None:
         print(f"gpu-check: no GPU here (CUDA: no, MPS: no; torch {torch.__version__}): nothing to check")
         return 0
-    name = {"cuda": lambda: torch.cuda.get_device_name(0), "mps": lambda: "Apple MPS",
-            "cpu": lambda: "the CPU (a rehearsal of this script, not a GPU check)"}[device]()
-    print(f"gpu-check on {name} ({device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')})", flush=True)
+    print(f"gpu-check on {device_name(device)} ({device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')})", flush=True)
     results: list[bool] = []
 
     def verdict(ok: bool, what: str, detail: str = "") -> None:
@@ -133,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"(charnn does not call it so)")
 
         # 3. A run killed after its second checkpoint and resumed equals a straight run.
-        for label, extra in (("no dropout, 2 layers", ["--dropout", "0"]),
-                             ("dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1"])):
-            key = extra[1] + extra[-1]
+        for key, (label, extra) in enumerate((("no dropout, 2 layers", ["--dropout", "0"]),
+                                              ("dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1"]))):
             cmd = ["train", text, *common, "--eval-every", max(steps // 6, 1), "--max-steps", steps // 2, *extra]
             straight = charnn(*cmd, "--out", tmp / f"straight{key}", env=env)
             killed = charnn(*cmd, "--out", tmp / f"resumed{key}",
