@@ -78,7 +78,7 @@ def test_torchrun_refuses_mps_and_more_processes_than_gpus(monkeypatch):
     with pytest.raises(CharnnError, match="torchrun cannot share Apple's MPS"):
         d.device(torch.device("mps"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(CharnnError, match="2 processes on this machine but only 1 GPUs; use torchrun --nproc_per_node 1"):
+    with pytest.raises(CharnnError, match="2 processes on this machine but only 1 GPU; use torchrun --nproc_per_node 1"):
         d.device(torch.device("cuda"))
 
 

@@ -1,6 +1,7 @@
-"""`make gpu-check` has never run on a GPU here; its every check runs on the CPU instead
-(`--device cpu`), so that the script itself (its commands, its parsing, its verdicts) is known to
-work before the first GPU session spends its few minutes on it."""
+"""`make gpu-check` runs on a GPU only when a session is lent one (first on an H200, 2026-12-04);
+here its every check runs on the CPU instead (`--device cpu`), so that the script itself (its
+commands, its parsing, its verdicts) is known to work before a GPU session spends its few minutes
+on it."""
 
 import sys
 from pathlib import Path
@@ -58,5 +59,8 @@ def test_a_refusal_under_torchrun_counts_as_one_line_despite_torchruns_own_trace
     assert r.returncode != 0 and "Traceback" in r.stderr  # torchrun's, not charnn's
     assert gpu_check.refused_in_one_line(r, "CUDA")
     assert not gpu_check.refused_in_one_line(r, "MPS")
+    # a failed verdict prints charnn's own line, which a tail of the stderr (torchrun's summary) misses
+    assert not any("charnn train: error:" in x for x in r.stderr.splitlines()[-8:])
+    assert any(x.startswith("charnn train: error:") for x in gpu_check.what_it_said(r.stderr))
     r.stderr += '\nTraceback (most recent call last):\n  File "/x/src/charnn/train.py", line 1, in f\n'
     assert not gpu_check.refused_in_one_line(r, "CUDA")

@@ -46,9 +46,10 @@ class Dist:
                               "(plain charnn train) or pass --device cpu")
         if self.active and device.type == "cuda":
             if self.local_rank >= torch.cuda.device_count():
+                gpus = torch.cuda.device_count()
                 raise CharnnError(f"{int(os.environ.get('LOCAL_WORLD_SIZE', self.local_rank + 1))} processes on this "
-                                  f"machine but only {torch.cuda.device_count()} GPUs; use torchrun --nproc_per_node "
-                                  f"{torch.cuda.device_count()}")
+                                  f"machine but only {gpus} GPU{'s' if gpus != 1 else ''}; use torchrun "
+                                  f"--nproc_per_node {gpus}")
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         return device

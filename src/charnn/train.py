@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -380,6 +381,9 @@ class Trainer:
         self.carried = _streams(carried, self.first, self.per)
         self.net = dd.wrap(_Loss(self.model), self.device)  # DDP: rank 0's initial weights are broadcast here
         if t.compile:  # checkpoints keep saving `model` itself, so their keys do not change
+            # Inductor suggests TF32 matmuls on CUDA (seen on an H200); --precision fp32 keeps PyTorch's
+            # fp32 matmuls, and the advice is not one a charnn user can act on from the command line.
+            warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
             self.net = torch.compile(self.net)
         if dd.main:
             write_atomic(out / "config.json", cfg.to_json() + "\n")
