@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,13 +84,21 @@ def bf16_dtypes(model, device: str):
     return seen.get("rnn"), logits.dtype, bare
 
 
+PARTS = ("train", "resume", "sample", "torchrun", "bench", "graph")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
                     help="auto: the GPU here (CUDA, else MPS), or say there is none and exit 0; cpu: a rehearsal")
     ap.add_argument("--steps", type=int, default=300, help="steps of each training check (default 300)")
     ap.add_argument("--hidden", type=int, default=256, help="the models' width (default 256)")
+    ap.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
+                    help=f"comma-separated, from {','.join(PARTS)} (default: all)")
     args = ap.parse_args(argv)
+    parts = set(args.only.split(","))
+    if not parts <= set(PARTS):
+        ap.error(f"--only takes {','.join(PARTS)}; got {args.only}")
 
     import torch
     from faults import differences
@@ -123,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         text.write_text((ROOT / "README.md").read_text(encoding="utf-8") * 20, encoding="utf-8")
         common = ["--device", device, "--quiet", "--samples", "0", "--hidden", args.hidden]
 
-        # 1. Training learns, in fp32 and bf16.
-        for precision in ("fp32", "bf16"):
+        # 1. Training learns, in fp32 and bf16 (the fp32 run is also what sampling and --cuda-graph use).
+        for precision in ("fp32", "bf16") if "train" in parts else ("fp32",) if parts & {"sample", "graph"} else ():
             out = tmp / precision
             r = charnn("train", text, "--out", out, *common, "--eval-every", max(steps // 3, 1), "--max-steps", steps,
                        "--precision", precision, env=env)
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdict(False, "bf16 autocast keeps the recurrence fp32", f"{type(e).__name__}: {e}")
 
         # 3. A run killed after its second checkpoint and resumed equals a straight run.
-        def killed_and_resumed(key: int, extra: list):
+        def killed_and_resumed(key: int, extra: list, env: dict = env):
             """Run straight, and killed after checkpoint 2 then resumed: (the runs, the max weight
             difference and the run folders' differences), or (the runs, None, None) if one failed."""
             cmd = ["train", text, *common, "--eval-every", max(steps // 6, 1), "--max-steps", steps // 2, *extra]
@@ -162,29 +171,38 @@ def main(argv: list[str] | None = None) -> int:
             diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
             return runs, diff, differences(tmp / f"straight{key}", tmp / f"resumed{key}")
 
-        for key, (label, extra) in enumerate((("no dropout, 2 layers", ["--dropout", "0"]),
-                                              ("dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1"]))):
+        def resume_verdict(key: int, label: str, extra: list, env: dict = env) -> None:
             what = f"killed after checkpoint 2 and resumed equals a straight run ({label})"
-            runs, diff, found = killed_and_resumed(key, extra)
+            runs, diff, found = killed_and_resumed(key, extra, env)
             if diff is None:
                 verdict(False, what, "; ".join(tail(r) for r in runs), (runs[0], runs[2]))
-                continue
+                return
             # bit-identical is what the CPU gives and what CUDA should (cuDNN's RNN kernels are
             # deterministic for one configuration); a difference of float rounding is reported
             verdict(diff < 1e-4 and not any(f.startswith(("steps", "metrics.jsonl:", "temporary")) for f in found),
                     what, "bit-identical" if not found else f"max weight difference {diff:.2e}; {'; '.join(found)}")
-        if device == "cuda":  # the README says this one cannot be exact: see how far apart it lands
-            runs, diff, found = killed_and_resumed(2, ["--dropout", "0.1", "--layers", "2"])
-            info("dropout 0.1 between 2 layers (cuDNN's dropout state is not restorable), killed and resumed vs "
-                 "straight: " + ("; ".join(tail(r) for r in runs) if diff is None else
-                                 "bit-identical" if not found else f"max weight difference {diff:.2e}; {found[0]}"))
+
+        def resume_info(key: int, label: str, extra: list, env: dict = env) -> None:
+            runs, diff, found = killed_and_resumed(key, extra, env)
+            info(f"{label}, killed and resumed vs straight: " + (
+                "; ".join(tail(r) for r in runs) if diff is None else
+                "bit-identical" if not found else f"max weight difference {diff:.2e}; {found[0]}"))
+
+        if "resume" in parts:
+            resume_verdict(0, "no dropout, 2 layers", ["--dropout", "0"])
+            resume_verdict(1, "dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1"])
+            if device == "cuda":  # the README says this one cannot be exact: see how far apart it lands
+                resume_info(2, "dropout 0.1 between 2 layers (cuDNN's dropout state is not restorable)",
+                            ["--dropout", "0.1", "--layers", "2"])
 
         # 4. Sampling: one seed, one text (the draw uses a CPU generator: the same text on every device).
-        s1 = charnn("sample", tmp / "fp32", "--device", device, "--length", 200, "--seed", 1, env=env)
-        s2 = charnn("sample", tmp / "fp32", "--device", device, "--length", 200, "--seed", 1, env=env)
-        verdict(s1.returncode == 0 and len(s1.stdout) > 150 and s1.stdout == s2.stdout,
-                "sample (the same seed twice gives the same text)", "" if s1.returncode == 0 else tail(s1), (s1, s2))
-        if device != "cpu" and s1.returncode == 0:
+        if "sample" in parts:
+            s1 = charnn("sample", tmp / "fp32", "--device", device, "--length", 200, "--seed", 1, env=env)
+            s2 = charnn("sample", tmp / "fp32", "--device", device, "--length", 200, "--seed", 1, env=env)
+            verdict(s1.returncode == 0 and len(s1.stdout) > 150 and s1.stdout == s2.stdout,
+                    "sample (the same seed twice gives the same text)", "" if s1.returncode == 0 else tail(s1),
+                    (s1, s2))
+        if "sample" in parts and device != "cpu" and s1.returncode == 0:
             sc = charnn("sample", tmp / "fp32", "--device", "cpu", "--length", 200, "--seed", 1, env=env)
             same = next((i for i, (p, q) in enumerate(zip(s1.stdout, sc.stdout)) if p != q),
                         min(len(s1.stdout), len(sc.stdout)))
@@ -194,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         # 5. torchrun: one process per GPU (NCCL and DDP from two GPUs; with one, the launcher path alone);
         #    on a Mac, torchrun with MPS is refused, in one line.
         n = torch.cuda.device_count() if device == "cuda" else 2 if device == "cpu" else 0
-        if n:
+        if "torchrun" not in parts:
+            pass
+        elif n:
             r = charnn("train", text, "--out", tmp / "ddp", *common, "--eval-every", 25, "--max-steps", 50,
                        "--batch-size", 8 * n, procs=n, env=env)
             verdict(r.returncode == 0 and "after 50 steps" in r.stderr, f"torchrun over {n} {device} processes",
@@ -207,15 +227,50 @@ def main(argv: list[str] | None = None) -> int:
                     next((x for x in r.stderr.splitlines() if x.startswith("charnn train: error:")), tail(r)))
 
         # 6. The benchmark suite's GPU rows.
-        b = subprocess.run([sys.executable, str(ROOT / "bench" / "suite.py"), "--only", "gpu", "--gpu-device", device,
-                            *(["--gpu-small"] if device == "cpu" else [])], capture_output=True, text=True,
-                           timeout=1800, env=env)
-        rows = [x for x in b.stdout.splitlines() if x.startswith("| GPU")]
-        verdict(b.returncode == 0 and len(rows) == 2 and not any("skipped" in x for x in rows), "bench GPU rows",
-                " / ".join(x.split(" | ")[0].strip("| ") + ": " + " ".join(x.split(" | ")[1:4]) for x in rows)
-                if rows else tail(b), (b,))
-        for x in rows:
-            print(f"     {x}")
+        if "bench" in parts:
+            b = subprocess.run([sys.executable, str(ROOT / "bench" / "suite.py"), "--only", "gpu", "--gpu-device", device,
+                                *(["--gpu-small"] if device == "cpu" else [])], capture_output=True, text=True,
+                               timeout=1800, env=env)
+            rows = [x for x in b.stdout.splitlines() if x.startswith("| GPU")]
+            verdict(b.returncode == 0 and len(rows) == 2 and not any("skipped" in x for x in rows), "bench GPU rows",
+                    " / ".join(x.split(" | ")[0].strip("| ") + ": " + " ".join(x.split(" | ")[1:4]) for x in rows)
+                    if rows else tail(b), (b,))
+            for x in rows:
+                print(f"     {x}")
+
+        # 7. --cuda-graph: the fp32 run again with each step replayed from one captured graph (on
+        #    the CPU rehearsal, charnn's stand-in for one): the same run up to float rounding, a
+        #    killed and resumed run bit-identical, and how much faster.
+        if "graph" in parts and device == "mps":
+            r = charnn("train", text, "--out", tmp / "graph", *common, "--max-steps", 5, "--cuda-graph", env=env)
+            said = [x for x in r.stderr.splitlines() if x.startswith("charnn train: error:")]
+            verdict(r.returncode != 0 and len(said) == 1 and "needs a CUDA GPU" in said[0] and "Traceback" not in r.stderr,
+                    "--cuda-graph is refused on MPS in one line", said[0] if said else tail(r))
+        elif "graph" in parts:
+            genv = dict(env, CHARNN_CUDA_GRAPH_STAND_IN="1") if device == "cpu" else env
+            r = charnn("train", text, "--out", tmp / "graph", *common, "--eval-every", max(steps // 3, 1),
+                       "--max-steps", steps, "--cuda-graph", env=genv)
+            what = "--cuda-graph trains the same run as without"
+            if r.returncode == 0 and (tmp / "fp32" / "last.safetensors").exists():
+                a = ckpt.load(tmp / "fp32", "last").weights
+                b = ckpt.load(tmp / "graph", "last").weights
+                diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+                eager_log, graph_log = (
+                    [json.loads(x) for x in (tmp / run / "metrics.jsonl").read_text().splitlines()]
+                    for run in ("fp32", "graph"))
+                val = [[x["val_loss"] for x in log if "val_loss" in x] for log in (eager_log, graph_log)]
+                speed = [statistics.median(x["chars_per_s"] for x in log if "chars_per_s" in x)
+                         for log in (eager_log, graph_log)]
+                # the same arithmetic, in other kernels (cuBLAS and cuDNN choose theirs under capture)
+                verdict(bool(val[0]) and abs(val[0][-1] - val[1][-1]) < 0.02, what,
+                        f"validation loss {val[0][-1]:.4f} eager, {val[1][-1]:.4f} graph; max weight difference "
+                        f"{diff:.2e}")
+                info(f"--cuda-graph trained at {speed[1]:,.0f} chars/s against {speed[0]:,.0f} eager "
+                     f"(x{speed[1] / speed[0]:.2f}; median of the logged rates, {args.hidden} wide, batch 32 x 32)")
+            else:
+                verdict(False, what, tail(r), (r,))
+            resume_verdict(3, "--cuda-graph, dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1", "--cuda-graph"],
+                           genv)
     print(f"gpu-check: {sum(results)} of {len(results)} ok")
     return 0 if all(results) else 1
 

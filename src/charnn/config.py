@@ -121,8 +121,9 @@ class TrainConfig:
     seed: int = 1337  # weights, dropout, and the order of a folder's files
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
-    precision: str = "fp32"  # fp32, or bf16 autocast (faster on recent GPUs; measured slower on this CPU)
+    precision: str = "fp32"  # fp32, or bf16 autocast (measured no faster for charnn's LSTM on an H200 or a CPU)
     compile: bool = False  # torch.compile the training step (GPU; on a CPU it costs its compile time)
+    cuda_graph: bool = False  # replay the step's forward, backward and clipping from one CUDA graph
     snapshot_steps: tuple[int, ...] = (100, 300, 500, 700, 1200, 2000)
     snapshot_chars: int = 300
     keep_checkpoints: str = "snapshots"  # weights kept at the snapshot steps and each doubling after; or none

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from charnn import checkpoint as ckpt
+from charnn import cudagraph
 from charnn.config import RunConfig
 from charnn.data import StreamBatcher, prepare
 from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, pin_ok, rng_states,
@@ -45,7 +46,7 @@ SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision", "compile", "checkpoint_every", "keep_checkpoints", "keep_every"}
+             "precision", "compile", "cuda_graph", "checkpoint_every", "keep_checkpoints", "keep_every"}
 
 
 @dataclass
@@ -385,6 +386,9 @@ class Trainer:
             # fp32 matmuls, and the advice is not one a charnn user can act on from the command line.
             warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
             self.net = torch.compile(self.net)
+        self.graphed = None  # --cuda-graph: captured at the first step, once weights and state are final
+        if t.cuda_graph:
+            cudagraph.check(cfg, self.device.type, dd.active, cudagraph.stand_in())
         if dd.main:
             write_atomic(out / "config.json", cfg.to_json() + "\n")
             write_atomic(out / "vocab.json", self.vocab.to_json() + "\n")
@@ -480,18 +484,21 @@ class Trainer:
     def train_step(self) -> float:
         """One optimiser step on the next window of every stream; returns the learning rate."""
         t, st, model = self.cfg.train, self.state, self.model
-        if st.step_in_epoch >= self.batcher.steps_per_epoch:  # an epoch ends: streams start over from zero
+        reset = st.step_in_epoch >= self.batcher.steps_per_epoch
+        if reset:  # an epoch ends: streams start over from zero
             st.epoch += 1
             st.step_in_epoch = 0
             self.carried = None
         chunk = self.batcher.window(st.step_in_epoch, self.first, self.per)  # (B/world, T+1), only ours
         if self.pin:  # page-locked memory: the copy below runs asynchronously
             chunk = chunk.pin_memory()
-        chunk = chunk.to(self.device, non_blocking=True)
-        x, y = chunk[:, :-1], chunk[:, 1:]
         lr = lr_at(self.cfg, st.step, self.epoch_float(), self.progress_frac())
         for g in self.opt.param_groups:
             g["lr"] = lr
+        if t.cuda_graph:
+            return self._graphed_step(chunk, reset, lr)
+        chunk = chunk.to(self.device, non_blocking=True)
+        x, y = chunk[:, :-1], chunk[:, 1:]
         with autocast(self.device.type, t.precision):
             loss, state = self.net(x, y, self.carried)
         if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
@@ -507,6 +514,24 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf,
                                               foreach=foreach_ok(self.device.type))
         self._watch(loss_d, norm.float(), st.step + 1)
+        self.opt.step()
+        if self.ema is not None:
+            self._average(st.step + 1)
+        st.step += 1
+        st.step_in_epoch += 1
+        return lr
+
+    def _graphed_step(self, chunk: torch.Tensor, reset: bool, lr: float) -> float:
+        """train_step with --cuda-graph: the same work, the forward, backward and clipping replayed
+        from one captured graph (charnn.cudagraph), the optimiser's step as always."""
+        st, t = self.state, self.cfg.train
+        if self.graphed is None:
+            self.graphed = cudagraph.GraphedStep(self.model, self.per, self.batcher.seq_len, self.carried,
+                                                 t.grad_clip, t.grad_clamp, cudagraph.stand_in())
+        g = self.graphed
+        g.step(chunk, reset)
+        self.carried = g.state  # the buffers themselves: saves read the latest state
+        self._watch(g.loss, g.norm, st.step + 1)
         self.opt.step()
         if self.ema is not None:
             self._average(st.step + 1)
