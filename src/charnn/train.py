@@ -513,30 +513,30 @@ class Trainer:
         # The norm is also the divergence check; with no clipping asked, max_norm inf scales by 1.
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf,
                                               foreach=foreach_ok(self.device.type))
-        self._watch(loss_d, norm.float(), st.step + 1)
+        self._update(loss_d, norm.float())
+        return lr
+
+    def _update(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        """The end of every step, graphed or not: note its health, apply the optimiser, average."""
+        st = self.state
+        self._watch(loss, norm, st.step + 1)
         self.opt.step()
         if self.ema is not None:
             self._average(st.step + 1)
         st.step += 1
         st.step_in_epoch += 1
-        return lr
 
     def _graphed_step(self, chunk: torch.Tensor, reset: bool, lr: float) -> float:
         """train_step with --cuda-graph: the same work, the forward, backward and clipping replayed
         from one captured graph (charnn.cudagraph), the optimiser's step as always."""
-        st, t = self.state, self.cfg.train
+        t = self.cfg.train
         if self.graphed is None:
             self.graphed = cudagraph.GraphedStep(self.model, self.per, self.batcher.seq_len, self.carried,
                                                  t.grad_clip, t.grad_clamp, cudagraph.stand_in())
         g = self.graphed
         g.step(chunk, reset)
         self.carried = g.state  # the buffers themselves: saves read the latest state
-        self._watch(g.loss, g.norm, st.step + 1)
-        self.opt.step()
-        if self.ema is not None:
-            self._average(st.step + 1)
-        st.step += 1
-        st.step_in_epoch += 1
+        self._update(g.loss, g.norm)
         return lr
 
     def _average(self, step: int) -> None:
