@@ -210,10 +210,10 @@ def device_name(device: str) -> str:
     return f"the {device.upper()} (a rehearsal of the GPU code, not a GPU figure)"
 
 
-def _skipped(name: str) -> None:
-    print(f"  skipped: {name}: no CUDA or MPS GPU here", file=sys.stderr)
+def _skipped(name: str, why: str = "no CUDA or MPS GPU on this machine") -> None:
+    print(f"  skipped: {name}: {why}", file=sys.stderr)
     ROWS.append({"row": name, "ours": float("nan"), "reference": float("nan"), "unit": "chars/s",
-                 "ratio": float("nan"), "target": None, "met": "", "note": "skipped: no CUDA or MPS GPU on this machine"})
+                 "ratio": float("nan"), "target": None, "met": "", "note": f"skipped: {why}"})
 
 
 def gpu_throughput(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
@@ -245,45 +245,58 @@ def gpu_throughput(device: str | None, layers: int = 3, hidden: int = 512, batch
     row(name, batch * seq / t_bf16, batch * seq / t_fp32, "chars/s", note=f"{device_name(device)}; reference: fp32")
 
 
+def _trainer(device: str, tmp: Path, name: str, layers: int, hidden: int, embed: int, batch: int, seq: int,
+             steps: int, graph: bool = False):
+    """A Trainer of `charnn train`'s loop on random text (enough for 4 x steps steps), no
+    evaluations or saves in the way."""
+    from charnn.config import RunConfig
+    from charnn.distributed import Dist
+    from charnn.train import Trainer
+
+    text = tmp / "text.txt"
+    if not text.exists():
+        rng = np.random.default_rng(0)
+        text.write_bytes(bytes(rng.integers(32, 127, batch * seq * (steps * 4 + 8)).astype(np.uint8)))
+    cfg = RunConfig()
+    cfg.data.text = str(text)
+    cfg.model.layers, cfg.model.hidden, cfg.model.embed, cfg.model.dropout = layers, hidden, embed, 0.0
+    t = cfg.train
+    t.batch_size, t.seq_len, t.device, t.eval_every, t.checkpoint_every = batch, seq, device, 10 ** 9, 0
+    t.snapshot_steps, t.cuda_graph = (), graph
+    (tmp / name).mkdir()
+    trainer = Trainer(cfg, tmp / name, False, None, {}, False, None, Dist())
+    trainer.model.train()
+    return cfg, trainer
+
+
+def _loop(trainer, steps: int, sync):
+    def run():
+        for _ in range(steps):
+            trainer.train_step()
+            if trainer.state.step % 10 == 0:
+                trainer.check_health()
+        sync()
+    return run
+
+
 def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
                    steps: int = 10):
     """`charnn train`'s own step (the Trainer: batches read from the memory-mapped split and copied
     to the device, the divergence watch, clipping, fused AdamW, a read-back every 10 steps)
     against a bare step on batches already on the device. The ratio is what the loop costs
     beyond the arithmetic; fp32, the same model."""
-    from charnn.config import RunConfig
-    from charnn.distributed import Dist
-    from charnn.train import Trainer, make_optimizer
+    from charnn.train import make_optimizer
 
     name = f"GPU: charnn train's step vs a bare step, LSTM {layers}x{hidden} batch {batch} seq {seq}, fp32"
     if device is None:
         return _skipped(name)
     sync = _sync(device)
     with tempfile.TemporaryDirectory() as tmp:
-        text = Path(tmp) / "text.txt"
-        rng = np.random.default_rng(0)
-        text.write_bytes(bytes(rng.integers(32, 127, batch * seq * (steps * 4 + 8)).astype(np.uint8)))
-        cfg = RunConfig()
-        cfg.data.text = str(text)
-        cfg.model.layers, cfg.model.hidden, cfg.model.embed, cfg.model.dropout = layers, hidden, hidden, 0.0
-        t = cfg.train
-        t.batch_size, t.seq_len, t.device, t.eval_every, t.checkpoint_every = batch, seq, device, 10 ** 9, 0
-        t.snapshot_steps = ()
-        (Path(tmp) / "run").mkdir()
-        trainer = Trainer(cfg, Path(tmp) / "run", False, None, {}, False, None, Dist())
-        trainer.model.train()
-
-        def ours():
-            for _ in range(steps):
-                trainer.train_step()
-                if trainer.state.step % 10 == 0:
-                    trainer.check_health()
-            sync()
-
+        _, trainer = _trainer(device, Path(tmp), "run", layers, hidden, hidden, batch, seq, steps)
         torch.manual_seed(0)
-        model = CharRNN(cfg.model).to(device)
-        opt = make_optimizer(cfg, model)
-        x = torch.randint(0, cfg.model.vocab_size, (batch, seq), device=device)
+        model = CharRNN(trainer.cfg.model).to(device)
+        opt = make_optimizer(trainer.cfg, model)
+        x = torch.randint(0, trainer.cfg.model.vocab_size, (batch, seq), device=device)
 
         def bare():
             for _ in range(steps):
@@ -293,10 +306,31 @@ def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch
                 opt.step()
             sync()
 
-        t_our, t_ref = _paired_times(ours, bare, repeats=5, warmup=1)
+        t_our, t_ref = _paired_times(_loop(trainer, steps, sync), bare, repeats=5, warmup=1)
     chars = batch * seq * steps
     row(name, chars / t_our, chars / t_ref, "chars/s",
         note=f"{device_name(device)}; reference: the model's step on resident batches")
+
+
+def gpu_graph_step(device: str | None, layers: int = 1, hidden: int = 384, batch: int = 32, seq: int = 32,
+                   steps: int = 50):
+    """`charnn train --cuda-graph`'s step against the same loop without it, at the default model's
+    size, where the eager step is bound by the host's kernel launches. On the CPU (a rehearsal)
+    the graph is charnn's stand-in, which calls the step instead of replaying it."""
+    name = f"GPU: charnn train --cuda-graph vs without, LSTM {layers}x{hidden} batch {batch} seq {seq}, fp32"
+    if device is None:
+        return _skipped(name)
+    if device == "mps":
+        return _skipped(name, "--cuda-graph is for CUDA")
+    sync = _sync(device)
+    if device == "cpu":
+        os.environ["CHARNN_CUDA_GRAPH_STAND_IN"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        _, eager = _trainer(device, Path(tmp), "eager", layers, hidden, 64, batch, seq, steps)
+        _, graphed = _trainer(device, Path(tmp), "graph", layers, hidden, 64, batch, seq, steps, graph=True)
+        t_our, t_ref = _paired_times(_loop(graphed, steps, sync), _loop(eager, steps, sync), repeats=5, warmup=1)
+    chars = batch * seq * steps
+    row(name, chars / t_our, chars / t_ref, "chars/s", note=f"{device_name(device)}; reference: the same loop, eager")
 
 
 # ---- sampling -------------------------------------------------------------------------------
@@ -524,6 +558,7 @@ def main() -> int:
         size = dict(layers=1, hidden=64, batch=8, seq=20) if args.gpu_small else {}
         gpu_throughput(dev, **size, **({"repeats": 3} if args.gpu_small else {}))
         gpu_train_loop(dev, **size)
+        gpu_graph_step(dev, **(dict(hidden=64, batch=8, seq=20) if args.gpu_small else {}))
     if want("sampling"):
         sampling(1, 1000)
         sampling(64, 200)
