@@ -35,7 +35,7 @@ def regularised(text_file, graph: bool, **train_args):
 
 
 def same_weights(a, b) -> bool:
-    wa, wb = ckpt.load(a).weights, ckpt.load(b).weights
+    wa, wb = ckpt.load(a, "last").weights, ckpt.load(b, "last").weights
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -140,3 +140,23 @@ def test_on_cuda_a_graphed_run_matches_and_resumes_exactly(text_file, tmp_path):
     train(cfg(True), tmp_path / "split", progress=False, on_step=lambda s: s >= 17)
     train(None, tmp_path / "split", resume=True, progress=False)
     assert same_weights(tmp_path / "whole", tmp_path / "split")
+
+
+def test_a_graphed_run_resumes_on_a_machine_without_cuda_with_no_cuda_graph(text_file, tmp_path, monkeypatch):
+    """A run trained with --cuda-graph, carried to a laptop: its saved setting is refused there in
+    one line that names the way out, and --no-cuda-graph continues it (exactly, on the CPU)."""
+    monkeypatch.setenv("CHARNN_CUDA_GRAPH_STAND_IN", "1")
+    train(regularised(text_file, True, max_steps=30, eval_every=10), tmp_path / "whole", progress=False)
+    train(regularised(text_file, True, max_steps=30, eval_every=10), tmp_path / "split", progress=False,
+          on_step=lambda s: s >= 12)
+    monkeypatch.delenv("CHARNN_CUDA_GRAPH_STAND_IN")
+    cmd = [sys.executable, "-m", "charnn", "train", "--out", str(tmp_path / "split"), "--resume", "--quiet",
+           "--samples", "0"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "--cuda-graph needs a CUDA GPU" in refused.stderr and "--no-cuda-graph" in refused.stderr
+    assert ckpt.load(tmp_path / "split", "last").meta["step"] == 12  # the refusal touched nothing
+    done = subprocess.run(cmd + ["--no-cuda-graph"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert same_weights(tmp_path / "whole", tmp_path / "split")
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["train"]["cuda_graph"] is False

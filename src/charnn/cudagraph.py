@@ -39,7 +39,8 @@ def refusal(cfg, device_type: str, distributed: bool, stand_in: bool = False) ->
     """Why this run cannot use --cuda-graph, or None."""
     t, m = cfg.train, cfg.model
     if device_type != "cuda" and not stand_in:
-        return f"needs a CUDA GPU (this run is on {device_type}): drop --cuda-graph"
+        return (f"needs a CUDA GPU (this run is on {device_type}): drop --cuda-graph, or resume a run that used it "
+                f"with --no-cuda-graph")
     if distributed:
         return "runs in one process: drop it under torchrun"
     if t.compile:
