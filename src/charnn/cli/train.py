@@ -102,7 +102,7 @@ def _add_train(sub) -> None:
     g.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the training step (no gain measured on an H200 or a CPU)")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each step from one captured CUDA graph: the same run, 2.5-3.5x the steps per "
+                   help="replay each step from one captured CUDA graph: the same run, about 2.5-3x the steps per "
                         "second for the default model on an H200 (one-layer LSTMs in fp32)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where its last checkpoint stopped (append it to the "
