@@ -7,12 +7,12 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 
 # Lower layers never import higher ones (STYLE.md): cli -> (web, study) -> (inspect, train) ->
-# subject -> (sample, evaluate, checkpoint) -> (data, stepper) -> (model, corpus, ...) -> (vocab,
+# subject -> (sample, evaluate, checkpoint) -> (data, stepper, cudagraph) -> (model, corpus, ...) -> (vocab,
 # config, files). The web pages render what inspect computes, and the study's grid trains models,
 # so they sit above inspect and train; the web pages never import training code.
 RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0,
         "corpus": 1, "model": 1, "samplestats": 1, "distributed": 1,
-        "data": 2, "stepper": 2,
+        "data": 2, "stepper": 2, "cudagraph": 2,
         "sample": 3, "evaluate": 3, "checkpoint": 3,
         "subject": 4,
         "train": 5, "inspect": 5, "teach": 5,
