@@ -45,8 +45,9 @@ def tail(r: subprocess.CompletedProcess) -> str:
 
 
 def refused_in_one_line(r: subprocess.CompletedProcess, about: str) -> bool:
-    """A charnn command under torchrun failed with charnn's own one-line error mentioning `about`,
-    and no traceback from charnn's code (torchrun prints one of its own when a child fails)."""
+    """A charnn command failed with charnn's own one-line error mentioning `about`, and no
+    traceback from charnn's code (under torchrun, the launcher prints one of its own when a child
+    fails)."""
     own = [x for x in r.stderr.splitlines() if x.startswith("charnn train: error:")]
     return (r.returncode != 0 and bool(own) and all(about in x for x in own)
             and not re.search(r'File "[^"]*(src|site-packages)/charnn/', r.stderr))
@@ -59,6 +60,14 @@ def what_it_said(stderr: str, last: int = 8) -> list[str]:
     lines = stderr.strip().splitlines()
     errors = [x for x in lines[:-last] if re.search(r"Error\b|error:", x)]
     return list(dict.fromkeys(errors))[:6] + lines[-last:]
+
+
+def weight_difference(run_a: Path, run_b: Path) -> float:
+    """The largest difference between two runs' last weights."""
+    from charnn import checkpoint as ckpt
+
+    a, b = ckpt.load(run_a, "last").weights, ckpt.load(run_b, "last").weights
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
 def bf16_dtypes(model, device: str):
@@ -166,10 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = (straight, killed, resumed)
             if not (straight.returncode == 0 and killed.returncode != 0 and resumed.returncode == 0):
                 return runs, None, None
-            a = ckpt.load(tmp / f"straight{key}", "last").weights
-            b = ckpt.load(tmp / f"resumed{key}", "last").weights
-            diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-            return runs, diff, differences(tmp / f"straight{key}", tmp / f"resumed{key}")
+            return runs, weight_difference(tmp / f"straight{key}", tmp / f"resumed{key}"), \
+                differences(tmp / f"straight{key}", tmp / f"resumed{key}")
 
         def resume_verdict(key: int, label: str, extra: list, env: dict = env) -> None:
             what = f"killed after checkpoint 2 and resumed equals a straight run ({label})"
@@ -212,23 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         # 5. torchrun: one process per GPU (NCCL and DDP from two GPUs; with one, the launcher path alone);
         #    on a Mac, torchrun with MPS is refused, in one line.
         n = torch.cuda.device_count() if device == "cuda" else 2 if device == "cpu" else 0
-        if "torchrun" not in parts:
-            pass
-        elif n:
+        if "torchrun" in parts and n:
             r = charnn("train", text, "--out", tmp / "ddp", *common, "--eval-every", 25, "--max-steps", 50,
                        "--batch-size", 8 * n, procs=n, env=env)
             verdict(r.returncode == 0 and "after 50 steps" in r.stderr, f"torchrun over {n} {device} processes",
                     "" if r.returncode == 0 else tail(r), (r,))
             if device == "cuda" and n == 1:
                 info("one GPU: torchrun ran one process, so NCCL and DDP were not exercised (they need two GPUs)")
-        else:
+        elif "torchrun" in parts:
             r = charnn("train", text, "--out", tmp / "ddp", *common, "--max-steps", 10, procs=2, env=env)
             verdict(refused_in_one_line(r, "MPS"), "torchrun with --device mps is refused in one line",
                     next((x for x in r.stderr.splitlines() if x.startswith("charnn train: error:")), tail(r)))
 
         # 6. The benchmark suite's GPU rows.
         if "bench" in parts:
-            b = subprocess.run([sys.executable, str(ROOT / "bench" / "suite.py"), "--only", "gpu", "--gpu-device", device,
+            b = subprocess.run([sys.executable, str(ROOT / "bench" / "suite.py"), "--only", "gpu",
+                                "--gpu-device", device,
                                 *(["--gpu-small"] if device == "cpu" else [])], capture_output=True, text=True,
                                timeout=1800, env=env)
             rows = [x for x in b.stdout.splitlines() if x.startswith("| GPU")]
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if "graph" in parts and device == "mps":
             r = charnn("train", text, "--out", tmp / "graph", *common, "--max-steps", 5, "--cuda-graph", env=env)
             said = [x for x in r.stderr.splitlines() if x.startswith("charnn train: error:")]
-            verdict(r.returncode != 0 and len(said) == 1 and "needs a CUDA GPU" in said[0] and "Traceback" not in r.stderr,
+            verdict(refused_in_one_line(r, "needs a CUDA GPU") and len(said) == 1 and "Traceback" not in r.stderr,
                     "--cuda-graph is refused on MPS in one line", said[0] if said else tail(r))
         elif "graph" in parts:
             genv = dict(env, CHARNN_CUDA_GRAPH_STAND_IN="1") if device == "cpu" else env
@@ -254,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--max-steps", steps, "--cuda-graph", env=genv)
             what = "--cuda-graph trains the same run as without"
             if r.returncode == 0 and (tmp / "fp32" / "last.safetensors").exists():
-                a = ckpt.load(tmp / "fp32", "last").weights
-                b = ckpt.load(tmp / "graph", "last").weights
-                diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+                diff = weight_difference(tmp / "fp32", tmp / "graph")
                 eager_log, graph_log = (
                     [json.loads(x) for x in (tmp / run / "metrics.jsonl").read_text().splitlines()]
                     for run in ("fp32", "graph"))
@@ -271,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"(x{speed[1] / speed[0]:.2f}; median of the logged rates, {args.hidden} wide, batch 32 x 32)")
             else:
                 verdict(False, what, tail(r), (r,))
-            resume_verdict(3, "--cuda-graph, dropout 0.1, 1 layer", ["--dropout", "0.1", "--layers", "1", "--cuda-graph"],
-                           genv)
+            resume_verdict(3, "--cuda-graph, dropout 0.1, 1 layer",
+                           ["--dropout", "0.1", "--layers", "1", "--cuda-graph"], genv)
     print(f"gpu-check: {sum(results)} of {len(results)} ok")
     return 0 if all(results) else 1
 

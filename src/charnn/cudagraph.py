@@ -21,12 +21,11 @@ the CPU with `Replayed`, a stand-in that calls the step's function where a graph
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
-from charnn.distributed import foreach_ok
+from charnn.distributed import clip_gradients
 from charnn.errors import CharnnError
 
 
@@ -35,10 +34,10 @@ def stand_in() -> bool:
     return os.environ.get("CHARNN_CUDA_GRAPH_STAND_IN") == "1"
 
 
-def refusal(cfg, device_type: str, distributed: bool, stand_in: bool = False) -> str | None:
+def refusal(cfg, device_type: str, distributed: bool) -> str | None:
     """Why this run cannot use --cuda-graph, or None."""
     t, m = cfg.train, cfg.model
-    if device_type != "cuda" and not stand_in:
+    if device_type != "cuda" and not stand_in():
         return (f"needs a CUDA GPU (this run is on {device_type}): drop --cuda-graph, or resume a run that used it "
                 f"with --no-cuda-graph")
     if distributed:
@@ -57,8 +56,8 @@ def refusal(cfg, device_type: str, distributed: bool, stand_in: bool = False) ->
     return None
 
 
-def check(cfg, device_type: str, distributed: bool, stand_in: bool = False) -> None:
-    why = refusal(cfg, device_type, distributed, stand_in)
+def check(cfg, device_type: str, distributed: bool) -> None:
+    why = refusal(cfg, device_type, distributed)
     if why:
         raise CharnnError(f"--cuda-graph {why}")
 
@@ -118,10 +117,9 @@ class GraphedStep:
     def __init__(self, model, streams: int, seq_len: int, carried, grad_clip: float, grad_clamp: float,
                  stand_in: bool = False):
         device = next(model.parameters()).device
-        self.model, self.clip, self.clamp = model, grad_clip or math.inf, grad_clamp
+        self.model, self.clip, self.clamp = model, grad_clip, grad_clamp
         self.chunk = torch.zeros(streams, seq_len + 1, dtype=torch.long, device=device)
-        fresh = model.init_state(streams, device)
-        self.state = fresh if carried is None else (
+        self.state = model.init_state(streams, device) if carried is None else (
             tuple(s.detach().clone() for s in carried) if isinstance(carried, tuple) else carried.detach().clone())
         self.loss = torch.zeros((), device=device)
         self.norm = torch.zeros((), device=device)
@@ -145,11 +143,7 @@ class GraphedStep:
         x, y = self.chunk[:, :-1], self.chunk[:, 1:]
         loss, state = self.model.loss(x, y, self.state)
         loss.backward()
-        params = list(self.model.parameters())
-        if self.clamp:
-            for p in params:
-                p.grad.clamp_(-self.clamp, self.clamp)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.clip, foreach=foreach_ok(self.chunk.device.type))
+        norm = clip_gradients(list(self.model.parameters()), self.clip, self.clamp, self.chunk.device.type)
         with torch.no_grad():
             for s, new in zip(self._states(), list(state) if isinstance(state, tuple) else [state]):
                 s.copy_(new)

@@ -10,6 +10,7 @@ is a no-op for a single process.
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 
@@ -159,6 +160,16 @@ def foreach_ok(device_type: str) -> bool:
     """Multi-tensor (foreach) kernels for the gradient norm: CPU and CUDA have them; MPS does not
     (clip_grad_norm_(foreach=True) raises there), so it takes the per-tensor loop."""
     return device_type in ("cpu", "cuda")
+
+
+def clip_gradients(params: list, grad_clip: float, grad_clamp: float, device_type: str) -> torch.Tensor:
+    """char-rnn's element-wise clamp (when asked), then the global norm clip; returns the norm
+    before clipping, which is also the divergence watch's. With no clipping asked, max_norm inf
+    scales by 1."""
+    if grad_clamp:
+        for p in params:
+            p.grad.clamp_(-grad_clamp, grad_clamp)
+    return torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf, foreach=foreach_ok(device_type))
 
 
 def fused_adamw_ok(device_type: str) -> bool:

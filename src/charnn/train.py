@@ -29,8 +29,8 @@ from charnn import checkpoint as ckpt
 from charnn import cudagraph
 from charnn.config import RunConfig
 from charnn.data import StreamBatcher, prepare
-from charnn.distributed import (Dist, autocast, foreach_ok, fused_adamw_ok, pick_device, pin_ok, rng_states,
-                                set_rng_states, set_threads, wide_float)
+from charnn.distributed import (Dist, autocast, clip_gradients, foreach_ok, fused_adamw_ok, pick_device, pin_ok,
+                                rng_states, set_rng_states, set_threads, wide_float)
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -388,7 +388,7 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.graphed = None  # --cuda-graph: captured at the first step, once weights and state are final
         if t.cuda_graph:
-            cudagraph.check(cfg, self.device.type, dd.active, cudagraph.stand_in())
+            cudagraph.check(cfg, self.device.type, dd.active)
         if dd.main:
             write_atomic(out / "config.json", cfg.to_json() + "\n")
             write_atomic(out / "vocab.json", self.vocab.to_json() + "\n")
@@ -507,12 +507,7 @@ class Trainer:
         loss_d = self.dd.mean(loss.detach()).float()  # the global batch's loss, left on the device
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if t.grad_clamp:
-            for p in model.parameters():
-                p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
-        # The norm is also the divergence check; with no clipping asked, max_norm inf scales by 1.
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf,
-                                              foreach=foreach_ok(self.device.type))
+        norm = clip_gradients(list(model.parameters()), t.grad_clip, t.grad_clamp, self.device.type)
         self._update(loss_d, norm.float())
         return lr
 
