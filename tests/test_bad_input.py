@@ -47,6 +47,9 @@ def d(tmp_path_factory):
     assert r.returncode == 0, r.stderr
     r = charnn("train", d / "text.txt", "--out", d / "other", *TINY, "--max-steps", "20", "--samples", "0")
     assert r.returncode == 0, r.stderr
+    r = charnn("train", d / "text.txt", "--out", d / "trun", "--cell", "transformer", "--layers", "1", "--embed", "16",
+               "--heads", "2", "--block", "16", "--max-steps", "5", "--samples", "0", "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
     (d / "bad.txt").write_bytes(b"abc \xc3\x28 def")
     (d / "binary.bin").write_bytes(bytes(range(256)) * 4)
     (d / "unknown.txt").write_text("QQQ")
@@ -78,7 +81,14 @@ CATALOGUE = [
     (["train", "{d}/bad.txt", "--out", "{d}/o"], "not valid UTF-8 at byte offset 4; pass --encoding-errors replace"),
     (["train", "{d}/empty.txt", "--out", "{d}/o"], "empty"),
     # train: flags
-    (T + ["--cell", "transformer"], "invalid choice"),
+    (T + ["--cell", "tree"], "invalid choice"),
+    (T + ["--cell", "transformer", "--heads", "3"], "--heads 3 does not divide the transformer's width --embed 128"),
+    (T + ["--cell", "transformer", "--block", "100000"], "--block 100000 is longer than the training split"),
+    (T + ["--cell", "transformer", "--hidden", "64"], "a transformer's width is --embed (128): drop --hidden"),
+    (T + ["--cell", "transformer", "--seq-len", "32"], "--seq-len (32) must equal --block (64)"),
+    (T + ["--cell", "transformer", "--weight-drop", "0.1"], "--weight-drop: for recurrent cells only"),
+    (T + ["--heads", "4"], "--cell lstm has neither"),
+    (T + ["--preset", "gpt-cpu", "--cell", "gru"], "--cell gru has neither"),
     (T + ["--max-time", "10x"], "invalid duration"),
     (T + ["--checkpoint-every", "soon"], "invalid duration"),
     (T + ["--split", "0.5,0.5"], "three fractions"),
@@ -127,6 +137,10 @@ CATALOGUE = [
     (["analyze", "dynamics", "{d}/run", "--out", "{d}/dyn"], "kept no checkpoints over training"),
     (["analyze", "dynamics", "{d}/run", "--out", "{d}/dyn", "--orders", "0-3"], "orders run from 1 to 20"),
     (["sample", "{d}/run", "--clamp", "0:1=high"], "is not LAYER:CELL=VALUE"),
+    (["sample", "{d}/trun", "--clamp", "0:1=0.5"], "this is a transformer, whose units cannot be clamped yet"),
+    (["inspect", "cells", "{d}/trun", "--out", "{d}/page.html"], "the cells page works on recurrent models only"),
+    (["inspect", "find", "{d}/trun"], "recording activations works on recurrent models only so far"),
+    (["export", "{d}/trun", "--out", "{d}/ex"], "the export works on recurrent models only so far"),
     (["serve", "{d}/nothing"], "not a run directory"),
     (["export", "{d}/run", "--out", "{d}/no/such/folder"], "does not exist"),
     (["export", "{d}/run", "--out", "{d}/samples.txt"], "is a file"),

@@ -120,7 +120,7 @@ def test_a_crafted_header_is_refused_before_allocating(tmp_path, monkeypatch, hi
     ckpt.save(path, cfg, vocab, model, {"step": 1})
     _rewrite_config(path, hidden=hidden)
     built = []
-    monkeypatch.setattr(ckpt, "CharRNN", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(ckpt, "build", lambda *a, **k: built.append(a))
     with pytest.raises(CharnnError, match=rf"do not fit its own configuration \(lstm 2x{hidden}.*"
                                           r"rnn.weight_ih_l0 is \(32, 4\), the configuration needs"):
         ckpt.load(path).build_model()

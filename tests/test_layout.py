@@ -7,17 +7,19 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 
 # Lower layers never import higher ones (STYLE.md): cli -> (web, study) -> (inspect, train) ->
-# subject -> (sample, evaluate, checkpoint) -> (data, stepper, cudagraph) -> (model, corpus, ...) -> (vocab,
-# config, files). The web pages render what inspect computes, and the study's grid trains models,
-# so they sit above inspect and train; the web pages never import training code.
+# subject -> (sample, evaluate, checkpoint) -> (data, stepper, cudagraph) -> (model, corpus, ...) -> transformer
+# -> (vocab, config, files): the model module picks the family, the transformer is one of them. The web
+# pages render what inspect computes, and the study's grid trains models, so they sit above inspect and
+# train; the web pages never import training code.
 RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0,
-        "corpus": 1, "model": 1, "samplestats": 1, "distributed": 1,
-        "data": 2, "stepper": 2, "cudagraph": 2,
-        "sample": 3, "evaluate": 3, "checkpoint": 3,
-        "subject": 4,
-        "train": 5, "inspect": 5, "teach": 5,
-        "study": 6, "web": 6,
-        "cli": 7, "__main__": 8}
+        "transformer": 1,
+        "corpus": 2, "model": 2, "samplestats": 2, "distributed": 2,
+        "data": 3, "stepper": 3, "cudagraph": 3,
+        "sample": 4, "evaluate": 4, "checkpoint": 4,
+        "subject": 5,
+        "train": 6, "inspect": 6, "teach": 6,
+        "study": 7, "web": 7,
+        "cli": 8, "__main__": 9}
 
 
 def _room(path: Path) -> str:

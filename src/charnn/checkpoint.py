@@ -28,7 +28,7 @@ import safetensors.torch
 from charnn.config import RunConfig
 from charnn.errors import CharnnError
 from charnn.files import write_atomic
-from charnn.model import CharRNN, expected_shapes
+from charnn.model import Model, build, expected_shapes
 from charnn.vocab import Vocab
 
 FORMAT = "charnn-checkpoint-1"
@@ -59,7 +59,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer / rng / state
     path: Path | None = None
 
-    def build_model(self, device: str | torch.device = "cpu") -> CharRNN:
+    def build_model(self, device: str | torch.device = "cpu") -> Model:
         """The model, after checking the tensors' shapes against the configuration (before
         allocating anything) and that every weight is finite."""
         mc = self.config.model
@@ -73,14 +73,14 @@ class Checkpoint:
         if want != got:
             diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
             k = diff[0]
-            raise CharnnError(f"the weights in {self.path} do not fit its own configuration ({mc.cell} "
-                              f"{mc.layers}x{mc.hidden}, embedding {mc.embed}, {mc.vocab_size} symbols): {k} is "
+            raise CharnnError(f"the weights in {self.path} do not fit its own configuration ({mc.describe()}"
+                              f", embedding {mc.embed}, {mc.vocab_size} symbols): {k} is "
                               f"{got.get(k, 'missing')}, the configuration needs {want.get(k, 'no such tensor')}")
         bad = [k for k, v in self.weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CharnnError(f"{self.path} holds non-finite weights (NaN or inf in {bad[0]}): the run diverged "
                               f"before it was saved; use another checkpoint, or resume with a lower --lr")
-        model = CharRNN(mc)
+        model = build(mc)
         model.load_state_dict(self.weights)
         return model.to(device).eval()  # for inference: put in eval mode once, never switched per request
 
@@ -237,7 +237,7 @@ def check_run(run: str | Path) -> list[Finding]:
         cfg = RunConfig.from_json((run / "config.json").read_text(encoding="utf-8"))
         ids["config.json"] = cfg.run_id
         found.append(Finding("config.json", True, f"run {cfg.run_id or '(no id: written before run ids)'}, "
-                                                   f"{cfg.model.cell} {cfg.model.layers}x{cfg.model.hidden}"))
+                                                   f"{cfg.model.describe()}"))
     except (OSError, CharnnError) as e:
         found.append(Finding("config.json", False, f"unreadable ({getattr(e, 'strerror', None) or e})"))
     for name in (LAST, BEST):

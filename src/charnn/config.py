@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 
 from charnn.errors import CharnnError
 
-CELLS = ("lstm", "gru", "rnn")
+RECURRENT = ("lstm", "gru", "rnn")
+CELLS = (*RECURRENT, "transformer")
 OPTIMIZERS = ("adamw", "rmsprop")
 SCHEDULES = ("cosine", "epoch-decay", "constant")
 DEFAULT_BPE_VOCAB = 1024
@@ -32,6 +33,20 @@ class ModelConfig:
     embed_drop: float = 0.0  # drop whole symbols' embeddings, one mask per batch
     variational: float = 0.0  # dropout with one mask per sequence on the recurrence's input and output
     vocab_size: int = 0  # filled in from the data
+    # A transformer's (cell "transformer"): attention heads and the context length. Its width is
+    # `embed` (hidden is set equal to it: the residual stream is what its layers carry).
+    heads: int = 0
+    block: int = 0
+
+    @property
+    def recurrent(self) -> bool:
+        return self.cell in RECURRENT
+
+    def describe(self) -> str:
+        """The model's shape in a few words: 'lstm 1x384', 'transformer 4x128, 4 heads, block 64'."""
+        if self.recurrent:
+            return f"{self.cell} {self.layers}x{self.hidden}"
+        return f"transformer {self.layers}x{self.embed}, {self.heads} heads, block {self.block}"
 
     def validate(self) -> None:
         if self.cell not in CELLS:
@@ -42,6 +57,31 @@ class ModelConfig:
         for name in ("dropout", "weight_drop", "embed_drop", "variational"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CharnnError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.recurrent:
+            if self.heads or self.block:
+                raise CharnnError(f"--heads and --block are a transformer's settings; --cell {self.cell} has neither: "
+                                  f"drop them, or use --cell transformer")
+            return
+        _positive("heads", self.heads)
+        _positive("block", self.block)
+        if self.embed % self.heads:
+            raise CharnnError(f"--heads {self.heads} does not divide the transformer's width --embed {self.embed}: "
+                              f"choose a width that is a multiple of the heads (e.g. --embed "
+                              f"{-(-self.embed // self.heads) * self.heads})")
+        used = [f"--{n.replace('_', '-')}" for n in ("weight_drop", "embed_drop", "variational") if getattr(self, n)]
+        if used:
+            raise CharnnError(f"{', '.join(used)}: for recurrent cells only (AWD-LSTM's regularisers of the "
+                              f"recurrence); a transformer takes --dropout")
+        if self.hidden != self.embed:
+            raise CharnnError(f"a transformer's width is --embed ({self.embed}); --hidden ({self.hidden}) is a "
+                              f"recurrent cell's: drop it")
+
+    def buildable(self) -> "ModelConfig":
+        """This configuration, checked, with its vocabulary size set: what a model is built from."""
+        self.validate()
+        if self.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set from the data")
+        return self
 
     def fit_vocab(self, vocab_size: int) -> float:
         """Set the vocabulary size and cap the embedding at it; return the embedding's init scale.
@@ -56,7 +96,7 @@ class ModelConfig:
         deviation, sqrt(asked / V), makes it start as strong as the asked width would.
         """
         self.vocab_size = vocab_size
-        if self.embed > vocab_size:
+        if self.recurrent and self.embed > vocab_size:  # a transformer's embedding is its width
             scale = (self.embed / vocab_size) ** 0.5
             self.embed = vocab_size
             return scale
@@ -175,6 +215,10 @@ class RunConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        m = self.model
+        if not m.recurrent and self.train.seq_len != m.block:
+            raise CharnnError(f"a transformer trains on windows as long as its context: --seq-len ({self.train.seq_len}) "
+                              f"must equal --block ({m.block}); give --block alone")
         return self
 
     def to_dict(self) -> dict:
@@ -245,6 +289,17 @@ PRESETS: dict[str, dict[str, dict]] = {
     "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
               "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
                         "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0, "warmup_steps": 50}},
+    # nanoGPT's character-level recipes as published (config/train_shakespeare_char.py and its README's
+    # laptop command): AdamW with betas (0.9, 0.99), weight decay 0.1, 100 warmup steps, cosine to a
+    # tenth of the peak; the windows are the block long.
+    "gpt-cpu": {"model": {"cell": "transformer", "layers": 4, "heads": 4, "embed": 128, "hidden": 128, "block": 64,
+                          "dropout": 0.0},
+                "train": {"seq_len": 64, "batch_size": 12, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
+                          "warmup_steps": 100}},
+    "gpt": {"model": {"cell": "transformer", "layers": 6, "heads": 6, "embed": 384, "hidden": 384, "block": 256,
+                      "dropout": 0.2},
+            "train": {"seq_len": 256, "batch_size": 64, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
+                      "warmup_steps": 100, "eval_every": 250}},
 }
 
 

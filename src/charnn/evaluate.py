@@ -14,7 +14,7 @@ import torch
 from charnn.data import NotUTF8, eval_windows, prepare
 from charnn.distributed import eval_streams, wide_float
 from charnn.errors import CharnnError
-from charnn.model import CharRNN
+from charnn.model import Model
 from charnn.vocab import TokenVocab
 
 
@@ -93,7 +93,7 @@ class Score:
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_len: int = 256,
+def evaluate(model: Model, ids: np.ndarray, streams: int | None = None, seq_len: int = 256,
              max_chars: int = 0, char_counts: np.ndarray | None = None) -> Score:
     """Score every character of ids (but the first) given the ones before it.
 
@@ -111,7 +111,7 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_le
     total = torch.zeros((), dtype=wide_float(device.type), device=device)
     count, chars = 0, 0.0
     state = None
-    for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len):
+    for x, y in eval_windows(ids, streams or eval_streams(device.type), seq_len, _warmup(model)):
         yn = y.numpy()
         scored = yn[yn >= 0]  # counted on the host, before y moves
         count += len(scored)
@@ -126,13 +126,13 @@ def evaluate(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_le
     return Score(float(total) / max(count, 1), int(round(chars)), count)
 
 
-def score_text(model: CharRNN, vocab, ids: np.ndarray, **kw) -> Score:
+def score_text(model: Model, vocab, ids: np.ndarray, **kw) -> Score:
     """``evaluate`` with the vocabulary's character counts when its units are tokens."""
     return evaluate(model, ids, char_counts=vocab.char_counts() if isinstance(vocab, TokenVocab) else None, **kw)
 
 
 @torch.no_grad()
-def char_losses(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq_len: int = 256) -> np.ndarray:
+def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_len: int = 256) -> np.ndarray:
     """(N,) loss in nats of predicting ids[t + 1] after ids[..t], read as ``evaluate`` reads it;
     NaN at the last position (nothing follows it). The losses are read back once, at the end."""
     _needs_eval_mode(model)
@@ -140,7 +140,7 @@ def char_losses(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq
     nll = np.full(len(ids), np.nan)
     where, losses = [], []
     state = None
-    for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, positions=True):
+    for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, _warmup(model), positions=True):
         logits, state = model(x.to(device), state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.to(device).reshape(-1),
                                                  ignore_index=-1, reduction="none").view(y.shape)
@@ -150,6 +150,12 @@ def char_losses(model: CharRNN, ids: np.ndarray, streams: int | None = None, seq
     for (at, scored), loss in zip(where, torch.stack(losses).cpu().numpy() if losses else []):
         nll[at] = loss[scored]
     return nll
+
+
+def _warmup(model) -> int:
+    """Characters each stream reads before it scores: 100, or a transformer's whole block, so that
+    the first scored characters have all the context the block allows."""
+    return max(100, model.cfg.block)
 
 
 def _needs_eval_mode(model: torch.nn.Module) -> None:

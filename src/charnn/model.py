@@ -1,4 +1,10 @@
-"""CharRNN: a learned embedding, a multi-layer RNN / LSTM / GRU, and a linear read-out.
+"""The models: CharRNN (a learned embedding, a multi-layer RNN / LSTM / GRU, and a linear read-out)
+and, from charnn.transformer, CharTransformer. ``build`` and ``expected_shapes`` pick the family
+from the configuration; this module is the one place that asks which family a model is.
+
+Both share one interface: ``init_state(batch)``, ``forward(x, state) -> (logits, state)``,
+``loss(x, y, state)``, ``num_params``, ``head`` (the read-out, whose weight says the device).
+A recurrent model's state is its hidden state, a transformer's its key/value cache.
 
 Two paths compute the same function:
 - ``forward`` runs the fused multi-layer kernels (``torch.nn.LSTM`` and friends: oneDNN on the
@@ -16,7 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charnn import transformer
 from charnn.config import ModelConfig
+from charnn.errors import CharnnError
+from charnn.transformer import CharTransformer
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks stacked in each weight matrix
@@ -29,10 +38,7 @@ class CharRNN(nn.Module):
     def __init__(self, cfg: ModelConfig, embed_std: float = 1.0):
         """embed_std: the embedding's initial standard deviation (see ModelConfig.fit_vocab)."""
         super().__init__()
-        cfg.validate()
-        if cfg.vocab_size < 1:
-            raise ValueError("ModelConfig.vocab_size must be set from the data")
-        self.cfg = cfg
+        self.cfg = cfg.buildable()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
         kwargs = dict(input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
                       dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -197,12 +203,29 @@ def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | 
     return h, c, gates
 
 
+Model = CharRNN | CharTransformer
+
+
+def require_cells(cfg: ModelConfig, what: str) -> None:
+    """Refuse, in one line, what reads a recurrent model's cells or weights when given a transformer."""
+    if not cfg.recurrent:
+        raise CharnnError(f"{what} works on recurrent models only so far; this run is a {cfg.describe()} "
+                          f"(charnn sample, eval, analyze context and analyze errors work on it)")
+
+
+def build(cfg: ModelConfig, embed_std: float = 1.0) -> Model:
+    """The model this configuration describes, with freshly drawn weights."""
+    return CharRNN(cfg, embed_std) if cfg.recurrent else CharTransformer(cfg)
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every weight CharRNN(cfg) holds, computed without allocating anything.
+    """The shape of every weight build(cfg) holds, computed without allocating anything.
 
     Loading checks a checkpoint's tensors against these before building the model, so a file
     whose configuration claims a huge model is refused instead of allocating it.
     """
+    if not cfg.recurrent:
+        return transformer.expected_shapes(cfg)
     g = GATES[cfg.cell] * cfg.hidden
     shapes = {"embed.weight": (cfg.vocab_size, cfg.embed)}
     for k in range(cfg.layers):
@@ -244,7 +267,10 @@ def _float_state(state: State) -> State:
     return tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
 
 
-def detach_state(state: State) -> State:
+def detach_state(state):
+    """The state cut from the graph that made it (None, a transformer's state in training, stays None)."""
+    if state is None:
+        return None
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()

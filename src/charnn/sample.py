@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.model import CharRNN
-from charnn.stepper import Stepper
+from charnn.model import Model
+from charnn.stepper import Stepper, make_stepper
 from charnn.vocab import Vocab
 
 
@@ -94,6 +94,9 @@ def parse_clamp(spec: str | None, cfg) -> Pins:
     """
     if not spec:
         return {}
+    if not cfg.recurrent:
+        raise CharnnError("--clamp holds a recurrent model's cells; this is a transformer, whose units cannot be "
+                          "clamped yet")
     lstm = cfg.cell == "lstm"
     found: dict[int, dict[int, float]] = {}
     for part in spec.split(","):
@@ -121,7 +124,7 @@ def parse_clamp(spec: str | None, cfg) -> Pins:
     return pins
 
 
-def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,
+def generate(model: Model, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, pins: Pins | None = None
              ) -> Iterator[list[int]]:
     """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
@@ -138,24 +141,24 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, n
     return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
 
 
-def _start(model: CharRNN, vocab: Vocab, prime: str) -> torch.Tensor:
+def _start(model: Model, vocab: Vocab, prime: str) -> torch.Tensor:
     """(1, P) ids the model reads first: the prime, else a newline if it knows one, else id 0."""
     start = vocab.encode(prime) if prime else vocab.start_ids()
     return torch.as_tensor(start, dtype=torch.long, device=model.head.weight.device).unsqueeze(0)
 
 
 @torch.no_grad()
-def _read_prime(model: CharRNN, x: torch.Tensor, pins: Pins | None) -> tuple[torch.Tensor, Stepper]:
+def _read_prime(model: Model, x: torch.Tensor, pins: Pins | None) -> tuple[torch.Tensor, Stepper]:
     """Read x (num, P) -> the logits (num, V) after it and a Stepper to go on from there."""
     device = model.head.weight.device
     if pins:  # the prime is read with the cells held too, one step at a time
         pins = {k: (idx.to(device), val.to(device)) for k, (idx, val) in pins.items()}
-        stepper = Stepper(model, model.init_state(x.shape[0], device), pins)
+        stepper = make_stepper(model, model.init_state(x.shape[0], device), pins)
         for t in range(x.shape[1]):
             last = stepper.step(x[:, t])
         return last, stepper
     logits, state = model(x)
-    return logits[:, -1], Stepper(model, state)  # then one fused cell op per layer and character
+    return logits[:, -1], make_stepper(model, state)  # then one fused cell op per layer and character
 
 
 def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> Iterator[list[int]]:
@@ -168,7 +171,7 @@ def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> It
         last = stepper.step(nxt.to(device, non_blocking=True))
 
 
-def stream(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
+def stream(model: Model, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None,
            pins: Pins | None = None) -> Iterator[str]:
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
@@ -193,7 +196,7 @@ def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
 
 
 @torch.no_grad()
-def next_probs(model: CharRNN, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8,
+def next_probs(model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8,
                pins: Pins | None = None) -> dict:
     """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
     (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
@@ -209,7 +212,7 @@ def next_probs(model: CharRNN, vocab: Vocab, prime: str, temperatures=(0.2, 0.5,
     return {"candidates": order.tolist(), "probs": probs}
 
 
-def sample_text(model: CharRNN, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
+def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
                 **kw) -> list[str]:
     """`num` whole samples drawn together (without the prime), each cut right after `stop`."""
     cols = list(generate(model, vocab, length=length, num=num, **kw))

@@ -6,13 +6,17 @@ cell op (``torch.lstm_cell`` / ``gru_cell`` / ``rnn_tanh_cell``, the ATen kernel
 uses) on preallocated state, so that at batch 1 the time goes into reading the weights, which is
 the bound (each weight is read once per character). Same weights, same function as
 ``CharRNN.forward`` in eval mode; tests check that samples are identical.
+
+A transformer steps on its key/value cache (``charnn.transformer.CacheStepper``), allocated once
+at the block's length. ``make_stepper`` picks the one a model's configuration calls for.
 """
 
 from __future__ import annotations
 
 import torch
 
-from charnn.model import CharRNN, State, cell_step
+from charnn.model import CharRNN, Model, State, cell_step
+from charnn.transformer import CacheStepper
 
 _CELL_OPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
@@ -74,3 +78,12 @@ class Stepper:
     def state(self) -> State:
         h = torch.stack(self.h)
         return (h, torch.stack(self.c)) if self.c is not None else h
+
+
+def make_stepper(model: Model, state, pins: dict | None = None):
+    """The fast one-character-at-a-time path for this model, going on from `state`."""
+    if model.cfg.recurrent:
+        return Stepper(model, state, pins)
+    if pins:
+        raise ValueError("a transformer's units cannot be clamped yet")
+    return CacheStepper(model, state)

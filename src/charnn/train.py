@@ -35,7 +35,7 @@ from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
-from charnn.model import CharRNN, detach_state
+from charnn.model import Model, build, detach_state
 from charnn.sample import NonFiniteOutput, sample_text
 from charnn.samplestats import SubstringIndex, snapshot_metrics
 from charnn.vocab import TokenVocab
@@ -166,7 +166,7 @@ def _restore_rng(tensors, rank: int, world: int, device_type: str) -> None:
 class _Loss(torch.nn.Module):
     """The model's loss as a forward(), the call DistributedDataParallel hooks into."""
 
-    def __init__(self, model: CharRNN):
+    def __init__(self, model: Model):
         super().__init__()
         self.model = model
 
@@ -352,6 +352,10 @@ class Trainer:
         set_threads(t.threads)
         enc, embed_std, init_weights = self._data_and_vocab(resume, saved, init_from)
         self.splits = enc.splits(cfg.data.split)
+        if cfg.model.block and len(self.splits["train"]) <= cfg.model.block:
+            raise CharnnError(f"--block {cfg.model.block} is longer than the training split ({len(self.splits['train']):,} "
+                              f"characters): a transformer trains on windows of its whole block; choose --block "
+                              f"{max(1, len(self.splits['train']) - 1)} or less, or give it more text")
         self.batcher = StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
         self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
         self.pin = pin_ok(self.device.type)
@@ -359,7 +363,7 @@ class Trainer:
             warn("the validation split is empty: no validation loss, best checkpoint follows training loss")
 
         torch.manual_seed(t.seed)
-        self.model = CharRNN(cfg.model, embed_std).to(self.device)
+        self.model = build(cfg.model, embed_std).to(self.device)
         if dd.active:  # every rank builds the same weights (DDP broadcasts rank 0's), then draws its own dropout
             torch.manual_seed(t.seed + 1_000_003 * dd.rank)
         if init_weights is not None:
@@ -501,7 +505,7 @@ class Trainer:
         x, y = chunk[:, :-1], chunk[:, 1:]
         with autocast(self.device.type, t.precision):
             loss, state = self.net(x, y, self.carried)
-        if t.precision == "bf16":  # carry the state in fp32 so that checkpoints and resumes see one dtype
+        if t.precision == "bf16" and state is not None:  # carry the state in fp32: checkpoints see one dtype
             state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
         self.carried = detach_state(state)
         loss_d = self.dd.mean(loss.detach()).float()  # the global batch's loss, left on the device
@@ -608,7 +612,7 @@ class Trainer:
         val = 0.0
         if self.dd.main:
             with self.averaged():
-                score = evaluate(self.model, data, seq_len=min(256, max(t.seq_len, 64)), max_chars=t.eval_chars,
+                score = evaluate(self.model, data, max_chars=t.eval_chars,
                                  char_counts=self.char_counts)
             val, self.val_bpc = score.loss, score.bpc
         val = self.dd.broadcast(val, self.device)
@@ -747,7 +751,7 @@ class Trainer:
         # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
         self.quiet_lines = bar.disable and self.progress is not False and dd.main
         if self.quiet_lines:
-            info(f"training {self.cfg.model.cell} {self.cfg.model.layers}x{self.cfg.model.hidden} "
+            info(f"training {self.cfg.model.describe()} "
                  f"({self.model.num_params:,} parameters) on {len(self.splits['train']):,} characters, {self.device}")
         self.t0 = self.last_save = time.perf_counter()
         if self.saved_step is None:  # the run can be resumed from the moment it starts
@@ -791,8 +795,7 @@ class Trainer:
         best = ckpt.load(self.out, "best")
         if best.meta.get("val_loss") is None:
             return None
-        return evaluate(best.build_model(self.device), val, seq_len=min(256, max(t.seq_len, 64)),
-                        char_counts=self.char_counts)
+        return evaluate(best.build_model(self.device), val, char_counts=self.char_counts)
 
     def finish(self, stopped_by: str) -> None:
         """The end-of-run evaluation (unless interrupted) and the final checkpoint."""

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from charnn.cli import args as flags
-from charnn.config import PRESETS, DataConfig, ModelConfig, TrainConfig
+from charnn.config import CELLS, PRESETS, DataConfig, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 # flag dest -> the config section whose field it sets, generated from the dataclasses: a flag
@@ -34,18 +34,7 @@ def _add_train(sub) -> None:
                    help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
     t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
-    g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=None, help="recurrent cell (default lstm)")
-    g.add_argument("--layers", type=flags.count, default=None, help="number of stacked layers")
-    g.add_argument("--hidden", type=flags.count, default=None, help="cells per layer")
-    g.add_argument("--embed", type=flags.count, default=None, help="width of the learned character embedding")
-    g.add_argument("--dropout", type=flags.number, default=None, help="dropout between layers and before the read-out")
-    g.add_argument("--weight-drop", type=flags.number, default=None, metavar="F",
-                   help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM; default 0)")
-    g.add_argument("--embed-drop", type=flags.number, default=None, metavar="F",
-                   help="drop whole characters' embeddings, one mask per batch (default 0)")
-    g.add_argument("--variational", type=flags.number, default=None, metavar="F",
-                   help="dropout with one mask per sequence on the recurrence's input and output (default 0)")
+    _add_model_flags(t.add_argument_group("model"))
     g = t.add_argument_group("data")
     g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
     g.add_argument("--unit", choices=["char", "bytes", "bpe"], default=None,
@@ -166,6 +155,40 @@ def _add_eval_check_info(sub) -> None:
     i.set_defaults(func=cmd_info)
 
 
+def _add_model_flags(g) -> None:
+    g.add_argument("--cell", choices=list(CELLS), default=None,
+                   help="recurrent cell, or a decoder-only transformer (default lstm; --cell transformer starts "
+                        "from the gpt-cpu preset)")
+    g.add_argument("--layers", type=flags.count, default=None, help="number of stacked layers (or transformer blocks)")
+    g.add_argument("--hidden", type=flags.count, default=None, help="cells per layer (recurrent cells)")
+    g.add_argument("--embed", type=flags.count, default=None,
+                   help="width of the learned character embedding (a transformer's width)")
+    g.add_argument("--heads", type=flags.count, default=None, help="a transformer's attention heads (must divide --embed)")
+    g.add_argument("--block", type=flags.count, default=None,
+                   help="a transformer's context length: its training windows and what it attends to")
+    g.add_argument("--dropout", type=flags.number, default=None, help="dropout between layers and before the read-out")
+    g.add_argument("--weight-drop", type=flags.number, default=None, metavar="F",
+                   help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM; default 0)")
+    g.add_argument("--embed-drop", type=flags.number, default=None, metavar="F",
+                   help="drop whole characters' embeddings, one mask per batch (default 0)")
+    g.add_argument("--variational", type=flags.number, default=None, metavar="F",
+                   help="dropout with one mask per sequence on the recurrence's input and output (default 0)")
+
+
+def _transformer_defaults(cfg, given: dict) -> None:
+    """A transformer's windows are its block and its width is its embedding: --block alone sets the
+    windows, --embed alone the width; a recurrent preset's other settings are refused by validate."""
+    m = cfg.model
+    if m.recurrent:
+        return
+    if "hidden" in given and given["hidden"] != m.embed:
+        raise CharnnError(f"--hidden is a recurrent cell's width; a transformer's width is --embed "
+                          f"({m.embed}): drop --hidden")
+    m.hidden = m.embed
+    if "block" in given and "seq_len" not in given:
+        cfg.train.seq_len = m.block
+
+
 def cmd_train(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.config import RunConfig, apply_preset
@@ -187,10 +210,11 @@ def cmd_train(args) -> int:
         result = train(None, args.out, resume=True, overrides=asked, progress=False if args.quiet else None)
     else:
         cfg = RunConfig()
-        apply_preset(cfg, args.preset or "default")
+        apply_preset(cfg, args.preset or ("gpt-cpu" if given.get("cell") == "transformer" else "default"))
         cfg.data.text = text
         for k, v in given.items():
             setattr(getattr(cfg, CONFIG_FIELDS[k]), k, v)
+        _transformer_defaults(cfg, given)
         if args.init_from and any(CONFIG_FIELDS[k] == "model" for k in given):
             raise CharnnError("--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
                               "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational")
@@ -336,8 +360,9 @@ def cmd_info(args) -> int:
         return 0
     c = loaded.config
     print(f"run        {args.run}")
-    print(f"model      {c.model.cell} {c.model.layers} layers x {c.model.hidden} cells, embedding {c.model.embed}, "
-          f"dropout {c.model.dropout}: {model.num_params:,} parameters")
+    shape = (f"{c.model.cell} {c.model.layers} layers x {c.model.hidden} cells, embedding {c.model.embed}"
+             if c.model.recurrent else c.model.describe())
+    print(f"model      {shape}, dropout {c.model.dropout}: {model.num_params:,} parameters")
     units = {"char": "characters", "bytes": "bytes", "bpe": "byte-pair tokens"}[loaded.vocab.unit]
     print(f"vocabulary {len(loaded.vocab)} {units}")
     print(f"data       {c.data.text} split {','.join(f'{x:g}' for x in c.data.split)}")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charnn.model import CharRNN, cell_gates, cell_step, lstm_memory
+from charnn.model import CharRNN, cell_gates, cell_step, lstm_memory, require_cells
 
 QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
@@ -131,6 +131,7 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
     clamps: layer -> Clamp, cells held fixed while reading (ablation).
     """
     cfg = model.cfg
+    require_cells(cfg, "recording activations")
     if model.training:
         raise ValueError("recording needs the model in eval mode (dropout off): call model.eval() first, "
                          "or load it with Checkpoint.build_model()")

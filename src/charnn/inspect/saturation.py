@@ -17,6 +17,7 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.inspect.activations import GATES, NAMES, record, streams_for
+from charnn.model import require_cells
 from charnn.files import write_outputs
 from charnn.subject import Subject
 
@@ -35,6 +36,7 @@ class Saturation:
 
 @torch.no_grad()
 def gate_saturation(subject: Subject, streams: int = 16) -> Saturation:
+    require_cells(subject.model.cfg, "gate saturation")
     cell = subject.model.cfg.cell
     gates = GATES[cell]
     if not gates:

@@ -21,6 +21,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.files import refuse_foreign, write_atomic
+from charnn.model import require_cells
 from charnn.web.pages import _fill, _json_for_script
 
 WEB_MARKER = b'<meta name="generator" content="charnn exported model">'
@@ -59,6 +60,7 @@ def export_web(run, out, which: str = "best") -> list[Path]:
                           f"and byte models only; use --format onnx (model.json then holds the tokenizer)")
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
+    require_cells(cfg, "the export")
     out = _out_dir(out, {"index.html": WEB_MARKER, "model.js": JS_MARKER, "model.json": b'"format": "' + FORMAT.encode()})
     layout, blob = _tensors(model)
     about = {"format": FORMAT, "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
@@ -100,6 +102,7 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
+    require_cells(cfg, "the export")
     out = _out_dir(out, {"model.onnx": ONNX_MARKER, "model.json": b'"format": "charnn-onnx-1"'})
     step = _OneStep(model).eval()
     ids = torch.zeros(1, dtype=torch.long)

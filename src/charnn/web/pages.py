@@ -22,6 +22,7 @@ from charnn.errors import CharnnError
 from charnn.files import read_jsonl, refuse_foreign, write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.find import find_cells
+from charnn.model import require_cells
 from charnn.subject import Subject, display_chars
 from charnn.vocab import TokenVocab
 
@@ -70,6 +71,7 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     n = len(subject.ids)
     if n > MAX_PAGE_CHARS:
         raise CharnnError(f"{n:,} characters is too many for one page; use --chars {MAX_PAGE_CHARS} or fewer")
+    require_cells(model.cfg, "the cells page")
     cell = model.cfg.cell
     qs = QUANTITIES[cell]
     ch = record_all(model, subject.ids)  # one exact pass from the zero state

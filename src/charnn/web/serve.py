@@ -88,7 +88,7 @@ class Served:
         return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
                 "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
                 "best_val_loss": best if best is not None and math.isfinite(best) else None,
-                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES[c.cell]), "checkpoint": loaded.path.name,
+                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())), "checkpoint": loaded.path.name,
                 "kept_steps": ckpt.kept_steps(self.folder)}
 
 

@@ -1,0 +1,223 @@
+"""Transformer benchmarks (issue #35): sampling with the cache, and time to quality against a plain
+transformer written from nanoGPT's published recipe, in the same run.
+
+    python bench/transformer.py --only sampling
+    python bench/transformer.py --only ttq --budget 60 --lrs 1e-3,3e-3,6e-3,1e-2
+
+The plain reference (``plain_gpt``) is the few dozen lines a capable user would write from
+nanoGPT's README: pre-norm blocks, causal ``scaled_dot_product_attention``, tied input and output
+embeddings, random windows of the block, AdamW (betas 0.9, 0.99, weight decay 0.1 on matrices),
+linear warmup then cosine to a tenth over the wall-time budget, clipping at 1. Both models are
+scored on the whole validation split with the same context rule (windows of the block advancing
+by half of it, each character read with block/2 to block - 1 characters before it), so the
+losses compare. Runs alternate (plain, charnn, plain, ...) so the machine's drift falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from suite import _paired_times
+from torch import nn
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+# ---- the plain reference ----------------------------------------------------------------------
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
+        x = x + self.drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
+        return x + self.drop(self.down(F.gelu(self.up(self.norm2(x)))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, vocab: int, layers: int, heads: int, width: int, block: int, dropout: float):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(block, width)
+        self.blocks = nn.Sequential(*[_Block(width, heads, dropout) for _ in range(layers)])
+        self.norm = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+        for name, p in self.named_parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, 0, 0.02 / math.sqrt(2 * layers) if name.endswith(("out.weight", "down.weight"))
+                                else 0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def forward(self, x):
+        h = self.drop(self.tok(x) + self.pos(torch.arange(x.shape[1])))
+        return self.norm(self.blocks(h)) @ self.tok.weight.T  # tied read-out
+
+
+@torch.no_grad()
+def sliding_loss(logits_of, ids: np.ndarray, block: int, batch: int = 32) -> float:
+    """Mean loss over every character of ids but the first: windows of `block` advancing by
+    block/2, each scoring the characters it has not scored yet (the first window scores all)."""
+    stride = max(1, block // 2)
+    starts = list(range(0, max(1, len(ids) - block), stride))
+    if starts[-1] + block < len(ids) - 1:
+        starts.append(len(ids) - 1 - block)
+    total, count, scored_to = 0.0, 0, 0  # scored_to: targets up to this index are done
+    for i in range(0, len(starts), batch):
+        group = starts[i:i + batch]
+        x = torch.as_tensor(np.stack([ids[s:s + block] for s in group]), dtype=torch.long)
+        y = torch.as_tensor(np.stack([ids[s + 1:s + block + 1] for s in group]), dtype=torch.long)
+        losses = F.cross_entropy(logits_of(x).flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape)
+        for row, s in enumerate(group):
+            first = max(scored_to, s + 1) - (s + 1)  # targets of this window not scored before
+            total += float(losses[row, first:].double().sum())
+            count += block - first
+            scored_to = s + 1 + block
+    return total / count
+
+
+def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4, heads=4, width=128, block=64,
+              batch=12, lr=1e-3, dropout=0.0, warmup=100, min_lr_frac=0.1, weight_decay=0.1,
+              seed=1337) -> tuple[float, int]:
+    """Train for `budget` seconds of wall time; -> (validation loss in nats, steps)."""
+    torch.manual_seed(seed)
+    model = PlainGPT(vocab, layers, heads, width, block, dropout)
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    rest = [p for p in model.parameters() if p.dim() <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0}],
+                            lr=lr, betas=(0.9, 0.99), fused=True)
+    train_ids = torch.as_tensor(np.asarray(ids[:n_train], dtype=np.int64))
+    gen = torch.Generator().manual_seed(seed)
+    start, step = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - start) < budget:
+        frac = elapsed / budget
+        rate = lr * min(1.0, (step + 1) / warmup) * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = rate
+        at = torch.randint(0, n_train - block - 1, (batch,), generator=gen)
+        x = torch.stack([train_ids[a:a + block] for a in at])
+        y = torch.stack([train_ids[a + 1:a + block + 1] for a in at])
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+    model.eval()
+    return sliding_loss(model, np.asarray(ids[n_train:]), block), step
+
+
+# ---- charnn's transformer -------------------------------------------------------------------------
+
+def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) -> tuple[float, int]:
+    from charnn import checkpoint as ckpt
+    from charnn.config import RunConfig, apply_preset
+    from charnn.evaluate import model_text, score_text
+    from charnn.train import train
+
+    cfg = RunConfig()
+    apply_preset(cfg, preset)
+    cfg.data.text, cfg.data.split = str(text), (0.9, 0.1, 0.0)
+    cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10 ** 9, ()
+    cfg.train.keep_checkpoints = "none"
+    for k, v in overrides.items():
+        setattr(cfg.model if hasattr(cfg.model, k) else cfg.train, k, v)
+    with tempfile.TemporaryDirectory() as d:
+        res = train(cfg, Path(d) / "run", progress=False)
+        loaded = ckpt.load(Path(d) / "run", "last")
+        loss = score_text(loaded.build_model(), loaded.vocab, model_text(loaded, split="val").ids).loss
+    return loss, res.steps
+
+
+def ttq(budget: float, lrs: list[float], repeats: int) -> None:
+    from charnn.data import prepare
+
+    if not DATA.exists():
+        print(f"skipped: {DATA} is absent", file=sys.stderr)
+        return
+    enc = prepare(str(DATA))
+    n_train = int(len(enc.ids) * 0.9)
+    rows = []
+    for r in range(repeats):
+        for lr in lrs:
+            loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, lr=lr)
+            rows.append(("plain 4x128 b12", lr, r, loss, steps))
+            print(f"  plain lr {lr:g} round {r}: {loss:.4f} ({steps} steps)", file=sys.stderr, flush=True)
+            loss, steps = charnn_gpt(DATA, budget, lr=lr)
+            rows.append(("charnn gpt-cpu", lr, r, loss, steps))
+            print(f"  charnn lr {lr:g} round {r}: {loss:.4f} ({steps} steps)", file=sys.stderr, flush=True)
+    print(f"\n| recipe | lr | round | val loss (nats) | steps |\n|---|---|---|---|---|")
+    for name, lr, r, loss, steps in rows:
+        print(f"| {name} | {lr:g} | {r} | {loss:.4f} | {steps} |")
+
+
+# ---- sampling with the cache --------------------------------------------------------------------
+
+def sampling(length: int = 1000) -> None:
+    """charnn's cached sampling against a loop that re-reads the whole context (up to the block)
+    for every character, at batch 1; both draw the same characters (checked)."""
+    from charnn.config import ModelConfig
+    from charnn.model import build
+    from charnn.sample import generate, sample_next
+    from charnn.vocab import Vocab
+
+    vocab = Vocab([10] + list(range(32, 127)))
+    print("| model | cached chars/s | re-reading chars/s | ratio | same text |\n|---|---|---|---|---|")
+    for name, (layers, heads, width, block) in {"gpt-cpu 4x128 block 64": (4, 4, 128, 64),
+                                                "gpt 6x384 block 256": (6, 6, 384, 256)}.items():
+        torch.manual_seed(0)
+        model = build(ModelConfig(cell="transformer", layers=layers, heads=heads, embed=width, hidden=width,
+                                  block=block, vocab_size=96)).eval()
+
+        def reread():
+            gen, ids, out = torch.Generator().manual_seed(0), [0], []
+            with torch.no_grad():
+                for _ in range(length):
+                    keep = len(ids) - 1 if len(ids) <= block else block // 2 + (len(ids) - 1 - block) % (block - block // 2)
+                    logits = model(torch.tensor([ids[len(ids) - 1 - keep:]]))[0][:, -1]
+                    nxt = sample_next(logits, gen, 1.0)
+                    out.append(nxt.tolist())
+                    ids.append(int(nxt[0]))
+            return out
+
+        def cached():
+            return list(generate(model, vocab, length=length, num=1, seed=0, temperature=1.0))
+
+        same = reread() == cached()
+        tc, tr = _paired_times(cached, reread, repeats=3, warmup=0)
+        c, r = length / tc, length / tr
+        print(f"| {name} | {c:,.0f} | {r:,.0f} | x{c / r:.1f} | {'yes' if same else 'NO'} |", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="sampling,ttq", help="sampling, ttq")
+    ap.add_argument("--budget", type=float, default=60.0)
+    ap.add_argument("--lrs", default="1e-3,3e-3,6e-3")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    if "sampling" in only:
+        sampling()
+    if "ttq" in only:
+        ttq(args.budget, [float(x) for x in args.lrs.split(",")], args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
