@@ -125,9 +125,8 @@ def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4
 # ---- charnn's transformer -------------------------------------------------------------------------
 
 def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) -> tuple[float, int]:
-    from charnn import checkpoint as ckpt
+    """charnn's run for `budget` seconds; -> (its end-of-run loss on the whole validation split, steps)."""
     from charnn.config import RunConfig, apply_preset
-    from charnn.evaluate import model_text, score_text
     from charnn.train import train
 
     cfg = RunConfig()
@@ -137,11 +136,10 @@ def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) 
     cfg.train.keep_checkpoints = "none"
     for k, v in overrides.items():
         setattr(cfg.model if hasattr(cfg.model, k) else cfg.train, k, v)
+    cfg.train.eval_chars = 0  # the end-of-run evaluation reads the whole split (so do the plain model's)
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, Path(d) / "run", progress=False)
-        loaded = ckpt.load(Path(d) / "run", "last")
-        loss = score_text(loaded.build_model(), loaded.vocab, model_text(loaded, split="val").ids).loss
-    return loss, res.steps
+    return res.last_val_loss, res.steps
 
 
 def ttq(budget: float, lrs: list[float], repeats: int) -> None:
@@ -161,7 +159,7 @@ def ttq(budget: float, lrs: list[float], repeats: int) -> None:
             loss, steps = charnn_gpt(DATA, budget, lr=lr)
             rows.append(("charnn gpt-cpu", lr, r, loss, steps))
             print(f"  charnn lr {lr:g} round {r}: {loss:.4f} ({steps} steps)", file=sys.stderr, flush=True)
-    print(f"\n| recipe | lr | round | val loss (nats) | steps |\n|---|---|---|---|---|")
+    print("\n| recipe | lr | round | val loss (nats) | steps |\n|---|---|---|---|---|")
     for name, lr, r, loss, steps in rows:
         print(f"| {name} | {lr:g} | {r} | {loss:.4f} | {steps} |")
 
@@ -171,37 +169,41 @@ def ttq(budget: float, lrs: list[float], repeats: int) -> None:
 def sampling(length: int = 1000) -> None:
     """charnn's cached sampling against a loop that re-reads the whole context (up to the block)
     for every character, at batch 1; both draw the same characters (checked)."""
+    print("| model | cached chars/s | re-reading chars/s | ratio | same text |\n|---|---|---|---|---|")
+    _sampling_row("gpt-cpu 4x128 block 64", 4, 4, 128, 64, length)
+    _sampling_row("gpt 6x384 block 256", 6, 6, 384, 256, length)
+
+
+def _sampling_row(name: str, layers: int, heads: int, width: int, block: int, length: int) -> None:
     from charnn.config import ModelConfig
     from charnn.model import build
     from charnn.sample import generate, sample_next
     from charnn.vocab import Vocab
 
     vocab = Vocab([10] + list(range(32, 127)))
-    print("| model | cached chars/s | re-reading chars/s | ratio | same text |\n|---|---|---|---|---|")
-    for name, (layers, heads, width, block) in {"gpt-cpu 4x128 block 64": (4, 4, 128, 64),
-                                                "gpt 6x384 block 256": (6, 6, 384, 256)}.items():
-        torch.manual_seed(0)
-        model = build(ModelConfig(cell="transformer", layers=layers, heads=heads, embed=width, hidden=width,
-                                  block=block, vocab_size=96)).eval()
+    torch.manual_seed(0)
+    model = build(ModelConfig(cell="transformer", layers=layers, heads=heads, embed=width, hidden=width,
+                              block=block, vocab_size=96)).eval()
 
-        def reread():
-            gen, ids, out = torch.Generator().manual_seed(0), [0], []
-            with torch.no_grad():
-                for _ in range(length):
-                    keep = len(ids) - 1 if len(ids) <= block else block // 2 + (len(ids) - 1 - block) % (block - block // 2)
-                    logits = model(torch.tensor([ids[len(ids) - 1 - keep:]]))[0][:, -1]
-                    nxt = sample_next(logits, gen, 1.0)
-                    out.append(nxt.tolist())
-                    ids.append(int(nxt[0]))
-            return out
+    def reread():  # the context the sliding window gives each character, read afresh every time
+        gen, ids, out = torch.Generator().manual_seed(0), [0], []
+        with torch.no_grad():
+            for _ in range(length):
+                t = len(ids) - 1
+                seen = t if t < block else block // 2 + (t - block) % (block - block // 2)
+                logits = model(torch.tensor([ids[t - seen:]]))[0][:, -1]
+                nxt = sample_next(logits, gen, 1.0)
+                out.append(nxt.tolist())
+                ids.append(int(nxt[0]))
+        return out
 
-        def cached():
-            return list(generate(model, vocab, length=length, num=1, seed=0, temperature=1.0))
+    def cached():
+        return list(generate(model, vocab, length=length, num=1, seed=0, temperature=1.0))
 
-        same = reread() == cached()
-        tc, tr = _paired_times(cached, reread, repeats=3, warmup=0)
-        c, r = length / tc, length / tr
-        print(f"| {name} | {c:,.0f} | {r:,.0f} | x{c / r:.1f} | {'yes' if same else 'NO'} |", flush=True)
+    same = reread() == cached()
+    tc, tr = _paired_times(cached, reread, repeats=3, warmup=0)
+    c, r = length / tc, length / tr
+    print(f"| {name} | {c:,.0f} | {r:,.0f} | x{c / r:.1f} | {'yes' if same else 'NO'} |", flush=True)
 
 
 def main() -> int:

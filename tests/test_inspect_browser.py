@@ -109,3 +109,40 @@ def test_pages_of_a_real_run(browser, tmp_path):
     assert evo.locator(".snap").count() >= 1
     shot(evo, "evolution-real.png")
     assert errors == errors2 == []
+
+
+def test_the_attention_page_shows_every_heads_weights_on_hover(browser, tmp_path):
+    import random
+
+    import torch
+
+    from charnn import checkpoint as ckpt
+    from charnn.config import ModelConfig, RunConfig
+    from charnn.inspect.attention import read_attention
+    from charnn.model import build
+    from charnn.vocab import Vocab
+    from charnn.web.pages import write_attention_page
+
+    rng = random.Random(0)
+    text = "".join(rng.choice('ab(c)"d\n') for _ in range(120))
+    torch.manual_seed(0)
+    model = build(ModelConfig(cell="transformer", layers=2, heads=3, embed=24, hidden=24, block=16, vocab_size=8))
+    ckpt.save(tmp_path / "m.safetensors", RunConfig(model=model.cfg), Vocab(sorted({ord(c) for c in text})), model,
+              {"step": 0})
+    (tmp_path / "t.txt").write_text(text)
+    subject = open_subject(tmp_path / "m.safetensors", text=str(tmp_path / "t.txt"))
+    path, data = write_attention_page(subject, tmp_path / "att.html")
+    page, errors = _open(browser, path)
+    assert page.locator("#text span").count() == 120
+    assert page.locator("[data-testid=ranking] tr").count() == 1 + 4  # a header and the four patterns
+    page.select_option("[data-testid=head]", "1:2")
+    page.hover("#text span >> nth=50")
+    assert page.locator("[data-testid=heads] .row").count() == 6  # every head of every layer
+    want = read_attention(subject).att[1, 2, 50]  # the chosen head's weights from character 50 back
+    shown = page.eval_on_selector_all("#text span", "s => s.map(e => e.style.backgroundColor)")
+    for j in range(int(data["context"][50]) + 1):
+        alpha = float(shown[50 - j].split(",")[-1].rstrip(")")) if shown[50 - j].startswith("rgba") else 1.0
+        assert abs(alpha - want[j]) < 0.01, (j, shown[50 - j], want[j])
+    assert all(c == "" for c in shown[51:])  # nothing after the hovered character
+    shot(page, "attention")
+    assert errors == []

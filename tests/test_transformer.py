@@ -207,8 +207,8 @@ def transformer_config(text_file, **train):
 
 
 def test_a_transformer_learns_the_synthetic_corpus(text_file, tmp_path):
-    res = train(transformer_config(text_file, max_steps=300, eval_every=100), tmp_path / "run", progress=False)
-    assert res.best_val_loss < 0.9, res.best_val_loss  # the unigram entropy is about 2.6 nats
+    res = train(transformer_config(text_file, max_steps=600, eval_every=200), tmp_path / "run", progress=False)
+    assert res.best_val_loss < 0.75, res.best_val_loss  # the unigram entropy is about 2.6 nats
     loaded = ckpt.load(tmp_path / "run", "best")
     model = loaded.build_model()
     assert loaded.config.model.describe() == "transformer 2x32, 2 heads, block 24"

@@ -18,6 +18,7 @@ class Scan:
     crossed: int = 0  # closers whose innermost open bracket is of another kind, e.g. "(]"
     left_open: int = 0  # openers never closed
     depth: list[int] | None = None  # with depths=True: brackets open after each character
+    innermost: list[int] | None = None  # with depths=True: the innermost open bracket's position after each (-1: none)
 
 
 def scan(text: str, pairs: str = "()[]{}", depths: bool = False) -> Scan:
@@ -29,7 +30,7 @@ def scan(text: str, pairs: str = "()[]{}", depths: bool = False) -> Scan:
     """
     openers = {pairs[k]: pairs[k + 1] for k in range(0, len(pairs), 2)}
     closers = {v: k for k, v in openers.items()}
-    out = Scan(depth=[] if depths else None)
+    out = Scan(depth=[] if depths else None, innermost=[] if depths else None)
     stack: list[tuple[str, int]] = []
     for k, ch in enumerate(text):
         if ch in openers:
@@ -43,5 +44,6 @@ def scan(text: str, pairs: str = "()[]{}", depths: bool = False) -> Scan:
                 out.matches[k] = stack.pop()[1]
         if depths:
             out.depth.append(len(stack))
+            out.innermost.append(stack[-1][1] if stack else -1)
     out.left_open = len(stack)
     return out

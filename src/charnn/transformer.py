@@ -93,6 +93,24 @@ class Block(nn.Module):
         return x + self.drop(self.proj(F.gelu(self.fc(self.ln2(x))))), kv, att
 
 
+class TiedReadout(nn.Module):
+    """The read-out with the embedding's weights (nanoGPT's weight tying: one matrix maps ids to
+    vectors and vectors to scores). The weight is not registered here, so a checkpoint holds it
+    once, as embed.weight; ``weight`` reads it for whoever asks the read-out (its device, its dtype)."""
+
+    def __init__(self, embed: nn.Embedding):
+        super().__init__()
+        self._embed = (embed,)  # a tuple, not a submodule: the parent owns and moves the embedding
+        self.bias = nn.Parameter(torch.zeros(embed.num_embeddings))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._embed[0].weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.weight, self.bias)
+
+
 class CharTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig, embed_std: float = 1.0):
         """embed_std is CharRNN's argument; a transformer starts from GPT-2's initialisation."""
@@ -103,7 +121,7 @@ class CharTransformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.embed)
-        self.head = nn.Linear(cfg.embed, cfg.vocab_size)
+        self.head = TiedReadout(self.embed)  # tied: without it a small model took far longer to learn to copy
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -165,6 +183,28 @@ class CharTransformer(nn.Module):
             kv = self.init_state(x.shape[0], x.device)[1]
         return logits, (ids, kv)
 
+    @torch.no_grad()
+    def read_inside(self, ids: torch.Tensor):
+        """Read ids (N,) as evaluation does (the window sliding) and keep what happened inside:
+        -> logits (N, V), "att" (L, heads, N, block): att[l, h, t, j] is the weight head h of
+        layer l put, reading character t, on character t - j (0 where t - j was not visible);
+        "context" (N,): how many characters before t were visible; "resid" (L, N, E): the
+        residual stream after each block."""
+        c, N = self.cfg, len(ids)
+        att = torch.zeros(c.layers, c.heads, N, c.block)
+        context = torch.zeros(N, dtype=torch.long)
+        resid = []
+
+        def keep(t0: int, past: int, inside: dict) -> None:
+            a = inside["att"][:, 0]  # (L, heads, n, past + n)
+            for i in range(a.shape[2]):
+                att[:, :, t0 + i, :past + i + 1] = a[:, :, i, :past + i + 1].flip(-1)
+                context[t0 + i] = past + i
+            resid.append(inside["resid"][:, 0])
+
+        logits, _ = self._read(ids[None], None, keep)
+        return logits[0], {"att": att, "context": context, "resid": torch.cat(resid, 1)}
+
     def trunk(self, x: torch.Tensor, kv: torch.Tensor | None, weights: bool = False):
         """x (B, n) read after the cached kv (L, 2, B, nh, P, hd) -> the final normed residual
         stream (B, n, E), the new kv (L, 2, B, nh, P+n, hd), and with `weights` a dict of what
@@ -199,7 +239,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                        b + "attn.qkv.bias": (3 * E,), b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
                        b + "ln2.weight": (E,), b + "ln2.bias": (E,), b + "fc.weight": (4 * E, E),
                        b + "fc.bias": (4 * E,), b + "proj.weight": (E, 4 * E), b + "proj.bias": (E,)})
-    shapes.update({"ln_f.weight": (E,), "ln_f.bias": (E,), "head.weight": (V, E), "head.bias": (V,)})
+    shapes.update({"ln_f.weight": (E,), "ln_f.bias": (E,), "head.bias": (V,)})  # the read-out's weight is embed's
     return shapes
 
 

@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
 def _add_inspect(sub) -> None:
     ins = sub.add_parser("inspect", help="look inside a trained model: cell heatmaps, cell search, saturation, "
                                          "ablation, training evolution")
-    ins.set_defaults(func=_say_what("inspect", "cells, find, saturation, ablate or evolution"))
+    ins.set_defaults(func=_say_what("inspect", "cells, find, saturation, ablate, evolution or attention"))
     isub = ins.add_subparsers(dest="inspect_command", metavar="WHAT", parser_class=type(ins))
 
     def common(p, chars_default: int, chars_help: str):
@@ -72,6 +72,15 @@ def _add_inspect(sub) -> None:
                         "dynamics plot (reads --chars of the validation split with every kept checkpoint)")
     e.add_argument("--chars", type=flags.count, default=5000, help="characters read by --analyses (default 5000)")
     e.set_defaults(func=cmd_evolution)
+
+    t = isub.add_parser("attention", help="a transformer: an HTML page of every head's attention, and its heads "
+                                          "ranked by what they attend to (previous character, line start, "
+                                          "matching opener, copying)")
+    common(t, 1000, "characters to show (default 1000)")
+    t.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
+    t.add_argument("--top", type=flags.count, default=3, help="heads to list per pattern (default 3)")
+    t.add_argument("--json", action="store_true", help="print the ranking as one JSON object")
+    t.set_defaults(func=cmd_attention)
 
 
 def _add_analyze(sub) -> None:
@@ -253,6 +262,22 @@ def cmd_cells(args) -> int:
     path = write_cells_page(subject, args.out)
     units = "tokens" if subject.vocab.unit == "bpe" else "characters"
     print(f"wrote {path} ({len(subject.ids):,} {units} of {subject.what}); open it in a browser", file=sys.stderr)
+    return 0
+
+
+def cmd_attention(args) -> int:
+    from charnn.web.pages import write_attention_page
+
+    subject = _subject(args)
+    path, data = write_attention_page(subject, args.out, args.top)
+    if args.json:
+        print(json.dumps({"page": str(path), "ranking": data["ranking"]}))
+        return 0
+    for p in data["ranking"]:
+        best = ", ".join(f"layer {s['layer']} head {s['head']} {s['score']:.2f}" for s in p["top"]) or "-"
+        chance = f" (chance {p['top'][0]['chance']:.2f})" if p["top"] else ""
+        print(f"{p['about']}: {best}{chance}")
+    print(f"wrote {path} ({len(subject.ids):,} characters of {subject.what}); open it in a browser", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,8 @@
 - ``features``: what a cell might track (quotes, brackets, line position, ...);
 - ``find.find_cells``: cells ranked by correlation with each feature;
 - ``saturation.gate_saturation``: how often gates are shut or open;
-- ``ablate.ablate``: silence cells and measure the loss where each feature is on and off.
+- ``ablate.ablate``: silence cells and measure the loss where each feature is on and off;
+- ``attention``: a transformer's attention, and its heads ranked by what they attend to.
 
 The pages that show these live in ``charnn.web``; comparisons with other models (n-grams, the
 error oracles, braces) in ``charnn.study``.

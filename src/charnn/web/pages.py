@@ -21,12 +21,15 @@ import torch
 from charnn.errors import CharnnError
 from charnn.files import read_jsonl, refuse_foreign, write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
+from charnn.inspect.attention import rank_heads, read_attention, require_attention
 from charnn.inspect.find import find_cells
 from charnn.model import require_cells
 from charnn.subject import Subject, display_chars
 from charnn.vocab import TokenVocab
 
 CELLS_MARKER = b'<meta name="generator" content="charnn cells page">'
+ATTENTION_MARKER = b'<meta name="generator" content="charnn attention page">'
+MAX_ATTENTION_BYTES = 40_000_000  # layers x heads x characters x block, one byte each
 EVOLUTION_MARKER = b'<meta name="generator" content="charnn evolution page">'
 TEACH_MARKER = b'<meta name="generator" content="charnn teach page">'
 PNG_MARKER = b"charnn training curves"
@@ -109,6 +112,35 @@ def write_cells_page(subject: Subject, out: str | Path) -> Path:
     data = cells_page_data(subject)
     page = _fill("cells.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
     return _write(Path(out), page, CELLS_MARKER)
+
+
+# ---- a transformer's attention ------------------------------------------------------------
+
+def attention_page_data(subject: Subject, top: int = 3) -> dict:
+    """Everything the attention page shows: each head's weights (one byte each) while reading
+    the text, how much context each character had, and the heads ranked by pattern."""
+    require_attention(subject)
+    c = subject.model.cfg
+    n = len(subject.ids)
+    size = c.layers * c.heads * n * c.block
+    if size > MAX_ATTENTION_BYTES:
+        most = MAX_ATTENTION_BYTES // (c.layers * c.heads * c.block)
+        raise CharnnError(f"{n:,} characters of {c.layers * c.heads} heads over a block of {c.block} is too much for "
+                          f"one page; use --chars {most} or fewer")
+    a = read_attention(subject)
+    q = np.clip(np.rint(a.att * 255), 0, 255).astype(np.uint8)
+    ranking = [{"name": r.name, "about": r.about, "queries": r.queries,
+                "top": [{"layer": s.layer, "head": s.head, "score": round(s.score, 4), "chance": round(s.chance, 4)}
+                        for s in r.top]} for r in rank_heads(a, top)]
+    title = f"charnn attention: {c.describe()} reading {n:,} characters of {subject.what}"
+    return {"title": title, "text": list(subject.text), "layers": c.layers, "heads": c.heads, "block": c.block,
+            "context": a.context.tolist(), "att": base64.b64encode(q.tobytes()).decode(), "ranking": ranking}
+
+
+def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tuple[Path, dict]:
+    data = attention_page_data(subject, top)
+    page = _fill("attention.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
+    return _write(Path(out), page, ATTENTION_MARKER), data
 
 
 # ---- training evolution -------------------------------------------------------------------

@@ -36,7 +36,7 @@ from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import score_text
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
-from charnn.model import CharRNN
+from charnn.model import CharRNN, require_cells
 from charnn.sample import next_probs, parse_clamp, sample_text, stream
 from charnn.subject import display_chars
 
@@ -191,6 +191,7 @@ def do_next(run: Served, req: NextRequest) -> dict:
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
     cfg = loaded.config.model
+    require_cells(cfg, "the activations")
     if req.layer >= cfg.layers:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
     if req.quantity not in QUANTITIES[cfg.cell]:

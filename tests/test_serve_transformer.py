@@ -1,0 +1,76 @@
+"""charnn serve on a transformer run: listing, sampling (whole and streamed), scoring and the next
+character's distribution equal the command line's; what reads cells answers 4xx with a message."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from conftest import learnable_text, tiny_config  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from charnn.config import ModelConfig  # noqa: E402
+from charnn.web.serve import create_app, open_runs  # noqa: E402
+
+
+def _charnn(*args):
+    return subprocess.run([sys.executable, "-m", "charnn", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from charnn.train import train
+
+    d = tmp_path_factory.mktemp("serve_gpt")
+    (d / "text.txt").write_text(learnable_text(), encoding="utf-8")
+    cfg = tiny_config(d / "text.txt", max_steps=60, eval_every=30)
+    cfg.model = ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=16)
+    cfg.train.seq_len = 16
+    train(cfg, d / "gpt", progress=False)
+    return d / "gpt"
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    with TestClient(create_app(open_runs([run]), workers=1, queue=2)) as c:
+        yield c
+
+
+def test_the_run_is_listed_as_a_transformer(client):
+    (got,) = client.get("/api/runs").json()
+    assert got["name"] == "gpt" and got["cell"] == "transformer" and got["quantities"] == []
+
+
+def test_samples_scores_and_next_equal_the_command_line(client, run, tmp_path):
+    body = {"prime": "one two", "length": 60, "seed": 4, "temperature": 0.8, "num": 2, "top_k": 5}
+    got = client.post("/api/runs/gpt/sample", json=body)
+    assert got.status_code == 200, got.text
+    printed = _charnn("sample", run, "--prime", "one two", "--length", "60", "--seed", "4", "--temperature", "0.8",
+                      "--num", "2", "--top-k", "5")
+    assert "\n----\n".join(got.json()["samples"]) + "\n" == printed.stdout
+    with client.stream("POST", "/api/runs/gpt/sample/stream", json={**body, "num": 1}) as r:
+        pieces = [json.loads(line[6:])["text"] for line in r.iter_lines()
+                  if line.startswith("data: ") and '"text"' in line]
+    first = client.post("/api/runs/gpt/sample", json={**body, "num": 1}).json()["samples"][0]
+    assert "one two" + "".join(pieces) == first
+    text = learnable_text(40, seed=3)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    scored = client.post("/api/runs/gpt/eval", json={"text": text}).json()
+    cli = json.loads(_charnn("eval", run, "--text", tmp_path / "t.txt", "--json").stdout)
+    assert scored["chars"] == cli["chars"] and scored["loss"] == pytest.approx(cli["loss"], rel=1e-6)
+    nxt = client.post("/api/runs/gpt/next", json={"text": "one tw", "temperatures": [1], "top": 3}).json()
+    shown = json.loads(_charnn("sample", run, "--prime", "one tw", "--show-probs", "--temperatures", "1",
+                               "--json").stdout)
+    assert nxt["candidates"] == shown["candidates"][:3]
+
+
+def test_what_reads_cells_is_a_4xx_with_a_message(client):
+    r = client.post("/api/runs/gpt/activations", json={"text": "one two", "layer": 0, "quantity": "h"})
+    assert 400 <= r.status_code < 500, r.text
+    assert "transformer" in r.text
+    r = client.post("/api/runs/gpt/sample", json={"length": 10, "clamp": "0:1=0.5"})
+    assert r.status_code == 400 and "cannot be clamped" in r.text
