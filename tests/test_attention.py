@@ -10,7 +10,7 @@ import torch
 
 from charnn import checkpoint as ckpt
 from charnn.config import ModelConfig
-from charnn.inspect.attention import rank_heads, read_attention, targets
+from charnn.inspect.attention import read_attention, targets
 from charnn.model import build
 from charnn.subject import open_subject
 from charnn.train import train
