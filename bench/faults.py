@@ -11,6 +11,7 @@ is left.
 
     python bench/faults.py            # 24 trials, prints a table and "survived N of 24"
     python bench/faults.py --trials 60 --seed 3
+    python bench/faults.py --model transformer
 
 tests/test_faults.py runs a few of the same trials in CI.
 """
@@ -31,9 +32,12 @@ from pathlib import Path
 POINTS = ("mid-tmp", "after-tmp", "after-rename")
 TIMING = {"elapsed", "chars_per_s"}  # log fields that depend on the clock, not on the computation
 STEPS, EVAL_EVERY = 150, 25
-ARGS = ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", "--batch-size", "8", "--threads", "1", "--quiet",
-        "--samples", "0", "--max-steps", str(STEPS), "--eval-every", str(EVAL_EVERY), "--checkpoint-every", "0",
-        "--dropout", "0.1"]
+COMMON = ["--batch-size", "8", "--threads", "1", "--quiet", "--samples", "0", "--max-steps", str(STEPS),
+          "--eval-every", str(EVAL_EVERY), "--checkpoint-every", "0", "--dropout", "0.1"]
+MODELS = {"lstm": ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", *COMMON],
+          "transformer": ["--cell", "transformer", "--layers", "2", "--heads", "2", "--embed", "16", "--block", "20",
+                          *COMMON]}
+ARGS = MODELS["lstm"]
 
 
 def learnable_text(n_lines: int = 600, seed: int = 0) -> str:
@@ -62,15 +66,15 @@ def charnn(args: list[str], env: dict, kill_after: float | None = None, timeout:
     return p.returncode
 
 
-def train_command(text: Path, out: Path) -> list[str]:
-    return ["train", str(text), "--out", str(out), *ARGS]
+def train_command(text: Path, out: Path, model: str = "lstm") -> list[str]:
+    return ["train", str(text), "--out", str(out), *MODELS[model]]
 
 
-def straight_run(text: Path, out: Path, env: dict) -> None:
-    charnn(train_command(text, out), env)
+def straight_run(text: Path, out: Path, env: dict, model: str = "lstm") -> None:
+    charnn(train_command(text, out, model), env)
 
 
-def faulted_run(text: Path, out: Path, env: dict, fault: tuple) -> int:
+def faulted_run(text: Path, out: Path, env: dict, fault: tuple, model: str = "lstm") -> int:
     """Run to the end through one fault; return how many processes it took."""
     kind, value = fault
     first_env, kill_after = dict(env), None
@@ -79,13 +83,13 @@ def faulted_run(text: Path, out: Path, env: dict, fault: tuple) -> int:
     else:
         first_env["CHARNN_FAULT"] = value
     processes = 1
-    rc = charnn(train_command(text, out), first_env, kill_after)
+    rc = charnn(train_command(text, out, model), first_env, kill_after)
     while rc != 0:
         processes += 1
         if processes > 5:
             raise RuntimeError("the run did not finish after 5 restarts")
         resume = (out / "last.safetensors").exists()
-        rc = charnn(train_command(text, out) + (["--resume"] if resume else []), env)
+        rc = charnn(train_command(text, out, model) + (["--resume"] if resume else []), env)
     return processes
 
 
@@ -136,6 +140,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=sorted(MODELS), default="lstm", help="the run to break (default lstm)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -144,15 +149,15 @@ def main() -> int:
         text = tmp / "text.txt"
         text.write_text(learnable_text())
         t0 = time.perf_counter()
-        straight_run(text, tmp / "straight", env)
+        straight_run(text, tmp / "straight", env, args.model)
         took = time.perf_counter() - t0
-        print(f"uninterrupted run: {STEPS} steps in {took:.1f} s (process start included)")
+        print(f"uninterrupted {args.model} run: {STEPS} steps in {took:.1f} s (process start included)")
         print("| # | fault | processes | survived | what differs |\n|---|---|---|---|---|")
         survived = landed = 0
         faults = trials(args.trials, args.seed, took)
         for i, fault in enumerate(faults, 1):
             out = tmp / f"run{i}"
-            procs = faulted_run(text, out, env, fault)
+            procs = faulted_run(text, out, env, fault, args.model)
             diff = differences(tmp / "straight", out)
             survived += not diff
             landed += procs > 1

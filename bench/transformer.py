@@ -2,7 +2,7 @@
 transformer written from nanoGPT's published recipe, in the same run.
 
     python bench/transformer.py --only sampling
-    python bench/transformer.py --only ttq --budget 60 --lrs 1e-3,3e-3,6e-3,1e-2
+    python bench/transformer.py --only ttq --budget 60 --lrs 3e-3,6e-3 --variants "lr=6e-3;lr=1e-2"
 
 The plain reference (``plain_gpt``) is the few dozen lines a capable user would write from
 nanoGPT's README: pre-norm blocks, causal ``scaled_dot_product_attention``, tied input and output
@@ -142,7 +142,21 @@ def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) 
     return res.last_val_loss, res.steps
 
 
-def ttq(budget: float, lrs: list[float], repeats: int) -> None:
+def _variant(text: str) -> dict:
+    """'lr=6e-3,precision=bf16' -> {'lr': 0.006, 'precision': 'bf16'}"""
+    out = {}
+    for part in filter(None, text.split(",")):
+        k, v = part.split("=")
+        try:
+            out[k] = float(v) if "." in v or "e" in v else int(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def ttq(budget: float, plain_lrs: list[float], variants: list[str], repeats: int) -> None:
+    """Alternates the plain recipe at each learning rate with charnn's gpt-cpu preset under each
+    variant (settings over the preset), `repeats` rounds; prints every run."""
     from charnn.data import prepare
 
     if not DATA.exists():
@@ -152,16 +166,19 @@ def ttq(budget: float, lrs: list[float], repeats: int) -> None:
     n_train = int(len(enc.ids) * 0.9)
     rows = []
     for r in range(repeats):
-        for lr in lrs:
-            loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, lr=lr)
-            rows.append(("plain 4x128 b12", lr, r, loss, steps))
-            print(f"  plain lr {lr:g} round {r}: {loss:.4f} ({steps} steps)", file=sys.stderr, flush=True)
-            loss, steps = charnn_gpt(DATA, budget, lr=lr)
-            rows.append(("charnn gpt-cpu", lr, r, loss, steps))
-            print(f"  charnn lr {lr:g} round {r}: {loss:.4f} ({steps} steps)", file=sys.stderr, flush=True)
-    print("\n| recipe | lr | round | val loss (nats) | steps |\n|---|---|---|---|---|")
-    for name, lr, r, loss, steps in rows:
-        print(f"| {name} | {lr:g} | {r} | {loss:.4f} | {steps} |")
+        for k in range(max(len(plain_lrs), len(variants))):
+            if k < len(plain_lrs):
+                loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, lr=plain_lrs[k])
+                rows.append((f"plain 4x128 b12, lr {plain_lrs[k]:g}", r, loss, steps))
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+            if k < len(variants):
+                loss, steps = charnn_gpt(DATA, budget, **_variant(variants[k]))
+                rows.append((f"charnn gpt-cpu, {variants[k] or 'as published'}", r, loss, steps))
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    print(f"\n{budget:g} s each, tiny Shakespeare 90/10, whole validation split\n"
+          "| recipe | round | val loss (nats) | steps |\n|---|---|---|---|")
+    for name, r, loss, steps in rows:
+        print(f"| {name} | {r} | {loss:.4f} | {steps} |")
 
 
 # ---- sampling with the cache --------------------------------------------------------------------
@@ -210,14 +227,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="sampling,ttq", help="sampling, ttq")
     ap.add_argument("--budget", type=float, default=60.0)
-    ap.add_argument("--lrs", default="1e-3,3e-3,6e-3")
+    ap.add_argument("--lrs", default="1e-3,3e-3,6e-3,1e-2", help="the plain recipe's learning rates")
+    ap.add_argument("--variants", default="lr=3e-3;lr=6e-3;lr=1e-2",
+                    help="charnn runs: settings over the gpt-cpu preset, ';' between runs (e.g. lr=1e-2,precision=bf16)")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     only = set(args.only.split(","))
     if "sampling" in only:
         sampling()
     if "ttq" in only:
-        ttq(args.budget, [float(x) for x in args.lrs.split(",")], args.repeats)
+        ttq(args.budget, [float(x) for x in filter(None, args.lrs.split(","))], args.variants.split(";"), args.repeats)
     return 0
 
 

@@ -89,6 +89,7 @@ CATALOGUE = [
     (T + ["--cell", "transformer", "--weight-drop", "0.1"], "--weight-drop: for recurrent cells only"),
     (T + ["--heads", "4"], "--cell lstm has neither"),
     (T + ["--preset", "gpt-cpu", "--cell", "gru"], "--cell gru has neither"),
+    (T + ["--windows", "random"], "use --windows streams (the default) with a recurrent cell"),
     (T + ["--max-time", "10x"], "invalid duration"),
     (T + ["--checkpoint-every", "soon"], "invalid duration"),
     (T + ["--split", "0.5,0.5"], "three fractions"),

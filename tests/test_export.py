@@ -106,3 +106,38 @@ def test_the_onnx_step_run_by_onnxruntime_gives_pytorchs_logits(runs, tmp_path, 
         got.append(out[0][0])
         state = dict(zip(about["inputs"][1:], out[1:]))
     assert np.abs(np.array(got) - reference_logits(runs / name, TEXT)).max() < 1e-4
+
+
+def test_a_transformers_onnx_step_with_its_cache_gives_pytorchs_logits_past_the_block(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import torch
+
+    from charnn import checkpoint as ckpt
+    from charnn.config import ModelConfig, RunConfig
+    from charnn.model import build
+    from charnn.vocab import Vocab
+    from charnn.web.export import export_onnx
+
+    vocab = Vocab(sorted({ord(c) for c in TEXT}))
+    torch.manual_seed(0)
+    model = build(ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=8,
+                              vocab_size=len(vocab)))
+    ckpt.save(tmp_path / "gpt.safetensors", RunConfig(model=model.cfg), vocab, model, {"step": 0})
+    export_onnx(tmp_path / "gpt.safetensors", tmp_path / "onnx")
+    about = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert about["inputs"] == ["ids", "kv"] and "block // 2" in about["state"]
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    c = about["config"]
+    empty = np.zeros((c["layers"], 2, 1, c["heads"], 0, c["embed"] // c["heads"]), np.float32)
+    ids = np.asarray(vocab.encode(TEXT), dtype=np.int64)
+    assert len(ids) > 3 * c["block"]  # the window slides several times
+    kv, got, seen = empty, [], []
+    for i in ids:  # the caller's slide, as model.json says
+        if kv.shape[4] == c["block"]:
+            kv = empty
+            for j in seen[-(c["block"] // 2):]:
+                kv = session.run(None, {"ids": np.array([j]), "kv": kv})[1]
+        logits, kv = session.run(None, {"ids": np.array([i]), "kv": kv})
+        got.append(logits[0])
+        seen.append(i)
+    assert np.abs(np.array(got) - reference_logits(tmp_path / "gpt.safetensors", TEXT)).max() < 1e-4

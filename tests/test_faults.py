@@ -44,6 +44,17 @@ def test_killed_run_resumes_bit_identical(straight, fault):
     assert faults.differences(d / "straight", out) == []
 
 
+@pytest.mark.parametrize("fault", [("point", "mid-tmp:last.safetensors:3"), ("kill", 3.5)], ids=["mid_tmp_3", "kill_3s"])
+def test_a_killed_transformer_run_resumes_bit_identical(straight, fault):
+    d, text, env = straight
+    if not (d / "straight-transformer").exists():
+        faults.straight_run(text, d / "straight-transformer", env, "transformer")
+    out = d / f"gpt-{fault[1]}".replace(":", "_")
+    processes = faults.faulted_run(text, out, env, fault, "transformer")
+    assert processes >= 2 or fault[0] == "kill"
+    assert faults.differences(d / "straight-transformer", out) == []
+
+
 def test_differences_notices_a_broken_resume(straight, tmp_path):
     """The comparison itself can fail: a run with one more step, or a duplicated log line."""
     d, text, env = straight

@@ -184,6 +184,10 @@ def test_bad_transformer_settings_are_refused_in_one_line():
         cfg(cell="lstm").validate()
     with pytest.raises(CharnnError, match="a transformer's width is --embed"):
         cfg(hidden=64).validate()
+    c = RunConfig()
+    c.train.windows = "random"
+    with pytest.raises(CharnnError, match="--cell lstm carries its state"):
+        c.validate()
 
 
 def test_the_presets_are_nanogpts_recipes():
@@ -196,6 +200,7 @@ def test_the_presets_are_nanogpts_recipes():
         assert (m.cell, m.layers, m.heads, m.embed, m.block, m.dropout) == ("transformer", layers, heads, width,
                                                                             block, dropout)
         assert c.train.seq_len == block and c.train.lr == 1e-3 and c.train.weight_decay == 0.1
+        assert c.train.windows == "random"
         assert set(PRESETS[name]) == {"model", "train"}
 
 
@@ -217,15 +222,32 @@ def test_a_transformer_learns_the_synthetic_corpus(text_file, tmp_path):
     assert words <= {"one", "two", "three", "four", "five", ""}, words
 
 
-def test_stop_and_resume_is_bit_identical_with_dropout(text_file, tmp_path):
-    train(transformer_config(text_file, max_steps=30, eval_every=12), tmp_path / "whole", progress=False)
-    first = train(transformer_config(text_file, max_steps=30, eval_every=12), tmp_path / "split", progress=False,
-                  on_step=lambda s: s >= 17)
+@pytest.mark.parametrize("windows", ["streams", "random"])
+def test_stop_and_resume_is_bit_identical_with_dropout(text_file, tmp_path, windows):
+    train(transformer_config(text_file, max_steps=30, eval_every=12, windows=windows), tmp_path / "whole",
+          progress=False)
+    first = train(transformer_config(text_file, max_steps=30, eval_every=12, windows=windows), tmp_path / "split",
+                  progress=False, on_step=lambda s: s >= 17)
     assert first.stopped_by == "interrupt" and first.steps == 17
     train(None, tmp_path / "split", resume=True, progress=False)
     a, b = ckpt.load(tmp_path / "whole").weights, ckpt.load(tmp_path / "split").weights
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert ckpt.load(tmp_path / "whole").meta["val_loss"] == ckpt.load(tmp_path / "split").meta["val_loss"]
+
+
+def test_random_windows_are_a_function_of_seed_epoch_and_step_and_shard_the_batch():
+    from charnn.data import RandomWindows
+
+    data = np.arange(10_000) % 251
+    a, b = RandomWindows(data, 8, 16, seed=3), RandomWindows(data, 8, 16, seed=3)
+    w = a.window(5, epoch=2)
+    assert w.shape == (8, 17) and torch.equal(w, b.window(5, epoch=2))
+    assert torch.equal(w[:, 1:], (w[:, :-1] + 1) % 251)  # each row is one contiguous piece of the text
+    assert not torch.equal(w, a.window(6, epoch=2)) and not torch.equal(w, a.window(5, epoch=3))
+    assert not torch.equal(w, RandomWindows(data, 8, 16, seed=4).window(5, epoch=2))
+    assert torch.equal(torch.cat([a.window(5, 0, 3, 2), a.window(5, 3, 5, 2)]), w)  # processes' shares make the batch
+    starts = torch.cat([a.window(k)[:, 0] for k in range(200)])
+    assert len(set(starts.tolist())) > 200  # places all over the split, not a few fixed ones
 
 
 def test_the_end_of_run_report_equals_charnn_eval(text_file, tmp_path):

@@ -169,6 +169,7 @@ class TrainConfig:
     keep_checkpoints: str = "snapshots"  # weights kept at the snapshot steps and each doubling after; or none
     keep_every: int = 0  # also keep the weights every N steps; 0: off
     ema: float = 0.0  # decay of an exponential moving average of the weights used to evaluate and keep; 0: off
+    windows: str = "streams"  # consecutive windows of parallel streams (state carried), or "random" places (no state)
 
     def validate(self) -> None:
         _positive("seq-len", self.seq_len)
@@ -197,6 +198,8 @@ class TrainConfig:
             raise CharnnError("--keep-every must not be negative")
         if not 0 <= self.min_lr_frac <= 1:
             raise CharnnError(f"--min-lr-frac must be from 0 to 1 (a fraction of --lr), got {self.min_lr_frac}")
+        if self.windows not in ("streams", "random"):
+            raise CharnnError(f"--windows must be streams or random, got {self.windows!r}")
         if not (self.ema == 0 or 0 < self.ema < 1):
             raise CharnnError(f"--ema must be 0 (off) or between 0 and 1 (e.g. 0.999), got {self.ema}")
 
@@ -216,6 +219,9 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         m = self.model
+        if m.recurrent and self.train.windows == "random":
+            raise CharnnError(f"--windows random reads unrelated windows, and --cell {m.cell} carries its state from one "
+                              f"window to the next: use --windows streams (the default) with a recurrent cell")
         if not m.recurrent and self.train.seq_len != m.block:
             raise CharnnError(f"a transformer trains on windows as long as its context: --seq-len ({self.train.seq_len}) "
                               f"must equal --block ({m.block}); give --block alone")
@@ -295,11 +301,11 @@ PRESETS: dict[str, dict[str, dict]] = {
     "gpt-cpu": {"model": {"cell": "transformer", "layers": 4, "heads": 4, "embed": 128, "hidden": 128, "block": 64,
                           "dropout": 0.0},
                 "train": {"seq_len": 64, "batch_size": 12, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
-                          "warmup_steps": 100}},
+                          "warmup_steps": 100, "windows": "random"}},
     "gpt": {"model": {"cell": "transformer", "layers": 6, "heads": 6, "embed": 384, "hidden": 384, "block": 256,
                       "dropout": 0.2},
             "train": {"seq_len": 256, "batch_size": 64, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
-                      "warmup_steps": 100, "eval_every": 250}},
+                      "warmup_steps": 100, "eval_every": 250, "windows": "random"}},
 }
 
 

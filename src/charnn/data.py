@@ -290,12 +290,32 @@ class StreamBatcher:
         self._starts = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len  # (B, 1)
         self._window = np.arange(seq_len + 1, dtype=np.int64)[None, :]  # (1, T+1)
 
-    def window(self, step_in_epoch: int, first: int = 0, count: int | None = None) -> torch.Tensor:
+    def window(self, step_in_epoch: int, first: int = 0, count: int | None = None, epoch: int = 0) -> torch.Tensor:
         """Streams first..first+count-1 of one window as one contiguous (count, T+1) int64 tensor:
         inputs are [:, :-1], targets [:, 1:]. Under torchrun each process reads only its own
         streams, and one contiguous block is one host-to-device copy."""
         count = self.batch_size - first if count is None else count
         idx = self._starts[first:first + count] + step_in_epoch * self.seq_len + self._window  # (count, T+1)
+        return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
+
+
+class RandomWindows(StreamBatcher):
+    """B windows of T characters at random places in the split, fresh at every step (nanoGPT's
+    batches), for a model that carries no state from one window to the next (a transformer).
+
+    The places are a function of (seed, epoch, step): no state to save, and a resumed run draws
+    exactly the windows an uninterrupted one would. An epoch is as many steps as the streams
+    would take to read the split once."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, seed: int, what: str = "training split"):
+        super().__init__(data, batch_size, seq_len, what)
+        self.seed = seed
+
+    def window(self, step_in_epoch: int, first: int = 0, count: int | None = None, epoch: int = 0) -> torch.Tensor:
+        count = self.batch_size - first if count is None else count
+        rng = np.random.default_rng([self.seed, epoch, step_in_epoch])
+        starts = rng.integers(0, len(self.data) - self.seq_len, size=self.batch_size)  # every process draws all
+        idx = starts[first:first + count, None] + self._window  # (count, T+1)
         return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
 
     def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -210,7 +210,8 @@ def require_cells(cfg: ModelConfig, what: str) -> None:
     """Refuse, in one line, what reads a recurrent model's cells or weights when given a transformer."""
     if not cfg.recurrent:
         raise CharnnError(f"{what} works on recurrent models only so far; this run is a {cfg.describe()} "
-                          f"(charnn sample, eval, analyze context and analyze errors work on it)")
+                          f"(charnn sample, eval, serve, inspect attention and analyze context, errors and "
+                          f"dynamics work on it)")
 
 
 def build(cfg: ModelConfig, embed_std: float = 1.0) -> Model:

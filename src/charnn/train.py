@@ -28,7 +28,7 @@ from tqdm import tqdm
 from charnn import checkpoint as ckpt
 from charnn import cudagraph
 from charnn.config import RunConfig
-from charnn.data import StreamBatcher, prepare
+from charnn.data import RandomWindows, StreamBatcher, prepare
 from charnn.distributed import (Dist, autocast, clip_gradients, foreach_ok, fused_adamw_ok, pick_device, pin_ok,
                                 rng_states, set_rng_states, set_threads, wide_float)
 from charnn.errors import CharnnError
@@ -356,7 +356,8 @@ class Trainer:
             raise CharnnError(f"--block {cfg.model.block} is longer than the training split ({len(self.splits['train']):,} "
                               f"characters): a transformer trains on windows of its whole block; choose --block "
                               f"{max(1, len(self.splits['train']) - 1)} or less, or give it more text")
-        self.batcher = StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
+        self.batcher = (RandomWindows(self.splits["train"], t.batch_size, t.seq_len, t.seed) if t.windows == "random"
+                        else StreamBatcher(self.splits["train"], t.batch_size, t.seq_len))
         self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
         self.pin = pin_ok(self.device.type)
         if len(self.splits["val"]) < 2:
@@ -493,7 +494,7 @@ class Trainer:
             st.epoch += 1
             st.step_in_epoch = 0
             self.carried = None
-        chunk = self.batcher.window(st.step_in_epoch, self.first, self.per)  # (B/world, T+1), only ours
+        chunk = self.batcher.window(st.step_in_epoch, self.first, self.per, st.epoch)  # (B/world, T+1), only ours
         if self.pin:  # page-locked memory: the copy below runs asynchronously
             chunk = chunk.pin_memory()
         lr = lr_at(self.cfg, st.step, self.epoch_float(), self.progress_frac())

@@ -62,6 +62,10 @@ def _add_train(sub) -> None:
     g.add_argument("--ema", type=flags.number, default=None, metavar="DECAY",
                    help="evaluate, sample snapshots and keep an exponential moving average of the weights with this "
                         "decay, e.g. 0.999 (default 0: off); the best and kept checkpoints hold the average")
+    g.add_argument("--windows", choices=["streams", "random"], default=None,
+                   help="training windows: consecutive windows of parallel streams, the state carried (default; "
+                        "recurrent cells need it), or random places at every step (the gpt presets: a transformer "
+                        "carries no state)")
     g = t.add_argument_group("stopping and evaluation")
     g.add_argument("--max-steps", type=flags.count, default=None, help="stop after this many steps")
     g.add_argument("--max-epochs", type=flags.number, default=None, help="stop after this many passes over the data")

@@ -102,8 +102,9 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
-    require_cells(cfg, "the export")
     out = _out_dir(out, {"model.onnx": ONNX_MARKER, "model.json": b'"format": "charnn-onnx-1"'})
+    if not cfg.recurrent:
+        return _export_cached_onnx(loaded, model, out)
     step = _OneStep(model).eval()
     ids = torch.zeros(1, dtype=torch.long)
     h = torch.zeros(cfg.layers, 1, cfg.hidden)
@@ -133,6 +134,54 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
              "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
              **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
              "state": "zeros of shape (layers, batch, hidden) at the start; feed each step's h_out (and c_out) back"}
+    return [write_atomic(out / "model.onnx", graph.SerializeToString()),
+            write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]
+
+
+class _CachedStep(torch.nn.Module):
+    """One character of a transformer, its key/value cache in and out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, kv):
+        h, kv, _ = self.model.trunk(ids[:, None], kv)
+        return self.model.head(h)[:, 0], kv
+
+
+def _export_cached_onnx(loaded, model, out: Path) -> list[Path]:
+    """A transformer's step: ids (batch,) and kv (layers, 2, batch, heads, past, head_dim) in,
+    logits (batch, V) and kv_out (past + 1) out. The window's slide is the caller's, in a few lines
+    (model.json says how), so that the graph stays one step and its logits equal charnn's."""
+    import io
+    import warnings
+
+    import onnx
+
+    cfg = loaded.config.model
+    ids = torch.zeros(1, dtype=torch.long)
+    kv = torch.zeros(cfg.layers, 2, 1, cfg.heads, 1, cfg.embed // cfg.heads)  # traced with a past of 1: the cache path
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes this graph reads from its inputs
+        torch.onnx.export(_CachedStep(model).eval(), (ids, kv), buf, input_names=["ids", "kv"],
+                          output_names=["logits", "kv_out"], opset_version=17, dynamo=False,
+                          dynamic_axes={"ids": {0: "batch"}, "logits": {0: "batch"},
+                                        "kv": {2: "batch", 4: "past"}, "kv_out": {2: "batch", 4: "past_and_one"}})
+    graph = onnx.load_from_string(buf.getvalue())
+    graph.producer_name, graph.producer_version = "charnn", "1"
+    graph.doc_string = f"one step of a charnn {cfg.describe()}; see model.json"
+    about = {"format": "charnn-onnx-1", "inputs": ["ids", "kv"], "outputs": ["logits", "kv_out"],
+             "config": {"cell": cfg.cell, "layers": cfg.layers, "heads": cfg.heads, "embed": cfg.embed,
+                        "block": cfg.block, "vocab_size": len(loaded.vocab)},
+             "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
+             **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
+             "state": (f"kv: zeros of shape (layers, 2, batch, heads, 0, embed / heads) at the start; feed each step's "
+                       f"kv_out back. The cache holds at most block = {cfg.block} characters: before a step that "
+                       f"would pass it, start from an empty kv again and feed the last {cfg.block // 2} characters "
+                       f"(block // 2; their logits are not needed). That is charnn's sliding window, so the "
+                       f"logits equal charnn's")}
     return [write_atomic(out / "model.onnx", graph.SerializeToString()),
             write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]
 
