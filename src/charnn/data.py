@@ -298,6 +298,11 @@ class StreamBatcher:
         idx = self._starts[first:first + count] + step_in_epoch * self.seq_len + self._window  # (count, T+1)
         return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
 
+    def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets for one window, each (B, T) int64."""
+        chunk = self.window(step_in_epoch)
+        return chunk[:, :-1], chunk[:, 1:]
+
 
 class RandomWindows(StreamBatcher):
     """B windows of T characters at random places in the split, fresh at every step (nanoGPT's
@@ -317,11 +322,6 @@ class RandomWindows(StreamBatcher):
         starts = rng.integers(0, len(self.data) - self.seq_len, size=self.batch_size)  # every process draws all
         idx = starts[first:first + count, None] + self._window  # (count, T+1)
         return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
-
-    def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets for one window, each (B, T) int64."""
-        chunk = self.window(step_in_epoch)
-        return chunk[:, :-1], chunk[:, 1:]
 
 
 def eval_windows(data: np.ndarray, streams: int, seq_len: int, warmup: int = 100, positions: bool = False):
