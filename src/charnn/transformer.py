@@ -112,8 +112,7 @@ class TiedReadout(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, embed_std: float = 1.0):
-        """embed_std is CharRNN's argument; a transformer starts from GPT-2's initialisation."""
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.buildable()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
