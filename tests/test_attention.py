@@ -14,6 +14,7 @@ from charnn.inspect.attention import read_attention, targets
 from charnn.model import build
 from charnn.subject import open_subject
 from charnn.train import train
+from charnn.transformer import Probe
 from conftest import tiny_config
 from test_cli import charnn
 
@@ -57,7 +58,7 @@ def test_the_maps_are_the_models_own_attention_rows(tmp_path):
         assert (a.att[:, :, t, a.context[t] + 1:] == 0).all()
     x = torch.as_tensor(np.asarray(subject.ids[None], dtype=np.int64))
     with torch.no_grad():
-        _, _, inside = subject.model.trunk(x[:, :12], None, weights=True)  # within the first block: no slide
+        _, _, inside = subject.model.trunk(x[:, :12], None, Probe(att=True))  # within the first block: no slide
     for t in range(12):
         assert np.allclose(a.att[:, :, t, :t + 1], inside["att"][:, 0, :, t, :t + 1].flip(-1).numpy(), atol=1e-6)
 
@@ -99,6 +100,14 @@ def test_the_head_ranked_first_for_copying_attends_to_the_earlier_occurrence(tmp
     assert np.mean(hits) > 0.8, np.mean(hits)
     page = (tmp_path / "att.html").read_text()
     assert 'content="charnn attention page"' in page and "copying" in page
+    # the causal test: silencing that head takes the copying away: repeated lines become no easier
+    # than fresh ones, and they lose far more than the rest of the text does
+    from charnn.inspect.ablate import ablate
+
+    second = r"second=(?<=^(\w{7})\n)\1$"  # a line that repeats the one before it
+    rep = ablate(subject, [], heads=[(best["layer"], best["head"])], user_features=[second], streams=1)
+    _, on, off = rep.features["second"]
+    assert on.base < 0.5 and on.ablated > off.base and on.delta > 2 * off.delta, rep.to_dict()
 
 
 def test_a_recurrent_run_is_refused_in_one_line(tmp_path):

@@ -1,5 +1,5 @@
 """charnn serve on a transformer run: listing, sampling (whole and streamed), scoring and the next
-character's distribution equal the command line's; what reads cells answers 4xx with a message."""
+character's distribution equal the command line's; the activations are its MLP neurons, and --clamp holds them as on the command line."""
 
 import json
 import os
@@ -42,7 +42,7 @@ def client(run):
 
 def test_the_run_is_listed_as_a_transformer(client):
     (got,) = client.get("/api/runs").json()
-    assert got["name"] == "gpt" and got["cell"] == "transformer" and got["quantities"] == []
+    assert got["name"] == "gpt" and got["cell"] == "transformer" and got["quantities"] == ["m"]
 
 
 def test_samples_scores_and_next_equal_the_command_line(client, run, tmp_path):
@@ -68,9 +68,32 @@ def test_samples_scores_and_next_equal_the_command_line(client, run, tmp_path):
     assert nxt["candidates"] == shown["candidates"][:3]
 
 
-def test_what_reads_cells_is_a_4xx_with_a_message(client):
+def test_activations_are_the_mlp_neurons_and_clamps_hold_them(client, run):
+    import numpy as np
+
+    from charnn import checkpoint as ckpt
+    from charnn.inspect.activations import Clamp, record_all
+    from charnn.sample import parse_clamp, sample_text
+
+    loaded = ckpt.load(run)
+    model, cfg = loaded.build_model(), loaded.config.model
+    about = client.get("/api/runs").json()[0]
+    assert about["quantities"] == ["m"] and about["units"] == 4 * cfg.embed
+    text = "one two three"
+    r = client.post("/api/runs/gpt/activations", json={"text": text, "layer": 1, "quantity": "m"})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    want = record_all(model, np.asarray(loaded.vocab.encode(text)))
+    assert got["cells"] == 4 * cfg.embed
+    assert np.allclose([c["values"] for c in got["characters"]], want.acts["m"][1].numpy(), atol=1e-4)
+    held = client.post("/api/runs/gpt/activations",
+                       json={"text": text, "layer": 1, "quantity": "m", "clamp": "1:5=2.5"}).json()
+    assert all(c["values"][5] == 2.5 for c in held["characters"])
+    assert [c["loss"] for c in held["characters"]] != [c["loss"] for c in got["characters"]]
+    pins = parse_clamp("1:5=2.5", cfg)
+    want = record_all(model, np.asarray(loaded.vocab.encode(text)), clamps=Clamp.from_pins(pins, cfg.cell))
+    assert np.allclose([c["values"] for c in held["characters"]], want.acts["m"][1].numpy(), atol=1e-4)
+    s = client.post("/api/runs/gpt/sample", json={"length": 40, "temperature": 0, "clamp": "0:3=3"}).json()
+    assert s["samples"][0] == sample_text(model, loaded.vocab, 40, temperature=0, pins=parse_clamp("0:3=3", cfg))[0]
     r = client.post("/api/runs/gpt/activations", json={"text": "one two", "layer": 0, "quantity": "h"})
-    assert 400 <= r.status_code < 500, r.text
-    assert "transformer" in r.text
-    r = client.post("/api/runs/gpt/sample", json={"length": 10, "clamp": "0:1=0.5"})
-    assert r.status_code == 400 and "cannot be clamped" in r.text
+    assert r.status_code == 400 and "has no quantity 'h'; it has m" in r.text

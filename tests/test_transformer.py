@@ -16,6 +16,7 @@ from charnn.evaluate import char_losses, evaluate
 from charnn.model import build, expected_shapes
 from charnn.sample import sample_text
 from charnn.train import train
+from charnn.transformer import Probe
 from conftest import tiny_config
 
 
@@ -114,9 +115,9 @@ def test_attention_rows_sum_to_one_and_look_only_back():
     m = small()
     x = torch.randint(0, 11, (2, 10))
     with torch.no_grad():
-        _, _, inside = m.trunk(x, None, weights=True)
+        _, _, inside = m.trunk(x, None, Probe(att=True))
         h, _, _ = m.trunk(x, None)
-        h2, _, _ = m.trunk(x, None, weights=True)
+        h2, _, _ = m.trunk(x, None, Probe(att=True))
     att = inside["att"]  # (L, B, heads, T, T)
     assert att.shape == (2, 2, 2, 10, 10)
     assert torch.allclose(att.sum(-1), torch.ones(2, 2, 2, 10), atol=1e-6)

@@ -42,6 +42,16 @@ class ModelConfig:
     def recurrent(self) -> bool:
         return self.cell in RECURRENT
 
+    @property
+    def units(self) -> int:
+        """How many units each layer offers the analyses (find, ablate, --clamp, the cells page): a
+        recurrent layer's cells, or a transformer block's MLP neurons (4 x its width). The MLP
+        neurons are the transformer's units because they are its only privileged basis: each
+        passes through its own nonlinearity (GELU), while any rotation of the residual stream's
+        dimensions, or of a head's, leaves the model's function unchanged, so a single one of
+        those dimensions means nothing by itself. Heads are ablated whole (inspect ablate --heads)."""
+        return self.hidden if self.recurrent else 4 * self.embed
+
     def describe(self) -> str:
         """The model's shape in a few words: 'lstm 1x384', 'transformer 4x128, 4 heads, block 64'."""
         if self.recurrent:

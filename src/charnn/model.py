@@ -210,8 +210,7 @@ def require_cells(cfg: ModelConfig, what: str) -> None:
     """Refuse, in one line, what reads a recurrent model's cells or weights when given a transformer."""
     if not cfg.recurrent:
         raise CharnnError(f"{what} works on recurrent models only so far; this run is a {cfg.describe()} "
-                          f"(charnn sample, eval, serve, inspect attention and analyze context, errors and "
-                          f"dynamics work on it)")
+                          f"(everything else works on it: sample, eval, serve, export --onnx, inspect and analyze)")
 
 
 def build(cfg: ModelConfig, embed_std: float = 1.0) -> Model:

@@ -89,15 +89,14 @@ def parse_clamp(spec: str | None, cfg) -> Pins:
     """`LAYER:CELL=VALUE[,...]` -> pins for ``generate`` and ``Stepper``.
 
     VALUE is on the scale the pages show: tanh(c) for an LSTM (strictly between -1 and 1; its
-    cell state c is held at atanh(VALUE), and h follows from it), h for a GRU or RNN (-1 to 1).
-    cfg: the model's ModelConfig.
+    cell state c is held at atanh(VALUE), and h follows from it), h for a GRU or RNN (-1 to 1),
+    a transformer's MLP neuron after its GELU (-MLP_CLAMP to MLP_CLAMP; CELL then counts the
+    block's 4 x width neurons, ``ModelConfig.units``). cfg: the model's ModelConfig.
     """
     if not spec:
         return {}
-    if not cfg.recurrent:
-        raise CharnnError("--clamp holds a recurrent model's cells; this is a transformer, whose units cannot be "
-                          "clamped yet")
     lstm = cfg.cell == "lstm"
+    unit = "cell" if cfg.recurrent else "neuron"
     found: dict[int, dict[int, float]] = {}
     for part in spec.split(","):
         part = part.strip()
@@ -109,19 +108,34 @@ def parse_clamp(spec: str | None, cfg) -> Pins:
             raise CharnnError(f"--clamp {part!r} is not LAYER:CELL=VALUE (for example 0:42=0.9)") from None
         if not 0 <= layer < cfg.layers:
             raise CharnnError(f"--clamp {part}: layer {layer} does not exist; this model has layers 0 to {cfg.layers - 1}")
-        if not 0 <= cell < cfg.hidden:
-            raise CharnnError(f"--clamp {part}: cell {cell} does not exist; layers have cells 0 to {cfg.hidden - 1}")
-        if not (-1 < value < 1 if lstm else -1 <= value <= 1):
-            raise CharnnError(f"--clamp {part}: the value is {'tanh(c)' if lstm else 'h'}, so it must be "
-                              f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}")
+        if not 0 <= cell < cfg.units:
+            raise CharnnError(f"--clamp {part}: {unit} {cell} does not exist; layers have {unit}s 0 to {cfg.units - 1}")
+        check_clamp_value(f"--clamp {part}", value, cfg.cell)
         if cell in found.setdefault(layer, {}):
-            raise CharnnError(f"--clamp names layer {layer} cell {cell} twice")
+            raise CharnnError(f"--clamp names layer {layer} {unit} {cell} twice")
         found[layer][cell] = value
     pins = {}
     for layer, cells in found.items():
         values = torch.tensor(list(cells.values()), dtype=torch.float32)
         pins[layer] = (torch.tensor(list(cells), dtype=torch.long), torch.atanh(values) if lstm else values)
     return pins
+
+
+MLP_CLAMP = 10.0  # bound on a transformer neuron's held value: GELU outputs of a trained model stay well inside
+
+
+def check_clamp_value(what: str, value: float, cell: str) -> None:
+    """Refuse a held value off the unit's scale (tanh(c) for an LSTM, h for a GRU or RNN, an MLP
+    neuron's GELU output for a transformer) in one line."""
+    if cell == "transformer":
+        if not -MLP_CLAMP <= value <= MLP_CLAMP:
+            raise CharnnError(f"{what}: a transformer's MLP neuron is held at a value between {-MLP_CLAMP:g} and "
+                              f"{MLP_CLAMP:g} (its GELU output; most lie between -0.2 and 3)")
+        return
+    lstm = cell == "lstm"
+    if not (-1 < value < 1 if lstm else -1 <= value <= 1):
+        raise CharnnError(f"{what}: the value is {'tanh(c)' if lstm else 'h'}, so it must be "
+                          f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}")
 
 
 def generate(model: Model, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,

@@ -84,6 +84,4 @@ def make_stepper(model: Model, state, pins: dict | None = None):
     """The fast one-character-at-a-time path for this model, going on from `state`."""
     if model.cfg.recurrent:
         return Stepper(model, state, pins)
-    if pins:
-        raise ValueError("a transformer's units cannot be clamped yet")
-    return CacheStepper(model, state)
+    return CacheStepper(model, state, pins)

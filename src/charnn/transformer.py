@@ -21,6 +21,7 @@ are why a cached key cannot simply be kept when the window moves: its position i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,19 +34,41 @@ from charnn.config import ModelConfig
 Cache = tuple[torch.Tensor, torch.Tensor]
 
 
+@dataclass
+class Probe:
+    """What a read keeps from inside the model and what it holds fixed there (looking inside).
+
+    att, mlp, resid: keep each layer's attention rows, MLP neurons (after the GELU: the units
+    ``ModelConfig.units`` counts) and residual stream after the block.
+    hold: layer -> (neurons (K,), values (K,)): MLP neurons held at these values at every position
+    (``charnn sample --clamp``, ablation); the rest of the model sees the held values.
+    mute: layer -> heads (K,): heads whose output is replaced by zero (head ablation).
+    """
+    att: bool = False
+    mlp: bool = False
+    resid: bool = False
+    hold: dict = field(default_factory=dict)
+    mute: dict = field(default_factory=dict)
+
+    def edits(self) -> "Probe":
+        """The same holds and mutes, keeping nothing (for re-reading the kept characters on a slide)."""
+        return Probe(hold=self.hold, mute=self.mute)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention over the cached keys and values and the new ones."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, index: int = 0):
         super().__init__()
+        self.index = index  # the layer's, for a Probe's mutes
         self.heads, self.dropout = cfg.heads, cfg.dropout
         self.qkv = nn.Linear(cfg.embed, 3 * cfg.embed)
         self.proj = nn.Linear(cfg.embed, cfg.embed)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, past: torch.Tensor | None, weights: bool = False):
+    def forward(self, x: torch.Tensor, past: torch.Tensor | None, probe: Probe | None = None):
         """x (B, T, E); past (2, B, heads, P, head_dim) or None -> out (B, T, E), kv (2, B, heads, P+T,
-        head_dim), and with `weights` the attention rows (B, heads, T, P+T)."""
+        head_dim), and the attention rows (B, heads, T, P+T) if the probe keeps them."""
         B, T, E = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, E // self.heads).permute(2, 0, 3, 1, 4)  # each (B, nh, T, hd)
         P = 0
@@ -54,12 +77,15 @@ class Attention(nn.Module):
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, nh, P+T, hd)
         mask = causal_mask(P, T, x.device) if P and T > 1 else None
         drop = self.dropout if self.training else 0.0
-        if weights:
+        if probe is not None and probe.att:
             att = attention_rows(q, k, P)
             y = att @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=not P and T > 1)
             att = None
+        if probe is not None and self.index in probe.mute:
+            y = y.clone()
+            y[:, probe.mute[self.index]] = 0
         y = y.transpose(1, 2).reshape(B, T, E)
         return self.drop(self.proj(y)), torch.stack([k, v]), att
 
@@ -78,19 +104,28 @@ def attention_rows(q: torch.Tensor, k: torch.Tensor, past: int) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, index: int = 0):
         super().__init__()
+        self.index = index
         self.ln1 = nn.LayerNorm(cfg.embed)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, index)
         self.ln2 = nn.LayerNorm(cfg.embed)
         self.fc = nn.Linear(cfg.embed, 4 * cfg.embed)
         self.proj = nn.Linear(4 * cfg.embed, cfg.embed)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, past: torch.Tensor | None, weights: bool = False):
-        a, kv, att = self.attn(self.ln1(x), past, weights)
+    def forward(self, x: torch.Tensor, past: torch.Tensor | None, probe: Probe | None = None):
+        """-> the residual stream after the block, its kv, the attention rows and the MLP neurons
+        (the last two only if the probe keeps them, else None)."""
+        a, kv, att = self.attn(self.ln1(x), past, probe)
         x = x + a
-        return x + self.drop(self.proj(F.gelu(self.fc(self.ln2(x))))), kv, att
+        m = F.gelu(self.fc(self.ln2(x)))
+        if probe is not None and self.index in probe.hold:
+            neurons, values = probe.hold[self.index]
+            m = m.clone()
+            m[..., neurons] = values.to(m.dtype)
+        keep = m if probe is not None and probe.mlp else None
+        return x + self.drop(self.proj(m)), kv, att, keep
 
 
 class TiedReadout(nn.Module):
@@ -118,7 +153,7 @@ class CharTransformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
         self.pos = nn.Embedding(cfg.block, cfg.embed)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.embed)
         self.head = TiedReadout(self.embed)  # tied: without it a small model took far longer to learn to copy
         self._init_weights()
@@ -160,18 +195,19 @@ class CharTransformer(nn.Module):
             return self.head(h), None
         return self._read(x, state)
 
-    def _read(self, x: torch.Tensor, state: Cache | None, hook=None):
-        """Read x after the cache, sliding the window when it fills; hook(t0, pieces) sees each
-        piece's trunk outputs (for looking inside)."""
+    def _read(self, x: torch.Tensor, state: Cache | None, probe: Probe | None = None, hook=None):
+        """Read x after the cache, sliding the window when it fills. probe: what to keep and hold
+        inside (``Probe``); hook(t0, past, inside) sees what each piece kept: t0 its first
+        position in x, past how many cached characters it read after."""
         ids, kv = state if state is not None else self.init_state(x.shape[0], x.device)
         outs, t, T = [], 0, x.shape[1]
         while t < T:
             if ids.shape[1] >= self.cfg.block:  # full: rebuild from the last block/2 characters
                 ids = ids[:, ids.shape[1] - self.keep:]
-                kv = self.trunk(ids, None)[1] if self.keep else None
+                kv = self.trunk(ids, None, probe.edits() if probe else None)[1] if self.keep else None
             n = min(T - t, self.cfg.block - ids.shape[1])
             piece = x[:, t:t + n]
-            h, kv, extra = self.trunk(piece, kv, weights=hook is not None)
+            h, kv, extra = self.trunk(piece, kv, probe)
             if hook is not None:
                 hook(t, ids.shape[1], extra)
             ids = torch.cat([ids, piece], 1)
@@ -201,25 +237,27 @@ class CharTransformer(nn.Module):
                 context[t0 + i] = past + i
             resid.append(inside["resid"][:, 0])
 
-        logits, _ = self._read(ids[None], None, keep)
+        logits, _ = self._read(ids[None], None, Probe(att=True, resid=True), keep)
         return logits[0], {"att": att, "context": context, "resid": torch.cat(resid, 1)}
 
-    def trunk(self, x: torch.Tensor, kv: torch.Tensor | None, weights: bool = False):
+    def trunk(self, x: torch.Tensor, kv: torch.Tensor | None, probe: Probe | None = None):
         """x (B, n) read after the cached kv (L, 2, B, nh, P, hd) -> the final normed residual
-        stream (B, n, E), the new kv (L, 2, B, nh, P+n, hd), and with `weights` a dict of what
-        happened inside: "att" (L, B, nh, n, P+n), the attention rows, and "resid" (L, B, n, E), the
-        residual stream after each block."""
+        stream (B, n, E), the new kv (L, 2, B, nh, P+n, hd), and what the probe keeps (None without
+        one): "att" (L, B, nh, n, P+n) the attention rows, "mlp" (L, B, n, 4E) the MLP neurons,
+        "resid" (L, B, n, E) the residual stream after each block."""
         P = kv.shape[4] if kv is not None else 0
         pos = torch.arange(P, P + x.shape[1], device=x.device)
         h = self.drop(self.embed(x) + self.pos(pos))  # (B, n, E)
-        kvs, att, resid = [], [], []
+        kvs, kept = [], {"att": [], "mlp": [], "resid": []}
         for i, block in enumerate(self.blocks):
-            h, kv_i, a = block(h, kv[i] if kv is not None else None, weights)
+            h, kv_i, a, m = block(h, kv[i] if kv is not None else None, probe)
             kvs.append(kv_i)
-            if weights:
-                att.append(a)
-                resid.append(h)
-        extra = {"att": torch.stack(att), "resid": torch.stack(resid)} if weights else None
+            kept["att"].append(a)
+            kept["mlp"].append(m)
+            kept["resid"].append(h)
+        extra = None
+        if probe is not None:
+            extra = {k: torch.stack(v) for k, v in kept.items() if getattr(probe, k)}
         return self.ln_f(h), torch.stack(kvs) if not self.training else None, extra
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: Cache | None = None):
@@ -247,10 +285,12 @@ class CacheStepper:
     cache allocated once at the block's length, so that nothing is copied per character but the
     new keys and values (the forward's cache is rebuilt by concatenation: fine for a window of
     text, costly one character at a time). It slides as the module's docstring says; tests check
-    it against ``CharTransformer.forward``."""
+    it against ``CharTransformer.forward``. pins: layer -> (neurons, values), MLP neurons held at
+    every step (``charnn sample --clamp``; the same holds as a ``Probe``'s)."""
 
-    def __init__(self, model: CharTransformer, state: Cache):
+    def __init__(self, model: CharTransformer, state: Cache, pins: dict | None = None):
         self.model, c = model, model.cfg
+        self.pins = pins or {}
         ids, kv = state
         B, P = ids.shape
         self.ids = ids.new_zeros(B, c.block)
@@ -272,17 +312,20 @@ class CacheStepper:
         if self.P >= m.cfg.block:  # full: rebuild from the last block/2 characters, as forward does
             self.ids[:, :m.keep] = self.ids[:, self.P - m.keep:self.P].clone()
             if m.keep:
-                self.kv[..., :m.keep, :] = m.trunk(self.ids[:, :m.keep], None)[1]
+                self.kv[..., :m.keep, :] = m.trunk(self.ids[:, :m.keep], None, Probe(hold=self.pins))[1]
             self.P = m.keep
         P, B, E, heads = self.P, ids.shape[0], self.shape, m.cfg.heads
         h = m.embed.weight[ids] + m.pos.weight[P]  # (B, E)
-        for ln1w, ln1b, qkvw, qkvb, aw, ab, ln2w, ln2b, fcw, fcb, pw, pb, keys, values in self.layers:
+        for i, (ln1w, ln1b, qkvw, qkvb, aw, ab, ln2w, ln2b, fcw, fcb, pw, pb, keys, values) in enumerate(self.layers):
             q, k, v = F.linear(F.layer_norm(h, E, ln1w, ln1b), qkvw, qkvb).view(B, 3, heads, -1).unbind(1)  # (B, nh, hd)
             keys[:, :, P] = k
             values[:, :, P] = v
             y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, :P + 1], values[:, :, :P + 1])  # (B, nh, 1, hd)
             h = h + F.linear(y.view(B, -1), aw, ab)
-            h = h + F.linear(F.gelu(F.linear(F.layer_norm(h, E, ln2w, ln2b), fcw, fcb)), pw, pb)
+            m_i = F.gelu(F.linear(F.layer_norm(h, E, ln2w, ln2b), fcw, fcb))  # (B, 4E)
+            if i in self.pins:
+                m_i[:, self.pins[i][0]] = self.pins[i][1].to(m_i.dtype)
+            h = h + F.linear(m_i, pw, pb)
         self.ids[:, P] = ids
         self.P += 1
         lnw, lnb, hw, hb = self.out

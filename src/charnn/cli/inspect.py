@@ -54,10 +54,12 @@ def _add_inspect(sub) -> None:
 
     a = isub.add_parser("ablate", help="silence cells and report the change in loss where features are on / off")
     common(a, 100_000, "characters to read (default 100000; 0: all)")
-    a.add_argument("--cells", required=True, metavar="LAYER:INDEX[,...]", help="cells to silence, e.g. 0:12,1:40")
+    a.add_argument("--cells", metavar="LAYER:INDEX[,...]",
+                   help="cells to silence, e.g. 0:12,1:40 (a transformer's MLP neurons, 4 x width per layer)")
+    a.add_argument("--heads", metavar="LAYER:HEAD[,...]", help="a transformer's attention heads to silence, e.g. 0:1,2:3")
     a.add_argument("--mode", default="zero", metavar="{zero,mean,value:V}",
                    help="hold the cells at zero, at their mean over the text, or at V as charnn sample --clamp does "
-                        "(an LSTM's tanh(c), a GRU's or RNN's h) (default zero)")
+                        "(an LSTM's tanh(c), a GRU's or RNN's h, a transformer's MLP neuron) (default zero)")
     a.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
                    help="add a feature to report on (repeatable)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
@@ -207,7 +209,7 @@ def cmd_braces(args) -> int:
                            what="charnn analyze braces")
     rep = brace_losses(subject, args.order, args.ngram)
     c = subject.loaded.config.model
-    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.cell} {c.layers}x{c.hidden} vs "
+    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.describe()} vs "
                                                f"{rep.order}-gram, {rep.braces:,} braces")
     print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {subject.what})")
     print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{rep.order}-gram':>8}")
@@ -297,7 +299,8 @@ def cmd_find(args) -> int:
         print(json.dumps({"text": subject.what, "chars": len(subject.ids), "features": out}, ensure_ascii=False))
         return 0
     tty = sys.stdout.isatty()
-    print(f"cells ranked by correlation with each feature over {len(subject.ids):,} characters of {subject.what}")
+    units = "cells" if subject.model.cfg.recurrent else "MLP neurons (a transformer's units; quantity m)"
+    print(f"{units} ranked by correlation with each feature over {len(subject.ids):,} characters of {subject.what}")
     for d in out:
         if not d["top"]:
             continue
@@ -346,17 +349,24 @@ def cmd_saturation(args) -> int:
 def cmd_ablate(args) -> int:
     from charnn.inspect import ablate, parse_cells
 
+    if not args.cells and not args.heads:
+        raise CharnnError("say what to silence: --cells LAYER:INDEX[,...] (or, for a transformer, --heads LAYER:HEAD[,...])")
     subject = _subject(args)
     c = subject.model.cfg
-    cells = parse_cells(args.cells, c.layers, c.hidden)
-    rep = ablate(subject, cells, args.mode, args.feature)
+    unit = "cells" if c.recurrent else "MLP neurons"
+    if args.heads and c.recurrent:
+        raise CharnnError(f"--heads silences a transformer's attention heads; this run is a {c.describe()} (use --cells)")
+    cells = parse_cells(args.cells, c.layers, c.units, unit=unit) if args.cells else []
+    heads = parse_cells(args.heads, c.layers, c.heads, "--heads", "heads") if args.heads else []
+    rep = ablate(subject, cells, args.mode, args.feature, heads=heads)
     if args.json:
         print(json.dumps({"text": subject.what, **rep.to_dict()}))
         return 0
     o = rep.overall
-    names = ", ".join(f"{a}:{b}" for a, b in cells)
-    print(f"cells {names} held at {'zero' if args.mode == 'zero' else 'their mean'} over "
-          f"{o.chars:,} characters of {subject.what}")
+    held = {"zero": "zero", "mean": "their mean"}.get(args.mode, args.mode[6:])
+    what = ([f"{unit} " + ", ".join(f"{a}:{b}" for a, b in cells) + f" held at {held}"] if cells else []) + \
+        (["heads " + ", ".join(f"{a}:{b}" for a, b in heads) + " silenced"] if heads else [])
+    print(f"{' and '.join(what)} over {o.chars:,} characters of {subject.what}")
     print(f"{'':22} {'chars':>8} {'loss':>8} {'ablated':>8} {'change':>8}")
     print(f"{'all characters':22} {o.chars:>8,} {o.base:>8.4f} {o.ablated:>8.4f} {o.delta:>+8.4f}")
     for name, (about, on, off) in rep.features.items():

@@ -11,6 +11,11 @@ character, 36 KB, so 1M characters are never held at once; consumers accumulate 
 (correlations, saturation counts) chunk by chunk.
 
 Ablation (``clamp``) changes the recurrence itself, so a clamped layer runs step by step.
+
+A transformer's units are its MLP neurons (quantity "m", after the GELU; see
+``ModelConfig.units`` for why those): it reads the text as evaluation does (the window sliding,
+``CharTransformer._read``) with a ``Probe`` that keeps them and applies the clamps and the muted
+heads, so what is recorded is what the model computes while it is scored.
 """
 
 from __future__ import annotations
@@ -22,15 +27,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from charnn.model import CharRNN, cell_gates, cell_step, lstm_memory, require_cells
+from charnn.model import CharRNN, Model, cell_gates, cell_step, lstm_memory
+from charnn.transformer import Probe
 
-QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}
-GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
-# Value range of each quantity as shown (c is shown as tanh(c), the paper's convention).
+QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",),
+              "transformer": ("m",)}
+GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": (), "transformer": ()}
+# Value range of each quantity as shown (c is shown as tanh(c), the paper's convention; an MLP
+# neuron's GELU output has no upper bound: the pages show values past the range at full colour).
 RANGES = {"h": (-1.0, 1.0), "c": (-1.0, 1.0), "g": (-1.0, 1.0), "n": (-1.0, 1.0),
-          "i": (0.0, 1.0), "f": (0.0, 1.0), "o": (0.0, 1.0), "r": (0.0, 1.0), "z": (0.0, 1.0)}
+          "i": (0.0, 1.0), "f": (0.0, 1.0), "o": (0.0, 1.0), "r": (0.0, 1.0), "z": (0.0, 1.0), "m": (-1.0, 1.0)}
 NAMES = {"h": "hidden state h", "c": "cell state tanh(c)", "i": "input gate", "f": "forget gate",
-         "g": "candidate g", "o": "output gate", "r": "reset gate", "z": "update gate", "n": "candidate n"}
+         "g": "candidate g", "o": "output gate", "r": "reset gate", "z": "update gate", "n": "candidate n",
+         "m": "MLP neuron (after GELU)"}
+
+
+def held(cell: str) -> tuple[str, ...]:
+    """The quantities ablation holds: an LSTM's h and c, a GRU's or RNN's h, a transformer's MLP neurons."""
+    return ("h", "c") if cell == "lstm" else QUANTITIES[cell][:1]
 
 
 PARALLEL_ABOVE = 20_000  # texts longer than this are read as parallel pieces by the analyses
@@ -58,7 +72,8 @@ class Chunk:
 @dataclass
 class Clamp:
     """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,).
-    None leaves that part free (steering an LSTM pins c alone; h follows it)."""
+    None leaves that part free (steering an LSTM pins c alone; h follows it). For a transformer
+    the units are MLP neurons and h holds their values (c is unused)."""
     cells: torch.Tensor
     h: torch.Tensor | None
     c: torch.Tensor | None
@@ -119,9 +134,44 @@ def _lstm_cells(c0, gates: dict[str, torch.Tensor]):
     return out
 
 
+@dataclass
+class _Layout:
+    """How a text of n characters is read as parallel pieces: piece s records positions
+    first[s]..end[s]-1 after a warm-up from begin[s]; column col of a chunk reads begin + col."""
+    first: np.ndarray
+    begin: np.ndarray
+    end: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, n: int, streams: int, warmup: int, align: int = 1) -> "_Layout":
+        """align: each piece starts at a multiple of it (a transformer's slide period: then its
+        window moves at the same places as in one pass, and a warm-up of a block makes the
+        pieces' recordings exactly those of one pass)."""
+        streams = max(1, min(streams, n // max(warmup, 1) or 1)) if streams > 1 else 1
+        warm = warmup if streams > 1 else 0
+        piece = -(-n // streams)
+        first = np.arange(streams, dtype=np.int64) * piece
+        begin = np.maximum((first - warm) // align * align, 0)  # stream 0 needs no warm-up: it starts at the start
+        return cls(first, begin, np.minimum(first + piece, n), n)
+
+    @property
+    def streams(self) -> int:
+        return len(self.first)
+
+    def columns(self, ids: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor]]:
+        """-> per chunk: positions (S, T), which of them are recorded (S, T), and the ids read (S, T)."""
+        total = int((self.end - self.begin).max())
+        for col in range(0, total, chunk):
+            pos = self.begin[:, None] + col + np.arange(min(chunk, total - col))[None, :]  # (S, T)
+            valid = (pos >= self.first[:, None]) & (pos < self.end[:, None])
+            x = torch.from_numpy(np.asarray(ids[np.minimum(pos, self.n - 1)], dtype=np.int64))  # past the end: ignored
+            yield pos, valid, x
+
+
 @torch.no_grad()
-def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, warmup: int = 200,
-           chunk: int = 512, clamps: dict[int, Clamp] | None = None) -> Iterator[Chunk]:
+def record(model: Model, ids: np.ndarray, quantities=None, streams: int = 1, warmup: int = 200,
+           chunk: int = 512, clamps: dict[int, Clamp] | None = None, mute: dict | None = None) -> Iterator[Chunk]:
     """Read ids (N,) and yield the recordings, chunk by chunk.
 
     quantities: which of QUANTITIES[cell] to keep (default all; "h" is always computed).
@@ -129,34 +179,47 @@ def record(model: CharRNN, ids: np.ndarray, quantities=None, streams: int = 1, w
     early (those are not recorded), which is much faster on long texts; streams=1 is one exact
     pass from the zero state. Chunks then come in stream order, not text order.
     clamps: layer -> Clamp, cells held fixed while reading (ablation).
+    mute: layer -> heads (K,) whose output is zeroed (a transformer's head ablation).
     """
     cfg = model.cfg
-    require_cells(cfg, "recording activations")
     if model.training:
         raise ValueError("recording needs the model in eval mode (dropout off): call model.eval() first, "
                          "or load it with Checkpoint.build_model()")
     keep = tuple(quantities or QUANTITIES[cfg.cell])
-    device = model.head.weight.device
-    layers = [_layer(model, k) for k in range(cfg.layers)]
-    clamps = clamps or {}
     # Bound the memory of one chunk (~256 MB of recordings and their intermediates), so that a
     # 3 x 512 LSTM over 64 streams stays within a few GB whatever `chunk` was asked for.
-    per_step = max(1, streams) * cfg.layers * cfg.hidden * (len(keep) + 6) * 4
+    per_step = max(1, streams) * cfg.layers * cfg.units * (len(keep) + 6) * 4
     chunk = max(16, min(chunk, (256 << 20) // per_step))
-    n = len(ids)
-    streams = max(1, min(streams, n // max(warmup, 1) or 1)) if streams > 1 else 1
-    warm = warmup if streams > 1 else 0
-    piece = -(-n // streams)
-    first = np.arange(streams, dtype=np.int64) * piece
-    begin = np.maximum(first - warm, 0)  # stream 0 needs no warm-up: it starts at the text's start
-    end = np.minimum(first + piece, n)
-    total = int((end - begin).max())
+    if not cfg.recurrent:
+        warmup = max(warmup, cfg.block)  # a transformer's context is a block at most: that much warms it
+        lay = _Layout.of(len(ids), streams, warmup, align=cfg.block - model.keep)
+        yield from _record_transformer(model, ids, lay, chunk, clamps or {}, mute)
+        return
+    if mute:
+        raise ValueError("only a transformer has heads to mute")
+    yield from _record_recurrent(model, ids, keep, _Layout.of(len(ids), streams, warmup), chunk, clamps or {})
+
+
+def _record_transformer(model, ids, lay: _Layout, chunk: int, clamps: dict[int, Clamp], mute) -> Iterator[Chunk]:
+    """``record`` for a CharTransformer: its MLP neurons, read as evaluation reads."""
+    probe = Probe(mlp=True, hold={k: (c.cells, c.h) for k, c in clamps.items()}, mute=mute or {})
+    device = model.head.weight.device
+    state = None
+    for pos, valid, x in lay.columns(ids, chunk):
+        kept: list[torch.Tensor] = []
+        logits, state = model._read(x.to(device), state, probe, lambda t0, past, inside: kept.append(inside["mlp"]))
+        m = torch.from_numpy(valid).to(device)
+        mlp = torch.cat(kept, 2)  # (L, S, T, 4E)
+        yield Chunk(positions=pos[valid], acts={"m": mlp[:, m].float()},
+                    logp=torch.log_softmax(logits.float(), -1)[m])
+
+
+def _record_recurrent(model: CharRNN, ids, keep, lay: _Layout, chunk: int, clamps: dict[int, Clamp]) -> Iterator[Chunk]:
+    cfg, device, streams = model.cfg, model.head.weight.device, lay.streams
+    layers = [_layer(model, k) for k in range(cfg.layers)]
     state_h = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
     state_c = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
-    for col in range(0, total, chunk):
-        pos = begin[:, None] + col + np.arange(min(chunk, total - col))[None, :]  # (S, T)
-        valid = (pos >= first[:, None]) & (pos < end[:, None])
-        x = torch.from_numpy(np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64))  # past the end: ignored
+    for pos, valid, x in lay.columns(ids, chunk):
         inp = model.embed(x.to(device))  # (S, T, E)
         acts: dict[str, list[torch.Tensor]] = {q: [] for q in keep}
         for k, (single, w) in enumerate(layers):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from charnn.inspect import features as feats
-from charnn.inspect.activations import record, streams_for
+from charnn.inspect.activations import QUANTITIES, record, streams_for
 from charnn.subject import Subject
 
 
@@ -34,8 +34,9 @@ class FeatureResult:
 
 
 def search_quantities(cell: str) -> tuple[str, ...]:
-    """The paper looks at LSTM cell states (tanh c); h is what every cell type has."""
-    return ("c", "h") if cell == "lstm" else ("h",)
+    """The paper looks at LSTM cell states (tanh c); h is what every recurrent cell has; a
+    transformer offers its MLP neurons (``ModelConfig.units`` says why)."""
+    return ("c", "h") if cell == "lstm" else QUANTITIES[cell][:1]
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def find_cells(subject: Subject, user_features=(), top: int = 5, quantities=None
     fl = feats.compute(subject.text, user_features, subject.context)
     F = torch.from_numpy(np.stack([f.values for f in fl], axis=1)).double()  # (N, M)
     qs = tuple(quantities or search_quantities(model.cfg.cell))
-    L, H = model.cfg.layers, model.cfg.hidden
+    L, H = model.cfg.layers, model.cfg.units
     K = len(qs) * L * H
     sx = torch.zeros(K, dtype=torch.float64)
     sxx = torch.zeros(K, dtype=torch.float64)

@@ -17,7 +17,6 @@ import torch
 
 from charnn.errors import CharnnError
 from charnn.inspect.activations import GATES, NAMES, record, streams_for
-from charnn.model import require_cells
 from charnn.files import write_outputs
 from charnn.subject import Subject
 
@@ -36,11 +35,11 @@ class Saturation:
 
 @torch.no_grad()
 def gate_saturation(subject: Subject, streams: int = 16) -> Saturation:
-    require_cells(subject.model.cfg, "gate saturation")
     cell = subject.model.cfg.cell
     gates = GATES[cell]
     if not gates:
-        raise CharnnError("a plain RNN has no gates; gate saturation needs an lstm or gru model")
+        raise CharnnError(f"a {'plain RNN' if cell == 'rnn' else cell} has no gates; gate saturation needs an lstm "
+                          "or gru model")
     L, H = subject.model.cfg.layers, subject.model.cfg.hidden
     left = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}
     right = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}

@@ -22,7 +22,7 @@ from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import model_text
 from charnn.inspect import features as feats
-from charnn.inspect.activations import record_all
+from charnn.inspect.activations import held, record_all
 from charnn.inspect.find import find_cells
 from charnn.subject import Subject, display_chars, require_characters
 
@@ -153,7 +153,7 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
         model = loaded.build_model()
         subject = Subject(model, loaded.vocab, loaded, ids, text, source.what, context, source.before)
         best = {r.name: (abs(r.top[0].r) if r.top else 0.0) for r in find_cells(subject, user_features, top=1)}
-        qs = ("h", "c") if model.cfg.cell == "lstm" else ("h",)
+        qs = held(model.cfg.cell)
         acts = record_all(model, np.concatenate([source.before, ids]), qs).acts  # warm up on the context first
         n0 = len(source.before)
         row = {"step": step, "val_loss": loaded.meta.get("val_loss"), "features": {}}

@@ -23,7 +23,6 @@ from charnn.files import read_jsonl, refuse_foreign, write_atomic
 from charnn.inspect.activations import NAMES, QUANTITIES, RANGES, record_all
 from charnn.inspect.attention import rank_heads, read_attention, require_attention
 from charnn.inspect.find import find_cells
-from charnn.model import require_cells
 from charnn.subject import Subject, display_chars
 from charnn.vocab import TokenVocab
 
@@ -74,7 +73,6 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     n = len(subject.ids)
     if n > MAX_PAGE_CHARS:
         raise CharnnError(f"{n:,} characters is too many for one page; use --chars {MAX_PAGE_CHARS} or fewer")
-    require_cells(model.cfg, "the cells page")
     cell = model.cfg.cell
     qs = QUANTITIES[cell]
     ch = record_all(model, subject.ids)  # one exact pass from the zero state
@@ -101,9 +99,9 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
                 jumps.append({"feature": res.name, "layer": t.layer, "cell": t.cell, "quantity": t.quantity, "r": t.r})
     c = subject.loaded.config.model
     units = "tokens" if isinstance(subject.vocab, TokenVocab) else "characters"
-    title = (f"charnn cells: {c.cell} {c.layers}x{c.hidden} reading {n:,} {units} of {subject.what}")
+    title = (f"charnn cells: {c.describe()} reading {n:,} {units} of {subject.what}")
     return {"title": title, "unit": "token" if isinstance(subject.vocab, TokenVocab) else "character",
-            "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()], "layers": c.layers, "hidden": c.hidden,
+            "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()], "layers": c.layers, "hidden": c.units,
             "quantities": quantities, "acts": acts, "top5": top5,
             "pnext": [round(float(p), 4) for p in pnext.tolist()], "jump": jumps}
 

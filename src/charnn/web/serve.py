@@ -36,13 +36,14 @@ from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import score_text
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
-from charnn.model import CharRNN, require_cells
+from charnn.model import CharRNN
 from charnn.sample import next_probs, parse_clamp, sample_text, stream
 from charnn.subject import display_chars
 
 MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
 MAX_TEXT = 1_000_000  # characters scored by /eval
 MAX_SHOWN = 10_000  # characters read by /activations (every cell of a layer comes back for each)
+MAX_VALUES = MAX_SHOWN * 512  # values one /activations answer holds: characters x a layer's units
 MAX_LENGTH = 10_000  # characters generated per sample
 MAX_NUM = 64  # samples per request
 TOP = 5  # next-character candidates per position
@@ -86,7 +87,7 @@ class Served:
         m, c = loaded.meta, loaded.config.model
         best = m.get("best_val_loss", m.get("val_loss"))
         return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
-                "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
+                "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
                 "best_val_loss": best if best is not None and math.isfinite(best) else None,
                 "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())), "checkpoint": loaded.path.name,
                 "kept_steps": ckpt.kept_steps(self.folder)}
@@ -147,7 +148,7 @@ class NextRequest(_Body):
 class ActivationsRequest(_Body):
     text: str = Field(..., min_length=1, max_length=MAX_SHOWN)
     layer: int = Field(0, ge=0, le=255)
-    quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n"] = "c"
+    quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n", "m"] = "c"
     clamp: str | None = Field(None, max_length=MAX_CLAMP, description="cells held while reading, as in /sample")
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
 
@@ -191,12 +192,14 @@ def do_next(run: Served, req: NextRequest) -> dict:
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
     cfg = loaded.config.model
-    require_cells(cfg, "the activations")
     if req.layer >= cfg.layers:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
     if req.quantity not in QUANTITIES[cfg.cell]:
         raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
     ids = _ids(loaded, req.text)
+    if len(ids) * cfg.units > MAX_VALUES:
+        raise CharnnError(f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
+                          f"send at most {MAX_VALUES // cfg.units:,} characters")
     clamps = Clamp.from_pins(parse_clamp(req.clamp, cfg), cfg.cell)
     rec = record_all(model, ids, quantities=(req.quantity,), clamps=clamps)
     values = np.round(rec.acts[req.quantity][req.layer].numpy().astype(np.float64), 4)  # (N, H), c as tanh(c)
@@ -211,7 +214,7 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
                       "top": [{"char": shown[j], "p": round(math.exp(lp), 5)}
                               for lp, j in zip(top_lp[i].tolist(), top_id[i].tolist())],
                       "loss": None if loss[i] is None else round(loss[i], 5)})
-    return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.hidden, "characters": chars}
+    return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.units, "characters": chars}
 
 
 MAX_RECORDS = 5000  # log records per progress answer (the newest)
