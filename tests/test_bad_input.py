@@ -147,7 +147,6 @@ CATALOGUE = [
     (["inspect", "ablate", "{d}/trun", "--cells", "0:64"], "and MLP neurons 0..63 per layer"),
     (["inspect", "ablate", "{d}/trun", "--heads", "0:1", "--mode", "mean"], "--heads are silenced by zeroing"),
     (["inspect", "ablate", "{d}/trun", "--cells", "0:1", "--mode", "value:11"], "between -10 and 10"),
-    (["export", "{d}/trun", "--out", "{d}/ex"], "the export works on recurrent models only so far"),
     (["serve", "{d}/nothing"], "not a run directory"),
     (["export", "{d}/run", "--out", "{d}/no/such/folder"], "does not exist"),
     (["export", "{d}/run", "--out", "{d}/samples.txt"], "is a file"),

@@ -11,6 +11,7 @@ import pytest
 from conftest import learnable_text, tiny_config
 from serve_helpers import train_runs
 
+from charnn.config import ModelConfig
 from charnn.web.export import export_web, reference_logits
 
 TEXT = "one two three.\none two.\nfour"
@@ -23,7 +24,8 @@ def _charnn(*args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """lstm (2 layers), gru, and a plain tanh rnn that reads bytes."""
+    """lstm (2 layers), gru, a plain tanh rnn that reads bytes, and a transformer whose block (16)
+    the greedy sample outgrows many times (so the page's window slides as PyTorch's does)."""
     from charnn.train import train
 
     d = train_runs(tmp_path_factory.mktemp("export"))
@@ -32,6 +34,10 @@ def runs(tmp_path_factory):
     cfg = tiny_config(d / "bytes.txt", max_steps=30, eval_every=30)
     cfg.model.cell, cfg.data.unit = "rnn", "bytes"
     train(cfg, d / "rnn", progress=False)
+    cfg = tiny_config(d / "text.txt", max_steps=60, eval_every=30)
+    cfg.model = ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=16)
+    cfg.train.seq_len = 16
+    train(cfg, d / "gpt", progress=False)
     return d
 
 
@@ -45,7 +51,7 @@ def _open(browser, index, fragment=""):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "gpt"])
 def test_the_page_opened_from_disk_computes_pytorchs_logits_and_its_greedy_sample(browser, runs, tmp_path, name):
     r = _charnn("export", runs / name, "--out", tmp_path / "web")
     assert r.returncode == 0, r.stderr

@@ -24,7 +24,6 @@ from torch import nn
 
 from charnn import transformer
 from charnn.config import ModelConfig
-from charnn.errors import CharnnError
 from charnn.transformer import CharTransformer
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -204,13 +203,6 @@ def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | 
 
 
 Model = CharRNN | CharTransformer
-
-
-def require_cells(cfg: ModelConfig, what: str) -> None:
-    """Refuse, in one line, what reads a recurrent model's cells or weights when given a transformer."""
-    if not cfg.recurrent:
-        raise CharnnError(f"{what} works on recurrent models only so far; this run is a {cfg.describe()} "
-                          f"(everything else works on it: sample, eval, serve, export --onnx, inspect and analyze)")
 
 
 def build(cfg: ModelConfig, embed_std: float = 1.0) -> Model:

@@ -21,7 +21,6 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.files import refuse_foreign, write_atomic
-from charnn.model import require_cells
 from charnn.web.pages import _fill, _json_for_script
 
 WEB_MARKER = b'<meta name="generator" content="charnn exported model">'
@@ -60,16 +59,16 @@ def export_web(run, out, which: str = "best") -> list[Path]:
                           f"and byte models only; use --format onnx (model.json then holds the tokenizer)")
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
-    require_cells(cfg, "the export")
     out = _out_dir(out, {"index.html": WEB_MARKER, "model.js": JS_MARKER, "model.json": b'"format": "' + FORMAT.encode()})
     layout, blob = _tensors(model)
     about = {"format": FORMAT, "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-                                          "embed": cfg.embed, "vocab_size": len(loaded.vocab)},
+                                          "embed": cfg.embed, "vocab_size": len(loaded.vocab), "heads": cfg.heads,
+                                          "block": cfg.block, "describe": cfg.describe()},
              "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(), "tensors": layout,
              "weights": "weights.bin (little-endian float32, at each tensor's offset in bytes)",
              "step": loaded.meta.get("step"), "val_loss": loaded.meta.get("val_loss")}
     script = dict(about, data=base64.b64encode(blob).decode())
-    title = f"charnn: {Path(run).resolve().name} ({cfg.cell} {cfg.layers}x{cfg.hidden})"
+    title = f"charnn: {Path(run).resolve().name} ({cfg.describe()})"
     written = [write_atomic(out / "weights.bin", blob),
                write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n"),
                write_atomic(out / "model.js", f"{JS_MARKER.decode()}\nwindow.CHARNN_MODEL = "
