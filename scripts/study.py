@@ -6,7 +6,10 @@
 Steps, for each corpus: the 20-gram baseline (modified Kneser-Ney), a parameter-matched grid
 (cells x depths x budgets, each run trained for --per-run), then on the grid's best LSTM: error
 analysis, and for Linux the '}' long-range analysis; samples of that model judged by
-evaluate-samples. Finished grid runs are reused when the command is run again. The report
+evaluate-samples. With a transformer in the grid (the default), its best run beside the best
+LSTM: which of the LSTM's errors it gets right (the oracle categories side by side), both context
+curves (does the transformer's stop at its block?) and both models' sample novelty (does
+attention copy more of the training text?). Finished grid runs are reused when the command is run again. The report
 (markdown + PNGs) sets our numbers beside the paper's and says what the budget was.
 """
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+
 CORPORA = {  # name: (file, split, the paper's 20-gram and best LSTM test loss in nats)
     "warpeace": ("warpeace.txt", "0.8,0.1,0.1", 1.195, 1.077),
     "linux": ("linux.txt", "0.9,0.05,0.05", 0.889, 0.84),
@@ -45,10 +49,41 @@ def verdict(best: dict, ngram_loss: float) -> str:
             "over the best; the paper's RNNs, trained to convergence, beat it.")
 
 
+def judged_samples(out: Path, name: str, run: str, text: str, split: str) -> list[str]:
+    """Five samples of `run` judged by charnn evaluate-samples (novelty: copied training text), as report lines."""
+    samples = out / f"samples-{name}.txt"
+    samples.write_text(charnn("sample", run, "--num", "5", "--length", "400", "--seed", "1").stdout)
+    ev = charnn("evaluate-samples", str(samples), "--train", text, "--split", split).stdout
+    return [f"Five samples of 400 characters from {name}, judged by `charnn evaluate-samples`:", "",
+            "```", ev.strip(), "```", ""]
+
+
+def attention_beside(name: str, out: Path, lstm: dict, gpt: dict, text: str, split: str, report: Path) -> list[str]:
+    """The grid's best transformer beside its best LSTM: errors, context curves, sample novelty."""
+    from charnn.model import STUDY_BLOCK  # the context the grid's transformers read
+
+    lstm_run, gpt_run = str(out / "grid" / lstm["run"]), str(out / "grid" / gpt["run"])
+    print(f"[{name}] {gpt['run']} beside {lstm['run']}", file=sys.stderr, flush=True)
+    err = charnn("analyze", "errors", lstm_run, "--compare", gpt_run, "--out", str(out / "errors-vs-gpt"),
+                 "--chars", "50000").stdout
+    lines = [f"### Attention beside recurrence: {gpt['run']} (test loss {gpt['test_loss']:.3f}) and {lstm['run']} "
+             f"({lstm['test_loss']:.3f})", "",
+             f"Which of {lstm['run']}'s errors on 50,000 test characters {gpt['run']} gets right, by the paper's "
+             "oracle categories (`charnn analyze errors --compare`):", "", "```", err.strip(), "```", ""]
+    for label, run in (("LSTM", lstm_run), ("transformer", gpt_run)):
+        ctx = charnn("analyze", "context", run, "--out", str(out / f"context-{label}"), "--split", "test",
+                     "--max-context", "256").stdout
+        shutil.copy(out / f"context-{label}" / "context.png", report / f"{name}-context-{label}.png")
+        lines += [f"Loss when the {label} may read only the last k characters (`charnn analyze context`; the "
+                  f"transformer's block is {STUDY_BLOCK}):", "", "```", ctx.strip(), "```", "",
+                  f"![context]({name}-context-{label}.png)", ""]
+    return lines + judged_samples(out, gpt["run"], gpt_run, text, split)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-run", default="60s", help="training time of each grid run (default 60s)")
-    ap.add_argument("--cells", default="rnn,lstm,gru")
+    ap.add_argument("--cells", default="rnn,lstm,gru,transformer")
     ap.add_argument("--layers", default="1,2")
     ap.add_argument("--params", default="130k")
     ap.add_argument("--corpora", default="warpeace,linux")
@@ -107,11 +142,10 @@ def main() -> int:
             shutil.copy(out / "braces" / "braces.png", args.report / f"{name}-braces.png")
             lines += ["Loss on `}` by distance back to its `{` (`charnn analyze braces`):", "", "```", br.strip(),
                       "```", "", f"![braces]({name}-braces.png)", ""]
-        samples = out / "samples.txt"
-        samples.write_text(charnn("sample", best_run, "--num", "5", "--length", "400", "--seed", "1").stdout)
-        ev = charnn("evaluate-samples", str(samples), "--train", text, "--split", split).stdout
-        lines += [f"Five samples of 400 characters from {best['run']}, judged by `charnn evaluate-samples`:", "",
-                  "```", ev.strip(), "```", ""]
+        lines += judged_samples(out, best["run"], best_run, text, split)
+        gpt = min((r for r in results if r["cell"] == "transformer"), key=lambda r: r["test_loss"], default=None)
+        if gpt is not None and best["cell"] == "lstm":
+            lines += attention_beside(name, out, best, gpt, text, split, args.report)
     lines += [f"Total time: {(time.perf_counter() - t0) / 60:.1f} minutes"
               + (f", reusing {reused} grid runs trained by an earlier run of the same command." if reused else "."),
               ""]

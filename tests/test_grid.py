@@ -35,6 +35,29 @@ def test_every_cell_and_depth_is_matched_within_5_percent_of_the_budget(vocab):
             "rnn", 2, b, vocab, 64)
 
 
+@pytest.mark.parametrize("vocab", [65, 101])
+def test_a_transformer_is_matched_to_the_paper_budgets_too(vocab):
+    from charnn.model import STUDY_BLOCK, STUDY_HEADS, build
+
+    for e in plan(["transformer"], [1, 2, 3], parse_budgets("50k,130k,400k,1.3m"), vocab, 64):
+        # widths come in steps of the 4 heads, so a step is up to ~12% of a small budget: within 10%
+        assert e.hidden % STUDY_HEADS == 0 and abs(e.params - e.budget) / e.budget < 0.1, e
+        m = build(ModelConfig(cell="transformer", layers=e.layers, heads=STUDY_HEADS, embed=e.hidden, hidden=e.hidden,
+                              block=STUDY_BLOCK, vocab_size=vocab))
+        assert m.num_params == e.params  # the count is the built model's own
+
+
+def test_a_grid_transformer_reads_its_block_at_random_under_the_grid_protocol(tmp_path):
+    from charnn.study.grid import Settings, run_config
+
+    (e,) = plan(["transformer"], [2], [20_000], 40, 64)
+    cfg = run_config(e, "t.txt", Settings(max_steps=5, lr=0.004), threads=1)
+    m, t = cfg.model, cfg.train
+    assert (m.cell, m.layers, m.heads, m.block, m.embed, m.hidden) == ("transformer", 2, 4, 64, e.hidden, e.hidden)
+    assert (t.seq_len, t.windows, t.lr, t.batch_size, t.warmup_steps, t.optimizer) == (64, "random", 0.004, 32, 50,
+                                                                                     "adamw")
+
+
 def test_bad_budgets():
     with pytest.raises(CharnnError, match="expected sizes"):
         parse_budgets("50x")
@@ -72,7 +95,7 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("extra,msg", [
-    (["--cells", "lstm,transformer"], "choose from rnn, lstm, gru"),
+    (["--cells", "lstm,cnn"], "choose from rnn, lstm, gru, transformer"),
     (["--layers", "0"], "between 1 and 8"),
     (["--params", "big"], "expected sizes"),
     ([], "--max-time PER_RUN"),

@@ -230,17 +230,29 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# The transformer shape that parameter matching (charnn grid, charnn compare) builds: the
+# gpt-cpu preset's heads and block, its width set by the budget.
+STUDY_HEADS, STUDY_BLOCK = 4, 64
+
+
 def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) -> int:
-    """Parameters of the CharRNN that training builds for this shape (the embedding capped at
-    the vocabulary, as ModelConfig.fit_vocab does)."""
-    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=min(embed, vocab), vocab_size=vocab)
+    """Parameters of the model that training builds for this shape: a CharRNN (the embedding
+    capped at the vocabulary, as ModelConfig.fit_vocab does), or a transformer `hidden` wide
+    with STUDY_HEADS heads and a block of STUDY_BLOCK (`embed` does not apply: its width is both)."""
+    if cell == "transformer":
+        cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=hidden, heads=STUDY_HEADS, block=STUDY_BLOCK,
+                          vocab_size=vocab)
+    else:
+        cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=min(embed, vocab), vocab_size=vocab)
     return sum(math.prod(s) for s in expected_shapes(cfg).values())
 
 
 def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) -> int:
-    """The hidden size whose parameter count is closest to `budget` (the count grows with it)."""
-    best, best_err = 1, math.inf
-    for h in range(1, 4097):
+    """The hidden size (a transformer's width, a multiple of its heads) whose parameter count is
+    closest to `budget` (the count grows with it)."""
+    step = STUDY_HEADS if cell == "transformer" else 1
+    best, best_err = step, math.inf
+    for h in range(step, 4097, step):
         n = count_params(cell, layers, h, vocab, embed)
         if abs(n - budget) < best_err:
             best, best_err = h, abs(n - budget)

@@ -49,18 +49,21 @@ def add_parsers(sub) -> None:
 
     gr.set_defaults(func=cmd_grid)
 
-    co = sub.add_parser("compare", help="characters against byte-pair tokens: the same text, time and parameters, "
-                                        "scored in bits per character")
+    co = sub.add_parser("compare", help="characters against byte-pair tokens, recurrence against attention: the "
+                                        "same text, time and parameters, scored in bits per character")
     co.add_argument("text", metavar="TEXT", help="a text file, a folder or a built-in corpus, as for train")
     co.add_argument("--out", required=True, metavar="DIR", help="folder for the runs, the table and the plot")
-    co.add_argument("--units", default="char,bpe:256,bpe:1024", help="what each model reads: char or bpe:K "
-                    "(K tokens learned from the training split); default char,bpe:256,bpe:1024")
+    co.add_argument("--units", default=None, help="what each model reads: char or bpe:K "
+                    "(K tokens learned from the training split); default char,bpe:256,bpe:1024, or char with --models")
+    co.add_argument("--models", default=None, help="the models to train on each unit, from lstm, gru, rnn and "
+                    "transformer (the gpt-cpu preset, its width set by --params); default lstm")
     co.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_RUN",
                     help="training time per unit, e.g. 5m (the same for every unit)")
     co.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_RUN", help="or steps per unit")
     co.add_argument("--params", default=None, metavar="N",
                     help="parameters of every model, e.g. 400k (default: the default model reading characters)")
-    co.add_argument("--layers", type=flags.count, default=1, help="LSTM layers of every model (default 1)")
+    co.add_argument("--layers", type=flags.count, default=1,
+                    help="layers of every recurrent model (default 1; a transformer has gpt-cpu's 4)")
     co.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="contiguous split fractions, cut on characters (default 0.9,0.05,0.05)")
     co.add_argument("--jobs", type=flags.count, default=1, help="units trained at once (default 1: fair timing)")
@@ -116,7 +119,8 @@ def cmd_compare(args) -> int:
     from charnn.config import DataConfig
     from charnn.study import compare, grid
 
-    units = compare.parse_units(args.units)
+    models = compare.parse_models(args.models) if args.models else [compare.CELL]
+    units = compare.parse_units(args.units or ("char" if args.models else "char,bpe:256,bpe:1024"))
     if args.jobs < 1:
         raise CharnnError("--jobs must be at least 1")
     if args.params and "," in args.params:
@@ -132,11 +136,12 @@ def cmd_compare(args) -> int:
     if out.exists() and not out.is_dir():
         raise CharnnError(f"{out} is a file; --out takes a folder for the runs and the table")
     compare.check_outputs(out)
-    entries = compare.plan(text, units, settings, progress=say)
-    shapes = (f"{e.unit.label} ({e.vocab} symbols, {e.hidden} cells, {e.params:,} parameters)" for e in entries)
+    entries = compare.plan(text, units, settings, progress=say, models=models)
+    shapes = (f"{e.label} ({e.vocab} symbols, {e.hidden} {'cells' if e.cell != 'transformer' else 'wide'}, "
+              f"{e.params:,} parameters)" for e in entries)
     say(f"compare: {', '.join(shapes)}")
     results = compare.compare(text, out, entries, settings, args.jobs,
-                              progress=lambda r: say(f"  {r['unit']}: {r['test_bpc']:.4f} bits per character"))
+                              progress=lambda r: say(f"  {r['model']} on {r['unit']}: {r['test_bpc']:.4f} bits per character"))
     budget = f"{settings.max_time:g} s" if settings.max_time else f"{settings.max_steps} steps"
     md = compare.write(results, out, text, f"{Path(text).name}: {budget} per unit, "
                                            f"~{entries[0].params:,} parameters each")

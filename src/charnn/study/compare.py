@@ -1,8 +1,11 @@
-"""Characters against byte-pair tokens, fairly: `charnn compare TEXT --units char,bpe:256,bpe:1024`.
+"""Characters against byte-pair tokens, and recurrence against attention, fairly:
+`charnn compare TEXT --units char,bpe:256,bpe:1024` and `--models lstm,gru,transformer`.
 
-Every unit trains on the same text and split, for the same wall time (or steps), with the default
-preset's settings and, as near as whole cells allow, the same parameters (a bigger vocabulary
-costs embedding and read-out weights, so a token model gets fewer cells). Each is scored on the
+Every unit and model trains on the same text and split, for the same wall time (or steps), and,
+as near as whole cells allow, with the same parameters (a bigger vocabulary costs embedding and
+read-out weights, so a token model gets fewer cells). A recurrent model trains with the default
+preset's settings (``--layers`` of them); a transformer with the ``gpt-cpu`` preset's (4 layers,
+4 heads, block 64), its width chosen to meet the parameter budget. Each is scored on the
 same test text (cut on characters, then tokenised) in bits per character: total nats / characters.
 Also: training speed in characters per second, and the novelty of its samples. Windows count
 units (32 tokens read more text than 32 characters): part of what tokens buy, and measured.
@@ -23,11 +26,14 @@ from pathlib import Path
 
 from charnn.errors import CharnnError
 from charnn.files import read_jsonl, refuse_foreign, write_atomic, write_outputs
+from charnn.config import CELLS
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import train_in_child
 
 CELL = "lstm"
-MAX_UNITS = 8
+MAX_UNITS = 8  # runs in one comparison: units x models
+GPT = "gpt-cpu"  # the preset a transformer trains with (its width set by the budget) ...
+GPT_LAYERS = 4  # ... and its depth
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,15 @@ def parse_units(text: str) -> list[Unit]:
     return out
 
 
+def parse_models(text: str) -> list[str]:
+    """'lstm,gru,transformer' -> the cells to compare."""
+    out = [p.strip() for p in text.split(",")]
+    if any(c not in CELLS for c in out) or len(set(out)) != len(out):
+        raise CharnnError(f"--models {text!r}: give different models from {', '.join(CELLS)} "
+                          f"(e.g. lstm,gru,transformer)")
+    return out
+
+
 @dataclass
 class Settings:
     max_time: float = 0.0  # seconds per run
@@ -89,13 +104,25 @@ class Settings:
 class Entry:
     unit: Unit
     vocab: int
-    hidden: int
+    hidden: int  # a recurrent model's cells, a transformer's width
     params: int
+    cell: str = CELL
+
+    @property
+    def name(self) -> str:  # its run's folder
+        return self.unit.name if self.cell == CELL else f"{self.cell}-{self.unit.name}"
+
+    @property
+    def label(self) -> str:
+        return self.unit.label if self.cell == CELL else f"{self.cell} {self.unit.label}"
 
 
-def plan(text: str, units: list[Unit], settings: Settings, progress=None) -> list[Entry]:
-    """Each unit's vocabulary (tokenising the text once: cached) and the hidden size that gives
-    it the parameter budget."""
+def plan(text: str, units: list[Unit], settings: Settings, progress=None, models=(CELL,)) -> list[Entry]:
+    """Each unit's vocabulary (tokenising the text once: cached) and, for each model, the hidden
+    size (a transformer's width) that gives it the parameter budget."""
+    if not 1 <= len(units) * len(models) <= MAX_UNITS:
+        raise CharnnError(f"{len(units)} units x {len(models)} models is {len(units) * len(models)} runs; "
+                          f"compare at most {MAX_UNITS} at once")
     from charnn.config import RunConfig
     from charnn.data import prepare
 
@@ -109,9 +136,11 @@ def plan(text: str, units: list[Unit], settings: Settings, progress=None) -> lis
         chars = vocabs.get(Unit("char")) or len(prepare(text, seed=settings.seed).vocab)
         budget = count_params(CELL, settings.layers, RunConfig().model.hidden, chars, settings.embed)
     out = []
-    for u in units:
-        h = match_hidden(CELL, settings.layers, budget, vocabs[u], settings.embed)
-        out.append(Entry(u, vocabs[u], h, count_params(CELL, settings.layers, h, vocabs[u], settings.embed)))
+    for cell in models:
+        for u in units:
+            layers = GPT_LAYERS if cell == "transformer" else settings.layers
+            h = match_hidden(cell, layers, budget, vocabs[u], settings.embed)
+            out.append(Entry(u, vocabs[u], h, count_params(cell, layers, h, vocabs[u], settings.embed), cell))
     return out
 
 
@@ -119,11 +148,14 @@ def run_config(entry: Entry, text: str, settings: Settings, threads: int):
     from charnn.config import RunConfig, apply_preset
 
     cfg = RunConfig()
-    apply_preset(cfg, "default")
+    apply_preset(cfg, GPT if entry.cell == "transformer" else "default")
     cfg.data.text, cfg.data.split, cfg.data.unit = text, tuple(settings.split), entry.unit.unit
     cfg.data.bpe_vocab = entry.unit.size
     m = cfg.model
-    m.cell, m.layers, m.hidden, m.embed = CELL, settings.layers, entry.hidden, settings.embed
+    if entry.cell == "transformer":
+        m.embed = m.hidden = entry.hidden
+    else:
+        m.cell, m.layers, m.hidden, m.embed = entry.cell, settings.layers, entry.hidden, settings.embed
     for k, v in {"max_time": settings.max_time, "max_steps": settings.max_steps, "threads": threads,
                  "seed": settings.seed, **settings.extra}.items():
         setattr(cfg.train, k, v)
@@ -165,13 +197,15 @@ def measure(run: Path, settings: Settings) -> dict:
 def _train_and_measure(entry: Entry, text: str, out: Path, settings: Settings, threads: int) -> dict:
     """One unit: train (or finish) its run, then measure it; in a child process, cached in
     RUN/result.json so a comparison that was stopped resumes where it was."""
-    run = out / entry.unit.name
+    run = out / entry.name
     result_file = run / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    train_in_child(run, lambda: run_config(entry, text, settings, threads), f"compare run {entry.unit.label}")
-    res = {"unit": entry.unit.label, "vocab": entry.vocab, "hidden": entry.hidden, "params": entry.params,
-           "layers": settings.layers, "run": entry.unit.name, **measure(run, settings)}
+    cfg = run_config(entry, text, settings, threads)
+    train_in_child(run, lambda: run_config(entry, text, settings, threads), f"compare run {entry.label}")
+    res = {"unit": entry.unit.label, "model": cfg.model.describe(), "cell": entry.cell, "vocab": entry.vocab,
+           "hidden": entry.hidden, "params": entry.params, "layers": cfg.model.layers, "run": entry.name,
+           **measure(run, settings)}
     write_atomic(result_file, json.dumps(res))
     return res
 
@@ -180,7 +214,7 @@ def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs
             ) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "settings.json", json.dumps({"text": text, **asdict(settings),
-                                                    "units": [e.unit.label for e in entries]}, indent=1))
+                                                    "runs": [e.label for e in entries]}, indent=1))
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results = []
     # spawn: a fresh interpreter per run (forking a process that holds torch's threads is unsafe)
@@ -193,16 +227,16 @@ def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs
     return results
 
 
-COLUMNS = [("unit", "unit", "{}"), ("vocab", "vocabulary", "{:,}"), ("hidden", "cells", "{}"),
+COLUMNS = [("unit", "unit", "{}"), ("model", "model", "{}"), ("vocab", "vocabulary", "{:,}"),
            ("params", "parameters", "{:,}"), ("steps", "steps", "{:,}"), ("test_bpc", "test bits/char", "{:.4f}"),
            ("test_loss", "test nats/unit", "{:.4f}"), ("chars_per_unit", "chars/unit", "{:.2f}"),
            ("chars_per_s", "training chars/s", "{:,.0f}"), ("novel_20", "novel 20-char spans", "{:.1%}"),
            ("longest_copy", "longest copy", "{}")]
 
 
-CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run"]
+CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run", "cell", "hidden"]
 PNG_MARKER = b"charnn compare"
-MD_MARKER, JSON_MARKER = b"| unit | vocabulary |", b'"results"'
+MD_MARKER, JSON_MARKER = b"| unit |", b'"results"'
 
 
 def check_outputs(out: Path) -> None:
@@ -233,7 +267,8 @@ def table(results: list[dict]) -> tuple[str, str]:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER)
     for r in results:
-        w.writerow([r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"]])
+        w.writerow([r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"],
+                                                    r["cell"], r["hidden"]])
     return md.getvalue(), buf.getvalue()
 
 
@@ -244,13 +279,14 @@ def plot(results: list[dict], path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [r["unit"] for r in results]
+    labels = [r["unit"] if r["cell"] == CELL else f"{r['cell']}\n{r['unit']}" for r in results]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     for ax, key, name in zip(axes, ("test_bpc", "chars_per_s", "novel_20"),
                              ("test bits per character (lower is better)", "training characters per second",
                               "novel 20-character spans in samples")):
         vals = [r[key] for r in results]
-        ax.bar(labels, vals, color=["tab:blue" if u == "char" else "tab:orange" for u in labels])
+        ax.bar(labels, vals, color=[("tab:blue" if r["unit"] == "char" else "tab:orange") if r["cell"] == CELL
+                                    else "tab:green" if r["cell"] == "transformer" else "tab:purple" for r in results])
         ax.set_title(name, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if key == "test_bpc":

@@ -1,4 +1,5 @@
-"""The paper's Table 1: RNN, LSTM and GRU of 1-3 layers at matched parameter budgets.
+"""The paper's Table 1: RNN, LSTM and GRU of 1-3 layers at matched parameter budgets, and a
+transformer row beside them (issue #35: attention at the paper's parameter counts).
 
 For each cell type and depth the hidden size is chosen so that the model has the budget's
 number of parameters (the paper's budgets are the sizes of a one-layer LSTM with 64, 128, 256
@@ -7,6 +8,11 @@ with the same budget, then is scored on the test split. A finished run is not tr
 a crashed grid resumes where it stopped; `jobs` > 1 trains several at once. Each run trains
 and is scored through the library (``charnn.train.train``, ``charnn.evaluate``) in a process of
 its own (isolation, and its share of the CPU threads); its messages go to ``RUN/train.log``.
+
+A transformer of the grid is ``layers`` blocks, STUDY_HEADS heads wide enough for the budget,
+reading random windows of STUDY_BLOCK characters (its context; a recurrent model's windows are
+PROTOCOL's 32 with the state carried across them); the rest of PROTOCOL (batch, warmup, AdamW,
+cosine, the grid's learning rate) is the same.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from pathlib import Path
 
 from charnn.errors import CharnnError
 from charnn.files import write_atomic
-from charnn.model import GATES, count_params, match_hidden
+from charnn.model import STUDY_BLOCK, STUDY_HEADS, count_params, match_hidden
+
+CELLS = ("rnn", "lstm", "gru", "transformer")  # the grid's columns, in this order
 
 # Every grid run trains with these settings whatever the default preset becomes, so that a grid
 # run again later (or resumed) is the same protocol: 32 streams of 32-character windows, 50
@@ -57,8 +65,8 @@ class Settings:
 
 def parse_cells(text: str) -> list[str]:
     cells = [c.strip() for c in text.split(",") if c.strip()]
-    if not cells or any(c not in GATES for c in cells):
-        raise CharnnError(f"--cells {text!r}: choose from rnn, lstm, gru")
+    if not cells or any(c not in CELLS for c in cells):
+        raise CharnnError(f"--cells {text!r}: choose from {', '.join(CELLS)}")
     return cells
 
 
@@ -121,7 +129,11 @@ def run_config(entry: "Cell", text: str, settings: Settings, threads: int):
     cfg.data.text, cfg.data.split = text, tuple(settings.split)
     m = cfg.model
     m.cell, m.layers, m.hidden, m.embed, m.dropout = entry.cell, entry.layers, entry.hidden, settings.embed, settings.dropout
-    for k, v in {**PROTOCOL, "lr": settings.lr, "max_time": settings.max_time, "max_steps": settings.max_steps,
+    protocol = dict(PROTOCOL)
+    if entry.cell == "transformer":
+        m.embed, m.heads, m.block = entry.hidden, STUDY_HEADS, STUDY_BLOCK
+        protocol.update(seq_len=STUDY_BLOCK, windows="random")
+    for k, v in {**protocol, "lr": settings.lr, "max_time": settings.max_time, "max_steps": settings.max_steps,
                  "threads": threads, **settings.extra}.items():
         setattr(cfg.train, k, v)
     return cfg
@@ -193,7 +205,7 @@ def run_grid(text: str, out: Path, entries: list["Cell"], settings: Settings, jo
 
 def table(results: list[dict]) -> tuple[str, str]:
     """(markdown, csv) in the paper's layout: one row per budget and depth, one column per cell."""
-    cells = [c for c in ("rnn", "lstm", "gru") if any(r["cell"] == c for r in results)]
+    cells = [c for c in CELLS if any(r["cell"] == c for r in results)]
     keyed = {(r["budget"], r["layers"], r["cell"]): r for r in results}
     rows = sorted({(r["budget"], r["layers"]) for r in results})
     md = io.StringIO()
@@ -224,7 +236,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    cells = [c for c in ("rnn", "lstm", "gru") if any(r["cell"] == c for r in results)]
+    cells = [c for c in CELLS if any(r["cell"] == c for r in results)]
     depths = sorted({r["layers"] for r in results})
     budgets = sorted({r["budget"] for r in results})
     if len(budgets) == 1:
@@ -238,7 +250,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_ylim(min(r["test_loss"] for r in results) * 0.95, max(r["test_loss"] for r in results) * 1.02)
         ax.set_title(f"test loss at {budget_name(budgets[0])} parameters")
     else:
-        styles = {"rnn": "o-", "lstm": "s-", "gru": "^-"}
+        styles = {"rnn": "o-", "lstm": "s-", "gru": "^-", "transformer": "D-"}
         for c in cells:
             for n in depths:
                 pts = sorted((r["params"], r["test_loss"]) for r in results if r["cell"] == c and r["layers"] == n)
