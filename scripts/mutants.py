@@ -99,6 +99,10 @@ MUTANTS = [
            "            if False:\n", "tests/test_units.py", "clamp_holds"),
     Mutant("muted head still speaks", "transformer.py", "            y[:, probe.mute[self.index]] = 0\n", "",
            "tests/test_units.py", "silencing_a_head"),
+    Mutant("documents framed without their end symbol", "documents.py", 'return "".join(d + END for d in docs)',
+           'return "".join(d for d in docs)', "tests/test_documents.py", "cuts_a_document or framing"),
+    Mutant("documents split in file order", "documents.py", "order = np.random.default_rng(seed).permutation(len(docs))",
+           "order = np.arange(len(docs))", "tests/test_documents.py", "seeded_shuffle"),
     Mutant("snapshot steps ignored", "train.py", "if st.step in t.snapshot_steps or val is not None:",
            "if val is not None:", "tests/test_promises.py", "snapshots_at"),
 ]

@@ -82,6 +82,10 @@ CATALOGUE = [
     (["train", "{d}/empty.txt", "--out", "{d}/o"], "empty"),
     # train: flags
     (T + ["--cell", "tree"], "invalid choice"),
+    (T + ["--documents", "("], "--documents '(' is not a valid regular expression"),
+    (T + ["--documents", "^Chapter [IVX]+$"], "matches nothing in the text, so there are no documents"),
+    (T + ["--documents", "line", "--unit", "bytes"], "--documents reads characters (--unit char)"),
+    (["sample", "{d}/run", "--documents", "3"], "this run was trained on one stream of text, not on documents"),
     (T + ["--cell", "transformer", "--heads", "3"], "--heads 3 does not divide the transformer's width --embed 128"),
     (T + ["--cell", "transformer", "--block", "100000"], "--block 100000 is longer than the training split"),
     (T + ["--cell", "transformer", "--hidden", "64"], "a transformer's width is --embed (128): drop --hidden"),

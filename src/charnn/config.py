@@ -122,6 +122,7 @@ class DataConfig:
     encoding_errors: str = "strict"  # or "replace"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     # (a folder's files are read in an order shuffled by the run's seed, TrainConfig.seed)
+    documents: str = ""  # "", "line", "blank" or a regex matching each document's start (charnn.documents)
 
     def validate(self) -> None:
         if self.unit not in ("char", "bytes", "bpe"):
@@ -145,6 +146,11 @@ class DataConfig:
         if abs(sum(split) - 1.0) > 1e-6:
             raise CharnnError(f"--split fractions must add up to 1, got {sum(split):g}")
         self.split = split
+        if self.documents and self.unit != "char":
+            raise CharnnError(f"--documents reads characters (--unit char); --unit {self.unit} with documents is "
+                              f"not supported yet")
+        if len(self.documents) > 1000:
+            raise CharnnError("--documents: a regular expression of at most 1000 characters, please")
 
 
 @dataclass

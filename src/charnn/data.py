@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from charnn import corpus as corpus_mod
+from charnn import documents as docs_mod
 from charnn.errors import CharnnError
 from charnn.log import warn
 from charnn.vocab import TokenVocab, Vocab, code_points
@@ -43,9 +44,11 @@ class Encoded:
     vocab: Vocab
     key: str
     # Token text: where val and test begin in ids, and the split fractions that put them there
-    # (the text is cut on characters first, then each part is tokenised).
+    # (the text is cut on characters first, then each part is tokenised); documents: the same,
+    # cut between documents.
     bounds: tuple[int, int] | None = None
     fractions: tuple[float, float, float] | None = None
+    lead_in: str = ""  # documents: what sampling reads first (documents.lead_in)
 
     def splits(self, fractions) -> dict[str, np.ndarray]:
         """Contiguous train / val / test views, in that order."""
@@ -143,11 +146,14 @@ def content_key(files, unit: str, errors: str) -> str:
 
 def prepare(text: str = "stdlib", include: str = "*", unit: str = "char", encoding_errors: str = "strict",
             seed: int = 1337, cache: Path | None = None, split=(0.9, 0.05, 0.05), vocab_size: int = 0,
-            tokens: TokenVocab | None = None) -> Encoded:
+            tokens: TokenVocab | None = None, documents: str = "") -> Encoded:
     """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids.
 
     unit "bpe" learns `vocab_size` byte-pair tokens from the training split (cut by `split`), or
-    uses `tokens` (a run's own tokenizer, when resuming or fine-tuning)."""
+    uses `tokens` (a run's own tokenizer, when resuming or fine-tuning). `documents` (a
+    --documents SPEC) frames the text's documents and cuts the splits between them."""
+    if documents:
+        return _prepare_documents(text, include, unit, encoding_errors, seed, cache, tuple(split), documents)
     if unit == "bpe":
         return _prepare_tokens(text, include, encoding_errors, seed, cache, tuple(split), vocab_size, tokens)
     corp = corpus_mod.resolve(text, include=include, seed=seed)
@@ -168,8 +174,37 @@ def _load(folder: Path, key: str) -> Encoded:
     n = int(meta["length"])
     ids = np.memmap(folder / "ids.bin", dtype=vocab.dtype, mode="r", shape=(n,)) if n else np.zeros(0, vocab.dtype)
     if "bounds" in meta:
-        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]))
+        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]), meta.get("lead_in", ""))
     return Encoded(ids, vocab, key)
+
+
+def _prepare_documents(text, include, unit, errors, seed, cache, split, spec) -> Encoded:
+    """The text's documents, shuffled by `seed`, each followed by documents.END, cut into splits
+    between documents (see charnn.documents). Cached like the text; the text is held in memory
+    while it is cut."""
+    if unit != "char":
+        raise CharnnError(f"--documents reads characters (--unit char); --unit {unit} with documents is not "
+                          f"supported yet")
+    chars = prepare(text, include, "char", errors, seed, cache)
+    root = (cache or corpus_mod.cache_dir()) / "data"
+    key = hashlib.sha256(f"docs|{chars.key}|{spec}|{seed}|{split}".encode()).hexdigest()[:40]
+    folder = root / key
+    if (folder / "meta.json").is_file():
+        try:
+            return _load(folder, chars.key)
+        except (OSError, ValueError, KeyError, CharnnError):
+            shutil.rmtree(folder, ignore_errors=True)
+    parts = docs_mod.cut(docs_mod.split_documents(chars.vocab.decode(chars.ids), spec), split, seed)
+    texts = [docs_mod.framed(parts[name]) for name in ("train", "val", "test")]
+    vocab = Vocab(sorted(set(code_points("".join(texts)).tolist())), "char")
+    pieces = [vocab.encode(t).astype(vocab.dtype) for t in texts]
+    bounds = [len(pieces[0]), len(pieces[0]) + len(pieces[1])]
+    meta = {"length": sum(len(p) for p in pieces), "vocab": vocab.to_json(), "files": chars.key, "unit": "char",
+            "bounds": bounds, "split": list(split), "documents": spec,
+            "counts": [len(parts[n]) for n in ("train", "val", "test")], "lead_in": docs_mod.lead_in(parts["train"]),
+            "encoding_errors": errors, "version": FORMAT_VERSION}
+    _write_entry(root, key, (p.tobytes() for p in pieces), meta)
+    return _load(root / key, chars.key)
 
 
 def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, tokens) -> Encoded:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from charnn.data import NotUTF8, eval_windows, prepare
+from charnn.documents import END, framed, split_documents
 from charnn.distributed import eval_streams, wide_float
 from charnn.errors import CharnnError
 from charnn.model import Model
@@ -45,11 +46,16 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
             raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
                               f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
                               f"scores any file)") from None
+        if d.documents:  # the file's documents, framed as training framed them (in the file's order), after
+            # an end symbol, so that every character is scored, each document's first one included
+            docs = split_documents(enc.vocab.decode(enc.ids), d.documents)
+            return Text(loaded.vocab.encode(END + framed(docs)), text, before)
         ids = (np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None
                else tokens.encode(enc.vocab.decode(enc.ids)))
         return Text(ids, text, before)
     split = split or "val"
-    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed)
+    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed, split=d.split,
+                  documents=d.documents)
     enc = enc.remap(loaded.vocab) if tokens is None else enc
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]

@@ -226,6 +226,42 @@ def next_probs(model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1
     return {"candidates": order.tolist(), "probs": probs}
 
 
+DOCUMENT_ROUNDS = 5  # draws of the missing documents before sample_documents gives up on a cap that is too short
+
+
+def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap: int = 500, prime: str = "",
+                     seed: int = 0, **kw) -> tuple[list[str], int]:
+    """`num` whole documents from a model trained with --documents: each starts where training
+    starts one (after reading `lead_in`, the checkpoint's) and `prime`, and ends at the end
+    symbol, which is not returned. A document still going after `cap` units is dropped and
+    drawn again (up to DOCUMENT_ROUNDS draws): -> (the complete documents, each with the prime
+    in front; how many reached the cap)."""
+    from charnn.documents import END
+
+    if END not in vocab.decode(range(len(vocab))):
+        raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
+                          "SPLIT to sample whole documents)")
+    end = int(vocab.encode(END)[0])
+    done, capped = [], 0
+    for k in range(DOCUMENT_ROUNDS):
+        want = num - len(done)
+        if want <= 0:
+            break
+        rows: list[list[int]] = [[] for _ in range(want)]
+        ended = [False] * want
+        for ids in generate(model, vocab, lead_in + prime, cap + 1, want, seed + k, **kw):
+            for i, t in enumerate(ids):
+                if not ended[i]:
+                    ended[i] = t == end
+                    if not ended[i]:
+                        rows[i].append(t)
+            if all(ended):
+                break
+        done += [prime + vocab.decode(r) for r, e in zip(rows, ended) if e]
+        capped += ended.count(False)
+    return done, capped
+
+
 def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
                 **kw) -> list[str]:
     """`num` whole samples drawn together (without the prime), each cut right after `stop`."""

@@ -424,7 +424,8 @@ class Trainer:
             if not isinstance(tokens, TokenVocab):
                 raise CharnnError(f"--init-from: the model reads {tokens.unit} units but --unit is bpe")
         enc = prepare(d.text, d.include, d.unit, d.encoding_errors, t.seed, split=d.split, vocab_size=d.bpe_vocab,
-                      tokens=tokens)
+                      tokens=tokens, documents=d.documents)
+        self.lead_in = enc.lead_in
         if resume and self.meta.get("data_key") not in (None, enc.key):
             raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
                               f"resume needs the same text (or start a new run with --init-from {out})")
@@ -647,12 +648,17 @@ class Trainer:
         with open(self.out / "samples.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
+    def sampling_meta(self) -> dict:
+        """What every checkpoint of a documents run carries so that it alone samples documents:
+        the lead-in sampling reads first (charnn.documents)."""
+        return {"lead_in": self.lead_in} if self.lead_in else {}
+
     def save_best(self, val: float | None) -> None:
         if self.dd.main:
             with self.averaged():
                 ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model,
                           {"step": self.state.step, "val_loss": val,
-                           "val_bpc": self.val_bpc if val is not None else None})
+                           "val_bpc": self.val_bpc if val is not None else None, **self.sampling_meta()})
 
     def save_kept(self, val: float | None) -> None:
         """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
@@ -665,7 +671,7 @@ class Trainer:
             with self.averaged():
                 ckpt.save(path, self.cfg, self.vocab, self.model,
                           {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
-                           "elapsed": self.elapsed()})
+                           "elapsed": self.elapsed(), **self.sampling_meta()})
 
     def save_last(self, finished: str = "") -> None:
         """The full training state; every process takes part in gathering the carried state."""
@@ -684,6 +690,7 @@ class Trainer:
                 "seq_len": self.batcher.seq_len}
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
+        meta.update(self.sampling_meta())
         ema = ({} if self.ema is None else
                {f"ema.{name}": e for (name, _), e in zip(self.model.named_parameters(), self.ema)})
         ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,

@@ -77,6 +77,12 @@ def add_parsers(sub) -> None:
     es.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="which part of TEXT was trained on (default 0.9,0.05,0.05); the validation part is the "
                          "held-out text")
+    es.add_argument("--documents", default=None, metavar="SPLIT",
+                    help="the run's --documents: the samples are documents cut the same way (charnn sample prints "
+                         "one a line, or a blank line between them), and the share found verbatim in the training "
+                         "split is reported")
+    es.add_argument("--seed", type=flags.count, default=1337,
+                    help="with --documents: the run's --seed, which shuffled the documents before the split")
     es.add_argument("--json", action="store_true", help="print one JSON object")
     es.set_defaults(func=cmd_evaluate_samples)
 
@@ -186,20 +192,30 @@ def cmd_grid(args) -> int:
 def cmd_evaluate_samples(args) -> int:
     from charnn.config import DataConfig
     from charnn.data import prepare
+    from charnn.documents import END, novelty, split_documents
     from charnn.samplestats import evaluate_samples, read_samples
 
-    DataConfig(text=args.train, split=args.split).validate()
+    DataConfig(text=args.train, split=args.split, documents=args.documents or "").validate()
     samples = read_samples(args.samples)
     path = Path(args.train).expanduser()
-    enc = prepare(str(path.resolve()) if path.exists() else args.train)
+    enc = prepare(str(path.resolve()) if path.exists() else args.train, seed=args.seed, split=args.split,
+                  documents=args.documents or "")
     parts = enc.splits(args.split)
     train_text, heldout = enc.vocab.decode(parts["train"]), enc.vocab.decode(parts["val"])
     if not heldout:
         raise CharnnError(f"the validation part of {args.train} is empty; give a --split with a validation share")
+    new = None
+    if args.documents:
+        samples = [d for s in samples for d in split_documents(s, args.documents)]
+        new = novelty(samples, train_text.split(END)[:-1])
+        train_text, heldout = train_text.replace(END, "\n"), heldout.replace(END, "\n")
     st = evaluate_samples(samples, train_text, heldout)
     if args.json:
-        print(json.dumps(st.to_dict()))
+        print(json.dumps({**st.to_dict(), **({"documents": len(samples), "novel_documents": new} if new is not None
+                                             else {})}))
         return 0
+    if new is not None:
+        print(f"{len(samples)} documents, {new:.1%} of them not in the training split")
     print(f"{st.samples} samples, {st.chars:,} characters, against {len(train_text):,} training characters")
     print("novel substrings (never in the training text), by length:")
     print("  " + "  ".join(f"{k}: {100 * v:.1f}%" for k, v in st.novelty.items()))
