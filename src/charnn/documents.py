@@ -61,17 +61,64 @@ def cut(docs: list[str], fractions, seed: int) -> dict[str, list[str]]:
     """The documents shuffled by `seed`, cut into train / val / test at the document boundaries
     nearest the fractions of the characters (each split at least one document when its fraction
     is above zero)."""
+    return {k: [docs[i] for i in v] for k, v in cut_indices(docs, fractions, seed).items()}
+
+
+def cut_indices(docs: list[str], fractions, seed: int) -> dict[str, list[int]]:
+    """``cut``, as indices into docs."""
     if len(docs) < 3:
         raise CharnnError(f"--documents found {len(docs)} document{'s' * (len(docs) != 1)}; a model of documents "
                           f"needs at least 3 (one for each split), ideally thousands")
-    order = np.random.default_rng(seed).permutation(len(docs))
-    docs = [docs[i] for i in order]
-    ends = np.cumsum([len(d) + 1 for d in docs])
+    order = np.random.default_rng(seed).permutation(len(docs)).tolist()
+    ends = np.cumsum([len(docs[i]) + 1 for i in order])
     a = int(np.searchsorted(ends, ends[-1] * fractions[0]))
     b = int(np.searchsorted(ends, ends[-1] * (fractions[0] + fractions[1])))
     a = min(max(a, 1), len(docs) - 2)
     b = min(max(b, a + (fractions[1] > 0)), len(docs) - (fractions[2] > 0))
-    return {"train": docs[:a], "val": docs[a:b], "test": docs[b:]}
+    return {"train": order[:a], "val": order[a:b], "test": order[b:]}
+
+
+def doc_labels(docs: list[str], regex: str) -> list[str | None]:
+    """Each document's label: the first group of the regex's first match inside it (multi-line
+    mode), or None where it does not match. (``unlabelled`` cuts that match out of the text.)"""
+    try:
+        rx = re.compile(regex, re.MULTILINE)
+    except re.error as e:
+        raise CharnnError(f"--label {regex!r} is not a valid regular expression ({e})") from None
+    if rx.groups < 1:
+        raise CharnnError(f"--label {regex!r} has no group: put the label in parentheses, e.g. '^([A-Z]+):$'")
+    found = [rx.search(d) for d in docs]
+    labels = [m.group(1).strip() if m and m.group(1) and m.group(1).strip() else None for m in found]
+    if not any(labels):
+        raise CharnnError(f"--label {regex!r} matches no document (or only empty groups); give a regular expression "
+                          f"whose first group is each document's label")
+    return labels
+
+
+def unlabelled(doc: str, regex: str) -> str:
+    """The document without the first match of the label's regex: a text never names its own
+    label to the model (the Federalist's author line, a play's speaker line)."""
+    m = re.search(regex, doc, re.MULTILINE)
+    return doc if m is None else (doc[:m.start()] + doc[m.end():]).strip("\r\n")
+
+
+def read_labels(path: str, count: int) -> list[str | None]:
+    """--labels FILE: one label a line for each document in the text's order (an empty line: none)."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharnnError(f"--labels {path}: cannot read it ({e.__class__.__name__})") from None
+    if len(lines) != count:
+        raise CharnnError(f"--labels {path} has {len(lines):,} lines but the text has {count:,} documents; give one "
+                          f"label a line, one line per document")
+    return [x.strip() or None for x in lines]
+
+
+def labelled_ids(vocab, doc: str, label: int) -> np.ndarray:
+    """One document as a labelled model reads it for scoring: END, the document, END, every id
+    carrying `label` (char + V * label), so that every character and the end are predicted
+    given the label."""
+    return vocab.encode(END + doc + END) + len(vocab) * label
 
 
 def lead_in(train_docs: list[str]) -> str:

@@ -70,6 +70,17 @@ def add_parsers(sub) -> None:
     co.add_argument("--json", action="store_true", help="print the results as one JSON object")
     co.set_defaults(func=cmd_compare)
 
+    at = sub.add_parser("attribute", help="who wrote it: each document's bits per character under every label of "
+                                          "a labelled run, and the posterior over labels")
+    at.add_argument("run", metavar="RUN_DIR", help="a run trained with --documents SPLIT --label REGEX (or --labels)")
+    at.add_argument("text", metavar="TEXT_OR_DIR", help="a file (cut into documents as the run cuts them) or a folder "
+                                                        "(each file one document)")
+    at.add_argument("--prior", choices=["uniform", "train"], default="uniform",
+                    help="the prior over labels: uniform (default) or the training split's share of documents")
+    at.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
+    at.add_argument("--json", action="store_true", help="print one JSON object")
+    at.set_defaults(func=cmd_attribute)
+
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
                     help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
@@ -186,6 +197,29 @@ def cmd_grid(args) -> int:
     grid.plot(results, out / "grid.png")
     print(md, end="")
     print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and {out / 'grid.png'}", file=sys.stderr)
+    return 0
+
+
+def cmd_attribute(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.study.attribute import attribute, documents_of
+
+    loaded = ckpt.load(args.run, args.checkpoint)
+    if not loaded.meta.get("labels"):
+        raise CharnnError(f"{args.run} was trained without labels; attribution needs --documents SPLIT --label REGEX")
+    docs = documents_of(args.text, loaded.config.data.documents)
+    res = attribute(loaded, loaded.build_model(), docs, args.prior)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "prior": args.prior, "labels": loaded.meta["labels"],
+                          "documents": [r.to_dict() for r in res]}, ensure_ascii=False))
+        return 0
+    names = loaded.meta["labels"]
+    width = max(12, *(len(n) for n in names))
+    print(f"bits per character under each label ({args.prior} prior); the verdict is the most probable label")
+    print(f"{'document':<44} {'chars':>7} " + " ".join(f"{n[:width]:>{width}}" for n in names) + "  verdict (posterior)")
+    for r in res:
+        print(f"{r.name[:44]:<44} {r.chars:>7,} " + " ".join(f"{r.bpc[n]:>{width}.4f}" for n in names)
+              + f"  {r.verdict} ({r.posterior[r.verdict]:.3f})")
     return 0
 
 

@@ -19,7 +19,7 @@ from charnn.errors import CharnnError
 # the data.
 CONFIG_FIELDS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
                                                       ("train", TrainConfig))
-                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size")}
+                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size", "labels")}
 
 
 def add_parsers(sub) -> None:
@@ -46,6 +46,12 @@ def _add_train(sub) -> None:
                    help="what to do with invalid UTF-8 (default strict: stop with the byte offset)")
     g.add_argument("--split", type=flags.split, default=None, metavar="TRAIN,VAL,TEST",
                    help="contiguous split fractions (default 0.9,0.05,0.05)")
+    g.add_argument("--label", default=None, metavar="REGEX",
+                   help="with --documents: each document's label is the first group of this regex's first match "
+                        "inside it (multi-line mode), e.g. '^([A-Z][A-Z ]+):$'; the model is conditioned on it at "
+                        "every step, and documents without a match are left out (and listed)")
+    g.add_argument("--labels", dest="labels_file", default=None, metavar="FILE",
+                   help="with --documents: or one label a line, one line per document in the text's order")
     g.add_argument("--documents", default=None, metavar="SPLIT",
                    help="a collection of short texts: line (one document a line), blank (separated by blank lines) "
                         "or a regular expression matching each document's start; each ends with an end symbol, the "
@@ -124,6 +130,8 @@ def _add_sample(sub) -> None:
     s.add_argument("--documents", type=flags.count, default=None, metavar="N",
                    help="a run trained with --documents: N whole documents (each ends at the end symbol; --length "
                         "caps one, and a document that reaches it is drawn again; default --num)")
+    s.add_argument("--label", default=None, metavar="NAME",
+                   help="a run trained with --label: write documents in this label's style")
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
     s.add_argument("--show-probs", action="store_true",
@@ -271,6 +279,8 @@ def cmd_sample(args) -> int:
     out = sys.stdout
     if args.show_probs:
         return _show_probs(args, model, loaded, opts["pins"])
+    if args.label is not None and not loaded.meta.get("labels"):
+        raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
     if args.num == 1:  # streamed as it is generated
@@ -296,12 +306,35 @@ def _final_documents(run, n: int) -> None:
 
     loaded = ckpt.load(run, "best")
     model = loaded.build_model("cpu")
-    docs, capped = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], max(n, 20), cap=2000, temperature=0.8)
-    train_docs = loaded.vocab.decode(model_text(loaded, split="train").ids).split(END)[:-1]
+    names = loaded.meta.get("labels") or [None]
+    docs, shown, capped = [], [], 0
+    each = max(1, 20 // len(names[:n]))
+    for name in names[:n]:  # a labelled run: documents of its first labels in turn
+        label, lead = label_of(loaded, name) if name else (0, 0)
+        got, c = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], each, cap=2000, temperature=0.8,
+                                  label=label, lead_label=lead)
+        docs, capped = docs + got, capped + c
+        shown += [(f"[{name}] " if name else "") + d for d in got[:max(1, n // len(names[:n]))]]
+    V = len(loaded.vocab)
+    train_docs = loaded.vocab.decode(model_text(loaded, split="train").ids % V).split(END)[:-1]
     new = novelty(docs, train_docs)
-    print(f"--- {n} documents (temperature 0.8); of {len(docs)} drawn, {new:.0%} are not in the training split"
+    print(f"--- {len(shown)} documents (temperature 0.8); of {len(docs)} drawn, {new:.0%} are not in the training split"
           + (f" ({capped} reached 2,000 characters unfinished)" if capped else "") + " ---", file=sys.stderr)
-    print("\n".join(docs[:n]))
+    print("\n".join(shown[:n]))
+
+
+def label_of(loaded, name: str | None) -> tuple[int, int]:
+    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
+    A labelled run needs a known label name."""
+    names = loaded.meta.get("labels") or []
+    if not names:
+        return 0, 0
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    if name is None:
+        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
+    if name not in names:
+        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
+    return names.index(name), names.index(loaded.meta["lead_label"])
 
 
 def _sample_documents(args, model, loaded, opts) -> int:
@@ -312,8 +345,8 @@ def _sample_documents(args, model, loaded, opts) -> int:
     if args.stop:
         raise CharnnError("--stop: a document ends at its end symbol; drop --stop with --documents")
     docs, capped = sample_documents(model, loaded.vocab, loaded.meta.get("lead_in", ""), args.documents or args.num,
-                                    args.length, args.prime, args.seed, temperature=args.temperature,
-                                    top_k=args.top_k, top_p=args.top_p, pins=opts["pins"])
+                                    args.length, args.prime, args.seed, *label_of(loaded, args.label),
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, pins=opts["pins"])
     if args.json:
         print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))
     else:
