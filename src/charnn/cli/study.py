@@ -70,16 +70,7 @@ def add_parsers(sub) -> None:
     co.add_argument("--json", action="store_true", help="print the results as one JSON object")
     co.set_defaults(func=cmd_compare)
 
-    at = sub.add_parser("attribute", help="who wrote it: each document's bits per character under every label of "
-                                          "a labelled run, and the posterior over labels")
-    at.add_argument("run", metavar="RUN_DIR", help="a run trained with --documents SPLIT --label REGEX (or --labels)")
-    at.add_argument("text", metavar="TEXT_OR_DIR", help="a file (cut into documents as the run cuts them) or a folder "
-                                                        "(each file one document)")
-    at.add_argument("--prior", choices=["uniform", "train"], default="uniform",
-                    help="the prior over labels: uniform (default) or the training split's share of documents")
-    at.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
-    at.add_argument("--json", action="store_true", help="print one JSON object")
-    at.set_defaults(func=cmd_attribute)
+    _add_attribute(sub)
 
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
@@ -97,6 +88,31 @@ def add_parsers(sub) -> None:
     es.add_argument("--json", action="store_true", help="print one JSON object")
     es.set_defaults(func=cmd_evaluate_samples)
 
+
+
+def _add_attribute(sub) -> None:
+    at = sub.add_parser("attribute", help="who wrote it: each document's bits per character under every label of "
+                                          "a labelled run, and the posterior over labels")
+    at.add_argument("run", nargs="?", metavar="RUN_DIR",
+                    help="a run trained with --documents SPLIT --label REGEX (or --labels)")
+    at.add_argument("text", nargs="?", metavar="TEXT_OR_DIR", help="a file (cut into documents as the run cuts them) "
+                                                                   "or a folder (each file one document)")
+    at.add_argument("--eval", metavar="CORPUS", default=None,
+                    help="instead: measure attribution on CORPUS by K folds, charnn beside Kneser-Ney n-grams, gzip "
+                         "and Burrows' Delta (needs --documents, --label, --out)")
+    at.add_argument("--documents", default=None, metavar="SPLIT", help="with --eval: how CORPUS is cut into documents")
+    at.add_argument("--label", default=None, metavar="REGEX", help="with --eval: each document's label (first group)")
+    at.add_argument("--folds", type=flags.count, default=5, help="with --eval: folds (default 5)")
+    at.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_MODEL",
+                    help="with --eval: charnn's training time per model (default 60s)")
+    at.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_MODEL", help="with --eval: or steps")
+    at.add_argument("--out", default=None, metavar="DIR", help="with --eval: folder for the models, the folds and "
+                                                               "attribution.json/.csv/.png")
+    at.add_argument("--prior", choices=["uniform", "train"], default="uniform",
+                    help="the prior over labels: uniform (default) or the training split's share of documents")
+    at.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
+    at.add_argument("--json", action="store_true", help="print one JSON object")
+    at.set_defaults(func=cmd_attribute)
 
 def cmd_ngram(args) -> int:
     from charnn.config import DataConfig
@@ -204,6 +220,11 @@ def cmd_attribute(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.study.attribute import attribute, documents_of
 
+    if args.eval is not None:
+        return _attribute_eval(args)
+    if not args.run or not args.text:
+        raise CharnnError("charnn attribute RUN_DIR TEXT_OR_DIR, or charnn attribute --eval CORPUS --documents SPLIT "
+                          "--label REGEX --out DIR")
     loaded = ckpt.load(args.run, args.checkpoint)
     if not loaded.meta.get("labels"):
         raise CharnnError(f"{args.run} was trained without labels; attribution needs --documents SPLIT --label REGEX")
@@ -220,6 +241,32 @@ def cmd_attribute(args) -> int:
     for r in res:
         print(f"{r.name[:44]:<44} {r.chars:>7,} " + " ".join(f"{r.bpc[n]:>{width}.4f}" for n in names)
               + f"  {r.verdict} ({r.posterior[r.verdict]:.3f})")
+    return 0
+
+
+def _attribute_eval(args) -> int:
+    from charnn.files import refuse_foreign
+    from charnn.study.attribution_eval import EvalSettings, evaluate_attribution, table
+
+    if args.run or args.text:
+        raise CharnnError("--eval trains its own models: give CORPUS alone (no RUN_DIR or TEXT)")
+    if not args.documents or not args.label or not args.out:
+        raise CharnnError("--eval needs --documents SPLIT, --label REGEX and --out DIR")
+    if not 2 <= args.folds <= 100:
+        raise CharnnError(f"--folds must be from 2 to 100, got {args.folds}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder")
+    refuse_foreign(out / "attribution.json", b'"methods"')
+    out.mkdir(parents=True, exist_ok=True)
+    s = EvalSettings(args.documents, args.label, args.folds, max_time=args.max_time or (0.0 if args.max_steps else 60.0),
+                     max_steps=args.max_steps or 0)
+    result = evaluate_attribution(args.eval, out, s, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(table(result), end="")
+    print(f"wrote {out / 'attribution.json'}, .csv, .png and folds.json", file=sys.stderr)
     return 0
 
 

@@ -28,14 +28,7 @@ def add_parsers(sub) -> None:
     _add_eval_check_info(sub)
 
 
-def _add_train(sub) -> None:
-    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
-    t.add_argument("text", nargs="?", metavar="TEXT",
-                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
-    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
-    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
-    _add_model_flags(t.add_argument_group("model"))
-    g = t.add_argument_group("data")
+def _add_data_flags(g) -> None:
     g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
     g.add_argument("--unit", choices=["char", "bytes", "bpe"], default=None,
                    help="model Unicode characters (default), raw bytes, or byte-pair tokens (bpe) learned from the "
@@ -56,6 +49,16 @@ def _add_train(sub) -> None:
                    help="a collection of short texts: line (one document a line), blank (separated by blank lines) "
                         "or a regular expression matching each document's start; each ends with an end symbol, the "
                         "splits cut between documents (shuffled by --seed) and samples are whole documents")
+
+
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
+    t.add_argument("text", nargs="?", metavar="TEXT",
+                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
+    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
+    _add_model_flags(t.add_argument_group("model"))
+    _add_data_flags(t.add_argument_group("data"))
     g = t.add_argument_group("optimisation")
     g.add_argument("--seq-len", type=flags.count, default=None, help="characters per window (truncated BPTT length)")
     g.add_argument("--batch-size", type=flags.count, default=None, help="parallel streams per step")
