@@ -73,6 +73,10 @@ def test_the_label_alone_decides_the_alphabet(tmp_path):
     got = {d["document"]: d for d in json.loads(r.stdout)["documents"]}
     assert got["one.txt"]["verdict"] == "low" and got["two.txt"]["verdict"] == "high"
     assert got["one.txt"]["bpc"]["low"] < got["one.txt"]["bpc"]["high"] and got["one.txt"]["chars"] == 9
+    r = charnn("inspect", "find", tmp_path / "run")
+    assert r.returncode == 2 and "conditioned on labels, which it does not support yet" in r.stderr
+    ev = json.loads(charnn("eval", tmp_path / "run", "--split", "val", "--json").stdout)
+    assert ev["loss"] == pytest.approx(ckpt.load(tmp_path / "run").meta["val_loss"], rel=1e-5)
     r = charnn("sample", tmp_path / "run", "--label", "middle")
     assert r.returncode == 2 and "--label 'middle' is not one of this run's labels: high, low" in r.stderr
     r = charnn("sample", tmp_path / "run")

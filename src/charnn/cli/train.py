@@ -319,7 +319,7 @@ def _final_documents(run, n: int) -> None:
         docs, capped = docs + got, capped + c
         shown += [(f"[{name}] " if name else "") + d for d in got[:max(1, n // len(names[:n]))]]
     V = len(loaded.vocab)
-    train_docs = loaded.vocab.decode(model_text(loaded, split="train").ids % V).split(END)[:-1]
+    train_docs = loaded.vocab.decode(model_text(loaded, split="train", labelled_ok=True).ids % V).split(END)[:-1]
     new = novelty(docs, train_docs)
     print(f"--- {len(shown)} documents (temperature 0.8); of {len(docs)} drawn, {new:.0%} are not in the training split"
           + (f" ({capped} reached 2,000 characters unfinished)" if capped else "") + " ---", file=sys.stderr)
@@ -405,7 +405,7 @@ def cmd_eval(args) -> int:
 
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
-    scored = model_text(loaded, args.text, args.split)
+    scored = model_text(loaded, args.text, args.split, labelled_ok=True)
     ids, what = scored.ids, scored.what
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")
