@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 # -> (vocab, config, files): the model module picks the family, the transformer is one of them. The web
 # pages render what inspect computes, and the study's grid trains models, so they sit above inspect and
 # train; the web pages never import training code.
-RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0,
+RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0, "documents": 0,
         "transformer": 1,
         "corpus": 2, "model": 2, "samplestats": 2, "distributed": 2,
         "data": 3, "stepper": 3, "cudagraph": 3,

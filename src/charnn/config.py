@@ -33,6 +33,10 @@ class ModelConfig:
     embed_drop: float = 0.0  # drop whole symbols' embeddings, one mask per batch
     variational: float = 0.0  # dropout with one mask per sequence on the recurrence's input and output
     vocab_size: int = 0  # filled in from the data
+    # Labels the model is conditioned on (--label; filled in from the data): each input id is
+    # then char + vocab_size * label, and a label's embedding is added to every character's
+    # (charnn.model.inputs).
+    labels: int = 0
     # A transformer's (cell "transformer"): attention heads and the context length. Its width is
     # `embed` (hidden is set equal to it: the residual stream is what its layers carry).
     heads: int = 0
@@ -122,6 +126,9 @@ class DataConfig:
     encoding_errors: str = "strict"  # or "replace"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     # (a folder's files are read in an order shuffled by the run's seed, TrainConfig.seed)
+    documents: str = ""  # "", "line", "blank" or a regex matching each document's start (charnn.documents)
+    label: str = ""  # documents: a regex whose first group, first match inside a document, is its label
+    labels_file: str = ""  # documents: or a file with one label a line, one per document
 
     def validate(self) -> None:
         if self.unit not in ("char", "bytes", "bpe"):
@@ -145,6 +152,15 @@ class DataConfig:
         if abs(sum(split) - 1.0) > 1e-6:
             raise CharnnError(f"--split fractions must add up to 1, got {sum(split):g}")
         self.split = split
+        if self.documents and self.unit != "char":
+            raise CharnnError(f"--documents reads characters (--unit char); --unit {self.unit} with documents is "
+                              f"not supported yet")
+        if len(self.documents) > 1000 or len(self.label) > 1000:
+            raise CharnnError("--documents, --label: a regular expression of at most 1000 characters, please")
+        if (self.label or self.labels_file) and not self.documents:
+            raise CharnnError("--label and --labels label documents: give --documents SPLIT too")
+        if self.label and self.labels_file:
+            raise CharnnError("give --label REGEX or --labels FILE, not both")
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from charnn import corpus as corpus_mod
+from charnn import documents as docs_mod
 from charnn.errors import CharnnError
 from charnn.log import warn
 from charnn.vocab import TokenVocab, Vocab, code_points
@@ -43,9 +44,14 @@ class Encoded:
     vocab: Vocab
     key: str
     # Token text: where val and test begin in ids, and the split fractions that put them there
-    # (the text is cut on characters first, then each part is tokenised).
+    # (the text is cut on characters first, then each part is tokenised); documents: the same,
+    # cut between documents.
     bounds: tuple[int, int] | None = None
     fractions: tuple[float, float, float] | None = None
+    lead_in: str = ""  # documents: what sampling reads first (documents.lead_in)
+    labels: tuple[str, ...] = ()  # labelled documents: the label names; each id is char + len(vocab) * label
+    lead_label: str = ""  # the label of the lead-in's document
+    label_counts: tuple[int, ...] = ()  # training documents per label
 
     def splits(self, fractions) -> dict[str, np.ndarray]:
         """Contiguous train / val / test views, in that order."""
@@ -143,11 +149,15 @@ def content_key(files, unit: str, errors: str) -> str:
 
 def prepare(text: str = "stdlib", include: str = "*", unit: str = "char", encoding_errors: str = "strict",
             seed: int = 1337, cache: Path | None = None, split=(0.9, 0.05, 0.05), vocab_size: int = 0,
-            tokens: TokenVocab | None = None) -> Encoded:
+            tokens: TokenVocab | None = None, documents: str = "", label: tuple[str, str] = ("", "")) -> Encoded:
     """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids.
 
     unit "bpe" learns `vocab_size` byte-pair tokens from the training split (cut by `split`), or
-    uses `tokens` (a run's own tokenizer, when resuming or fine-tuning)."""
+    uses `tokens` (a run's own tokenizer, when resuming or fine-tuning). `documents` (a
+    --documents SPEC) frames the text's documents and cuts the splits between them; `label`
+    (--label REGEX, --labels FILE) labels them."""
+    if documents:
+        return _prepare_documents(text, include, unit, encoding_errors, seed, cache, tuple(split), documents, label)
     if unit == "bpe":
         return _prepare_tokens(text, include, encoding_errors, seed, cache, tuple(split), vocab_size, tokens)
     corp = corpus_mod.resolve(text, include=include, seed=seed)
@@ -166,10 +176,95 @@ def _load(folder: Path, key: str) -> Encoded:
     meta = json.loads((folder / "meta.json").read_text())
     vocab = Vocab.from_json(meta["vocab"])
     n = int(meta["length"])
-    ids = np.memmap(folder / "ids.bin", dtype=vocab.dtype, mode="r", shape=(n,)) if n else np.zeros(0, vocab.dtype)
+    dtype = np.dtype(meta.get("dtype", np.dtype(vocab.dtype).name))  # labelled documents: wider than the vocabulary
+    ids = np.memmap(folder / "ids.bin", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
     if "bounds" in meta:
-        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]))
+        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]), meta.get("lead_in", ""),
+                       tuple(meta.get("labels", ())), meta.get("lead_label", ""), tuple(meta.get("label_counts", ())))
     return Encoded(ids, vocab, key)
+
+
+def _prepare_documents(text, include, unit, errors, seed, cache, split, spec, label=("", "")) -> Encoded:
+    """The text's documents, shuffled by `seed`, each followed by documents.END, cut into splits
+    between documents (see charnn.documents). Cached like the text; the text is held in memory
+    while it is cut. label: (--label REGEX, --labels FILE), at most one given: each id is then
+    char + V * label, the end symbol carrying the label of the document that follows it in its
+    split (it predicts that document's first character)."""
+    if unit != "char":
+        raise CharnnError(f"--documents reads characters (--unit char); --unit {unit} with documents is not "
+                          f"supported yet")
+    chars = prepare(text, include, "char", errors, seed, cache)
+    root = (cache or corpus_mod.cache_dir()) / "data"
+    regex, labels_file = label
+    which = f"re:{regex}" if regex else f"file:{_file_digest(labels_file)}" if labels_file else ""
+    key = hashlib.sha256(f"docs|{chars.key}|{spec}|{seed}|{split}|{which}".encode()).hexdigest()[:40]
+    folder = root / key
+    if (folder / "meta.json").is_file():
+        try:
+            return _load(folder, chars.key)
+        except (OSError, ValueError, KeyError, CharnnError):
+            shutil.rmtree(folder, ignore_errors=True)
+    docs = docs_mod.split_documents(chars.vocab.decode(chars.ids), spec)
+    labels = None
+    if regex or labels_file:
+        docs, labels = _labelled(docs, regex, labels_file)
+    order = docs_mod.cut_indices(docs, split, seed)
+    parts = {k: [docs[i] for i in v] for k, v in order.items()}
+    texts = [docs_mod.framed(parts[name]) for name in ("train", "val", "test")]
+    vocab = Vocab(sorted(set(code_points("".join(texts)).tolist())), "char")
+    meta = {"vocab": vocab.to_json(), "files": chars.key, "unit": "char", "split": list(split), "documents": spec,
+            "counts": [len(parts[n]) for n in ("train", "val", "test")], "lead_in": docs_mod.lead_in(parts["train"]),
+            "encoding_errors": errors, "version": FORMAT_VERSION}
+    pieces = [vocab.encode(t) for t in texts]
+    if labels is not None:
+        names = sorted(set(labels))
+        number = {n: k for k, n in enumerate(names)}
+        end = int(vocab.encode(docs_mod.END)[0])
+        pieces = [_with_labels(p, [number[labels[i]] for i in order[name]], len(vocab), end)
+                  for p, name in zip(pieces, ("train", "val", "test"))]
+        meta.update(labels=names, lead_label=labels[order["train"][-1]],
+                    label_counts=[sum(labels[i] == n for i in order["train"]) for n in names])
+    dtype = np.uint8 if max(int(p.max()) for p in pieces if len(p)) < 256 else np.uint16 \
+        if max(int(p.max()) for p in pieces if len(p)) < 65536 else np.uint32
+    meta.update(length=sum(len(p) for p in pieces), bounds=[len(pieces[0]), len(pieces[0]) + len(pieces[1])],
+                dtype=np.dtype(dtype).name)
+    _write_entry(root, key, (p.astype(dtype).tobytes() for p in pieces), meta)
+    return _load(root / key, chars.key)
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise CharnnError(f"--labels {path}: cannot read it ({e.__class__.__name__})") from None
+
+
+def _labelled(docs: list[str], regex: str, labels_file: str) -> tuple[list[str], list[str]]:
+    """The documents that have a label, and their labels; the others are left out, and said so."""
+    labels = docs_mod.doc_labels(docs, regex) if regex else docs_mod.read_labels(labels_file, len(docs))
+    missing = [d for d, lab in zip(docs, labels) if lab is None]
+    if missing:
+        shown = "; ".join(repr(d[:30]) for d in missing[:3])
+        warn(f"{len(missing):,} of {len(docs):,} documents have no label and are left out of the run ({shown}"
+             f"{' ...' if len(missing) > 3 else ''})")
+    kept = [(docs_mod.unlabelled(d, regex) if regex else d, lab) for d, lab in zip(docs, labels) if lab is not None]
+    names = sorted({lab for _, lab in kept})
+    if len(names) < 2:
+        raise CharnnError(f"every labelled document has the label {names[0]!r}; conditioning on a label needs at "
+                          f"least two (check --label / --labels)")
+    return [d for d, _ in kept], [lab for _, lab in kept]
+
+
+def _with_labels(ids: np.ndarray, doc_labels: list[int], V: int, end: int) -> np.ndarray:
+    """Framed ids of documents in order -> char + V * label: each document's characters carry its
+    label, its end symbol the next document's (the last one's its own)."""
+    out = ids.astype(np.int64)
+    ends = np.flatnonzero(out == end)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    for k, (a, e) in enumerate(zip(starts, ends)):
+        out[a:e] += V * doc_labels[k]
+        out[e] += V * doc_labels[min(k + 1, len(doc_labels) - 1)]
+    return out
 
 
 def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, tokens) -> Encoded:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from charnn.data import NotUTF8, eval_windows, prepare
+from charnn.documents import END, doc_labels, framed, labelled_ids, split_documents, unlabelled
 from charnn.distributed import eval_streams, wide_float
 from charnn.errors import CharnnError
-from charnn.model import Model
+from charnn.model import Model, targets
 from charnn.vocab import TokenVocab
 
 
@@ -27,7 +28,8 @@ class Text:
     before: np.ndarray
 
 
-def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0) -> Text:
+def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0,
+               labelled_ok: bool = False) -> Text:
     """A file (`text`) or a split of the run's own corpus (default val), encoded as the run was and
     in the model's vocabulary (a character the model never saw is an error naming it).
 
@@ -35,6 +37,9 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     tokenised with the model's own tokenizer, exactly as training cut it.
     """
     d = loaded.config.data
+    if loaded.config.model.labels and not labelled_ok:  # its ids carry labels: char + V * label
+        raise CharnnError("this analysis reads a model conditioned on labels, which it does not support yet; "
+                          "charnn eval, sample --label and attribute do")
     before = np.zeros(0, dtype=np.int64)
     tokens = loaded.vocab if isinstance(loaded.vocab, TokenVocab) else None
     unit = "char" if tokens is not None else d.unit
@@ -45,11 +50,18 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
             raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
                               f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
                               f"scores any file)") from None
+        if d.documents:  # the file's documents, framed as training framed them (in the file's order), after
+            # an end symbol, so that every character is scored, each document's first one included
+            docs = split_documents(enc.vocab.decode(enc.ids), d.documents)
+            if loaded.config.model.labels:
+                return Text(_labelled_file(loaded, docs, text), text, before)
+            return Text(loaded.vocab.encode(END + framed(docs)), text, before)
         ids = (np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None
                else tokens.encode(enc.vocab.decode(enc.ids)))
         return Text(ids, text, before)
     split = split or "val"
-    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed)
+    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed, split=d.split,
+                  documents=d.documents, label=(d.label, d.labels_file))
     enc = enc.remap(loaded.vocab) if tokens is None else enc
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
@@ -63,6 +75,24 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     if context:
         before = np.asarray(enc.ids[max(0, start - context):start]).astype(np.int64)
     return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
+
+
+def _labelled_file(loaded, docs: list[str], what: str) -> np.ndarray:
+    """A file's documents for a labelled run, each with the label --label finds in it (the
+    documents without one, or with a label the run does not know, are refused)."""
+    d, names = loaded.config.data, loaded.meta.get("labels") or []
+    if not d.label:
+        raise CharnnError(f"this run's labels came from --labels {d.labels_file}, so the documents of {what} have "
+                          f"none; score them under each label with charnn attribute")
+    found = doc_labels(docs, d.label)
+    unknown = sorted({lab for lab in found if lab not in names})
+    if unknown or None in found:
+        raise CharnnError(f"{what}: {found.count(None)} documents have no label and {len(unknown)} labels are not "
+                          f"the run's ({', '.join(map(repr, unknown[:5]))}); charnn attribute scores documents "
+                          f"under each label")
+    parts = [labelled_ids(loaded.vocab, unlabelled(doc, d.label), names.index(lab)) for doc, lab in zip(docs, found)]
+    # each end symbol carries the label of the document after it, as in training
+    return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
 
 
 @dataclass
@@ -120,7 +150,8 @@ def evaluate(model: Model, ids: np.ndarray, streams: int | None = None, seq_len:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits, state = model(x, state)
         total += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-1, reduction="sum")
+            logits.reshape(-1, logits.shape[-1]).float(), targets(model.cfg, y).reshape(-1), ignore_index=-1,
+            reduction="sum")
     if char_counts is None:
         return Score(float(total) / max(count, 1), count)
     return Score(float(total) / max(count, 1), int(round(chars)), count)
@@ -142,8 +173,9 @@ def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_l
     state = None
     for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, _warmup(model), positions=True):
         logits, state = model(x.to(device), state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.to(device).reshape(-1),
-                                                 ignore_index=-1, reduction="none").view(y.shape)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                 targets(model.cfg, y.to(device)).reshape(-1), ignore_index=-1,
+                                                 reduction="none").view(y.shape)
         scored = (y >= 0).numpy()
         where.append((pos[scored], scored))
         losses.append(loss)

@@ -39,6 +39,8 @@ class CharRNN(nn.Module):
         super().__init__()
         self.cfg = cfg.buildable()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        if cfg.labels:
+            self.label_embed = nn.Embedding(cfg.labels, cfg.embed)
         kwargs = dict(input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
                       dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         if cfg.cell == "rnn":
@@ -51,6 +53,8 @@ class CharRNN(nn.Module):
     def _init_weights(self, embed_std: float) -> None:
         with torch.no_grad():
             self.embed.weight.mul_(embed_std)  # nn.Embedding draws N(0, 1)
+            if self.cfg.labels:
+                self.label_embed.weight.mul_(embed_std)
         if self.cfg.cell == "lstm":
             # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default early in training.
             # PyTorch orders LSTM gates i, f, g, o and adds two bias vectors; put the 1 in one.
@@ -77,9 +81,10 @@ class CharRNN(nn.Module):
         cfg, train = self.cfg, self.training
         if train and cfg.embed_drop:  # a dropped symbol has no embedding anywhere in this batch
             keep = torch.bernoulli(torch.full((cfg.vocab_size, 1), 1 - cfg.embed_drop, device=x.device))
-            emb = F.embedding(x, self.embed.weight * keep / (1 - cfg.embed_drop))
+            emb = F.embedding(x % cfg.vocab_size, self.embed.weight * keep / (1 - cfg.embed_drop))
+            emb = emb + self.label_embed(x // cfg.vocab_size) if cfg.labels else emb
         else:
-            emb = self.embed(x)  # (B, T, E)
+            emb = inputs(self, x)  # (B, T, E)
         if train and cfg.variational:
             emb = _locked_dropout(emb, cfg.variational)
         if torch.is_autocast_enabled(x.device.type):
@@ -107,7 +112,7 @@ class CharRNN(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None):
         """Mean cross-entropy in nats over targets y >= 0, and the final state."""
         logits, state = self(x, state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets(self.cfg, y).reshape(-1), ignore_index=-1)
         return loss, state
 
     # ---- the step-by-step path -------------------------------------------------------------
@@ -127,7 +132,7 @@ class CharRNN(nn.Module):
         names = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}[cfg.cell]
         rec: dict[str, list[torch.Tensor]] = {k: [] for k in names}  # each: one (B, T, H) per layer
         h_last, c_last = [], []
-        inp = self.embed(x)  # (B, T, E)
+        inp = inputs(self, x)  # (B, T, E)
         for layer in range(cfg.layers):
             w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
             w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
@@ -205,6 +210,24 @@ def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | 
 Model = CharRNN | CharTransformer
 
 
+def inputs(model, x: torch.Tensor) -> torch.Tensor:
+    """The input vectors of ids x (any shape): the character's embedding, plus, for a model
+    conditioned on labels, its label's (x = char + vocab_size * label). So the label enters a
+    recurrence through every step's input, and a transformer beside every position's embedding."""
+    cfg = model.cfg
+    if not cfg.labels:
+        return model.embed(x)
+    return model.embed(x % cfg.vocab_size) + model.label_embed(x // cfg.vocab_size)
+
+
+def targets(cfg: ModelConfig, y: torch.Tensor) -> torch.Tensor:
+    """The characters to predict from ids y (-1, not scored, stays -1): a labelled model's ids
+    carry the label, and only the character is predicted."""
+    if not cfg.labels:
+        return y
+    return torch.where(y >= 0, y % cfg.vocab_size, y)
+
+
 def build(cfg: ModelConfig, embed_std: float = 1.0) -> Model:
     """The model this configuration describes, with freshly drawn weights."""
     return CharRNN(cfg, embed_std) if cfg.recurrent else CharTransformer(cfg)
@@ -216,8 +239,13 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     Loading checks a checkpoint's tensors against these before building the model, so a file
     whose configuration claims a huge model is refused instead of allocating it.
     """
-    if not cfg.recurrent:
-        return transformer.expected_shapes(cfg)
+    shapes = transformer.expected_shapes(cfg) if not cfg.recurrent else _rnn_shapes(cfg)
+    if cfg.labels:
+        shapes["label_embed.weight"] = (cfg.labels, cfg.embed)
+    return shapes
+
+
+def _rnn_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     g = GATES[cfg.cell] * cfg.hidden
     shapes = {"embed.weight": (cfg.vocab_size, cfg.embed)}
     for k in range(cfg.layers):

@@ -155,6 +155,24 @@ def generate(model: Model, vocab: Vocab, prime: str = "", length: int = 500, num
     return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
 
 
+def generate_labelled(model: Model, vocab: Vocab, label: int, lead_in: str = "", lead_label: int = 0,
+                      prime: str = "", length: int = 500, num: int = 1, seed: int = 0, temperature: float = 1.0,
+                      top_k: int = 0, top_p: float = 1.0, pins: Pins | None = None) -> Iterator[list[int]]:
+    """``generate`` for a model conditioned on labels: it reads `lead_in` as written by a
+    document labelled `lead_label` (its last character, the end symbol, carries `label`, since it
+    predicts the next document's first character), then `prime` and its own characters with
+    `label`. Yields character ids."""
+    check_options(temperature, top_k, top_p, length, num)
+    V = model.cfg.vocab_size
+    lead = vocab.encode(lead_in) + V * lead_label
+    if len(lead):
+        lead[-1] += V * (label - lead_label)
+    ids = np.concatenate([lead, vocab.encode(prime) + V * label]) if lead_in or prime else vocab.start_ids() + V * label
+    x = torch.as_tensor(ids, dtype=torch.long, device=model.head.weight.device)[None].expand(num, -1)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins,
+                     offset=V * label)
+
+
 def _start(model: Model, vocab: Vocab, prime: str) -> torch.Tensor:
     """(1, P) ids the model reads first: the prime, else a newline if it knows one, else id 0."""
     start = vocab.encode(prime) if prime else vocab.start_ids()
@@ -175,14 +193,15 @@ def _read_prime(model: Model, x: torch.Tensor, pins: Pins | None) -> tuple[torch
     return logits[:, -1], make_stepper(model, state)  # then one fused cell op per layer and character
 
 
-def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None) -> Iterator[list[int]]:
-    """x: (num, P) prime ids. The model is only read: it must already be in eval mode."""
+def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None, offset: int = 0) -> Iterator[list[int]]:
+    """x: (num, P) prime ids. The model is only read: it must already be in eval mode. offset:
+    what turns a character into the model's input id (a label's, see generate_labelled)."""
     last, stepper = _read_prime(model, x, pins)
     device = last.device
     for _ in range(length):
         nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
         yield nxt.tolist()
-        last = stepper.step(nxt.to(device, non_blocking=True))
+        last = stepper.step((nxt + offset).to(device, non_blocking=True))
 
 
 def stream(model: Model, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
@@ -224,6 +243,43 @@ def next_probs(model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1
         p = torch.softmax(filter_logits(logits[None], float(t)), -1)[0]
         probs[float(t)] = p[order].tolist()
     return {"candidates": order.tolist(), "probs": probs}
+
+
+DOCUMENT_ROUNDS = 5  # draws of the missing documents before sample_documents gives up on a cap that is too short
+
+
+def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap: int = 500, prime: str = "",
+                     seed: int = 0, label: int = 0, lead_label: int = 0, **kw) -> tuple[list[str], int]:
+    """`num` whole documents from a model trained with --documents: each starts where training
+    starts one (after reading `lead_in`, the checkpoint's) and `prime`, and ends at the end
+    symbol, which is not returned. A document still going after `cap` units is dropped and
+    drawn again (up to DOCUMENT_ROUNDS draws): -> (the complete documents, each with the prime
+    in front; how many reached the cap). label, lead_label: for a model conditioned on labels
+    (``generate_labelled``)."""
+    from charnn.documents import END
+
+    if END not in vocab.decode(range(len(vocab))):
+        raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
+                          "SPLIT to sample whole documents)")
+    end = int(vocab.encode(END)[0])
+    done, capped = [], 0
+    for k in range(DOCUMENT_ROUNDS):
+        want = num - len(done)
+        if want <= 0:
+            break
+        rows: list[list[int]] = [[] for _ in range(want)]
+        ended = [False] * want
+        for ids in generate_labelled(model, vocab, label, lead_in, lead_label, prime, cap + 1, want, seed + k, **kw):
+            for i, t in enumerate(ids):
+                if not ended[i]:
+                    ended[i] = t == end
+                    if not ended[i]:
+                        rows[i].append(t)
+            if all(ended):
+                break
+        done += [prime + vocab.decode(r) for r, e in zip(rows, ended) if e]
+        capped += ended.count(False)
+    return done, capped
 
 
 def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,

@@ -37,6 +37,7 @@ class Stepper:
                                                                              "bias_hh"))
                         for k in range(model.cfg.layers)]
         self.embed = model.embed.weight.detach()
+        self.labels = model.label_embed.weight.detach() if model.cfg.labels else None  # (see model.inputs)
         self.head_w = model.head.weight.detach()
         self.head_b = model.head.bias.detach()
         if self.cell == "lstm":
@@ -48,7 +49,7 @@ class Stepper:
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed[ids]  # (B, E)
+        x = self.embed[ids] if self.labels is None else self.embed[ids % len(self.embed)] + self.labels[ids // len(self.embed)]
         for k, w in enumerate(self.weights):
             if k in self.pins:
                 self._pinned_step(k, x, w)

@@ -424,7 +424,11 @@ class Trainer:
             if not isinstance(tokens, TokenVocab):
                 raise CharnnError(f"--init-from: the model reads {tokens.unit} units but --unit is bpe")
         enc = prepare(d.text, d.include, d.unit, d.encoding_errors, t.seed, split=d.split, vocab_size=d.bpe_vocab,
-                      tokens=tokens)
+                      tokens=tokens, documents=d.documents, label=(d.label, d.labels_file))
+        self.lead_in, self.labels, self.lead_label = enc.lead_in, list(enc.labels), enc.lead_label
+        self.label_counts = list(enc.label_counts)
+        if self.labels and init_from is not None:
+            raise CharnnError("--init-from onto labelled documents is not supported yet; start a new run")
         if resume and self.meta.get("data_key") not in (None, enc.key):
             raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
                               f"resume needs the same text (or start a new run with --init-from {out})")
@@ -446,6 +450,7 @@ class Trainer:
             self.meta = {"init_from": str(Path(init_from).resolve())}
         else:
             self.vocab = enc.vocab
+            cfg.model.labels = len(self.labels)
             asked_embed = cfg.model.embed
             embed_std = cfg.model.fit_vocab(len(self.vocab))
             if cfg.model.embed != asked_embed and dd.main:
@@ -640,19 +645,28 @@ class Trainer:
                "val_loss": val_loss, "temperature": 0.8, "text": text}
         if len(self.splits["train"]) <= SNAPSHOT_METRICS_MAX_CHARS:  # how much of the sample is copied
             if not self.judge:
-                train_text = vocab.decode(self.splits["train"])
+                ids = self.splits["train"]
+                train_text = vocab.decode(ids % len(vocab) if self.labels else ids)  # a labelled id: char + V * label
                 self.judge["index"] = SubstringIndex(train_text)
                 self.judge["words"] = set(re.findall(r"\w+", train_text))
             rec.update(snapshot_metrics(text, self.judge["index"], self.judge["words"]))
         with open(self.out / "samples.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
+    def sampling_meta(self) -> dict:
+        """What every checkpoint of a documents run carries so that it alone samples documents:
+        the lead-in sampling reads first (charnn.documents), and for labelled documents the label
+        names (an id's label is its index here) and the lead-in's label."""
+        meta = {"lead_in": self.lead_in} if self.lead_in else {}
+        return ({**meta, "labels": self.labels, "lead_label": self.lead_label, "label_counts": self.label_counts}
+                if self.labels else meta)
+
     def save_best(self, val: float | None) -> None:
         if self.dd.main:
             with self.averaged():
                 ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model,
                           {"step": self.state.step, "val_loss": val,
-                           "val_bpc": self.val_bpc if val is not None else None})
+                           "val_bpc": self.val_bpc if val is not None else None, **self.sampling_meta()})
 
     def save_kept(self, val: float | None) -> None:
         """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
@@ -665,7 +679,7 @@ class Trainer:
             with self.averaged():
                 ckpt.save(path, self.cfg, self.vocab, self.model,
                           {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
-                           "elapsed": self.elapsed()})
+                           "elapsed": self.elapsed(), **self.sampling_meta()})
 
     def save_last(self, finished: str = "") -> None:
         """The full training state; every process takes part in gathering the carried state."""
@@ -684,6 +698,7 @@ class Trainer:
                 "seq_len": self.batcher.seq_len}
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
+        meta.update(self.sampling_meta())
         ema = ({} if self.ema is None else
                {f"ema.{name}": e for (name, _), e in zip(self.model.named_parameters(), self.ema)})
         ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,

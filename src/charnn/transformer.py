@@ -151,6 +151,8 @@ class CharTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg.buildable()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        if cfg.labels:  # a label's vector, added to every position's (charnn.model.inputs)
+            self.label_embed = nn.Embedding(cfg.labels, cfg.embed)
         self.pos = nn.Embedding(cfg.block, cfg.embed)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.layers))
@@ -247,7 +249,7 @@ class CharTransformer(nn.Module):
         "resid" (L, B, n, E) the residual stream after each block."""
         P = kv.shape[4] if kv is not None else 0
         pos = torch.arange(P, P + x.shape[1], device=x.device)
-        h = self.drop(self.embed(x) + self.pos(pos))  # (B, n, E)
+        h = self.drop(self._inputs(x) + self.pos(pos))  # (B, n, E)
         kvs, kept = [], {"att": [], "mlp": [], "resid": []}
         for i, block in enumerate(self.blocks):
             h, kv_i, a, m = block(h, kv[i] if kv is not None else None, probe)
@@ -260,9 +262,17 @@ class CharTransformer(nn.Module):
             extra = {k: torch.stack(v) for k, v in kept.items() if getattr(probe, k)}
         return self.ln_f(h), torch.stack(kvs) if not self.training else None, extra
 
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The characters' embeddings, plus their labels' for a labelled model (x = char + V * label)."""
+        V = self.cfg.vocab_size
+        return self.embed(x) if not self.cfg.labels else self.embed(x % V) + self.label_embed(x // V)
+
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: Cache | None = None):
-        """Mean cross-entropy in nats over targets y >= 0, and the state (see forward)."""
+        """Mean cross-entropy in nats over targets y >= 0 (characters: a label is not predicted),
+        and the state (see forward)."""
         logits, state = self(x, state)
+        if self.cfg.labels:
+            y = torch.where(y >= 0, y % self.cfg.vocab_size, y)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1), state
 
 
@@ -315,7 +325,7 @@ class CacheStepper:
                 self.kv[..., :m.keep, :] = m.trunk(self.ids[:, :m.keep], None, Probe(hold=self.pins))[1]
             self.P = m.keep
         P, B, E, heads = self.P, ids.shape[0], self.shape, m.cfg.heads
-        h = m.embed.weight[ids] + m.pos.weight[P]  # (B, E)
+        h = m._inputs(ids) + m.pos.weight[P]  # (B, E)
         for i, (ln1w, ln1b, qkvw, qkvb, aw, ab, ln2w, ln2b, fcw, fcb, pw, pb, keys, values) in enumerate(self.layers):
             q, k, v = F.linear(F.layer_norm(h, E, ln1w, ln1b), qkvw, qkvb).view(B, 3, heads, -1).unbind(1)  # (B, nh, hd)
             keys[:, :, P] = k

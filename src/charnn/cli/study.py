@@ -70,6 +70,8 @@ def add_parsers(sub) -> None:
     co.add_argument("--json", action="store_true", help="print the results as one JSON object")
     co.set_defaults(func=cmd_compare)
 
+    _add_attribute(sub)
+
     es = sub.add_parser("evaluate-samples", help="novelty, copying, n-gram divergence and balance of generated text")
     es.add_argument("samples", metavar="SAMPLES_FILE",
                     help="output of `charnn sample --num N` (samples separated by ----) or a run's samples.jsonl")
@@ -77,9 +79,40 @@ def add_parsers(sub) -> None:
     es.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="which part of TEXT was trained on (default 0.9,0.05,0.05); the validation part is the "
                          "held-out text")
+    es.add_argument("--documents", default=None, metavar="SPLIT",
+                    help="the run's --documents: the samples are documents cut the same way (charnn sample prints "
+                         "one a line, or a blank line between them), and the share found verbatim in the training "
+                         "split is reported")
+    es.add_argument("--seed", type=flags.count, default=1337,
+                    help="with --documents: the run's --seed, which shuffled the documents before the split")
     es.add_argument("--json", action="store_true", help="print one JSON object")
     es.set_defaults(func=cmd_evaluate_samples)
 
+
+
+def _add_attribute(sub) -> None:
+    at = sub.add_parser("attribute", help="who wrote it: each document's bits per character under every label of "
+                                          "a labelled run, and the posterior over labels")
+    at.add_argument("run", nargs="?", metavar="RUN_DIR",
+                    help="a run trained with --documents SPLIT --label REGEX (or --labels)")
+    at.add_argument("text", nargs="?", metavar="TEXT_OR_DIR", help="a file (cut into documents as the run cuts them) "
+                                                                   "or a folder (each file one document)")
+    at.add_argument("--eval", metavar="CORPUS", default=None,
+                    help="instead: measure attribution on CORPUS by K folds, charnn beside Kneser-Ney n-grams, gzip "
+                         "and Burrows' Delta (needs --documents, --label, --out)")
+    at.add_argument("--documents", default=None, metavar="SPLIT", help="with --eval: how CORPUS is cut into documents")
+    at.add_argument("--label", default=None, metavar="REGEX", help="with --eval: each document's label (first group)")
+    at.add_argument("--folds", type=flags.count, default=5, help="with --eval: folds (default 5)")
+    at.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_MODEL",
+                    help="with --eval: charnn's training time per model (default 60s)")
+    at.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_MODEL", help="with --eval: or steps")
+    at.add_argument("--out", default=None, metavar="DIR", help="with --eval: folder for the models, the folds and "
+                                                               "attribution.json/.csv/.png")
+    at.add_argument("--prior", choices=["uniform", "train"], default="uniform",
+                    help="the prior over labels: uniform (default) or the training split's share of documents")
+    at.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
+    at.add_argument("--json", action="store_true", help="print one JSON object")
+    at.set_defaults(func=cmd_attribute)
 
 def cmd_ngram(args) -> int:
     from charnn.config import DataConfig
@@ -183,23 +216,87 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def cmd_attribute(args) -> int:
+    from charnn import checkpoint as ckpt
+    from charnn.study.attribute import attribute, documents_of
+
+    if args.eval is not None:
+        return _attribute_eval(args)
+    if not args.run or not args.text:
+        raise CharnnError("charnn attribute RUN_DIR TEXT_OR_DIR, or charnn attribute --eval CORPUS --documents SPLIT "
+                          "--label REGEX --out DIR")
+    loaded = ckpt.load(args.run, args.checkpoint)
+    if not loaded.meta.get("labels"):
+        raise CharnnError(f"{args.run} was trained without labels; attribution needs --documents SPLIT --label REGEX")
+    docs = documents_of(args.text, loaded.config.data.documents)
+    res = attribute(loaded, loaded.build_model(), docs, args.prior)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "prior": args.prior, "labels": loaded.meta["labels"],
+                          "documents": [r.to_dict() for r in res]}, ensure_ascii=False))
+        return 0
+    names = loaded.meta["labels"]
+    width = max(12, *(len(n) for n in names))
+    print(f"bits per character under each label ({args.prior} prior); the verdict is the most probable label")
+    print(f"{'document':<44} {'chars':>7} " + " ".join(f"{n[:width]:>{width}}" for n in names) + "  verdict (posterior)")
+    for r in res:
+        print(f"{r.name[:44]:<44} {r.chars:>7,} " + " ".join(f"{r.bpc[n]:>{width}.4f}" for n in names)
+              + f"  {r.verdict} ({r.posterior[r.verdict]:.3f})")
+    return 0
+
+
+def _attribute_eval(args) -> int:
+    from charnn.files import refuse_foreign
+    from charnn.study.attribution_eval import EvalSettings, evaluate_attribution, table
+
+    if args.run or args.text:
+        raise CharnnError("--eval trains its own models: give CORPUS alone (no RUN_DIR or TEXT)")
+    if not args.documents or not args.label or not args.out:
+        raise CharnnError("--eval needs --documents SPLIT, --label REGEX and --out DIR")
+    if not 2 <= args.folds <= 100:
+        raise CharnnError(f"--folds must be from 2 to 100, got {args.folds}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder")
+    refuse_foreign(out / "attribution.json", b'"methods"')
+    out.mkdir(parents=True, exist_ok=True)
+    s = EvalSettings(args.documents, args.label, args.folds, max_time=args.max_time or (0.0 if args.max_steps else 60.0),
+                     max_steps=args.max_steps or 0)
+    result = evaluate_attribution(args.eval, out, s, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(table(result), end="")
+    print(f"wrote {out / 'attribution.json'}, .csv, .png and folds.json", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate_samples(args) -> int:
     from charnn.config import DataConfig
     from charnn.data import prepare
+    from charnn.documents import END, novelty, split_documents
     from charnn.samplestats import evaluate_samples, read_samples
 
-    DataConfig(text=args.train, split=args.split).validate()
+    DataConfig(text=args.train, split=args.split, documents=args.documents or "").validate()
     samples = read_samples(args.samples)
     path = Path(args.train).expanduser()
-    enc = prepare(str(path.resolve()) if path.exists() else args.train)
+    enc = prepare(str(path.resolve()) if path.exists() else args.train, seed=args.seed, split=args.split,
+                  documents=args.documents or "")
     parts = enc.splits(args.split)
     train_text, heldout = enc.vocab.decode(parts["train"]), enc.vocab.decode(parts["val"])
     if not heldout:
         raise CharnnError(f"the validation part of {args.train} is empty; give a --split with a validation share")
+    new = None
+    if args.documents:
+        samples = [d for s in samples for d in split_documents(s, args.documents)]
+        new = novelty(samples, train_text.split(END)[:-1])
+        train_text, heldout = train_text.replace(END, "\n"), heldout.replace(END, "\n")
     st = evaluate_samples(samples, train_text, heldout)
     if args.json:
-        print(json.dumps(st.to_dict()))
+        print(json.dumps({**st.to_dict(), **({"documents": len(samples), "novel_documents": new} if new is not None
+                                             else {})}))
         return 0
+    if new is not None:
+        print(f"{len(samples)} documents, {new:.1%} of them not in the training split")
     print(f"{st.samples} samples, {st.chars:,} characters, against {len(train_text):,} training characters")
     print("novel substrings (never in the training text), by length:")
     print("  " + "  ".join(f"{k}: {100 * v:.1f}%" for k, v in st.novelty.items()))

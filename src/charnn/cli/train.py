@@ -19,7 +19,7 @@ from charnn.errors import CharnnError
 # the data.
 CONFIG_FIELDS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
                                                       ("train", TrainConfig))
-                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size")}
+                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size", "labels")}
 
 
 def add_parsers(sub) -> None:
@@ -28,14 +28,7 @@ def add_parsers(sub) -> None:
     _add_eval_check_info(sub)
 
 
-def _add_train(sub) -> None:
-    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
-    t.add_argument("text", nargs="?", metavar="TEXT",
-                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
-    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
-    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
-    _add_model_flags(t.add_argument_group("model"))
-    g = t.add_argument_group("data")
+def _add_data_flags(g) -> None:
     g.add_argument("--include", default=None, metavar="GLOB", help="files to read inside a folder (default *)")
     g.add_argument("--unit", choices=["char", "bytes", "bpe"], default=None,
                    help="model Unicode characters (default), raw bytes, or byte-pair tokens (bpe) learned from the "
@@ -46,6 +39,26 @@ def _add_train(sub) -> None:
                    help="what to do with invalid UTF-8 (default strict: stop with the byte offset)")
     g.add_argument("--split", type=flags.split, default=None, metavar="TRAIN,VAL,TEST",
                    help="contiguous split fractions (default 0.9,0.05,0.05)")
+    g.add_argument("--label", default=None, metavar="REGEX",
+                   help="with --documents: each document's label is the first group of this regex's first match "
+                        "inside it (multi-line mode), e.g. '^([A-Z][A-Z ]+):$'; the model is conditioned on it at "
+                        "every step, and documents without a match are left out (and listed)")
+    g.add_argument("--labels", dest="labels_file", default=None, metavar="FILE",
+                   help="with --documents: or one label a line, one line per document in the text's order")
+    g.add_argument("--documents", default=None, metavar="SPLIT",
+                   help="a collection of short texts: line (one document a line), blank (separated by blank lines) "
+                        "or a regular expression matching each document's start; each ends with an end symbol, the "
+                        "splits cut between documents (shuffled by --seed) and samples are whole documents")
+
+
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train a model on a text file, a folder or a built-in corpus")
+    t.add_argument("text", nargs="?", metavar="TEXT",
+                   help="a text file, a folder (read recursively) or a built-in corpus: stdlib (default), shakespeare")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for checkpoints, logs and samples")
+    t.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (flags override it)")
+    _add_model_flags(t.add_argument_group("model"))
+    _add_data_flags(t.add_argument_group("data"))
     g = t.add_argument_group("optimisation")
     g.add_argument("--seq-len", type=flags.count, default=None, help="characters per window (truncated BPTT length)")
     g.add_argument("--batch-size", type=flags.count, default=None, help="parallel streams per step")
@@ -117,6 +130,11 @@ def _add_sample(sub) -> None:
     s.add_argument("--length", type=flags.count, default=500,
                    help="characters to generate per sample (tokens, for a --unit bpe model)")
     s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
+    s.add_argument("--documents", type=flags.count, default=None, metavar="N",
+                   help="a run trained with --documents: N whole documents (each ends at the end symbol; --length "
+                        "caps one, and a document that reaches it is drawn again; default --num)")
+    s.add_argument("--label", default=None, metavar="NAME",
+                   help="a run trained with --label: write documents in this label's style")
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
     s.add_argument("--show-probs", action="store_true",
@@ -129,7 +147,7 @@ def _add_sample(sub) -> None:
                         "steer the sample by a cell you found with charnn inspect")
     s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
-    s.add_argument("--json", action="store_true", help="with --show-probs: print one JSON object")
+    s.add_argument("--json", action="store_true", help="with --show-probs or documents: print one JSON object")
 
     s.set_defaults(func=cmd_sample)
 
@@ -239,7 +257,9 @@ def cmd_train(args) -> int:
         said = f"{best:.4f} nats = {best / math.log(2):.3f} bits per character"
     print(f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
           f"best validation loss {said}{whole}", file=sys.stderr)
-    if args.samples:
+    if args.samples and ckpt.load(result.run_dir, "best").meta.get("lead_in"):
+        _final_documents(result.run_dir, args.samples)
+    elif args.samples:
         loaded = ckpt.load(result.run_dir, "best")
         model = loaded.build_model("cpu")
         for k, text in enumerate(sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8)):
@@ -262,6 +282,10 @@ def cmd_sample(args) -> int:
     out = sys.stdout
     if args.show_probs:
         return _show_probs(args, model, loaded, opts["pins"])
+    if args.label is not None and not loaded.meta.get("labels"):
+        raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    if args.documents is not None or loaded.meta.get("lead_in"):
+        return _sample_documents(args, model, loaded, opts)
     if args.num == 1:  # streamed as it is generated
         pieces = stream(model, loaded.vocab, **opts)  # a prime with unknown characters fails here, before output
         out.write(args.prime)
@@ -272,6 +296,69 @@ def cmd_sample(args) -> int:
         return 0
     texts = sample_text(model, loaded.vocab, num=args.num, **opts)
     out.write("\n----\n".join(args.prime + t for t in texts) + "\n")
+    return 0
+
+
+def _final_documents(run, n: int) -> None:
+    """The end of a documents run: n whole documents, and how many of them the training split
+    holds verbatim (the blog's names "that do not exist" are the others)."""
+    from charnn import checkpoint as ckpt
+    from charnn.documents import END, novelty
+    from charnn.evaluate import model_text
+    from charnn.sample import sample_documents
+
+    loaded = ckpt.load(run, "best")
+    model = loaded.build_model("cpu")
+    names = loaded.meta.get("labels") or [None]
+    docs, shown, capped = [], [], 0
+    each = max(1, 20 // len(names[:n]))
+    for name in names[:n]:  # a labelled run: documents of its first labels in turn
+        label, lead = label_of(loaded, name) if name else (0, 0)
+        got, c = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], each, cap=2000, temperature=0.8,
+                                  label=label, lead_label=lead)
+        docs, capped = docs + got, capped + c
+        shown += [(f"[{name}] " if name else "") + d for d in got[:max(1, n // len(names[:n]))]]
+    V = len(loaded.vocab)
+    train_docs = loaded.vocab.decode(model_text(loaded, split="train", labelled_ok=True).ids % V).split(END)[:-1]
+    new = novelty(docs, train_docs)
+    print(f"--- {len(shown)} documents (temperature 0.8); of {len(docs)} drawn, {new:.0%} are not in the training split"
+          + (f" ({capped} reached 2,000 characters unfinished)" if capped else "") + " ---", file=sys.stderr)
+    print("\n".join(shown[:n]))
+
+
+def label_of(loaded, name: str | None) -> tuple[int, int]:
+    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
+    A labelled run needs a known label name."""
+    names = loaded.meta.get("labels") or []
+    if not names:
+        return 0, 0
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    if name is None:
+        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
+    if name not in names:
+        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
+    return names.index(name), names.index(loaded.meta["lead_label"])
+
+
+def _sample_documents(args, model, loaded, opts) -> int:
+    """charnn sample on a run trained with --documents: whole documents, one a line (a blank line
+    between them when they span lines)."""
+    from charnn.sample import sample_documents
+
+    if args.stop:
+        raise CharnnError("--stop: a document ends at its end symbol; drop --stop with --documents")
+    docs, capped = sample_documents(model, loaded.vocab, loaded.meta.get("lead_in", ""), args.documents or args.num,
+                                    args.length, args.prime, args.seed, *label_of(loaded, args.label),
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, pins=opts["pins"])
+    if args.json:
+        print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))
+    else:
+        if docs:
+            sys.stdout.write(("\n\n" if any("\n" in d for d in docs) else "\n").join(docs) + "\n")
+    if capped:
+        print(f"{capped} document{'s' * (capped != 1)} reached --length {args.length} without ending and "
+              f"{'were' if capped != 1 else 'was'} drawn again" + (f"; {len(docs)} of {args.documents or args.num} "
+              f"complete: raise --length" if len(docs) < (args.documents or args.num) else ""), file=sys.stderr)
     return 0
 
 
@@ -318,7 +405,7 @@ def cmd_eval(args) -> int:
 
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
-    scored = model_text(loaded, args.text, args.split)
+    scored = model_text(loaded, args.text, args.split, labelled_ok=True)
     ids, what = scored.ids, scored.what
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; nothing to score")

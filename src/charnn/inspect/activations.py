@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charnn.model import CharRNN, Model, cell_gates, cell_step, lstm_memory
+from charnn.model import CharRNN, Model, cell_gates, cell_step, inputs, lstm_memory
 from charnn.transformer import Probe
 
 QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",),
@@ -220,7 +220,7 @@ def _record_recurrent(model: CharRNN, ids, keep, lay: _Layout, chunk: int, clamp
     state_h = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
     state_c = [torch.zeros(streams, cfg.hidden, device=device) for _ in range(cfg.layers)]
     for pos, valid, x in lay.columns(ids, chunk):
-        inp = model.embed(x.to(device))  # (S, T, E)
+        inp = inputs(model, x.to(device))  # (S, T, E)
         acts: dict[str, list[torch.Tensor]] = {q: [] for q in keep}
         for k, (single, w) in enumerate(layers):
             h0, c0 = state_h[k], state_c[k]

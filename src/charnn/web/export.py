@@ -52,6 +52,12 @@ def _out_dir(out: Path, marker_files: dict[str, bytes]) -> Path:
     return out
 
 
+def _no_labels(cfg) -> None:
+    if cfg.labels:
+        raise CharnnError("this model is conditioned on labels (--label), which the exports do not carry yet; "
+                          "sample it with charnn sample --label NAME")
+
+
 def export_web(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
     if loaded.vocab.unit == "bpe":  # the page encodes and decodes characters; it has no tokenizer
@@ -59,6 +65,7 @@ def export_web(run, out, which: str = "best") -> list[Path]:
                           f"and byte models only; use --format onnx (model.json then holds the tokenizer)")
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
+    _no_labels(cfg)
     out = _out_dir(out, {"index.html": WEB_MARKER, "model.js": JS_MARKER, "model.json": b'"format": "' + FORMAT.encode()})
     layout, blob = _tensors(model)
     about = {"format": FORMAT, "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
@@ -101,6 +108,7 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
+    _no_labels(cfg)
     out = _out_dir(out, {"model.onnx": ONNX_MARKER, "model.json": b'"format": "charnn-onnx-1"'})
     if not cfg.recurrent:
         return _export_cached_onnx(loaded, model, out)

@@ -1,0 +1,124 @@
+"""Documents (--documents): cut, framed by an end symbol, split between documents, sampled whole,
+and judged per document."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from charnn import checkpoint as ckpt
+from charnn.data import prepare
+from charnn.documents import END, cut, framed, novelty, split_documents
+from charnn.errors import CharnnError
+from charnn.train import train
+from conftest import tiny_config
+from test_cli import charnn
+
+
+def test_line_blank_and_regex_documents():
+    assert split_documents("ann\nbob\n\ncy\n", "line") == ["ann", "bob", "cy"]
+    assert split_documents("a b\nc\n\n\nd e\n \nf\n", "blank") == ["a b\nc", "d e", "f"]
+    text = "preface\nNo. 1\nfirst\nNo. 2\nsecond\n"
+    assert split_documents(text, r"^No\. \d+$") == ["No. 1\nfirst", "No. 2\nsecond"]  # the preface is no document
+    with pytest.raises(CharnnError, match="matches nothing in the text"):
+        split_documents(text, "^Chapter")
+    with pytest.raises(CharnnError, match="is not a valid regular expression"):
+        split_documents(text, "(")
+    with pytest.raises(CharnnError, match="contains U\\+0003"):
+        split_documents("a" + END + "b", "line")
+
+
+def test_the_splits_cut_between_documents_after_a_seeded_shuffle():
+    docs = [f"doc{i:03d}" + "x" * (i % 7) for i in range(200)]
+    parts = cut(docs, (0.8, 0.1, 0.1), seed=5)
+    assert sorted(sum(parts.values(), [])) == sorted(docs)  # every document once, whole
+    chars = {k: sum(len(d) + 1 for d in v) for k, v in parts.items()}
+    assert abs(chars["train"] / sum(chars.values()) - 0.8) < 0.02
+    assert parts == cut(docs, (0.8, 0.1, 0.1), seed=5) and parts != cut(docs, (0.8, 0.1, 0.1), seed=6)
+    assert parts["train"][:50] != docs[:50]  # shuffled: a sorted file does not leave the test split the Z's
+    with pytest.raises(CharnnError, match="found 2 documents"):
+        cut(["a", "b"], (0.8, 0.1, 0.1), 0)
+
+
+def names(n=1500, seed=0) -> str:
+    """Short 'names' from a tiny grammar: a consonant-vowel pattern, one a line."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        out.append("".join(rng.choice("bdkmt") + rng.choice("aeiou") for _ in range(rng.randint(1, 3))))
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("docs")
+    (d / "names.txt").write_text(names())
+    cfg = tiny_config(d / "names.txt", max_steps=300, eval_every=100, lr=1e-2)
+    cfg.data.documents = "line"
+    train(cfg, d / "run", progress=False)
+    return d
+
+
+def test_no_split_ever_cuts_a_document(run, tmp_path):
+    enc = prepare(str(run / "names.txt"), seed=1337, split=(0.9, 0.05, 0.05), documents="line")
+    docs = split_documents(names(), "line")
+    for part in enc.splits((0.9, 0.05, 0.05)).values():
+        text = enc.vocab.decode(part)
+        assert text.endswith(END) and all(d in docs for d in text.split(END)[:-1])
+    assert enc.vocab.decode(enc.ids).count(END) == len(docs)
+    assert enc.lead_in == cut(docs, (0.9, 0.05, 0.05), 1337)["train"][-1] + END
+    assert ckpt.load(run / "run").meta["lead_in"] == enc.lead_in  # every checkpoint carries it: enough to sample
+
+
+def test_sample_prints_whole_documents_that_follow_the_grammar(run):
+    r = charnn("sample", run / "run", "--documents", "40", "--json", "--temperature", "0.5")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert len(got["documents"]) == 40 and got["capped"] == 0
+    ok = [len(d) % 2 == 0 and all(d[i] in "bdkmt" and d[i + 1] in "aeiou" for i in range(0, len(d), 2))
+          for d in got["documents"]]
+    assert sum(ok) >= 36, got  # complete words of the grammar: the model ends a document where training did
+    assert all(END not in d and "\n" not in d and d for d in got["documents"])
+    train_docs = set(split_documents(names(), "line"))
+    assert novelty(got["documents"], train_docs) == pytest.approx(sum(d not in train_docs for d in got["documents"]) / 40)
+    # a cap too short for any document: none is printed cut off, and it is said
+    r = charnn("sample", run / "run", "--documents", "3", "--length", "1", "--prime", "b")  # "b" needs a vowel yet
+    assert r.returncode == 0 and "reached --length 1 without ending and were drawn again" in r.stderr, r.stderr
+    assert all(len(line) == 2 and line[1] in "aeiou" for line in r.stdout.split()), r.stdout  # only ended ones
+
+
+def test_evaluate_samples_reports_documents_found_in_the_training_split(run, tmp_path):
+    train_docs = cut(split_documents(names(), "line"), (0.9, 0.05, 0.05), 1337)["train"]
+    (tmp_path / "s.txt").write_text("\n".join(train_docs[:3] + ["zzqx"]) + "\n")
+    r = charnn("evaluate-samples", tmp_path / "s.txt", "--train", run / "names.txt", "--documents", "line", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["documents"] == 4 and got["novel_documents"] == 0.25
+
+
+def test_eval_reads_a_file_as_documents_framed_like_training(run, tmp_path):
+    (tmp_path / "t.txt").write_text("bada\nkemo\n")
+    r = charnn("eval", run / "run", "--text", tmp_path / "t.txt", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["chars"] == len("bada" + END + "kemo" + END)
+
+
+def test_a_documents_run_resumes_bit_identically(tmp_path):
+    (tmp_path / "n.txt").write_text(names(400, seed=2))
+
+    def cfg():
+        c = tiny_config(tmp_path / "n.txt", max_steps=24, eval_every=10, dropout=0.1)
+        c.data.documents = "line"
+        return c
+
+    train(cfg(), tmp_path / "whole", progress=False)
+    first = train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= 13)
+    assert first.stopped_by == "interrupt"
+    train(None, tmp_path / "split", resume=True, progress=False)
+    a, b = ckpt.load(tmp_path / "whole").weights, ckpt.load(tmp_path / "split").weights
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_documents_and_framing_agree():
+    assert framed(["a", "bc"]) == "a" + END + "bc" + END

@@ -1,0 +1,120 @@
+"""Labelled documents (--label / --labels): the model is conditioned on the label at every step,
+sampling follows the label, and attribution tells two sources apart (and cannot when they are
+the same)."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from charnn import checkpoint as ckpt
+from charnn.data import prepare
+from charnn.documents import END
+from charnn.study.attribute import attribute
+from charnn.train import train
+from conftest import tiny_config
+from test_cli import charnn
+
+
+def markov(rng, table: dict, n: int) -> str:
+    """n characters from a first-order chain: table[c] is what may follow c, with weights."""
+    c = rng.choice(list(table))
+    out = [c]
+    for _ in range(n - 1):
+        nxt, w = zip(*table[c].items())
+        c = rng.choices(nxt, w)[0]
+        out.append(c)
+    return "".join(out)
+
+
+CYCLE = {"a": {"b": 9, "c": 1}, "b": {"c": 9, "d": 1}, "c": {"d": 9, "a": 1}, "d": {"a": 9, "b": 1}}
+BACK = {"a": {"d": 9, "c": 1}, "b": {"a": 9, "d": 1}, "c": {"b": 9, "a": 1}, "d": {"c": 9, "b": 1}}
+
+
+def labelled_run(tmp_path, sources: dict, n=300, length=60, steps=300, seed=0):
+    tmp_path.mkdir(exist_ok=True)
+    rng = random.Random(seed)
+    docs, labels = [], []
+    for k in range(n):
+        name = list(sources)[k % len(sources)]
+        docs.append(markov(rng, sources[name], length))
+        labels.append(name)
+    (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n")
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    cfg = tiny_config(tmp_path / "docs.txt", max_steps=steps, eval_every=steps, lr=1e-2)
+    cfg.data.documents, cfg.data.labels_file = "line", str(tmp_path / "labels.txt")
+    train(cfg, tmp_path / "run", progress=False)
+    return tmp_path / "run"
+
+
+def test_the_label_alone_decides_the_alphabet(tmp_path):
+    rng = random.Random(1)
+    lines = ["".join(rng.choice("abc") for _ in range(rng.randint(3, 8))) if k % 2 == 0 else
+             "".join(rng.choice("xyz") for _ in range(rng.randint(3, 8))) for k in range(600)]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "l.txt").write_text("\n".join("low" if k % 2 == 0 else "high" for k in range(600)) + "\n")
+    cfg = tiny_config(tmp_path / "t.txt", max_steps=250, eval_every=250, lr=1e-2)
+    cfg.data.documents, cfg.data.labels_file = "line", str(tmp_path / "l.txt")
+    train(cfg, tmp_path / "run", progress=False)
+    loaded = ckpt.load(tmp_path / "run")
+    assert loaded.config.model.labels == 2 and loaded.meta["labels"] == ["high", "low"]
+    assert "label_embed.weight" in loaded.weights
+    for name, alphabet in (("low", set("abc")), ("high", set("xyz"))):
+        r = charnn("sample", tmp_path / "run", "--label", name, "--documents", "30", "--json", "--temperature", "1")
+        assert r.returncode == 0, r.stderr
+        docs = json.loads(r.stdout)["documents"]
+        assert len(docs) == 30 and all(set(d) <= alphabet for d in docs), (name, docs)
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "one.txt").write_text("abcabcab\n")
+    (tmp_path / "q" / "two.txt").write_text("xyzzyx\n")
+    r = charnn("attribute", tmp_path / "run", tmp_path / "q", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {d["document"]: d for d in json.loads(r.stdout)["documents"]}
+    assert got["one.txt"]["verdict"] == "low" and got["two.txt"]["verdict"] == "high"
+    assert got["one.txt"]["bpc"]["low"] < got["one.txt"]["bpc"]["high"] and got["one.txt"]["chars"] == 9
+    r = charnn("inspect", "find", tmp_path / "run")
+    assert r.returncode == 2 and "conditioned on labels, which it does not support yet" in r.stderr
+    ev = json.loads(charnn("eval", tmp_path / "run", "--split", "val", "--json").stdout)
+    assert ev["loss"] == pytest.approx(ckpt.load(tmp_path / "run").meta["val_loss"], rel=1e-5)
+    r = charnn("sample", tmp_path / "run", "--label", "middle")
+    assert r.returncode == 2 and "--label 'middle' is not one of this run's labels: high, low" in r.stderr
+    r = charnn("sample", tmp_path / "run")
+    assert r.returncode == 2 and "give --label NAME, one of high, low" in r.stderr
+
+
+def test_each_end_symbol_carries_the_label_of_the_document_after_it(tmp_path):
+    (tmp_path / "t.txt").write_text("aa\nbb\naa\nbb\naa\nbb\naa\nbb\n")
+    (tmp_path / "l.txt").write_text("A\nB\nA\nB\nA\nB\nA\nB\n")
+    enc = prepare(str(tmp_path / "t.txt"), seed=3, split=(0.5, 0.25, 0.25), documents="line",
+                  label=("", str(tmp_path / "l.txt")))
+    V = len(enc.vocab)
+    assert enc.labels == ("A", "B")
+    train_ids = np.asarray(enc.splits((0.5, 0.25, 0.25))["train"], dtype=np.int64)
+    chars, labels = train_ids % V, train_ids // V
+    text = enc.vocab.decode(chars)
+    docs = text.split(END)[:-1]
+    at = 0
+    for k, d in enumerate(docs):
+        assert set(labels[at:at + len(d)]) == {"AB".index({"a": "A", "b": "B"}[d[0]])}  # its own label
+        after = docs[k + 1] if k + 1 < len(docs) else d
+        assert labels[at + len(d)] == "AB".index({"a": "A", "b": "B"}[after[0]])  # its end: the next one's
+        at += len(d) + 1
+
+
+@pytest.mark.slow
+def test_attribution_tells_two_sources_apart_and_not_two_equal_ones(tmp_path):
+    run = labelled_run(tmp_path / "two", {"cycle": CYCLE, "back": BACK})
+    rng = random.Random(9)
+    held = [(f"{name}-{k}", markov(rng, table, 60)) for k in range(15) for name, table in
+            (("cycle", CYCLE), ("back", BACK))]
+    loaded = ckpt.load(run)
+    got = attribute(loaded, loaded.build_model(), held)
+    assert np.mean([r.verdict == r.name.split("-")[0] for r in got]) >= 0.9
+    assert all(abs(sum(r.posterior.values()) - 1) < 1e-9 for r in got)
+    # the same source under two names: no better than chance
+    run = labelled_run(tmp_path / "same", {"left": CYCLE, "right": CYCLE}, seed=1)
+    loaded = ckpt.load(run)
+    got = attribute(loaded, loaded.build_model(), [(f"{k}", markov(rng, CYCLE, 60)) for k in range(40)])
+    share = np.mean([r.verdict == "left" for r in got])
+    assert 0.15 <= share <= 0.85 and np.mean([max(r.posterior.values()) for r in got]) < 0.9
