@@ -83,8 +83,11 @@ def attribute(loaded, model, docs: list[tuple[str, str]], prior: str = "uniform"
     log_prior = np.log(prior_of(loaded, prior))
     regex = loaded.config.data.label
     out = []
+    known = set(loaded.vocab.decode(range(len(loaded.vocab))))
     for name, doc in docs:
         doc = unlabelled(doc, regex) if regex else doc  # a document that names its label does not tell the model
+        # characters the model never saw are left out: they would cost the same under every label
+        doc = "".join(c for c in doc if c in known)
         try:
             ids = [labelled_ids(loaded.vocab, doc, k) for k in range(len(names))]
         except CharnnError as e:

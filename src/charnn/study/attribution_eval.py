@@ -113,7 +113,10 @@ def _ngram_verdicts(train: list[tuple[str, str]], test: list[str], order: int, e
                     break
             texts[n] = kept
     models = {n: KneserNey(order, len(alphabet), modified=True).fit(ids("\n".join(texts[n]))) for n in names}
-    return [min(names, key=lambda n: models[n].loss(ids(d), 1)) for d in test]
+    # A floor under each probability: on small texts the modified discounts can come out 0 and a
+    # character never seen in a label's text then gets no mass at all (log 0).
+    nll = lambda m, d: float(-np.log(np.maximum(m.probs_of(ids(d), 1), 1e-9)).sum())  # noqa: E731
+    return [min(names, key=lambda n: nll(models[n], d)) for d in test]
 
 
 def _gzip_verdicts(train: list[tuple[str, str]], test: list[str], k: int) -> list[str]:
@@ -195,6 +198,7 @@ def evaluate_attribution(text: str, out: Path, s: EvalSettings, progress=print) 
     """Every method on every fold, then on the unlabelled documents; writes out/attribution.json,
     .csv, .png (the confusion matrices) and folds.json. -> the JSON written."""
     docs, labels = load(text, s)
+    out.mkdir(parents=True, exist_ok=True)
     known = [i for i, lab in enumerate(labels) if lab is not None]
     unknown = [i for i, lab in enumerate(labels) if lab is None]
     folds = fold_of([labels[i] for i in known], s.folds, s.seed)
