@@ -118,3 +118,26 @@ def test_attribution_tells_two_sources_apart_and_not_two_equal_ones(tmp_path):
     got = attribute(loaded, loaded.build_model(), [(f"{k}", markov(rng, CYCLE, 60)) for k in range(40)])
     share = np.mean([r.verdict == "left" for r in got])
     assert 0.15 <= share <= 0.85 and np.mean([max(r.posterior.values()) for r in got]) < 0.9
+
+
+def test_a_transformer_is_conditioned_on_the_label_too(tmp_path):
+    """The label's embedding joins every position's, so the cached sampling path and the forward agree."""
+    import torch
+
+    from charnn.config import ModelConfig
+    from charnn.model import build
+    from charnn.stepper import make_stepper
+
+    torch.manual_seed(0)
+    m = build(ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=8, vocab_size=5,
+                          labels=3)).eval()
+    x = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]]) + 5 * torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 0]])
+    with torch.no_grad():
+        logits, _ = m(x)
+        stepper = make_stepper(m, m.init_state(1))
+        steps = torch.stack([stepper.step(x[:, t])[0] for t in range(x.shape[1])])
+        other, _ = m(x % 5 + 5)  # the same characters under label 1 throughout
+    assert logits.shape == (1, 12, 5) and torch.allclose(steps, logits[0], atol=1e-5)
+    assert not torch.allclose(other, logits, atol=1e-3)
+    y = x.clone()
+    assert m.loss(x, y)[0] > 0  # targets are characters: a label id is never out of the read-out's range
