@@ -109,7 +109,7 @@ MUTANTS = [
     Mutant("an end symbol carries its own document's label", "data.py",
            "out[e] += V * doc_labels[min(k + 1, len(doc_labels) - 1)]", "out[e] += V * doc_labels[k]",
            "tests/test_labels.py", "end_symbol"),
-    Mutant("a fold trains on what it scores", "study/attribution_eval.py",
+    Mutant("a fold trains on what it scores", "attribution/folds.py",
            "tr = [known[j] for j in range(len(known)) if folds[j] != f]", "tr = list(known)",
            "tests/test_attribution.py", "never_scores"),
     Mutant("snapshot steps ignored", "train.py", "if st.step in t.snapshot_steps or val is not None:",

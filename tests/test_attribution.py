@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from charnn.study.attribution_eval import METHODS, EvalSettings, evaluate_attribution, fold_of, verdicts
+from charnn.attribution.folds import METHODS, EvalSettings, evaluate_attribution, fold_of, verdicts
 
 
 def test_folds_are_stratified_seeded_and_cover_every_document_once():

@@ -11,7 +11,7 @@ import pytest
 from charnn import checkpoint as ckpt
 from charnn.data import prepare
 from charnn.documents import END
-from charnn.study.attribute import attribute
+from charnn.attribution.score import attribute
 from charnn.train import train
 from conftest import tiny_config
 from test_cli import charnn

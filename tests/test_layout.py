@@ -19,7 +19,8 @@ RANK = {"__init__": -1, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab
         "subject": 5,
         "train": 6, "inspect": 6, "teach": 6,
         "study": 7, "web": 7,
-        "cli": 8, "__main__": 9}
+        "attribution": 8,
+        "cli": 9, "__main__": 10}
 
 
 def _room(path: Path) -> str:

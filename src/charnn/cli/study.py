@@ -218,7 +218,7 @@ def cmd_grid(args) -> int:
 
 def cmd_attribute(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.study.attribute import attribute, documents_of
+    from charnn.attribution.score import attribute, documents_of
 
     if args.eval is not None:
         return _attribute_eval(args)
@@ -246,7 +246,7 @@ def cmd_attribute(args) -> int:
 
 def _attribute_eval(args) -> int:
     from charnn.files import refuse_foreign
-    from charnn.study.attribution_eval import EvalSettings, evaluate_attribution, table
+    from charnn.attribution.folds import EvalSettings, evaluate_attribution, table
 
     if args.run or args.text:
         raise CharnnError("--eval trains its own models: give CORPUS alone (no RUN_DIR or TEXT)")

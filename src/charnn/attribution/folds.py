@@ -11,7 +11,7 @@ Methods:
 - charnn: one model conditioned on the label (``--documents --label``), trained for the same
   budget per fold; the label whose conditioning gives the document the fewest bits wins
   (uniform prior). One shared model: the amount of text per label shapes a label vector, not
-  a whole model (see charnn.study.attribute).
+  a whole model (see charnn.attribution.score).
 - Kneser-Ney character n-grams, one per label (Peng et al. 2003): on all of each label's text,
   and on equal amounts of text per label (each label's documents, in a seeded order, up to the
   smallest label's total), because a model that saw more text scores any text better.
@@ -160,7 +160,7 @@ def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettin
     """Train a labelled model on `train` (documents as written) and attribute `test` with it."""
     from charnn import checkpoint as ckpt
     from charnn.config import RunConfig, apply_preset
-    from charnn.study.attribute import attribute
+    from charnn.attribution.score import attribute
     from charnn.study.grid import train_in_child
 
     run.mkdir(parents=True, exist_ok=True)
