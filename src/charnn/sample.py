@@ -282,6 +282,46 @@ def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap
     return done, capped
 
 
+MAX_BEAM = 64
+
+
+@torch.no_grad()
+def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4
+                ) -> tuple[str, float]:
+    """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
+    -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
+    greedy path on the way and end below it; the greedy continuation is searched too, and the
+    likelier of the two is returned, so a beam never does worse than greedy."""
+    if not 1 <= width <= MAX_BEAM:
+        raise CharnnError(f"--beam must be from 1 to {MAX_BEAM}, got {width}")
+    if model.training:
+        raise ValueError("beam search needs the model in eval mode (dropout off)")
+    best = _beam(model, vocab, prime, length, width)
+    if width > 1:
+        greedy = _beam(model, vocab, prime, length, 1)
+        best = max(best, greedy, key=lambda r: r[1])
+    return best
+
+
+def _beam(model: Model, vocab: Vocab, prime: str, length: int, width: int) -> tuple[str, float]:
+    from charnn.model import select_state
+
+    logits, state = model(_start(model, vocab, prime))
+    lp = torch.log_softmax(logits[:, -1].double(), -1)  # (B, V)
+    scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
+    seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
+    V = lp.shape[-1]
+    for _ in range(length):
+        cand = (scores[:, None] + lp).flatten()
+        top = cand.topk(min(width, cand.numel()))
+        beam, char = top.indices // V, top.indices % V
+        scores, seqs = top.values, torch.cat([seqs[beam], char[:, None]], 1)
+        logits, state = model(char[:, None], select_state(model, state, beam))
+        lp = torch.log_softmax(logits[:, -1].double(), -1)
+    k = int(scores.argmax())
+    return vocab.decode(seqs[k].tolist()), float(scores[k])
+
+
 def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
                 **kw) -> list[str]:
     """`num` whole samples drawn together (without the prime), each cut right after `stop`."""
