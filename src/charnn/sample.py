@@ -204,6 +204,18 @@ def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None, offse
         last = stepper.step((nxt + offset).to(device, non_blocking=True))
 
 
+def stream_document(model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "",
+                    length: int = 500, seed: int = 0, **kw) -> Iterator[str]:
+    """One document of a run trained with --documents, as pieces of text as it is written (what
+    serve streams): started as ``sample_documents`` starts one, ended at the end symbol (not
+    included) or after `length` units."""
+    from charnn.documents import END
+
+    lab, lead = label_numbers(meta, label)
+    ids_iter = generate_labelled(model, vocab, lab, meta.get("lead_in", ""), lead, prime, length, 1, seed, **kw)
+    return (p.replace(END, "") for p in _pieces(ids_iter, vocab.stream_decoder(), END))
+
+
 def stream(model: Model, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None,
            pins: Pins | None = None) -> Iterator[str]:
@@ -280,6 +292,20 @@ def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap
         done += [prime + vocab.decode(r) for r, e in zip(rows, ended) if e]
         capped += ended.count(False)
     return done, capped
+
+
+def label_numbers(meta: dict, name: str | None) -> tuple[int, int]:
+    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
+    A labelled run needs a known label name. meta: the checkpoint's."""
+    names = meta.get("labels") or []
+    if not names:
+        return 0, 0
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    if name is None:
+        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
+    if name not in names:
+        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
+    return names.index(name), names.index(meta["lead_label"])
 
 
 MAX_BEAM = 64

@@ -313,7 +313,7 @@ def _final_documents(run, n: int) -> None:
     from charnn import checkpoint as ckpt
     from charnn.documents import END, novelty
     from charnn.evaluate import model_text
-    from charnn.sample import sample_documents
+    from charnn.sample import label_numbers, sample_documents
 
     loaded = ckpt.load(run, "best")
     model = loaded.build_model("cpu")
@@ -321,7 +321,7 @@ def _final_documents(run, n: int) -> None:
     docs, shown, capped = [], [], 0
     each = max(1, 20 // len(names[:n]))
     for name in names[:n]:  # a labelled run: documents of its first labels in turn
-        label, lead = label_of(loaded, name) if name else (0, 0)
+        label, lead = label_numbers(loaded.meta, name) if name else (0, 0)
         got, c = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], each, cap=2000, temperature=0.8,
                                   label=label, lead_label=lead)
         docs, capped = docs + got, capped + c
@@ -363,29 +363,15 @@ def _beam(args, model, loaded) -> int:
     return 0
 
 
-def label_of(loaded, name: str | None) -> tuple[int, int]:
-    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
-    A labelled run needs a known label name."""
-    names = loaded.meta.get("labels") or []
-    if not names:
-        return 0, 0
-    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-    if name is None:
-        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
-    if name not in names:
-        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
-    return names.index(name), names.index(loaded.meta["lead_label"])
-
-
 def _sample_documents(args, model, loaded, opts) -> int:
     """charnn sample on a run trained with --documents: whole documents, one a line (a blank line
     between them when they span lines)."""
-    from charnn.sample import sample_documents
+    from charnn.sample import label_numbers, sample_documents
 
     if args.stop:
         raise CharnnError("--stop: a document ends at its end symbol; drop --stop with --documents")
     docs, capped = sample_documents(model, loaded.vocab, loaded.meta.get("lead_in", ""), args.documents or args.num,
-                                    args.length, args.prime, args.seed, *label_of(loaded, args.label),
+                                    args.length, args.prime, args.seed, *label_numbers(loaded.meta, args.label),
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, pins=opts["pins"])
     if args.json:
         print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))
