@@ -48,7 +48,10 @@ def labelled_run(tmp_path, sources: dict, n=300, length=60, steps=300, seed=0):
     return tmp_path / "run"
 
 
-def test_the_label_alone_decides_the_alphabet(tmp_path):
+@pytest.fixture(scope="module")
+def alpha(tmp_path_factory):
+    """Lines of a, b, c labelled low and of x, y, z labelled high: the label alone decides the alphabet."""
+    tmp_path = tmp_path_factory.mktemp("alpha")
     rng = random.Random(1)
     lines = ["".join(rng.choice("abc") for _ in range(rng.randint(3, 8))) if k % 2 == 0 else
              "".join(rng.choice("xyz") for _ in range(rng.randint(3, 8))) for k in range(600)]
@@ -57,6 +60,32 @@ def test_the_label_alone_decides_the_alphabet(tmp_path):
     cfg = tiny_config(tmp_path / "t.txt", max_steps=250, eval_every=250, lr=1e-2)
     cfg.data.documents, cfg.data.labels_file = "line", str(tmp_path / "l.txt")
     train(cfg, tmp_path / "run", progress=False)
+    return tmp_path
+
+
+def test_serve_offers_the_labels_and_writes_in_each_ones_style(alpha):
+    fastapi = pytest.importorskip("fastapi")  # noqa: F841
+    from fastapi.testclient import TestClient
+
+    from charnn.web.serve import create_app, open_runs
+
+    with TestClient(create_app(open_runs([alpha / "run"]), workers=1, queue=2)) as client:
+        (about,) = client.get("/api/runs").json()
+        assert about["labels"] == ["high", "low"] and about["documents"] is True
+        got = client.post("/api/runs/run/sample", json={"label": "high", "num": 10, "temperature": 1}).json()
+        assert len(got["samples"]) == 10 and all(set(d) <= set("xyz") and d for d in got["samples"])
+        r = client.post("/api/runs/run/sample/stream", json={"label": "low", "seed": 3, "temperature": 1})
+        text = "".join(json.loads(line[6:]).get("text", "") for line in r.text.splitlines()
+                       if line.startswith("data: "))
+        assert text and set(text) <= set("abc"), text
+        r = client.post("/api/runs/run/sample", json={"label": "middle"})
+        assert r.status_code == 400 and "not one of this run's labels: high, low" in r.text
+        r = client.post("/api/runs/run/eval", json={"text": "abcab"})
+        assert r.status_code == 400 and "conditioned on labels" in r.text
+
+
+def test_the_label_alone_decides_the_alphabet(alpha):
+    tmp_path = alpha
     loaded = ckpt.load(tmp_path / "run")
     assert loaded.config.model.labels == 2 and loaded.meta["labels"] == ["high", "low"]
     assert "label_embed.weight" in loaded.weights

@@ -220,6 +220,17 @@ def inputs(model, x: torch.Tensor) -> torch.Tensor:
     return model.embed(x % cfg.vocab_size) + model.label_embed(x // cfg.vocab_size)
 
 
+def select_state(model, state, idx: torch.Tensor):
+    """The state of the streams `idx` (B',), in that order (beam search reorders its beams): an
+    RNN's (L, B, H) [and an LSTM's c], or a transformer's cache (ids (B, P), kv (L, 2, B, ...))."""
+    if not model.cfg.recurrent:
+        ids, kv = state
+        return ids[idx], kv[:, :, idx]
+    if isinstance(state, tuple):
+        return tuple(s[:, idx] for s in state)
+    return state[:, idx]
+
+
 def targets(cfg: ModelConfig, y: torch.Tensor) -> torch.Tensor:
     """The characters to predict from ids y (-1, not scored, stays -1): a labelled model's ids
     carry the label, and only the character is predicted."""

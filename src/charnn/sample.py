@@ -204,6 +204,18 @@ def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None, offse
         last = stepper.step((nxt + offset).to(device, non_blocking=True))
 
 
+def stream_document(model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "",
+                    length: int = 500, seed: int = 0, **kw) -> Iterator[str]:
+    """One document of a run trained with --documents, as pieces of text as it is written (what
+    serve streams): started as ``sample_documents`` starts one, ended at the end symbol (not
+    included) or after `length` units."""
+    from charnn.documents import END
+
+    lab, lead = label_numbers(meta, label)
+    ids_iter = generate_labelled(model, vocab, lab, meta.get("lead_in", ""), lead, prime, length, 1, seed, **kw)
+    return (p.replace(END, "") for p in _pieces(ids_iter, vocab.stream_decoder(), END))
+
+
 def stream(model: Model, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None,
            pins: Pins | None = None) -> Iterator[str]:
@@ -280,6 +292,60 @@ def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap
         done += [prime + vocab.decode(r) for r, e in zip(rows, ended) if e]
         capped += ended.count(False)
     return done, capped
+
+
+def label_numbers(meta: dict, name: str | None) -> tuple[int, int]:
+    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
+    A labelled run needs a known label name. meta: the checkpoint's."""
+    names = meta.get("labels") or []
+    if not names:
+        return 0, 0
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    if name is None:
+        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
+    if name not in names:
+        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
+    return names.index(name), names.index(meta["lead_label"])
+
+
+MAX_BEAM = 64
+
+
+@torch.no_grad()
+def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4
+                ) -> tuple[str, float]:
+    """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
+    -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
+    greedy path on the way and end below it; the greedy continuation is searched too, and the
+    likelier of the two is returned, so a beam never does worse than greedy."""
+    if not 1 <= width <= MAX_BEAM:
+        raise CharnnError(f"--beam must be from 1 to {MAX_BEAM}, got {width}")
+    if model.training:
+        raise ValueError("beam search needs the model in eval mode (dropout off)")
+    best = _beam(model, vocab, prime, length, width)
+    if width > 1:
+        greedy = _beam(model, vocab, prime, length, 1)
+        best = max(best, greedy, key=lambda r: r[1])
+    return best
+
+
+def _beam(model: Model, vocab: Vocab, prime: str, length: int, width: int) -> tuple[str, float]:
+    from charnn.model import select_state
+
+    logits, state = model(_start(model, vocab, prime))
+    lp = torch.log_softmax(logits[:, -1].double(), -1)  # (B, V)
+    scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
+    seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
+    V = lp.shape[-1]
+    for _ in range(length):
+        cand = (scores[:, None] + lp).flatten()
+        top = cand.topk(min(width, cand.numel()))
+        beam, char = top.indices // V, top.indices % V
+        scores, seqs = top.values, torch.cat([seqs[beam], char[:, None]], 1)
+        logits, state = model(char[:, None], select_state(model, state, beam))
+        lp = torch.log_softmax(logits[:, -1].double(), -1)
+    k = int(scores.argmax())
+    return vocab.decode(seqs[k].tolist()), float(scores[k])
 
 
 def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,

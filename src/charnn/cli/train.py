@@ -124,6 +124,10 @@ def _add_sample(sub) -> None:
     s = sub.add_parser("sample", help="generate text from a trained model")
     s.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
     s.add_argument("--prime", default="", help="text to start from (printed first)")
+    s.add_argument("--prime-file", default=None, metavar="FILE", help="or the text of FILE (UTF-8, at most 1 MB)")
+    s.add_argument("--beam", type=flags.count, default=None, metavar="K",
+                   help="print the most likely continuation a beam of K finds (K = 1: greedy; never less likely "
+                        "than greedy), with its log-likelihood; --length units")
     s.add_argument("--temperature", type=flags.number, default=0.8, help="0 picks the most likely character (default 0.8)")
     s.add_argument("--top-k", type=flags.count, default=0, help="sample from the k most likely (0: off)")
     s.add_argument("--top-p", type=flags.number, default=1.0, help="nucleus sampling threshold (1: off)")
@@ -275,11 +279,15 @@ def cmd_sample(args) -> int:
     from charnn.sample import check_options, parse_clamp, sample_text, stream
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
+    if args.prime_file is not None:
+        args.prime = _prime_file(args)
     loaded = ckpt.load(args.run, args.checkpoint)
     model = loaded.build_model(pick_device(args.device))
     opts = dict(prime=args.prime, length=args.length, seed=args.seed, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=parse_clamp(args.clamp, loaded.config.model))
     out = sys.stdout
+    if args.beam is not None:
+        return _beam(args, model, loaded)
     if args.show_probs:
         return _show_probs(args, model, loaded, opts["pins"])
     if args.label is not None and not loaded.meta.get("labels"):
@@ -305,7 +313,7 @@ def _final_documents(run, n: int) -> None:
     from charnn import checkpoint as ckpt
     from charnn.documents import END, novelty
     from charnn.evaluate import model_text
-    from charnn.sample import sample_documents
+    from charnn.sample import label_numbers, sample_documents
 
     loaded = ckpt.load(run, "best")
     model = loaded.build_model("cpu")
@@ -313,7 +321,7 @@ def _final_documents(run, n: int) -> None:
     docs, shown, capped = [], [], 0
     each = max(1, 20 // len(names[:n]))
     for name in names[:n]:  # a labelled run: documents of its first labels in turn
-        label, lead = label_of(loaded, name) if name else (0, 0)
+        label, lead = label_numbers(loaded.meta, name) if name else (0, 0)
         got, c = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], each, cap=2000, temperature=0.8,
                                   label=label, lead_label=lead)
         docs, capped = docs + got, capped + c
@@ -326,29 +334,44 @@ def _final_documents(run, n: int) -> None:
     print("\n".join(shown[:n]))
 
 
-def label_of(loaded, name: str | None) -> tuple[int, int]:
-    """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
-    A labelled run needs a known label name."""
-    names = loaded.meta.get("labels") or []
-    if not names:
-        return 0, 0
-    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-    if name is None:
-        raise CharnnError(f"this run writes in the style of a label: give --label NAME, one of {shown}")
-    if name not in names:
-        raise CharnnError(f"--label {name!r} is not one of this run's labels: {shown}")
-    return names.index(name), names.index(loaded.meta["lead_label"])
+MAX_PRIME_FILE = 1 << 20
+
+
+def _prime_file(args) -> str:
+    if args.prime:
+        raise CharnnError("give --prime TEXT or --prime-file FILE, not both")
+    path = Path(args.prime_file)
+    if not path.is_file():
+        raise CharnnError(f"--prime-file {path}: no such file")
+    if path.stat().st_size > MAX_PRIME_FILE:
+        raise CharnnError(f"--prime-file {path} is over 1 MB; a prime that long adds nothing (give its last part)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CharnnError(f"--prime-file {path} is not UTF-8 text") from None
+
+
+def _beam(args, model, loaded) -> int:
+    from charnn.sample import beam_search
+
+    if loaded.meta.get("labels") or loaded.meta.get("lead_in") or args.clamp:
+        raise CharnnError("--beam writes a plain continuation; it does not take documents, labels or --clamp yet")
+    text, nats = beam_search(model, loaded.vocab, args.prime, args.length, args.beam)
+    print(args.prime + text)
+    print(f"beam {args.beam}: log-likelihood {nats:.3f} nats over {args.length} units "
+          f"({-nats / max(args.length, 1):.4f} nats per unit)", file=sys.stderr)
+    return 0
 
 
 def _sample_documents(args, model, loaded, opts) -> int:
     """charnn sample on a run trained with --documents: whole documents, one a line (a blank line
     between them when they span lines)."""
-    from charnn.sample import sample_documents
+    from charnn.sample import label_numbers, sample_documents
 
     if args.stop:
         raise CharnnError("--stop: a document ends at its end symbol; drop --stop with --documents")
     docs, capped = sample_documents(model, loaded.vocab, loaded.meta.get("lead_in", ""), args.documents or args.num,
-                                    args.length, args.prime, args.seed, *label_of(loaded, args.label),
+                                    args.length, args.prime, args.seed, *label_numbers(loaded.meta, args.label),
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, pins=opts["pins"])
     if args.json:
         print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))

@@ -37,7 +37,7 @@ from charnn.errors import CharnnError
 from charnn.evaluate import score_text
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
-from charnn.sample import next_probs, parse_clamp, sample_text, stream
+from charnn.sample import label_numbers, next_probs, parse_clamp, sample_documents, sample_text, stream, stream_document
 from charnn.subject import display_chars
 
 MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
@@ -90,6 +90,7 @@ class Served:
                 "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
                 "best_val_loss": best if best is not None and math.isfinite(best) else None,
                 "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())), "checkpoint": loaded.path.name,
+                "labels": m.get("labels") or [], "documents": bool(m.get("lead_in")),
                 "kept_steps": ckpt.kept_steps(self.folder)}
 
 
@@ -130,6 +131,8 @@ class SampleRequest(_Body):
     clamp: str | None = Field(None, max_length=MAX_CLAMP, description="LAYER:CELL=VALUE[,...]: hold cells at a "
                               "value at every step (an LSTM's tanh(c), a GRU's or RNN's h), as charnn sample --clamp")
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
+    label: str | None = Field(None, min_length=1, max_length=200,
+                              description="a run trained with --label: write documents in this label's style")
 
 
 class EvalRequest(_Body):
@@ -161,14 +164,30 @@ def _ids(loaded: ckpt.Checkpoint, text: str) -> np.ndarray:
 
 def do_sample(run: Served, req: SampleRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
+    if loaded.meta.get("lead_in"):  # a run of documents: whole documents (in a label's style)
+        if req.stop:
+            raise CharnnError("a document ends at its end symbol; drop stop")
+        docs, capped = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], req.num, req.length, req.prime,
+                                        req.seed, *label_numbers(loaded.meta, req.label), temperature=req.temperature,
+                                        top_k=req.top_k, top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
+        return {"samples": docs, "capped": capped}
+    if req.label is not None:
+        raise CharnnError("label: this run was trained without labels")
     texts = sample_text(model, loaded.vocab, length=req.length, num=req.num, stop=req.stop, prime=req.prime,
                         seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                         pins=parse_clamp(req.clamp, loaded.config.model))
     return {"samples": [req.prime + t for t in texts]}
 
 
+def _unlabelled(loaded) -> None:
+    if loaded.config.model.labels:
+        raise CharnnError("this run is conditioned on labels, which this endpoint does not take yet; /sample and "
+                          "/sample/stream do (with label)")
+
+
 def do_eval(run: Served, req: EvalRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
+    _unlabelled(loaded)
     ids = _ids(loaded, req.text)
     if len(ids) < 2:
         raise CharnnError("the text holds fewer than 2 characters; nothing to score")
@@ -180,6 +199,7 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
 
 def do_next(run: Served, req: NextRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
+    _unlabelled(loaded)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
     got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top,
@@ -191,6 +211,7 @@ def do_next(run: Served, req: NextRequest) -> dict:
 
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
+    _unlabelled(loaded)
     cfg = loaded.config.model
     if req.layer >= cfg.layers:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
@@ -385,9 +406,14 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
         if req.num != 1:
             raise CharnnError("a stream carries one sample; ask /sample for num > 1")
         loaded, model = await pool.run(run.current, req.checkpoint)
-        pieces = stream(model, loaded.vocab, prime=req.prime, length=req.length, seed=req.seed,  # checks the prime
-                        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=req.stop,
-                        pins=parse_clamp(req.clamp, loaded.config.model))
+        opts = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
+                    top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
+        if loaded.meta.get("lead_in"):  # one document, ended at its end symbol
+            pieces = stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
+        elif req.label is not None:
+            raise CharnnError("label: this run was trained without labels")
+        else:
+            pieces = stream(model, loaded.vocab, stop=req.stop, **opts)  # checks the prime
         pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
         pool.release()
         return StreamingResponse(_events(pool, pieces, request, app), media_type="text/event-stream",
