@@ -41,11 +41,11 @@ def test_beam_one_is_greedy_and_a_wider_beam_is_never_less_likely(cell):
         m = model(cell, seed)
         greedy = sample_text(m, VOCAB, length=20, temperature=0, prime="ab")[0]
         text, nats = beam_search(m, VOCAB, "ab", 20, 1)
-        assert text == greedy and nats == pytest.approx(likelihood(m, "ab", greedy), abs=1e-6)
+        assert text == greedy and nats == pytest.approx(likelihood(m, "ab", greedy), abs=1e-4)
         for k in (2, 5):
             text_k, nats_k = beam_search(m, VOCAB, "ab", 20, k)
             assert nats_k >= nats - 1e-9
-            assert nats_k == pytest.approx(likelihood(m, "ab", text_k), abs=1e-6)  # the score is the text's own
+            assert nats_k == pytest.approx(likelihood(m, "ab", text_k), abs=1e-4)  # the score is the text's own
 
 
 def test_a_wide_beam_finds_a_likelier_text_than_greedy_somewhere():

@@ -406,20 +406,24 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> Fa
         if req.num != 1:
             raise CharnnError("a stream carries one sample; ask /sample for num > 1")
         loaded, model = await pool.run(run.current, req.checkpoint)
-        opts = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
-                    top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
-        if loaded.meta.get("lead_in"):  # one document, ended at its end symbol
-            pieces = stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
-        elif req.label is not None:
-            raise CharnnError("label: this run was trained without labels")
-        else:
-            pieces = stream(model, loaded.vocab, stop=req.stop, **opts)  # checks the prime
+        pieces = _stream_pieces(loaded, model, req)  # checks the prime
         pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
         pool.release()
         return StreamingResponse(_events(pool, pieces, request, app), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return app
+
+
+def _stream_pieces(loaded, model, req: SampleRequest):
+    """The pieces /sample/stream sends: one sample, or for a run of documents one document."""
+    opts = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
+                top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
+    if loaded.meta.get("lead_in"):  # ended at its end symbol
+        return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
+    if req.label is not None:
+        raise CharnnError("label: this run was trained without labels")
+    return stream(model, loaded.vocab, stop=req.stop, **opts)
 
 
 def _take(pieces, n: int) -> tuple[list[str], bool]:
