@@ -96,7 +96,7 @@ def test_resume_refuses_changed_settings_and_missing_run(text_file, tmp_path):
         train(None, tmp_path / "run", resume=True, overrides={"max_steps": 10})
 
 
-def test_init_from_maps_a_subset_vocabulary_and_refuses_new_characters(text_file, tmp_path):
+def test_init_from_maps_a_subset_vocabulary_and_grows_it_for_new_characters(text_file, tmp_path):
     train(tiny_config(text_file, max_steps=30), tmp_path / "base", progress=False)
     sub = tmp_path / "sub.txt"
     sub.write_text("one two. one.\n" * 200)  # every character is in the base vocabulary
@@ -105,9 +105,9 @@ def test_init_from_maps_a_subset_vocabulary_and_refuses_new_characters(text_file
     assert math.isfinite(res.best_val_loss)
     new = tmp_path / "new.txt"
     new.write_text("one two six! zebra\n" * 50)
-    with pytest.raises(CharnnError, match=r"the new text has 6 characters: '!', 'a', 'b', 's', 'x', 'z' that the model's vocabulary lacks"):
-        train(tiny_config(new, max_steps=10), tmp_path / "ft2", init_from=tmp_path / "base", progress=False)
-    assert not (tmp_path / "ft2" / "last.safetensors").exists()
+    train(tiny_config(new, max_steps=10), tmp_path / "ft2", init_from=tmp_path / "base", progress=False)
+    base, grown = ckpt.load(tmp_path / "base").vocab, ckpt.load(tmp_path / "ft2").vocab
+    assert set(grown.codes.tolist()) - set(base.codes.tolist()) == {ord(c) for c in "!absxz"}  # (tests/test_grow.py)
 
 
 def test_max_time_stops_the_run(text_file, tmp_path):

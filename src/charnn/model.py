@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -218,6 +219,25 @@ def inputs(model, x: torch.Tensor) -> torch.Tensor:
     if not cfg.labels:
         return model.embed(x)
     return model.embed(x % cfg.vocab_size) + model.label_embed(x // cfg.vocab_size)
+
+
+VOCAB_ROWS = ("embed.weight", "head.weight", "head.bias")  # the weights with a row per symbol
+
+
+def grow_rows(old: dict, fresh: dict, old_vocab, new_vocab) -> dict:
+    """A model's weights for a larger vocabulary: `fresh` (a new model's, for new_vocab) with
+    every weight of `old` (for old_vocab) put back; the per-symbol ones row by row at each old
+    symbol's new id, so a new symbol's row is the fresh one and an old symbol's is untouched."""
+    where = torch.as_tensor(np.searchsorted(new_vocab.codes, old_vocab.codes))  # old id -> new id
+    out = {}
+    for name, t in fresh.items():
+        if name in VOCAB_ROWS:
+            t = t.clone()
+            t[where] = old[name].to(t.dtype)
+            out[name] = t
+        else:
+            out[name] = old[name]
+    return out
 
 
 def select_state(model, state, idx: torch.Tensor):

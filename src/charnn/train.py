@@ -35,10 +35,10 @@ from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
-from charnn.model import Model, build, detach_state
+from charnn.model import Model, build, detach_state, grow_rows
 from charnn.sample import NonFiniteOutput, sample_text
 from charnn.samplestats import SubstringIndex, snapshot_metrics
-from charnn.vocab import TokenVocab
+from charnn.vocab import TokenVocab, Vocab
 
 # Snapshots record how novel their text is against the training split, below this size (the
 # index costs 8 bytes per training character and each length's sort about 0.1 s per million).
@@ -336,6 +336,7 @@ class Trainer:
     def __init__(self, cfg, out: Path, resume: bool, init_from, asked, progress, on_step, dd: Dist):
         self.out, self.dd, self.progress, self.on_step = out, dd, progress, on_step
         self.meta: dict = {}
+        self.grown_from: Vocab | None = None  # --init-from onto new symbols: the source model's vocabulary
         saved = None
         if resume:
             saved = self._load_resumable(asked)
@@ -367,6 +368,8 @@ class Trainer:
         self.model = build(cfg.model, embed_std).to(self.device)
         if dd.active:  # every rank builds the same weights (DDP broadcasts rank 0's), then draws its own dropout
             torch.manual_seed(t.seed + 1_000_003 * dd.rank)
+        if init_weights is not None and self.grown_from is not None:  # new symbols' rows: this model's fresh ones
+            init_weights = grow_rows(init_weights, self.model.state_dict(), self.grown_from, self.vocab)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.opt = make_optimizer(cfg, self.model)
@@ -443,10 +446,10 @@ class Trainer:
             self.vocab = source.vocab
             if self.vocab.unit != cfg.data.unit:
                 raise CharnnError(f"--init-from: the model reads {self.vocab.unit} units but --unit is {cfg.data.unit}")
+            self.vocab = self._grown(source.vocab, enc.vocab)
             enc = enc.remap(self.vocab, "--init-from: the new text")
-            cfg.model = source.config.model
-            cfg.model.vocab_size = len(self.vocab)
             init_weights = source.build_model().state_dict()  # checked shapes and finite weights
+            cfg.model = dataclasses.replace(source.config.model, vocab_size=len(self.vocab))
             self.meta = {"init_from": str(Path(init_from).resolve())}
         else:
             self.vocab = enc.vocab
@@ -458,6 +461,20 @@ class Trainer:
                      f"symbols, and a wider embedding represents nothing more")
 
         return enc, embed_std, init_weights
+
+    def _grown(self, old: Vocab, text: Vocab) -> Vocab:
+        """--init-from onto text with symbols the model never saw: the vocabulary grows (the old
+        ids keep their rows; the new ones start from a fresh model's), and it is said."""
+        self.grown_from = None
+        if isinstance(old, TokenVocab) or set(text.codes.tolist()) <= set(old.codes.tolist()):
+            return old
+        new = Vocab(sorted(set(old.codes.tolist()) | set(text.codes.tolist())), old.unit)
+        added = sorted(set(text.codes.tolist()) - set(old.codes.tolist()))
+        if self.dd.main:
+            info(f"--init-from: the vocabulary grows by {old.describe(added)}; their rows start fresh, the "
+                 f"{len(old)} others keep the model's")
+        self.grown_from = old
+        return new
 
     def _load_resumable(self, asked) -> ckpt.Checkpoint:
         out = self.out
