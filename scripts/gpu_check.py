@@ -5,7 +5,7 @@ falls; under bf16 the recurrence stays fp32 and the read-out runs in bf16), a ru
 second checkpoint and resumed equals a straight run (without dropout, and with dropout on one
 layer, where torch's own RNG state is all there is to restore), sampling (a seed gives one text),
 torchrun over every GPU, and the benchmark suite's GPU rows. On a machine without a GPU it says so
-and exits 0. The README's GPU section says when this last ran on real hardware.
+and exits 0. docs/commands.md (the GPU section) says when this last ran on real hardware.
 
     python scripts/gpu_check.py                  # the GPU here, or "no GPU here" and exit 0
     python scripts/gpu_check.py --device cpu     # the same checks on the CPU: a rehearsal of this
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, CHARNN_CACHE=str(tmp / "cache"), PYTHONUNBUFFERED="1")
         env.pop("CHARNN_FAULT", None)
         text = tmp / "t.txt"
-        text.write_text((ROOT / "README.md").read_text(encoding="utf-8") * 20, encoding="utf-8")
+        text.write_text((ROOT / "docs" / "commands.md").read_text(encoding="utf-8") * 20, encoding="utf-8")
         common = ["--device", device, "--quiet", "--samples", "0", "--hidden", args.hidden]
 
         # 1. Training learns, in fp32 and bf16 (the fp32 run is also what sampling and --cuda-graph use).

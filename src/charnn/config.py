@@ -304,7 +304,7 @@ def _positive(name: str, value: int) -> None:
 # (the best measured at 10 minutes) were chosen on tiny Shakespeare on a 2-core CPU; "long" (the
 # best measured at 30 minutes on War and Peace, 2.5M training characters) is "large" without
 # dropout, with a longer weight average and the learning rate decayed to 5%, for multi-MB corpora
-# trained for half an hour or more, where the model underfits. The README's Benchmarks section
+# trained for half an hour or more, where the model underfits. docs/benchmarks.md
 # lists what was measured. On such a CPU one wide layer beat two narrower ones at both budgets:
 # it does the same arithmetic in fewer, larger matrix products.
 _LARGE = {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},

@@ -198,12 +198,9 @@ def _prepare_documents(text, include, unit, errors, seed, cache, split, spec, la
     regex, labels_file = label
     which = f"re:{regex}" if regex else f"file:{_file_digest(labels_file)}" if labels_file else ""
     key = hashlib.sha256(f"docs|{chars.key}|{spec}|{seed}|{split}|{which}".encode()).hexdigest()[:40]
-    folder = root / key
-    if (folder / "meta.json").is_file():
-        try:
-            return _load(folder, chars.key)
-        except (OSError, ValueError, KeyError, CharnnError):
-            shutil.rmtree(folder, ignore_errors=True)
+    reused = _reuse(root / key, chars.key)
+    if reused is not None:
+        return reused
     docs = docs_mod.split_documents(chars.vocab.decode(chars.ids), spec)
     labels = None
     if regex or labels_file:
@@ -267,6 +264,16 @@ def _with_labels(ids: np.ndarray, doc_labels: list[int], V: int, end: int) -> np
     return out
 
 
+def _reuse(folder: Path, key: str) -> Encoded | None:
+    """A derived cache entry (tokens, documents) if it is there and whole; a damaged one is removed."""
+    if (folder / "meta.json").is_file():
+        try:
+            return _load(folder, key)
+        except (OSError, ValueError, KeyError, CharnnError):
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
 def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, tokens) -> Encoded:
     """The text as byte-pair tokens: cut into splits on characters, the tokenizer learned from the
     training part (its alphabet from all of it, as a char model's vocabulary is), each part
@@ -278,14 +285,11 @@ def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, token
     root = (cache or corpus_mod.cache_dir()) / "data"
     which = hashlib.sha256(tokens.json.encode()).hexdigest()[:16] if tokens is not None else f"learn{vocab_size}"
     key = hashlib.sha256(f"bpe|{chars.key}|{which}|{split}|{tokenizers.__version__}".encode()).hexdigest()[:40]
-    folder = root / key
     # The Encoded's key is the text's content key (what a resumed run checks); the folder's names
     # the tokens too.
-    if (folder / "meta.json").is_file():
-        try:
-            return _load(folder, chars.key)
-        except (OSError, ValueError, KeyError, CharnnError):
-            shutil.rmtree(folder, ignore_errors=True)
+    reused = _reuse(root / key, chars.key)
+    if reused is not None:
+        return reused
     parts = {name: chars.vocab.decode(ids) for name, ids in chars.splits(split).items()}
     if tokens is None:
         alphabet = sorted(set(chars.vocab.decode(np.arange(len(chars.vocab))).encode("utf-8")))

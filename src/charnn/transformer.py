@@ -325,7 +325,7 @@ class CacheStepper:
                 self.kv[..., :m.keep, :] = m.trunk(self.ids[:, :m.keep], None, Probe(hold=self.pins))[1]
             self.P = m.keep
         P, B, E, heads = self.P, ids.shape[0], self.shape, m.cfg.heads
-        h = m._inputs(ids) + m.pos.weight[P]  # (B, E)
+        h = (m._inputs(ids) if m.cfg.labels else m.embed.weight[ids]) + m.pos.weight[P]  # (B, E); indexing: per character
         for i, (ln1w, ln1b, qkvw, qkvb, aw, ab, ln2w, ln2b, fcw, fcb, pw, pb, keys, values) in enumerate(self.layers):
             q, k, v = F.linear(F.layer_norm(h, E, ln1w, ln1b), qkvw, qkvb).view(B, 3, heads, -1).unbind(1)  # (B, nh, hd)
             keys[:, :, P] = k
