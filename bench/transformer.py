@@ -2,7 +2,9 @@
 transformer written from nanoGPT's published recipe, in the same run.
 
     python bench/transformer.py --only sampling
-    python bench/transformer.py --only ttq --budget 60 --lrs 3e-3,6e-3 --variants "lr=6e-3;lr=1e-2"
+    python bench/transformer.py --only ttq --budget 60 --grid 60s
+    python bench/transformer.py --only ttq --budget 600 --grid 10min
+    python bench/transformer.py --only ttq --plain "lr=3e-3" --charnn "lr=6e-3;lr=1e-2"
 
 The plain reference (``plain_gpt``) is the few dozen lines a capable user would write from
 nanoGPT's README: pre-norm blocks, causal ``scaled_dot_product_attention``, tied input and output
@@ -93,9 +95,12 @@ def sliding_loss(logits_of, ids: np.ndarray, block: int, batch: int = 32) -> flo
 
 def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4, heads=4, width=128, block=64,
               batch=12, lr=1e-3, dropout=0.0, warmup=100, min_lr_frac=0.1, weight_decay=0.1,
-              seed=1337) -> tuple[float, int]:
-    """Train for `budget` seconds of wall time; -> (validation loss in nats, steps)."""
+              precision="fp32", seed=1337) -> tuple[float, int]:
+    """Train for `budget` seconds of wall time; -> (validation loss in nats, steps). precision
+    "bf16" autocasts forward and backward to bfloat16 (weights and AdamW stay float32), as a user
+    would switch it on for a CPU with bf16 units."""
     torch.manual_seed(seed)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     model = PlainGPT(vocab, layers, heads, width, block, dropout)
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]
@@ -112,13 +117,14 @@ def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4
         at = torch.randint(0, n_train - block - 1, (batch,), generator=gen)
         x = torch.stack([train_ids[a:a + block] for a in at])
         y = torch.stack([train_ids[a + 1:a + block + 1] for a in at])
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        with cast:
+            loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-    model.eval()
+    model.eval()  # scored in float32, as charnn scores a bf16 run
     return sliding_loss(model, np.asarray(ids[n_train:]), block), step
 
 
@@ -154,9 +160,27 @@ def _variant(text: str) -> dict:
     return out
 
 
-def ttq(budget: float, plain_lrs: list[float], variants: list[str], repeats: int) -> None:
-    """Alternates the plain recipe at each learning rate with charnn's gpt-cpu preset under each
-    variant (settings over the preset), `repeats` rounds; prints every run."""
+# The sweeps, as data (issue #35): each entry is one run's settings over the recipe ("plain": the
+# keyword arguments of plain_gpt; "charnn": settings over the gpt-cpu preset). --grid picks one;
+# --plain/--charnn replace it. Results and the reasons for each grid are in
+# docs/transformer-benchmarks.md.
+GRIDS = {
+    "60s": {"plain": ["lr=3e-3", "lr=6e-3", "lr=3e-3,precision=bf16", "lr=6e-3,precision=bf16",
+                      "lr=3e-3,width=192,heads=6", "lr=3e-3,layers=2,width=192,heads=6"],
+            "charnn": ["lr=6e-3", "lr=6e-3,ema=0.995", "lr=6e-3,precision=bf16", "lr=6e-3,ema=0.995,precision=bf16"]},
+    "10min": {"plain": ["lr=3e-3", "lr=3e-3,width=192,heads=6", "lr=3e-3,layers=6,width=192,heads=6,block=128",
+                        "lr=2e-3,layers=6,width=256,heads=8,block=128,precision=bf16"],
+              "charnn": ["lr=3e-3", "lr=3e-3,embed=192,hidden=192,heads=6,ema=0.999"]},
+}
+
+
+def _named(variant: str) -> str:
+    return variant or "as published"
+
+
+def ttq(budget: float, plain: list[str], charnn: list[str], repeats: int) -> None:
+    """Alternates the plain recipe's runs with charnn's (settings over the gpt-cpu preset),
+    `repeats` rounds; prints every run as it ends and a table at the end."""
     from charnn.data import prepare
 
     if not DATA.exists():
@@ -166,19 +190,25 @@ def ttq(budget: float, plain_lrs: list[float], variants: list[str], repeats: int
     n_train = int(len(enc.ids) * 0.9)
     rows = []
     for r in range(repeats):
-        for k in range(max(len(plain_lrs), len(variants))):
-            if k < len(plain_lrs):
-                loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, lr=plain_lrs[k])
-                rows.append((f"plain 4x128 b12, lr {plain_lrs[k]:g}", r, loss, steps))
-                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-            if k < len(variants):
-                loss, steps = charnn_gpt(DATA, budget, **_variant(variants[k]))
-                rows.append((f"charnn gpt-cpu, {variants[k] or 'as published'}", r, loss, steps))
+        for k in range(max(len(plain), len(charnn))):
+            if k < len(plain):
+                t0 = time.perf_counter()
+                loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, **_variant(plain[k]))
+                rows.append((f"plain, {_named(plain[k])}", r, loss, steps))
+                print(f"  {rows[-1]} {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            if k < len(charnn):
+                loss, steps = charnn_gpt(DATA, budget, **_variant(charnn[k]))
+                rows.append((f"charnn gpt-cpu, {_named(charnn[k])}", r, loss, steps))
                 print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\n{budget:g} s each, tiny Shakespeare 90/10, whole validation split\n"
           "| recipe | round | val loss (nats) | steps |\n|---|---|---|---|")
     for name, r, loss, steps in rows:
         print(f"| {name} | {r} | {loss:.4f} | {steps} |")
+    for r in range(repeats):
+        best = {fam: min((row for row in rows if row[1] == r and row[0].startswith(fam)), key=lambda row: row[2])
+                for fam in ("plain", "charnn")}
+        print(f"round {r}: best charnn {best['charnn'][2]:.4f} ({best['charnn'][0]}) / best plain "
+              f"{best['plain'][2]:.4f} ({best['plain'][0]}) = x{best['charnn'][2] / best['plain'][2]:.3f}")
 
 
 # ---- sampling with the cache --------------------------------------------------------------------
@@ -227,16 +257,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="sampling,ttq", help="sampling, ttq")
     ap.add_argument("--budget", type=float, default=60.0)
-    ap.add_argument("--lrs", default="1e-3,3e-3,6e-3,1e-2", help="the plain recipe's learning rates")
-    ap.add_argument("--variants", default="lr=3e-3;lr=6e-3;lr=1e-2",
-                    help="charnn runs: settings over the gpt-cpu preset, ';' between runs (e.g. lr=1e-2,precision=bf16)")
+    ap.add_argument("--grid", default="60s", choices=sorted(GRIDS), help="which sweep of GRIDS to run")
+    ap.add_argument("--plain", help="plain runs instead of the grid's: plain_gpt settings, ';' between runs "
+                                    "(e.g. lr=3e-3,width=192,heads=6;lr=6e-3,precision=bf16)")
+    ap.add_argument("--charnn", help="charnn runs instead of the grid's: settings over the gpt-cpu preset, ';' "
+                                     "between runs (e.g. lr=1e-2,precision=bf16)")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     only = set(args.only.split(","))
     if "sampling" in only:
         sampling()
     if "ttq" in only:
-        ttq(args.budget, [float(x) for x in filter(None, args.lrs.split(","))], args.variants.split(";"), args.repeats)
+        grid = GRIDS[args.grid]
+        plain = args.plain.split(";") if args.plain is not None else grid["plain"]
+        charnn = args.charnn.split(";") if args.charnn is not None else grid["charnn"]
+        ttq(args.budget, plain, charnn, args.repeats)
     return 0
 
 
