@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from charnn.config import RunConfig, apply_preset
-from charnn.train import train
+from charnn.trainer import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 DEFAULT = "none,weight_drop=0.2,embed_drop=0.1,variational=0.2,weight_drop=0.2+embed_drop=0.1+variational=0.2"

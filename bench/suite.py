@@ -125,7 +125,7 @@ def throughput(layers, batch, seq, steps=8, warmup=2):
     one writes first. Both walk the same consecutive batches, so their losses compare.
     """
     from charnn.config import RunConfig
-    from charnn.train import make_optimizer
+    from charnn.trainer import make_optimizer
 
     H, E = 512, 512
     batches, V, what = _throughput_batches(batch, seq, steps + warmup)
@@ -146,7 +146,7 @@ def throughput(layers, batch, seq, steps=8, warmup=2):
         opt.step()
         losses_ref.append(loss.item())
 
-    # ours: CharRNN, configured and stepped as charnn.train does
+    # ours: CharRNN, configured and stepped as charnn.trainer does
     cfg = RunConfig()
     cfg.model = ModelConfig(cell="lstm", layers=layers, hidden=H, embed=E, dropout=0.0)
     embed_std = cfg.model.fit_vocab(V)
@@ -156,7 +156,7 @@ def throughput(layers, batch, seq, steps=8, warmup=2):
     opt2 = make_optimizer(cfg, model)
     losses = []
 
-    def our_step():  # what charnn.train does per step, gradient clipping included
+    def our_step():  # what charnn.trainer does per step, gradient clipping included
         x, y = batches[len(losses)]
         loss, _ = model.loss(x, y)
         opt2.zero_grad(set_to_none=True)
@@ -251,7 +251,7 @@ def _trainer(device: str, tmp: Path, name: str, layers: int, hidden: int, embed:
     evaluations or saves in the way."""
     from charnn.config import RunConfig
     from charnn.distributed import Dist
-    from charnn.train import Trainer
+    from charnn.trainer import Trainer
 
     text = tmp / "text.txt"
     if not text.exists():
@@ -285,7 +285,7 @@ def gpu_train_loop(device: str | None, layers: int = 3, hidden: int = 512, batch
     to the device, the divergence watch, clipping, fused AdamW, a read-back every 10 steps)
     against a bare step on batches already on the device. The ratio is what the loop costs
     beyond the arithmetic; fp32, the same model."""
-    from charnn.train import make_optimizer
+    from charnn.trainer import make_optimizer
 
     name = f"GPU: charnn train's step vs a bare step, LSTM {layers}x{hidden} batch {batch} seq {seq}, fp32"
     if device is None:
@@ -424,7 +424,7 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
 
     from charnn.config import RunConfig, apply_preset
     from charnn.data import prepare
-    from charnn.train import train
+    from charnn.trainer import train
 
     data = SHARED / "tinyshakespeare.txt"
     if not data.exists():

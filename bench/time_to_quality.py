@@ -24,7 +24,7 @@ import torch
 from charnn.config import RunConfig, apply_preset
 from charnn.data import prepare
 from charnn.evaluate import evaluate
-from charnn.train import train
+from charnn.trainer import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 

@@ -133,7 +133,7 @@ def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4
 def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) -> tuple[float, int]:
     """charnn's run for `budget` seconds; -> (its end-of-run loss on the whole validation split, steps)."""
     from charnn.config import RunConfig, apply_preset
-    from charnn.train import train
+    from charnn.trainer import train
 
     cfg = RunConfig()
     apply_preset(cfg, preset)

@@ -22,7 +22,7 @@ def quote_text(n: int = 60000, seed: int = 0) -> str:
 def train_quote_model(folder: Path) -> tuple[Path, Path]:
     """-> (run directory, a fresh held-out text file in the same style)."""
     from charnn.config import RunConfig, apply_preset
-    from charnn.train import train
+    from charnn.trainer import train
 
     corpus = folder / "quotes.txt"
     corpus.write_text(quote_text(), encoding="utf-8")

@@ -10,7 +10,7 @@ from conftest import learnable_text, tiny_config
 
 def train_runs(d: Path) -> Path:
     """d/lstm (2-layer LSTM) and d/gru (1-layer GRU), trained for seconds on the same counting text."""
-    from charnn.train import train
+    from charnn.trainer import train
 
     old = os.environ.get("CHARNN_CACHE")
     os.environ["CHARNN_CACHE"] = str(d / "cache")

@@ -13,7 +13,7 @@ from charnn.config import ModelConfig
 from charnn.inspect.attention import read_attention, targets
 from charnn.model import build
 from charnn.subject import open_subject
-from charnn.train import train
+from charnn.trainer import train
 from charnn.transformer import Probe
 from conftest import tiny_config
 from test_cli import charnn

@@ -18,7 +18,7 @@ from test_cli import charnn
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import model_text
-from charnn.train import train
+from charnn.trainer import train
 from charnn.vocab import BYTE_CHARS, TokenVocab, Vocab
 
 TRAIN_TEXT = "naïve café — “quoted” words, spaces  and\ttabs\n" * 40 + learnable_text(200)

@@ -27,7 +27,7 @@ def code_run(tmp_path_factory):
     import os
 
     from conftest import tiny_config
-    from charnn.train import train
+    from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("braces")
     os.environ["CHARNN_CACHE"] = str(d / "cache")

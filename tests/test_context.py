@@ -29,7 +29,7 @@ def copy_text(n: int = 80_000, seed: int = 0, width: int = 2) -> str:
 def copy_run(tmp_path_factory):
     import os
 
-    from charnn.train import train
+    from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("copy")
     os.environ["CHARNN_CACHE"] = str(d / "cache")

@@ -16,7 +16,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn import cudagraph
 from charnn.errors import CharnnError
-from charnn.train import train
+from charnn.trainer import train
 from conftest import tiny_config
 
 

@@ -45,7 +45,7 @@ def test_under_bf16_autocast_the_recurrence_runs_in_fp32_and_the_read_out_in_bf1
 
 
 def test_rng_states_are_restored_per_rank_with_numeric_ranks():
-    from charnn.train import _restore_rng, _rng_tensors
+    from charnn.trainer import _restore_rng, _rng_tensors
 
     per_rank = []
     for r in range(12):  # rank 10 must not be taken for rank 1 ("rng.10" sorts before "rng.2")
@@ -191,7 +191,7 @@ def test_training_and_evaluation_keep_no_float64_on_an_mps_device(text_file, tmp
 
     from charnn import evaluate as evaluate_mod
     from charnn import sample as sample_mod
-    from charnn import train as train_mod
+    from charnn import trainer as train_mod
     from conftest import tiny_config
 
     seen, host = [], []

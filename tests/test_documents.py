@@ -11,7 +11,7 @@ from charnn import checkpoint as ckpt
 from charnn.data import prepare
 from charnn.documents import END, cut, framed, novelty, split_documents
 from charnn.errors import CharnnError
-from charnn.train import train
+from charnn.trainer import train
 from conftest import tiny_config
 from test_cli import charnn
 

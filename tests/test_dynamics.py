@@ -40,7 +40,7 @@ def test_divergences_are_zero_between_a_model_and_itself_and_match_numpy_on_a_sm
 
 @pytest.mark.slow
 def test_an_early_checkpoint_predicts_like_a_low_order_model_and_the_last_like_a_higher_one(tmp_path):
-    from charnn.train import train
+    from charnn.trainer import train
 
     text = tmp_path / "markov.txt"
     text.write_text(markov_text(), encoding="utf-8")
@@ -62,7 +62,7 @@ def test_the_command_writes_the_plot_the_csv_and_the_fixed_json(tmp_path):
     import subprocess
     import sys
 
-    from charnn.train import train
+    from charnn.trainer import train
 
     text = tmp_path / "markov.txt"
     text.write_text(markov_text(20_000), encoding="utf-8")

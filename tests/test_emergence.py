@@ -30,7 +30,7 @@ def paren_text(n: int = 60_000, seed: int = 0) -> str:
 def paren_run(tmp_path_factory):
     import os
 
-    from charnn.train import train
+    from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("parens")
     os.environ["CHARNN_CACHE"] = str(d / "cache")

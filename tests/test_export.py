@@ -26,7 +26,7 @@ def _charnn(*args):
 def runs(tmp_path_factory):
     """lstm (2 layers), gru, a plain tanh rnn that reads bytes, and a transformer whose block (16)
     the greedy sample outgrows many times (so the page's window slides as PyTorch's does)."""
-    from charnn.train import train
+    from charnn.trainer import train
 
     d = train_runs(tmp_path_factory.mktemp("export"))
     os.environ["CHARNN_CACHE"] = str(d / "cache")

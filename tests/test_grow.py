@@ -4,7 +4,7 @@ rows start fresh, the old ones are untouched at step 0."""
 import torch
 
 from charnn import checkpoint as ckpt
-from charnn.train import Trainer, train
+from charnn.trainer import Trainer, train
 from charnn.distributed import Dist
 from conftest import learnable_text, tiny_config
 

@@ -12,7 +12,7 @@ from charnn import checkpoint as ckpt
 from charnn.data import prepare
 from charnn.documents import END
 from charnn.attribution.score import attribute
-from charnn.train import train
+from charnn.trainer import train
 from conftest import tiny_config
 from test_cli import charnn
 

@@ -12,13 +12,13 @@ import pytest
 
 from charnn import checkpoint as ckpt
 from charnn.config import PRESETS, RunConfig, TrainConfig, apply_preset
-from charnn.train import train
+from charnn.trainer import train
 from conftest import learnable_text, tiny_config
 from test_cli import TINY, charnn
 
 
 def test_a_second_ctrl_c_aborts_at_once():
-    from charnn.train import _StopFlag
+    from charnn.trainer import _StopFlag
 
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in a background job (nohup ... &)
     with _StopFlag() as flag:

@@ -23,7 +23,7 @@ def _charnn(*args):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from charnn.train import train
+    from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("serve_gpt")
     (d / "text.txt").write_text(learnable_text(), encoding="utf-8")

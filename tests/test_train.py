@@ -9,7 +9,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.config import RunConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.train import lr_at, train
+from charnn.trainer import lr_at, train
 from conftest import learnable_text, tiny_config
 
 
@@ -150,7 +150,7 @@ def test_divergence_never_reaches_disk_and_a_lower_lr_resumes(text_file, tmp_pat
     good = train(tiny_config(text_file, max_steps=60, eval_every=30), tmp_path / "run", progress=False)
     assert good.steps == 60
     before = {n: (tmp_path / "run" / n).read_bytes() for n in ("last.safetensors", "best.safetensors")}
-    from charnn import train as train_module
+    from charnn import trainer as train_module
 
     calls = []
     real = train_module._Loss.forward
@@ -206,7 +206,7 @@ def test_learning_rate_schedules():
 def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state(text_file, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from charnn import train as train_module
+    from charnn import trainer as train_module
 
     fp32 = train(tiny_config(text_file, max_steps=80), tmp_path / "a", progress=False)
     cfg = tiny_config(text_file, max_steps=80)
@@ -263,7 +263,7 @@ def test_compiled_training_step_computes_the_same_run(text_file, tmp_path, monke
     plain = train(tiny_config(text_file, max_steps=6, eval_every=6), tmp_path / "a", progress=False)
     cfg = tiny_config(text_file, max_steps=6, eval_every=6)
     cfg.train.compile = True
-    from charnn import train as train_module
+    from charnn import trainer as train_module
 
     compiled_modules = []
     real = train_module.torch.compile
@@ -299,7 +299,7 @@ def test_an_embedding_wider_than_the_vocabulary_is_capped_and_says_so(text_file,
 
 def test_adamw_runs_fused_on_the_cpu_and_rmsprop_multi_tensor():
     from charnn.model import CharRNN
-    from charnn.train import make_optimizer
+    from charnn.trainer import make_optimizer
 
     cfg = RunConfig()
     cfg.model.vocab_size, cfg.model.hidden = 10, 8
@@ -349,7 +349,7 @@ def test_a_checkpoint_from_another_run_is_never_resumed(text_file, tmp_path):
 
 
 def test_check_resume_accepts_what_was_given_again():
-    from charnn.train import check_resume
+    from charnn.trainer import check_resume
 
     saved = RunConfig()
     saved.data.text = "/x/t.txt"
@@ -362,7 +362,7 @@ def test_check_resume_accepts_what_was_given_again():
 
 
 def test_evaluation_during_training_reads_at_most_eval_chars(text_file, tmp_path, monkeypatch):
-    from charnn import train as train_module
+    from charnn import trainer as train_module
 
     assert TrainConfig().eval_chars == 2_000_000
     seen = []
@@ -426,7 +426,7 @@ def test_the_training_step_reads_nothing_back_from_the_device_between_log_steps(
 
 
 def test_kept_steps_are_the_snapshots_then_each_doubling_and_every_n():
-    from charnn.train import keep_step
+    from charnn.trainer import keep_step
 
     t = TrainConfig()
     assert [s for s in range(1, 40_000) if keep_step(t, s)] == [100, 300, 500, 700, 1200, 2000, 4000, 8000, 16000,

@@ -15,7 +15,7 @@ from charnn.errors import CharnnError
 from charnn.evaluate import char_losses, evaluate
 from charnn.model import build, expected_shapes
 from charnn.sample import sample_text
-from charnn.train import train
+from charnn.trainer import train
 from charnn.transformer import Probe
 from conftest import tiny_config
 

@@ -196,6 +196,7 @@ class TrainConfig:
     keep_every: int = 0  # also keep the weights every N steps; 0: off
     ema: float = 0.0  # decay of an exponential moving average of the weights used to evaluate and keep; 0: off
     windows: str = "streams"  # consecutive windows of parallel streams (state carried), or "random" places (no state)
+    tensorboard: bool = False  # also write the curves and samples as TensorBoard events under RUN/tensorboard
 
     def validate(self) -> None:
         _positive("seq-len", self.seq_len)

@@ -77,6 +77,19 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
 
 
+def string_ids(loaded, text: str, what: str = "the text") -> np.ndarray:
+    """A string in the model's vocabulary, read as ``model_text`` reads a UTF-8 file holding it:
+    a documents run's documents framed as training framed them (a labelled run's each with its
+    label), a token model's text tokenised by its tokenizer; unknown characters are an error."""
+    d = loaded.config.data
+    if d.documents:
+        docs = split_documents(text, d.documents)
+        if loaded.config.model.labels:
+            return _labelled_file(loaded, docs, what)
+        return np.asarray(loaded.vocab.encode(END + framed(docs)))
+    return np.asarray(loaded.vocab.encode(text))
+
+
 def _labelled_file(loaded, docs: list[str], what: str) -> np.ndarray:
     """A file's documents for a labelled run, each with the label --label finds in it (the
     documents without one, or with a label the run does not know, are refused)."""

@@ -71,6 +71,17 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
                    "".join(table[before.astype(np.int64)]), before.astype(np.int64))
 
 
+def subject_of_string(loaded: ckpt.Checkpoint, model: CharRNN, text: str, what: str = "the text") -> Subject:
+    """A subject from a string in memory (the Python API's texts), read as a file of it is."""
+    from charnn.evaluate import string_ids
+
+    ids = string_ids(loaded, text, what)
+    if len(ids) < 2:
+        raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
+    table = np.array(display_chars(loaded.vocab), dtype=object)
+    return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what)
+
+
 def training_ids(subject: Subject) -> np.ndarray:
     """The run's own training split, in its model's ids (what its n-gram baselines train on)."""
     return model_text(subject.loaded, split="train").ids

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 from pathlib import Path
 
+from charnn.api import SETTINGS
 from charnn.cli import args as flags
-from charnn.config import CELLS, PRESETS, DataConfig, ModelConfig, TrainConfig
+from charnn.config import CELLS, PRESETS
 from charnn.errors import CharnnError
 
-# flag dest -> the config section whose field it sets, generated from the dataclasses: a flag
-# named like a field sets that field. TEXT is the positional argument; vocab_size comes from
-# the data.
-CONFIG_FIELDS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
-                                                      ("train", TrainConfig))
-                 for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size", "labels")}
+# flag dest -> the config section whose field it sets: a flag named like a field sets that field
+# (the Python API's settings; TEXT is the positional argument, vocab_size and labels come from the data)
+CONFIG_FIELDS = SETTINGS
 
 
 def add_parsers(sub) -> None:
@@ -114,6 +111,9 @@ def _add_train(sub) -> None:
                    help="continue the run in --out exactly where its last checkpoint stopped (append it to the "
                         "original command, or give only --out; settings that differ from the run's are refused)")
     g.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's weights (fine-tuning)")
+    g.add_argument("--tensorboard", action="store_const", const=True, default=None,
+                   help="also write the curves (losses, bits/char, learning rate, gradient norm, chars/s) and the "
+                        "snapshot samples for TensorBoard under RUN_DIR/tensorboard (needs pip install tensorboard)")
     g.add_argument("--samples", type=flags.count, default=2, help="samples to print when training ends (default 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -201,50 +201,20 @@ def _add_model_flags(g) -> None:
                    help="dropout with one mask per sequence on the recurrence's input and output (default 0)")
 
 
-def _transformer_defaults(cfg, given: dict) -> None:
-    """A transformer's windows are its block and its width is its embedding: --block alone sets the
-    windows, --embed alone the width; a recurrent preset's other settings are refused by validate."""
-    m = cfg.model
-    if m.recurrent:
-        return
-    if "hidden" in given and given["hidden"] != m.embed:
-        raise CharnnError(f"--hidden is a recurrent cell's width; a transformer's width is --embed "
-                          f"({m.embed}): drop --hidden")
-    m.hidden = m.embed
-    if "block" in given and "seq_len" not in given:
-        cfg.train.seq_len = m.block
-
-
 def cmd_train(args) -> int:
+    from charnn import api
     from charnn import checkpoint as ckpt
-    from charnn.config import RunConfig, apply_preset
     from charnn.sample import sample_text
-    from charnn.train import train
 
     given = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
-    text = args.text or "stdlib"
-    path = Path(text).expanduser()
-    text = str(path.resolve()) if path.exists() else text
-    if args.resume:  # what was given again is checked against the saved run (charnn.train.check_resume)
-        asked = dict(given)
-        if args.text is not None:
-            asked["text"] = text
-        if args.preset is not None:
-            asked["preset"] = args.preset
-        if args.init_from:
-            asked["init_from"] = str(Path(args.init_from).resolve())
-        result = train(None, args.out, resume=True, overrides=asked, progress=False if args.quiet else None)
+    progress = False if args.quiet else None
+    # the Python API's train: one path from settings to a run for both
+    if args.resume:  # what was given again is checked against the saved run (charnn.trainer.check_resume)
+        run = api.train(args.text, args.out, preset=args.preset, resume=True, init_from=args.init_from,
+                        progress=progress, **given)
     else:
-        cfg = RunConfig()
-        apply_preset(cfg, args.preset or ("gpt-cpu" if given.get("cell") == "transformer" else "default"))
-        cfg.data.text = text
-        for k, v in given.items():
-            setattr(getattr(cfg, CONFIG_FIELDS[k]), k, v)
-        _transformer_defaults(cfg, given)
-        if args.init_from and any(CONFIG_FIELDS[k] == "model" for k in given):
-            raise CharnnError("--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
-                              "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational")
-        result = train(cfg, args.out, init_from=args.init_from, progress=False if args.quiet else None)
+        run = api.train(args.text, args.out, preset=args.preset, init_from=args.init_from, progress=progress, **given)
+    result = run.result
 
     code = 0
     if result.stopped_by == "interrupt":  # the shell's convention: 128 + the signal (Ctrl-C 130, SIGTERM 143)
@@ -276,7 +246,8 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.distributed import pick_device
-    from charnn.sample import check_options, parse_clamp, sample_text, stream
+    from charnn.api import Model
+    from charnn.sample import check_options, parse_clamp
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
     if args.prime_file is not None:
@@ -294,15 +265,19 @@ def cmd_sample(args) -> int:
         raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
+    # the Python API's Model.sample: the same text for the same settings and seed
+    api_model = Model(loaded, net=model, clamp=args.clamp)
+    kw = dict(length=args.length, seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+              stop=args.stop)
     if args.num == 1:  # streamed as it is generated
-        pieces = stream(model, loaded.vocab, **opts)  # a prime with unknown characters fails here, before output
+        pieces = api_model.sample(args.prime, stream=True, **kw)  # a prime with unknown characters fails here
         out.write(args.prime)
         for piece in pieces:
             out.write(piece)
             out.flush()
         out.write("\n")
         return 0
-    texts = sample_text(model, loaded.vocab, num=args.num, **opts)
+    texts = api_model.sample(args.prime, num=args.num, **kw)
     out.write("\n----\n".join(args.prime + t for t in texts) + "\n")
     return 0
 

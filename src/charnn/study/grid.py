@@ -6,7 +6,7 @@ number of parameters (the paper's budgets are the sizes of a one-layer LSTM with
 and 512 cells: about 50K, 130K, 400K and 1.3M). Each model trains in its own run directory
 with the same budget, then is scored on the test split. A finished run is not trained again, so
 a crashed grid resumes where it stopped; `jobs` > 1 trains several at once. Each run trains
-and is scored through the library (``charnn.train.train``, ``charnn.evaluate``) in a process of
+and is scored through the library (``charnn.trainer.train``, ``charnn.evaluate``) in a process of
 its own (isolation, and its share of the CPU threads); its messages go to ``RUN/train.log``.
 
 A transformer of the grid is ``layers`` blocks, STUDY_HEADS heads wide enough for the budget,
@@ -155,7 +155,7 @@ def train_in_child(run: Path, make_config, name: str) -> None:
 
 def _train_or_finish(run: Path, make_config, name: str) -> None:
     from charnn import checkpoint as ckpt
-    from charnn.train import train
+    from charnn.trainer import train
 
     if (run / ckpt.LAST).is_file() and ckpt.load(run, "last").meta.get("stopped_by") in (
             "max-steps", "max-time", "max-epochs", "patience"):

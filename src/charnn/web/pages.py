@@ -106,10 +106,14 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
             "pnext": [round(float(p), 4) for p in pnext.tolist()], "jump": jumps}
 
 
-def write_cells_page(subject: Subject, out: str | Path) -> Path:
+def cells_page_html(subject: Subject) -> str:
+    """The cells page as one self-contained HTML string (what write_cells_page writes)."""
     data = cells_page_data(subject)
-    page = _fill("cells.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
-    return _write(Path(out), page, CELLS_MARKER)
+    return _fill("cells.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
+
+
+def write_cells_page(subject: Subject, out: str | Path) -> Path:
+    return _write(Path(out), cells_page_html(subject), CELLS_MARKER)
 
 
 # ---- a transformer's attention ------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -26,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from charnn import checkpoint as ckpt
-from charnn import cudagraph
+from charnn import cudagraph, curves
 from charnn.config import RunConfig
 from charnn.data import RandomWindows, StreamBatcher, prepare
 from charnn.distributed import (Dist, autocast, clip_gradients, foreach_ok, fused_adamw_ok, pick_device, pin_ok,
@@ -46,7 +47,7 @@ SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision", "compile", "cuda_graph", "checkpoint_every", "keep_checkpoints", "keep_every"}
+             "precision", "compile", "cuda_graph", "checkpoint_every", "keep_checkpoints", "keep_every", "tensorboard"}
 
 
 @dataclass
@@ -234,6 +235,18 @@ class TrainState:
         return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
 
 
+def _bar_class():
+    """tqdm's notebook widget inside Jupyter when ipywidgets is there; the text bar elsewhere."""
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm as widget
+            return widget
+        except ImportError:
+            pass
+    return tqdm
+
+
 class Diverged(CharnnError):
     pass
 
@@ -348,6 +361,8 @@ class Trainer:
                 raise CharnnError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
             cfg.run_id = uuid.uuid4().hex[:16]
         self.cfg, t = cfg, cfg.train
+        if t.tensorboard:
+            curves.require()  # before anything is written
         self.device = dd.device(pick_device(t.device))
         dd.start(self.device)
         set_threads(t.threads)
@@ -412,8 +427,10 @@ class Trainer:
         self.val_bpc = self.state.last_val_loss / math.log(2) if self.units_name == "chars" else float("nan")
         self.judge: dict = {}  # the training split's substring index, built at the first snapshot
         self.health: dict | None = None  # device-side divergence bookkeeping (see _watch)
-        self.train_loss = float("nan")
+        self.train_loss = self.grad_norm = float("nan")
         self.saved_step = self.state.step if resume else None
+        self.curves = (curves.Curves(out, self.saved_step, chars=self.units_name == "chars")
+                       if t.tensorboard and dd.main else None)
 
     def _data_and_vocab(self, resume: bool, saved, init_from):
         """The encoded text and its vocabulary: the saved run's, the --init-from model's, or the
@@ -605,7 +622,7 @@ class Trainer:
         h["first_bad"] = torch.where(new, step, h["first_bad"])
         h["bad_loss"] = torch.where(new, loss, h["bad_loss"])
         h["bad_norm"] = torch.where(new, norm, h["bad_norm"])
-        h["loss"] = loss
+        h["loss"], h["norm"] = loss, norm
 
     def check_health(self) -> None:
         """The one read-back of the loop: the latest loss, and a divergence noted since."""
@@ -613,9 +630,9 @@ class Trainer:
             return
         h = self.health
         wide = wide_float(h["loss"].device.type)
-        first_bad, bad_loss, bad_norm, loss = torch.stack(
-            [h[k].to(wide) for k in ("first_bad", "bad_loss", "bad_norm", "loss")]).tolist()
-        self.train_loss = loss
+        first_bad, bad_loss, bad_norm, loss, norm = torch.stack(
+            [h[k].to(wide) for k in ("first_bad", "bad_loss", "bad_norm", "loss", "norm")]).tolist()
+        self.train_loss, self.grad_norm = loss, norm
         if first_bad >= 0:
             bad = not math.isfinite(bad_loss) or bad_loss > DIVERGED_LOSS
             self._diverged(f"loss {bad_loss:g}" if bad else f"gradient norm {bad_norm:g}", at=int(first_bad))
@@ -647,6 +664,8 @@ class Trainer:
         if self.dd.main:
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
+            if self.curves is not None:
+                self.curves.record(rec)
 
     def snapshot(self, val_loss: float | None) -> None:
         if not self.dd.main:
@@ -669,6 +688,8 @@ class Trainer:
             rec.update(snapshot_metrics(text, self.judge["index"], self.judge["words"]))
         with open(self.out / "samples.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if self.curves is not None:
+            self.curves.sample(st.step, text, 0.8)
 
     def sampling_meta(self) -> dict:
         """What every checkpoint of a documents run carries so that it alone samples documents:
@@ -756,7 +777,7 @@ class Trainer:
             self.check_health()
         if log_step:
             self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "lr": lr, "train_loss": self.train_loss,
-                      "chars_per_s": round(speed), "elapsed": round(self.elapsed(), 3)})
+                      "grad_norm": self.grad_norm, "chars_per_s": round(speed), "elapsed": round(self.elapsed(), 3)})
         val = None
         if st.step % t.eval_every == 0:
             val = st.last_val_loss = self.evaluate()
@@ -779,7 +800,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         t, st, dd = self.cfg.train, self.state, self.dd
-        bar = tqdm(total=t.max_steps or None, initial=st.step, disable=(self.progress is False or not dd.main) or None,
+        bar = _bar_class()(total=t.max_steps or None, initial=st.step, disable=(self.progress is False or not dd.main) or None,
                    unit="step", dynamic_ncols=True, leave=True, desc="train")
         # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
         self.quiet_lines = bar.disable and self.progress is not False and dd.main
@@ -843,6 +864,8 @@ class Trainer:
         if self.dd.main and not (self.out / ckpt.BEST).exists():  # stopped before any evaluation
             self.save_best(None)
         self.save_last(stopped_by)
+        if self.curves is not None:
+            self.curves.close()
 
 
 @contextlib.contextmanager

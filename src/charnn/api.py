@@ -1,0 +1,375 @@
+"""charnn from Python: train a run, load a model, sample, score and look inside it.
+
+    import charnn
+    run = charnn.train("stdlib", "runs/first", max_time=30)
+    model = run.load()
+    print(model.sample(length=200, seed=0)[0])
+    model.score("The quick brown fox.").bpc
+    cells = model.cells(open("some.txt").read())   # arrays; in Jupyter, the cells page
+    top = model.find(text)[0].top[0]               # the cell most like the first feature
+    model.clamp({(top.layer, top.cell): 0.9}).sample(length=200)
+
+The command line calls these functions (``charnn train``, ``sample``, ``eval``), so the two give
+the same text and numbers for the same settings and seeds. Bad input raises ``CharnnError``
+with the same one-line message the command line prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_preset
+from charnn.errors import CharnnError
+
+__all__ = ["CharnnError", "Run", "Model", "Cells", "train", "load", "build_config"]
+
+# setting name -> the config section that holds it: every field of the three sections but those
+# the data fills in (the text is train's first argument)
+SETTINGS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
+                                                  ("train", TrainConfig))
+            for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size", "labels")}
+
+
+def _check_type(name: str, value, default) -> None:
+    """A setting's value has its field's type (an int is a fine float; a bool is no number)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (isinstance(value, int) or not isinstance(default, int)) and math.isfinite(value)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise CharnnError(f"setting {name}={value!r}: expected {type(default).__name__} like {default!r}")
+
+
+def build_config(text: str | Path = "stdlib", preset: str | None = None, **settings) -> RunConfig:
+    """A run's configuration: the preset (default "default"; "gpt-cpu" when cell="transformer"),
+    then the settings (names of ``ModelConfig``, ``DataConfig`` and ``TrainConfig`` fields), then
+    the rules that tie a transformer's width and windows to its embedding and block. Checked when
+    training starts (``RunConfig.validate``)."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise CharnnError(f"unknown setting {unknown[0]!r}: the settings are the fields of ModelConfig, DataConfig "
+                          f"and TrainConfig (e.g. {', '.join(list(SETTINGS)[:6])}, ...)")
+    cfg = RunConfig()
+    apply_preset(cfg, preset or ("gpt-cpu" if settings.get("cell") == "transformer" else "default"))
+    path = Path(text).expanduser()
+    cfg.data.text = str(path.resolve()) if path.exists() else str(text)
+    for k, v in settings.items():
+        section = getattr(cfg, SETTINGS[k])
+        _check_type(k, v, getattr(section, k))
+        setattr(section, k, tuple(v) if isinstance(v, list) else v)
+    _transformer_defaults(cfg, settings)
+    return cfg
+
+
+def _transformer_defaults(cfg: RunConfig, given: dict) -> None:
+    """A transformer's windows are its block and its width is its embedding: block alone sets the
+    windows, embed alone the width; a recurrent preset's other settings are refused by validate."""
+    m = cfg.model
+    if m.recurrent:
+        return
+    if "hidden" in given and given["hidden"] != m.embed:
+        raise CharnnError(f"--hidden is a recurrent cell's width; a transformer's width is --embed "
+                          f"({m.embed}): drop --hidden")
+    m.hidden = m.embed
+    if "block" in given and "seq_len" not in given:
+        cfg.train.seq_len = m.block
+
+
+def _notebook_bar() -> bool:
+    """In Jupyter with ipywidgets: a progress widget (without, a line per evaluation)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Run:
+    """A training run on disk and how its training ended."""
+    dir: Path
+    steps: int
+    epochs: float
+    stopped_by: str  # max-steps, max-time, max-epochs, patience, interrupt, ...
+    best_val_loss: float  # nats per unit (character or token) on the validation split
+    best_bpc: float | None  # bits per character of the same (None when unmeasured)
+
+    def load(self, checkpoint: str = "best", device: str = "cpu") -> Model:
+        """The run's model: checkpoint "best", "last" or "step:N" (a kept one)."""
+        return load(self.dir, checkpoint, device)
+
+    def __repr__(self) -> str:
+        bpc = f", {self.best_bpc:.3f} bits/char" if self.best_bpc is not None else ""
+        return f"Run({str(self.dir)!r}: {self.steps} steps, stopped by {self.stopped_by}{bpc})"
+
+
+def train(text: str | Path | None = None, out: str | Path = "runs/charnn", *, preset: str | None = None,
+          resume: bool = False, init_from: str | Path | None = None, progress: bool | None = None,
+          **settings) -> Run:
+    """Train a model on a text file, a folder or a built-in corpus ("stdlib", the default, or
+    "shakespeare"), or continue the run in `out` (resume=True: the text, preset and settings given
+    again must match the run's, but for those a resume may change).
+
+    settings: any field of ModelConfig, DataConfig or TrainConfig, e.g. ``cell="gru"``,
+    ``hidden=256``, ``max_time=30`` (seconds), ``max_steps=500``, ``lr=3e-3``. progress: a bar
+    (True), none (False) or a bar only on a terminal or in a notebook (None).
+
+        run = charnn.train("notes.txt", "runs/notes", max_time=60)
+        run.best_bpc
+    """
+    from charnn.trainer import train as train_run
+
+    progress = True if progress is None and _notebook_bar() else progress
+    if resume:
+        asked = dict(settings)
+        if text is not None:
+            path = Path(text).expanduser()
+            asked["text"] = str(path.resolve()) if path.exists() else str(text)
+        if preset is not None:
+            asked["preset"] = preset
+        if init_from:
+            asked["init_from"] = str(Path(init_from).resolve())
+        res = train_run(None, out, resume=True, overrides=asked, progress=progress)
+    else:
+        cfg = build_config("stdlib" if text is None else text, preset, **settings)
+        if init_from and any(SETTINGS[k] == "model" for k in settings):
+            raise CharnnError("--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
+                              "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational")
+        res = train_run(cfg, out, init_from=init_from, progress=progress)
+    best = res.best_val_loss_whole if res.best_val_loss_whole is not None else res.best_val_loss
+    bpc = res.best_bpc if res.best_bpc is not None else (best / math.log(2) if res.units != "tokens" else None)
+    run = Run(Path(res.run_dir), res.steps, res.epoch, res.stopped_by, best, bpc)
+    run.result = res  # everything the trainer reported (signal, whole-split characters, ...)
+    return run
+
+
+def load(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> Model:
+    """A trained model from a run directory (checkpoint "best", "last" or "step:N") or a
+    .safetensors file; device "cpu", "cuda", "mps" or "auto"."""
+    from charnn import checkpoint as ckpt
+    from charnn.distributed import pick_device
+
+    return Model(ckpt.load(run, checkpoint), pick_device(device))
+
+
+class Model:
+    """A trained model and its vocabulary, ready to sample, score and inspect (eval mode)."""
+
+    def __init__(self, loaded, device="cpu", *, net=None, clamp: str | None = None):
+        """loaded: a ``checkpoint.Checkpoint``; net: its model already built (else built on
+        `device`); clamp: "LAYER:CELL=VALUE,..." held while sampling (see ``clamp``)."""
+        from charnn.sample import parse_clamp
+
+        self.loaded = loaded
+        self.net = net if net is not None else loaded.build_model(device)
+        self.vocab = loaded.vocab
+        self.config: ModelConfig = loaded.config.model
+        self.pins = parse_clamp(clamp, self.config)
+        self._clamped = clamp or ""
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names of a run trained with --label (else empty)."""
+        return list(self.loaded.meta.get("labels") or [])
+
+    @property
+    def params(self) -> int:
+        return self.net.num_params
+
+    def __repr__(self) -> str:
+        held = f", clamped {self._clamped}" if self._clamped else ""
+        return f"Model({self.config.describe()}, {self.params:,} parameters, {len(self.vocab)} symbols{held})"
+
+    # ---- generating ----------------------------------------------------------------------------
+
+    def sample(self, prime: str = "", *, length: int = 500, num: int = 1, temperature: float = 0.8,
+               top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: str | None = None, label: str | None = None,
+               stream: bool = False) -> list[str] | Iterator[str]:
+        """`num` samples (without the prime), each `length` units long or cut after `stop`; the
+        same seed gives the same text. stream=True (num 1): the pieces of one sample as they are
+        written. A run trained with --documents gives whole documents instead (`length` caps one,
+        `label` picks a labelled run's style; ``documents`` says how many were cut off).
+
+            model.sample("ROMEO:", length=300, temperature=0.5, seed=1)[0]
+        """
+        from charnn.sample import check_options, sample_documents, sample_text, stream as stream_pieces, \
+            stream_document, label_numbers
+
+        check_options(temperature, top_k, top_p, length, num)
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, pins=self.pins)
+        meta = self.loaded.meta
+        if label is not None and not meta.get("labels"):
+            raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
+        if meta.get("lead_in"):
+            if stop:
+                raise CharnnError("stop: a document ends at its end symbol; drop stop for a documents run")
+            if stream:
+                return stream_document(self.net, self.vocab, meta, label, prime, length, seed, **opts)
+            docs, _ = sample_documents(self.net, self.vocab, meta["lead_in"], num, length, prime, seed,
+                                       *label_numbers(meta, label), **opts)
+            return docs
+        if stream:
+            if num != 1:
+                raise CharnnError("stream=True writes one sample: drop num or set it to 1")
+            return stream_pieces(self.net, self.vocab, prime, length, seed, stop=stop, **opts)
+        return sample_text(self.net, self.vocab, length=length, num=num, stop=stop, prime=prime, seed=seed, **opts)
+
+    def next(self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10) -> dict[float, dict[str, float]]:
+        """The next character's most likely candidates after `prime` at each temperature:
+        {T: {character: probability}}, most likely first.
+
+            model.next("Hello worl")[1.0]   # {'d': 0.97, ...}
+        """
+        from charnn.sample import next_probs
+        from charnn.subject import display_chars
+
+        if not temperatures or any(not math.isfinite(t) or t < 0 or t > 100 for t in temperatures):
+            raise CharnnError(f"temperatures {temperatures!r}: each must be from 0 (argmax) to 100")
+        got = next_probs(self.net, self.vocab, prime, temperatures, top=top, pins=self.pins)
+        shown = display_chars(self.vocab)
+        return {t: dict(zip((shown[i] for i in got["candidates"]), p)) for t, p in got["probs"].items()}
+
+    def clamp(self, cells: dict | str) -> Model:
+        """This model with cells held at values at every step, for sampling: {(layer, cell):
+        value} or "LAYER:CELL=VALUE,...", on the scale the pages show (an LSTM's tanh(c) strictly
+        between -1 and 1, a GRU's or RNN's h, a transformer's MLP neuron). The weights are shared.
+
+            model.clamp({(0, 42): 0.9}).sample(length=300)
+        """
+        spec = cells if isinstance(cells, str) else ",".join(f"{a}:{b}={float(v)!r}" for (a, b), v in cells.items())
+        return Model(self.loaded, net=self.net, clamp=spec)
+
+    # ---- measuring -----------------------------------------------------------------------------
+
+    def score(self, text: str):
+        """Loss, bits per character and perplexity of `text` (read as ``charnn eval --text``
+        reads a file of it): a ``Score`` with .loss, .bpc, .perplexity, .chars.
+
+            model.score("To be, or not to be").bpc
+        """
+        from charnn.evaluate import score_text, string_ids
+
+        ids = string_ids(self.loaded, text)
+        if len(ids) < 2:
+            raise CharnnError("the text holds fewer than 2 characters; nothing to score")
+        return score_text(self.net, self.vocab, ids)
+
+    def _subject(self, text: str, what: str = "the text"):
+        from charnn.subject import subject_of_string
+
+        return subject_of_string(self.loaded, self.net, text, what)
+
+    def cells(self, text: str, quantities=None) -> Cells:
+        """Every unit's value while the model reads `text` (one exact pass from the start):
+        ``Cells`` of numpy arrays (layers, characters, units) per quantity; in Jupyter it shows
+        the cells page.
+
+            c = model.cells(text); c["c"][0, :, 42]   # layer 0, cell 42's tanh(c) over the text
+        """
+        from charnn.inspect.activations import QUANTITIES, record_all
+
+        subject = self._subject(text)
+        qs = tuple(quantities or QUANTITIES[self.config.cell])
+        bad = [q for q in qs if q not in QUANTITIES[self.config.cell]]
+        if bad:
+            raise CharnnError(f"quantities: {bad[0]!r} is not one of this {self.config.cell}'s "
+                              f"({', '.join(QUANTITIES[self.config.cell])})")
+        chunk = record_all(self.net, subject.ids, qs)
+        return Cells(subject.text, {q: chunk.acts[q].cpu().numpy() for q in qs}, subject)
+
+    def find(self, text: str, features=(), top: int = 5):
+        """The cells (MLP neurons, for a transformer) whose values correlate most with each
+        feature of `text` (quotes, brackets, line position, ... and `features`, "NAME=REGEX"):
+        a list of results, each with .name, .about and .top (layer, cell, quantity, r), best
+        first."""
+        from charnn.inspect import find_cells
+        from charnn.subject import require_characters
+
+        require_characters(self.loaded, "find")
+        return find_cells(self._subject(text), list(features), top=max(1, top))
+
+    def ablate(self, text: str, cells=(), heads=(), mode: str = "zero", features=()):
+        """How much the loss on `text` rises when `cells` [(layer, cell), ...] are held at zero
+        (mode "zero", "mean" or "value:V") or a transformer's `heads` [(layer, head), ...] are
+        silenced: a report with .overall (.base, .ablated, .delta) and per-feature splits."""
+        from charnn.inspect import ablate, parse_cells
+        from charnn.subject import require_characters
+
+        require_characters(self.loaded, "ablate")
+        c = self.config
+        spec = ",".join(f"{a}:{b}" for a, b in cells)
+        hspec = ",".join(f"{a}:{b}" for a, b in heads)
+        if heads and c.recurrent:
+            raise CharnnError(f"heads: only a transformer has heads; this model is a {c.describe()}")
+        if not spec and not hspec:
+            raise CharnnError("say what to silence: cells=[(layer, cell), ...] (or a transformer's heads)")
+        chosen = parse_cells(spec, c.layers, c.units, "cells") if spec else []
+        silenced = parse_cells(hspec, c.layers, c.heads, "heads", "heads") if hspec else []
+        return ablate(self._subject(text), chosen, mode, list(features), heads=silenced)
+
+
+class Cells:
+    """What each unit did while a model read a text: ``cells[q]`` is a numpy array (layers,
+    characters, units) for quantity q (an LSTM's "c" = tanh(c), "h", gates "i", "f", "o", "g"; a
+    GRU's or RNN's "h" ...; a transformer's "m", its MLP neurons)."""
+
+    def __init__(self, text: str, values: dict[str, np.ndarray], subject=None):
+        self.text, self.values, self._subject = text, values, subject
+
+    def __getitem__(self, quantity: str) -> np.ndarray:
+        if quantity not in self.values:
+            raise KeyError(f"{quantity!r}: recorded quantities are {', '.join(self.values)}")
+        return self.values[quantity]
+
+    @property
+    def quantities(self) -> list[str]:
+        return list(self.values)
+
+    def cell(self, layer: int, cell: int, quantity: str | None = None) -> np.ndarray:
+        """One unit's values over the text, (characters,)."""
+        return self[quantity or self.quantities[0]][layer, :, cell]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{q} {tuple(v.shape)}" for q, v in self.values.items())
+        return f"Cells({len(self.text):,} characters: {shapes})"
+
+    def to_pandas(self):
+        """One row per character, one column per (quantity, layer, unit); the character is the index."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise CharnnError("to_pandas needs pandas: pip install pandas") from None
+        cols = {(q, layer, k): v[layer, :, k] for q, v in self.values.items()
+                for layer in range(v.shape[0]) for k in range(v.shape[2])}
+        frame = pd.DataFrame(cols, index=pd.Index(list(self.text), name="char"))
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["quantity", "layer", "unit"])
+        return frame
+
+    def html(self) -> str:
+        """The cells page (self-contained: nothing loaded from the network) as one HTML string."""
+        from charnn.web.pages import cells_page_html
+
+        if self._subject is None:
+            raise CharnnError("these cells were made without their model: no page to draw")
+        return cells_page_html(self._subject)
+
+    def _repr_html_(self) -> str:
+        # The page runs its own script and styles: inside an iframe it cannot touch the notebook's.
+        return (f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:560px;'
+                f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')

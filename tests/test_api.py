@@ -1,0 +1,162 @@
+"""The Python API (charnn.train, charnn.load, Model): the same runs, texts and numbers as the
+command line for the same settings and seeds, and the same one-line errors (as CharnnError)."""
+
+import html
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import charnn
+from charnn.cli.main import main
+from conftest import learnable_text
+
+TINY = dict(preset="tiny", hidden=32, embed=16, seq_len=20, batch_size=8, threads=1, eval_every=20, warmup_steps=5)
+TINY_FLAGS = ["--preset", "tiny", "--hidden", "32", "--embed", "16", "--seq-len", "20", "--batch-size", "8",
+              "--threads", "1", "--eval-every", "20", "--warmup-steps", "5", "--quiet", "--samples", "0"]
+
+
+def cli(capsys, *argv) -> str:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    (d / "text.txt").write_text(learnable_text(), encoding="utf-8")
+    run = charnn.train(d / "text.txt", d / "run", max_steps=60, progress=False, **TINY)
+    return d, run
+
+
+def test_train_returns_the_run_and_the_cli_trains_the_same_weights(api_run, capsys):
+    d, run = api_run
+    assert run.steps == 60 and run.stopped_by == "max-steps" and run.dir == d / "run"
+    assert run.best_val_loss == pytest.approx(run.best_bpc * np.log(2))
+    cli(capsys, "train", d / "text.txt", "--out", d / "cli_run", "--max-steps", "60", *TINY_FLAGS)
+    a, b = charnn.load(d / "run", "last"), charnn.load(d / "cli_run", "last")
+    for (name, p), q in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert json.loads((d / "run" / "config.json").read_text())["train"] == \
+        json.loads((d / "cli_run" / "config.json").read_text())["train"]
+
+
+def test_samples_equal_the_cli_for_the_same_seed(api_run, capsys):
+    d, run = api_run
+    model = run.load()
+    two = model.sample("one", length=60, num=2, seed=3, temperature=0.9)
+    assert len(two) == 2 and two[0] != two[1] and all(len(t) == 60 for t in two)
+    shown = cli(capsys, "sample", d / "run", "--prime", "one", "--length", "60", "--num", "2", "--seed", "3",
+                "--temperature", "0.9")
+    assert shown == "\n----\n".join("one" + t for t in two) + "\n"
+    pieces = list(model.sample(length=80, seed=5, stream=True))
+    assert len(pieces) == 80 and "".join(pieces) == model.sample(length=80, seed=5)[0]
+    assert cli(capsys, "sample", d / "run", "--length", "80", "--seed", "5") == "".join(pieces) + "\n"
+    cut = model.sample(length=200, seed=5, stop=".")[0]
+    assert cut.endswith(".") and cut.count(".") == 1
+
+
+def test_score_equals_charnn_eval_on_a_file(api_run, capsys):
+    d, run = api_run
+    text = learnable_text(60, seed=9)
+    (d / "held.txt").write_text(text, encoding="utf-8")
+    got = run.load().score(text)
+    want = json.loads(cli(capsys, "eval", d / "run", "--text", d / "held.txt", "--json"))
+    assert got.loss == pytest.approx(want["loss"], abs=1e-9) and got.chars == want["chars"] == len(text) - 1
+    assert got.bpc == pytest.approx(got.loss / np.log(2))
+    with pytest.raises(charnn.CharnnError, match="never seen"):
+        run.load().score("one two Z")
+
+
+def test_next_equals_show_probs(api_run, capsys):
+    d, run = api_run
+    got = run.load().next("one two", temperatures=(0.5, 1.0), top=5)
+    want = json.loads(cli(capsys, "sample", d / "run", "--prime", "one two", "--show-probs", "--temperatures",
+                          "0.5,1", "--json"))
+    assert list(got[1.0]) == want["candidates"][:5]
+    assert list(got[1.0].values()) == pytest.approx(want["probs"]["1"][:5])
+    assert sum(got[0.5].values()) <= 1 + 1e-9 and max(got[0.5].values()) >= max(got[1.0].values())
+
+
+def test_cells_are_the_recurrence_itself(api_run):
+    d, run = api_run
+    model = run.load()
+    text = learnable_text(20, seed=4)
+    cells = model.cells(text)
+    L, H = model.config.layers, model.config.hidden
+    assert cells["h"].shape == (L, len(text), H) and set(cells.quantities) >= {"c", "h"}
+    # the last character's h is the state the model's own forward pass carries out of the text
+    ids = torch.as_tensor(model.vocab.encode(text))[None]
+    with torch.no_grad():
+        _, (h, c) = model.net(ids)
+    assert np.allclose(cells["h"][:, -1], h[:, 0].numpy(), atol=1e-5)
+    assert np.allclose(cells["c"][:, -1], torch.tanh(c[:, 0]).numpy(), atol=1e-5)
+    assert np.array_equal(cells.cell(0, 3, "h"), cells["h"][0, :, 3])
+    page = cells._repr_html_()
+    assert page.startswith("<iframe srcdoc=") and "http://" not in page and "https://" not in page
+    assert f"reading {len(text):,} characters of the text" in html.unescape(page)
+    with pytest.raises(KeyError, match="recorded quantities"):
+        cells["q"]
+
+
+def test_to_pandas_lays_out_one_row_per_character(api_run):
+    pd = pytest.importorskip("pandas")
+    d, run = api_run
+    cells = run.load().cells("one two three.\n", quantities=["h"])
+    frame = cells.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and frame.shape == (15, cells["h"].shape[0] * cells["h"].shape[2])
+    assert "".join(frame.index) == "one two three.\n"
+    assert frame[("h", 0, 7)].to_numpy() == pytest.approx(cells["h"][0, :, 7])
+
+
+def test_find_and_clamp_match_the_command_line(quote_model, capsys):
+    run_dir, held = quote_model
+    model = charnn.load(run_dir)
+    text = held.read_text(encoding="utf-8")
+    found = {r.name: r for r in model.find(text, top=3)}
+    want = json.loads(cli(capsys, "inspect", "find", run_dir, "--text", held, "--top", "3", "--json"))
+    for f in want["features"]:
+        assert [(t["layer"], t["cell"], t["quantity"]) for t in f["top"]] == \
+               [(t.layer, t.cell, t.quantity) for t in found[f["feature"]].top]
+    top = found["quotes"].top[0]
+    held_model = model.clamp({(top.layer, top.cell): 0.9})
+    assert held_model.net is model.net and "clamped" in repr(held_model)
+    steered = held_model.sample(length=120, seed=2)[0]
+    assert steered != model.sample(length=120, seed=2)[0]
+    assert cli(capsys, "sample", run_dir, "--length", "120", "--seed", "2", "--clamp",
+               f"{top.layer}:{top.cell}=0.9") == steered + "\n"
+    rep = model.ablate(text[:3000], cells=[(top.layer, top.cell)])
+    assert rep.overall.ablated > rep.overall.base  # the quote cell matters for this text
+
+
+@pytest.mark.parametrize("settings, says", [
+    (dict(hiden=10), "unknown setting 'hiden'"),
+    (dict(hidden="big"), "setting hidden='big': expected int"),
+    (dict(hidden=32.5), "expected int"),
+    (dict(lr=float("nan")), "expected float"),
+    (dict(compile=1), "expected bool"),
+    (dict(lr=-1.0), "--lr"),
+    (dict(cell="transformer", heads=3, embed=32), "heads"),
+])
+def test_bad_settings_raise_one_line(tmp_path, settings, says):
+    (tmp_path / "t.txt").write_text(learnable_text(50))
+    with pytest.raises(charnn.CharnnError, match=says) as got:
+        charnn.train(tmp_path / "t.txt", tmp_path / "run", progress=False, max_steps=1, **settings)
+    assert "\n" not in str(got.value)
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_import_charnn_is_light_and_exports_the_api():
+    code = ("import sys, charnn; light = 'torch' not in sys.modules; "
+            "from charnn import api; print(light, charnn.train is api.train, charnn.Model is api.Model, "
+            "'load' in dir(charnn))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "True", "True"]
+    with pytest.raises(AttributeError):
+        charnn.no_such_thing  # noqa: B018
