@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install bench study mutants faults gpu-check
+.PHONY: test demo install bench study mutants faults gpu-check docs
 
 install:
 	python3 -m venv $(VENV)
@@ -16,6 +16,12 @@ demo:
 	python3 -m venv $(VENV)
 	$(PIP) -e .
 	$(VENV)/bin/charnn train --out runs/demo --max-time 2m
+
+# The docs site in site/ (open site/index.html; nothing is fetched from the network): the command
+# reference regenerated from the parsers, API pages from the docstrings, built --strict.
+docs: install
+	$(VENV)/bin/python -m charnn.cli.reference > docs/reference.md
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # The benchmark suite: one table. BIG_CORPUS=path/to/linux_all.txt adds the half-gigabyte rows
 # (build it with ../shared/data/make_linux.py --all --chars 0); BENCH_ARGS=--quick skips the slow rows.
