@@ -117,6 +117,11 @@ MUTANTS = [
     Mutant("a resumed run's curves keep the lost future", "curves.py",
            "purge_step=None if resumed_at is None else resumed_at + 1", "purge_step=None",
            "tests/test_curves.py", "resumed"),
+    Mutant("a wrong token lets a client in", "web/serve.py", "if hmac.compare_digest(given, self.token):",
+           "if True:", "tests/test_serve.py", "token"),
+    Mutant("the page forgets its token", "web/templates/serve.html",
+           "const headers = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};", "const headers = {};",
+           "tests/test_serve_browser.py", "token"),
     Mutant("the API's sample ignores its seed", "api.py", "stop=stop, prime=prime, seed=seed, **opts)",
            "stop=stop, prime=prime, seed=0, **opts)", "tests/test_api.py", "samples_equal"),
 ]

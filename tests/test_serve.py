@@ -242,17 +242,51 @@ def test_pieces_arrive_before_the_end_and_a_client_that_leaves_stops_the_generat
             assert ok.status_code == 200
 
 
-def test_serve_listens_on_loopback_unless_told_and_warns_when_told(runs, monkeypatch, capsys):
+TOKEN = "t0k3n-abcdefghijklmnop"
+
+
+def test_serve_listens_on_loopback_unless_told_and_needs_a_token_when_told(runs, monkeypatch, capsys):
     import uvicorn
 
     from charnn.cli.main import main
 
     seen = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: seen.append((host, port)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: seen.append((host, port, app)))
+    monkeypatch.delenv("CHARNN_SERVE_TOKEN", raising=False)
     assert main(["serve", str(runs / "lstm")]) == 0
-    assert seen[-1] == ("127.0.0.1", 8000) and "warning" not in capsys.readouterr().err
-    assert main(["serve", str(runs / "lstm"), "--host", "0.0.0.0", "--port", "9000"]) == 0
-    assert seen[-1] == ("0.0.0.0", 9000) and "anyone who can reach" in capsys.readouterr().err
+    assert seen[-1][:2] == ("127.0.0.1", 8000) and "token" not in capsys.readouterr().err
+    assert main(["serve", str(runs / "lstm"), "--host", "0.0.0.0", "--port", "9000"]) == 2
+    assert "lets other machines in: give a --token" in capsys.readouterr().err and len(seen) == 1
+    assert main(["serve", str(runs / "lstm"), "--host", "0.0.0.0", "--token", "short"]) == 2
+    assert "at least 16 printable characters" in capsys.readouterr().err and len(seen) == 1
+    assert main(["serve", str(runs / "lstm"), "--host", "0.0.0.0", "--port", "9000", "--token", TOKEN]) == 0
+    assert seen[-1][:2] == ("0.0.0.0", 9000) and f"http://0.0.0.0:9000/?token={TOKEN}" in capsys.readouterr().err
+    monkeypatch.setenv("CHARNN_SERVE_TOKEN", TOKEN)
+    assert main(["serve", str(runs / "lstm"), "--host", "0.0.0.0"]) == 0
+    with TestClient(seen[-1][2]) as c:  # the app it would have served asks for the token
+        assert c.get("/api/runs").status_code == 401
+        assert c.get("/api/runs", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_a_server_with_a_token_answers_nothing_without_it(runs):
+    app = create_app(open_runs([runs / "lstm"]), token=TOKEN)
+    good = {"authorization": f"Bearer {TOKEN}"}
+    with TestClient(app) as c:
+        for method, path, body in [("get", "/", None), ("get", "/api/runs", None), ("get", "/openapi.json", None),
+                                   ("get", "/docs", None), ("get", "/api/runs/lstm/progress", None),
+                                   ("post", "/api/runs/lstm/sample", {"length": 5}),
+                                   ("post", "/api/runs/lstm/eval", {"text": "one two."}),
+                                   ("post", "/api/runs/lstm/next", {"text": "one"}),
+                                   ("post", "/api/runs/lstm/sample/stream", {"length": 5})]:
+            call = getattr(c, method)
+            kw = {"json": body} if body is not None else {}
+            for headers in ({}, {"authorization": "Bearer wrong-token-abcdefgh"}, {"authorization": TOKEN}):
+                r = call(path, headers=headers, **kw)
+                assert r.status_code == 401 and "needs its token" in r.json()["detail"], (path, headers)
+            assert call(path, headers=good, **kw).status_code == 200, path
+        page = c.get(f"/?token={TOKEN}")  # how the page arrives: the address charnn serve prints
+        assert page.status_code == 200 and "Bearer ${TOKEN}" in page.text
+        assert c.get("/?token=nope").status_code == 401
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -291,3 +291,21 @@ def test_the_served_page_of_a_real_run(browser):
         page.hover("#output span >> nth=120")
         assert page.locator("[data-testid=top5] tr").count() == 5
         shot(page, "serve-real.png")
+
+
+@pytest.mark.slow
+def test_the_page_of_a_server_with_a_token_carries_it_on_every_call(runs, browser):
+    token = "page-token-0123456789"
+    with Server(create_app(open_runs([runs / "lstm"]), token=token)) as srv:
+        page = browser.new_page()
+        refused = []
+        page.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
+        page.goto(f"{srv.url}/?token={token}")
+        page.wait_for_selector("body[data-ready='1']")  # the runs list came through the API
+        page.fill("#length", "40")
+        page.click("[data-testid=go]")
+        page.wait_for_function("document.getElementById('status').textContent.endsWith('characters')", timeout=30_000)
+        assert len(page.text_content("#output")) == 40 and refused == []
+        page.goto(srv.url + "/")  # without the token nothing comes
+        assert page.text_content("body").count("needs its token") == 1
+        page.close()

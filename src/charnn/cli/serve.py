@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from urllib.parse import quote
 
 from charnn.cli import args as flags
 from charnn.errors import CharnnError
@@ -18,6 +19,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     s.add_argument("--workers", type=flags.count, default=0,
                    help="requests computed at once (default: one per core, each on one torch thread)")
+    s.add_argument("--token", default=None,
+                   help="a secret every request must carry (the page gets it from the address printed at the "
+                        "start; API calls send Authorization: Bearer TOKEN); required with a --host other than "
+                        "this machine's; default: $CHARNN_SERVE_TOKEN")
     s.add_argument("--queue", type=flags.count, default=256,
                    help="requests that may wait for a worker; beyond that the answer is 503 (default 256)")
     s.set_defaults(func=cmd_serve)
@@ -46,18 +51,34 @@ def cmd_serve(args) -> int:
     cores = os.cpu_count() or 1
     workers = args.workers or cores
     set_threads(max(1, cores // workers))  # requests run side by side: one core's worth of threads each
+    token = args.token if args.token is not None else os.environ.get(TOKEN_VARIABLE) or None
+    check_token(args.host, token)
     runs = open_runs(args.runs, args.checkpoint)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"charnn serve: warning: listening on {args.host}: anyone who can reach this address can use the "
-              f"models and this machine's CPU", file=sys.stderr)
-    app = create_app(runs, workers=workers, queue=args.queue)
+    app = create_app(runs, workers=workers, queue=args.queue, token=token)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"charnn serve: {', '.join(runs)} on http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    address = f"http://{shown}:{args.port}/" + (f"?token={quote(token)}" if token else "")
+    print(f"charnn serve: {', '.join(runs)} on {address} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise CharnnError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; choose another --port") from None
     return 0
+
+
+TOKEN_VARIABLE = "CHARNN_SERVE_TOKEN"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN = 16
+
+
+def check_token(host: str, token: str | None) -> None:
+    """Only this machine may reach a server without a token; a token is long enough to guess at
+    no better than by chance."""
+    if token is not None and (len(token) < MIN_TOKEN or not token.isprintable() or " " in token):
+        raise CharnnError(f"--token must be at least {MIN_TOKEN} printable characters without spaces, e.g. "
+                          f"python3 -c 'import secrets; print(secrets.token_urlsafe())'")
+    if host not in LOOPBACK and token is None:
+        raise CharnnError(f"--host {host} lets other machines in: give a --token (or set {TOKEN_VARIABLE}) that every "
+                          f"request must carry, e.g. --token $(python3 -c 'import secrets; print(secrets.token_urlsafe())')")
 
 
 def cmd_export(args) -> int:

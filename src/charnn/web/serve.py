@@ -16,6 +16,7 @@ training rewrites best.safetensors atomically) is reloaded at the next request t
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qs
 
 import numpy as np
 import torch
@@ -323,6 +325,31 @@ class _TooLarge(Exception):
     pass
 
 
+class _RequireToken:
+    """ASGI middleware: every request (the page, the API, its schema) carries the server's token,
+    as `Authorization: Bearer TOKEN` or `?token=TOKEN` (how the page arrives); else 401."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+        given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+        if not given:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = (query.get("token") or [""])[0].encode()
+        if hmac.compare_digest(given, self.token):
+            return await self.app(scope, receive, send)
+        body = json.dumps({"detail": "this server needs its token: open the address charnn serve printed "
+                                     "(.../?token=...), or send Authorization: Bearer TOKEN"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 async def _too_large(send, limit: int) -> None:
     body = json.dumps({"detail": f"the request body is over {limit:,} bytes"}).encode()
     await send({"type": "http.response.start", "status": 413,
@@ -332,13 +359,16 @@ async def _too_large(send, limit: int) -> None:
 
 # ---- the app -------------------------------------------------------------------------------------
 
-def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16) -> FastAPI:
+def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token: str | None = None) -> FastAPI:
+    """token: when given, every request must carry it (``_RequireToken``)."""
     app = FastAPI(title="charnn", description="Sample, score and look inside character-level language models.",
                   version="1")
     pool = Workers(workers, queue)
     app.state.workers = pool
     app.state.streaming = 0  # samples being streamed now (tests watch it fall back to 0)
     app.add_middleware(_LimitBody)
+    if token:
+        app.add_middleware(_RequireToken, token=token)  # added last: it runs first
 
     @app.exception_handler(CharnnError)
     async def _bad_input(request: Request, exc: CharnnError):
