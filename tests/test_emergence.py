@@ -56,6 +56,20 @@ def test_the_probe_recovers_what_a_linear_read_out_can_and_scores_on_the_other_h
     assert probe_score(x, count, "count", fit) > 0.99
 
 
+def test_a_probe_on_shuffled_labels_scores_chance_on_the_half_it_never_saw():
+    """With as many dimensions as a model's state and few characters, a probe can memorise any
+    labels on the half it is fitted on; only the other half says what it knows."""
+    torch.manual_seed(1)
+    x = torch.randn(1000, 300)
+    fit = (np.arange(1000) // 100) % 2 == 0
+    labels = np.random.default_rng(1).permutation(np.arange(1000) % 2).astype(float)
+    assert abs(probe_score(x, labels, "binary", fit) - 0.5) < 0.08
+    three = np.random.default_rng(2).permutation(np.arange(1000) % 3).astype(float)
+    assert abs(probe_score(x, three, "labels", fit) - 1 / 3) < 0.08
+    depth = np.random.default_rng(3).permutation(np.arange(1000) % 7).astype(float)
+    assert probe_score(x, depth, "count", fit) < 0.05
+
+
 @pytest.mark.slow
 def test_the_probe_recovers_the_parentheses_on_the_last_checkpoint(paren_run, tmp_path):
     f = tmp_path / "parts.txt"

@@ -125,6 +125,32 @@ def test_gate_saturation_counts_shut_and_open_gates(tmp_path):
     assert (mine / "saturation.csv").read_text() == "my numbers\n"
 
 
+def test_saturation_counts_gates_below_a_tenth_and_above_nine_tenths(tmp_path):
+    """The paper's thresholds, pinned: gates counted by hand from the step-by-step pass, on a model
+    whose gates take every value (so gates between 0.1 and 0.2, or 0.8 and 0.9, are there)."""
+    run, text = _hand_set_run(tmp_path)
+    m = ckpt.load(run)
+    with torch.no_grad():  # scale the weights up and drop the pinned biases: gates spread over (0, 1)
+        weights = {k: (v * 4 if "weight" in k else torch.randn_like(v)) for k, v in m.weights.items()}
+    ckpt.save(run / ckpt.BEST, m.config, m.vocab, _with(m, weights), {})
+    subject = open_subject(run, text=str(text))
+    sat = gate_saturation(subject, streams=1)  # one exact pass from the zero state
+    with torch.no_grad():
+        _, _, rec = subject.model.forward_steps(torch.as_tensor(subject.ids.astype(np.int64))[None])
+    for g in ("i", "f", "o"):
+        v = rec[g][:, 0].double()  # (L, T, H)
+        assert np.allclose(sat.left[g], (v < 0.1).double().mean(1).numpy())
+        assert np.allclose(sat.right[g], (v > 0.9).double().mean(1).numpy())
+    v = torch.cat([rec[g].flatten() for g in ("i", "f", "o")])
+    assert ((v > 0.1) & (v < 0.2)).sum() > 50 and ((v > 0.8) & (v < 0.9)).sum() > 50
+
+
+def _with(loaded, weights):
+    model = CharRNN(loaded.config.model)
+    model.load_state_dict(weights)
+    return model
+
+
 def test_gru_has_reset_and_update_gates_and_rnn_has_none(tmp_path):
     run, text = _hand_set_run(tmp_path, "gru")
     assert gate_saturation(open_subject(run, text=str(text))).gates == ("r", "z")

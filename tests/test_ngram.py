@@ -79,6 +79,46 @@ def test_modified_discounts_grow_with_the_count_and_stay_in_range():
         assert 0 <= d1 <= 1 and 0 <= d2 <= 2 and 0 <= d3 <= 3
 
 
+def _chen_goodman(counts):
+    """D1, D2, D3+ from the counts of counts (Chen & Goodman 1998, eq. 26), clipped to [0, k]."""
+    n1, n2, n3, n4 = (sum(1 for c in counts if c == k) for k in (1, 2, 3, 4))
+    y = n1 / (n1 + 2 * n2)
+    return [min(max(d, 0.0), k) for k, d in ((1, 1 - 2 * y * n2 / n1), (2, 2 - 3 * y * n3 / n2), (3, 3 - 4 * y * n4 / n3))]
+
+
+def test_modified_kneser_ney_is_chen_and_goodmans_written_again():
+    """A bigram model with modified discounts, computed here from plain counts: the discounts of
+    each order and every probability of a held-out text."""
+    from collections import Counter
+
+    V = 150
+    rng = np.random.default_rng(5)
+    ids = np.minimum(rng.zipf(1.6, 3000) - 1, V - 1)  # skewed: counts of 1, 2, 3, 4 and more at both orders
+    m = KneserNey(2, V, modified=True).fit(ids)
+    pairs = Counter(zip(ids[:-1].tolist(), ids[1:].tolist()))
+    cont = Counter(w for (_, w) in pairs)  # N1+(.w): distinct left neighbours
+    d_top, d_uni = _chen_goodman(list(pairs.values())), _chen_goodman(list(cont.values()))
+    assert list(m.orders[1].discounts) == pytest.approx(d_top)
+    assert list(m.orders[0].discounts) == pytest.approx(d_uni)
+
+    def disc(c, d):
+        return 0.0 if c == 0 else d[min(c, 3) - 1]
+
+    def gamma(counts, d):  # the mass the discounts free, per unit of count
+        return sum(d[k] * sum(1 for c in counts if min(c, 3) == k + 1) for k in range(3))
+
+    total = sum(cont.values())
+    p_uni = {w: (cont[w] - disc(cont[w], d_uni)) / total + gamma(cont.values(), d_uni) / total / V for w in range(V)}
+    held = np.minimum(rng.zipf(1.6, 300) - 1, V - 1)
+    want = []
+    for h, w in zip(held[:-1].tolist(), held[1:].tolist()):
+        row = {x: pairs[(h, x)] for x in range(V)}
+        c_h = sum(row.values())
+        want.append((row[w] - disc(row[w], d_top)) / c_h + gamma(row.values(), d_top) / c_h * p_uni[w]
+                    if c_h else p_uni[w])
+    assert m.probs_of(held, 1) == pytest.approx(want, rel=1e-9)
+
+
 def test_a_fixed_discount_and_bad_orders():
     m = KneserNey(3, 4, discount=0.3).fit(random_ids(200, 4))
     assert all(lv.discount == 0.3 for lv in m.orders)

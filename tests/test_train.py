@@ -507,3 +507,26 @@ def test_ema_evaluates_and_keeps_the_averaged_weights_and_resumes_bit_identicall
             assert torch.equal(a.tensors[k], b.tensors[k]), k
     assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
     assert ckpt.load(tmp_path / "split", "best").meta["val_loss"] == best.meta["val_loss"]
+
+
+@pytest.mark.parametrize("device_foreach", [True, False])
+def test_the_weight_average_after_k_steps_is_its_closed_form(monkeypatch, device_foreach):
+    """--ema: e_s = d_s e_(s-1) + (1 - d_s) w_s with d_s = min(decay, (1 + s) / (10 + s)). With the
+    weights held at W from step 1 on, e_k = W + (e_0 - W) * prod(d_1..d_k): the old weights' share
+    shrinks by d each step (taking d of the new weights instead would shrink it by 1 - d)."""
+    from types import SimpleNamespace
+
+    from charnn import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "foreach_ok", lambda device_type: device_foreach)
+    start, held = torch.tensor([1.0, -2.0, 4.0]), torch.tensor([0.5, 0.5, -1.0])
+    param = torch.nn.Parameter(held.clone())
+    fake = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(ema=0.95)), device=torch.device("cpu"),
+                           model=SimpleNamespace(parameters=lambda: [param]), ema=[start.clone()])
+    for steps in (range(1, 6), range(500, 530)):  # while the decay ramps up, then at its cap
+        fake.ema, share = [start.clone()], 1.0
+        for step in steps:
+            trainer_module.Trainer._average(fake, step)
+            share *= min(0.95, (1 + step) / (10 + step))
+            assert torch.allclose(fake.ema[0], held + (start - held) * share, rtol=1e-5, atol=1e-7), step
+        assert share > 1e-3
