@@ -184,7 +184,7 @@ def gpu_device(asked: str) -> str | None:
     """The device of the GPU rows: --gpu-device, or auto (CUDA, else Apple MPS, else none: the
     rows say skipped). "cpu" runs them on the CPU, a rehearsal of the code path (scripts/gpu_check.py
     --device cpu), not a measurement anyone should quote."""
-    from charnn.distributed import pick_device  # auto: CUDA, else MPS, else the CPU; a named one must be there
+    from charnn.devices import pick_device  # auto: CUDA, else MPS, else the CPU; a named one must be there
     from charnn.errors import CharnnError
 
     try:
@@ -219,7 +219,7 @@ def _skipped(name: str, why: str = "no CUDA or MPS GPU on this machine") -> None
 def gpu_throughput(device: str | None, layers: int = 3, hidden: int = 512, batch: int = 100, seq: int = 100,
                    repeats: int = 10):
     """The GPU path: the LSTM step under bf16 autocast (charnn's: the recurrence kept fp32) against fp32."""
-    from charnn.distributed import autocast
+    from charnn.devices import autocast
 
     name = f"GPU training throughput, LSTM {layers}x{hidden} batch {batch} seq {seq}, bf16 autocast vs fp32"
     if device is None:

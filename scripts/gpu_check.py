@@ -75,7 +75,7 @@ def bf16_dtypes(model, device: str):
     the model's own forward pass, and of the recurrent module called bare (PyTorch's own choice)."""
     import torch
 
-    from charnn.distributed import autocast
+    from charnn.devices import autocast
 
     seen = {}
 

@@ -35,11 +35,13 @@ class Mutant:
 
 
 MUTANTS = [
-    Mutant("bf16 autocast switched off", "distributed.py", '    if precision == "bf16":\n',
+    Mutant("bf16 autocast switched off", "devices.py", '    if precision == "bf16":\n',
            "    if False:\n", "tests/test_train.py", "bf16"),
-    Mutant("recurrence under bf16 autocast", "model.py", "if torch.is_autocast_enabled(x.device.type):", "if False:",
-           "tests/test_devices.py", "recurrence"),
-    Mutant("foreach norm on MPS", "distributed.py", 'return device_type in ("cpu", "cuda")\n',
+    Mutant("a GPU's recurrence under bf16 autocast", "model.py", '    return device_type != "cpu"\n',
+           "    return False\n", "tests/test_devices.py", "recurrence"),
+    Mutant("a CPU's recurrence kept in fp32", "model.py", '    return device_type != "cpu"\n',
+           "    return True\n", "tests/test_devices.py", "recurrence"),
+    Mutant("foreach norm on MPS", "devices.py", 'return device_type in ("cpu", "cuda")\n',
            'return True\n', "tests/test_devices.py", "foreach"),
     Mutant("--compile does not compile", "trainer.py", "self.net = torch.compile(self.net)", "pass",
            "tests/test_train.py", "compiled"),
@@ -122,7 +124,7 @@ MUTANTS = [
     Mutant("modified Kneser-Ney's D_k misweighted", "study/ngram.py", "d = [k - (k + 1) * y * n[k] / n[k - 1]",
            "d = [k - k * y * n[k] / n[k - 1]", "tests/test_ngram.py", "chen"),
     Mutant("the weight average takes d of the new weights", "trainer.py",
-           "torch._foreach_lerp_(self.ema, params, 1 - d)", "torch._foreach_lerp_(self.ema, params, d)",
+           "torch._foreach_lerp_(self.values, params, 1 - d)", "torch._foreach_lerp_(self.values, params, d)",
            "tests/test_train.py", "closed_form"),
     Mutant("the probe is scored on the half it was fitted on", "study/emergence.py", "    test = ~fit\n",
            "    test = fit\n", "tests/test_emergence.py", "shuffled"),

@@ -12,7 +12,7 @@ import torch
 
 import charnn
 from charnn.cli.main import main
-from conftest import learnable_text
+from helpers import learnable_text
 
 TINY = dict(preset="tiny", hidden=32, embed=16, seq_len=20, batch_size=8, threads=1, eval_every=20, warmup_steps=5)
 TINY_FLAGS = ["--preset", "tiny", "--hidden", "32", "--embed", "16", "--seq-len", "20", "--batch-size", "8",

@@ -15,8 +15,8 @@ from charnn.model import build
 from charnn.subject import open_subject
 from charnn.trainer import train
 from charnn.transformer import Probe
-from conftest import tiny_config
-from test_cli import charnn
+from helpers import tiny_config
+from helpers import charnn
 
 
 def test_each_pattern_names_the_character_a_reader_would():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import learnable_text
-from test_cli import TINY, charnn
+from helpers import cache_at, learnable_text
+from helpers import TINY, charnn
 
 
 def _rewrite(src: Path, dst: Path, config=None, drop_config=False, tensor=None):
@@ -40,38 +40,38 @@ def _rewrite(src: Path, dst: Path, config=None, drop_config=False, tensor=None):
 @pytest.fixture(scope="module")
 def d(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "text.txt").write_text(learnable_text())
-    r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "40", "--eval-every", "20",
-               "--samples", "0")
-    assert r.returncode == 0, r.stderr
-    r = charnn("train", d / "text.txt", "--out", d / "other", *TINY, "--max-steps", "20", "--samples", "0")
-    assert r.returncode == 0, r.stderr
-    r = charnn("train", d / "text.txt", "--out", d / "trun", "--cell", "transformer", "--layers", "1", "--embed", "16",
-               "--heads", "2", "--block", "16", "--max-steps", "5", "--samples", "0", "--threads", "1", "--quiet")
-    assert r.returncode == 0, r.stderr
-    (d / "bad.txt").write_bytes(b"abc \xc3\x28 def")
-    (d / "binary.bin").write_bytes(bytes(range(256)) * 4)
-    (d / "unknown.txt").write_text("QQQ")
-    (d / "empty.txt").write_text("")
-    (d / "samples.txt").write_text("one two three.\n" * 10)
-    last = d / "run" / "last.safetensors"
-    good = last.read_bytes()
-    flipped = bytearray(good)
-    flipped[-3] ^= 0x10
-    (d / "flipped.safetensors").write_bytes(bytes(flipped))
-    (d / "cut.safetensors").write_bytes(good[: len(good) // 2])
-    _rewrite(last, d / "huge.safetensors", config={"hidden": 6000})
-    _rewrite(last, d / "giant.safetensors", config={"hidden": 10**9})
-    _rewrite(last, d / "noconfig.safetensors", drop_config=True)
-    _rewrite(last, d / "nan.safetensors", tensor=("model.head.bias", lambda t: t * float("nan")))
-    (d / "notes.safetensors").write_bytes(b"my notes, not a checkpoint")
-    (d / "onlybest").mkdir()
-    shutil.copy(d / "run" / "best.safetensors", d / "onlybest" / "best.safetensors")
-    shutil.copytree(d / "run", d / "foreign")
-    shutil.copy(d / "other" / "last.safetensors", d / "foreign" / "last.safetensors")
-    (d / "a_file").write_text("not a folder")
-    return d
+    with cache_at(d / "cache"):
+        (d / "text.txt").write_text(learnable_text())
+        r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "40", "--eval-every", "20",
+                   "--samples", "0")
+        assert r.returncode == 0, r.stderr
+        r = charnn("train", d / "text.txt", "--out", d / "other", *TINY, "--max-steps", "20", "--samples", "0")
+        assert r.returncode == 0, r.stderr
+        r = charnn("train", d / "text.txt", "--out", d / "trun", "--cell", "transformer", "--layers", "1", "--embed", "16",
+                   "--heads", "2", "--block", "16", "--max-steps", "5", "--samples", "0", "--threads", "1", "--quiet")
+        assert r.returncode == 0, r.stderr
+        (d / "bad.txt").write_bytes(b"abc \xc3\x28 def")
+        (d / "binary.bin").write_bytes(bytes(range(256)) * 4)
+        (d / "unknown.txt").write_text("QQQ")
+        (d / "empty.txt").write_text("")
+        (d / "samples.txt").write_text("one two three.\n" * 10)
+        last = d / "run" / "last.safetensors"
+        good = last.read_bytes()
+        flipped = bytearray(good)
+        flipped[-3] ^= 0x10
+        (d / "flipped.safetensors").write_bytes(bytes(flipped))
+        (d / "cut.safetensors").write_bytes(good[: len(good) // 2])
+        _rewrite(last, d / "huge.safetensors", config={"hidden": 6000})
+        _rewrite(last, d / "giant.safetensors", config={"hidden": 10**9})
+        _rewrite(last, d / "noconfig.safetensors", drop_config=True)
+        _rewrite(last, d / "nan.safetensors", tensor=("model.head.bias", lambda t: t * float("nan")))
+        (d / "notes.safetensors").write_bytes(b"my notes, not a checkpoint")
+        (d / "onlybest").mkdir()
+        shutil.copy(d / "run" / "best.safetensors", d / "onlybest" / "best.safetensors")
+        shutil.copytree(d / "run", d / "foreign")
+        shutil.copy(d / "other" / "last.safetensors", d / "foreign" / "last.safetensors")
+        (d / "a_file").write_text("not a folder")
+        return d
 
 
 T = ["train", "{d}/text.txt", "--out", "{d}/o"]

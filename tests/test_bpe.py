@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import learnable_text, tiny_config
+from helpers import learnable_text, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import charnn
+from helpers import charnn
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError

@@ -2,6 +2,7 @@ import random
 
 import numpy as np
 import pytest
+from helpers import cache_at
 
 from charnn.errors import CharnnError
 from charnn.inspect import open_subject
@@ -24,17 +25,16 @@ def code_text(n_blocks=700, seed=0):
 
 @pytest.fixture(scope="module")
 def code_run(tmp_path_factory):
-    import os
 
-    from conftest import tiny_config
+    from helpers import tiny_config
     from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("braces")
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "code.txt").write_text(code_text())
-    cfg = tiny_config(d / "code.txt", max_steps=150, eval_every=150)
-    train(cfg, d / "run", progress=False)
-    return d / "run"
+    with cache_at(d / "cache"):
+        (d / "code.txt").write_text(code_text())
+        cfg = tiny_config(d / "code.txt", max_steps=150, eval_every=150)
+        train(cfg, d / "run", progress=False)
+        return d / "run"
 
 
 def test_brace_losses_score_every_matched_brace_with_both_models(code_run, tmp_path):
@@ -68,7 +68,7 @@ def test_text_without_braces_is_refused(quote_model):
 
 
 def test_analyze_braces_command(code_run, tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     r = charnn("analyze", "braces", code_run, "--out", tmp_path / "b", "--order", "6")
     assert r.returncode == 0, r.stderr
@@ -80,7 +80,7 @@ def test_analyze_braces_command(code_run, tmp_path):
 
 
 def test_a_saved_ngram_gives_the_same_brace_table_as_one_trained_here(code_run, tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     from charnn import checkpoint as ckpt
 

@@ -10,27 +10,18 @@ import time
 
 import pytest
 
-from conftest import StderrLines, learnable_text
-
-
-def charnn(*args, cwd=None, timeout=120):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "charnn", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
-
-
-TINY = ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", "--batch-size", "8", "--threads", "1", "--quiet"]
+from helpers import cache_at, TINY, StderrLines, charnn, learnable_text
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "text.txt").write_text(learnable_text())
-    r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "120", "--eval-every", "40",
-               "--samples", "1", "--min-lr-frac", "0.5")
-    assert r.returncode == 0, r.stderr
-    return d, r
+    with cache_at(d / "cache"):
+        (d / "text.txt").write_text(learnable_text())
+        r = charnn("train", d / "text.txt", "--out", d / "run", *TINY, "--max-steps", "120", "--eval-every", "40",
+                   "--samples", "1", "--min-lr-frac", "0.5")
+        assert r.returncode == 0, r.stderr
+        return d, r
 
 
 def test_train_prints_samples_and_validation_bpc(run):

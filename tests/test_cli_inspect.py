@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from test_cli import charnn
+from helpers import charnn
 
 
 def test_find_json_names_the_quote_cell(quote_model):

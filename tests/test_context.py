@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_config
+from helpers import cache_at, tiny_config
 
 from charnn.study.context import context_use
 
@@ -27,17 +27,16 @@ def copy_text(n: int = 80_000, seed: int = 0, width: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def copy_run(tmp_path_factory):
-    import os
 
     from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("copy")
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "copy.txt").write_text(copy_text(), encoding="utf-8")
-    cfg = tiny_config(d / "copy.txt", max_steps=600, eval_every=200, lr=1e-2)
-    cfg.model.hidden, cfg.train.seq_len, cfg.train.batch_size = 64, 100, 16
-    train(cfg, d / "run", progress=False)
-    return d / "run"
+    with cache_at(d / "cache"):
+        (d / "copy.txt").write_text(copy_text(), encoding="utf-8")
+        cfg = tiny_config(d / "copy.txt", max_steps=600, eval_every=200, lr=1e-2)
+        cfg.model.hidden, cfg.train.seq_len, cfg.train.batch_size = 64, 100, 16
+        train(cfg, d / "run", progress=False)
+        return d / "run"
 
 
 @pytest.mark.slow

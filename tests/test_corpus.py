@@ -6,7 +6,7 @@ import pytest
 
 from charnn import corpus
 from charnn.errors import CharnnError
-from conftest import SHARED, require
+from helpers import SHARED, require
 
 
 def test_file_and_missing(tmp_path):

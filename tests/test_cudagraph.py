@@ -17,7 +17,7 @@ from charnn import checkpoint as ckpt
 from charnn import cudagraph
 from charnn.errors import CharnnError
 from charnn.trainer import train
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 @pytest.fixture

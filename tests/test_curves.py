@@ -8,7 +8,7 @@ import pytest
 
 from charnn.errors import CharnnError
 from charnn.trainer import train
-from conftest import tiny_config
+from helpers import tiny_config
 
 pytest.importorskip("tensorboard")
 

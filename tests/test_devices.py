@@ -7,41 +7,69 @@ import math
 import pytest
 import torch
 
+from charnn import devices
 from charnn import distributed as dist_mod
 from charnn.config import ModelConfig
 from charnn.model import CharRNN
 
 
 def test_mps_gets_the_per_tensor_gradient_norm_and_cpu_cuda_the_foreach_one():
-    assert dist_mod.foreach_ok("cpu") and dist_mod.foreach_ok("cuda") and not dist_mod.foreach_ok("mps")
+    assert devices.foreach_ok("cpu") and devices.foreach_ok("cuda") and not devices.foreach_ok("mps")
 
 
 def test_fused_adamw_only_where_this_torch_has_it(monkeypatch):
-    monkeypatch.setattr(dist_mod.torch, "__version__", "2.4.1+cu121")
-    assert dist_mod.fused_adamw_ok("cpu") and dist_mod.fused_adamw_ok("cuda") and not dist_mod.fused_adamw_ok("mps")
-    monkeypatch.setattr(dist_mod.torch, "__version__", "2.5.0")
-    assert dist_mod.fused_adamw_ok("mps")
-    monkeypatch.setattr(dist_mod.torch, "__version__", "2.3.1")
-    assert not dist_mod.fused_adamw_ok("cpu")
+    monkeypatch.setattr(devices.torch, "__version__", "2.4.1+cu121")
+    assert devices.fused_adamw_ok("cpu") and devices.fused_adamw_ok("cuda") and not devices.fused_adamw_ok("mps")
+    monkeypatch.setattr(devices.torch, "__version__", "2.5.0")
+    assert devices.fused_adamw_ok("mps")
+    monkeypatch.setattr(devices.torch, "__version__", "2.3.1")
+    assert not devices.fused_adamw_ok("cpu")
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
 def test_fp32_builds_no_autocast_context_at_all(device):
-    assert isinstance(dist_mod.autocast(device, "fp32"), contextlib.nullcontext)  # MPS + torch < 2.5 would raise
-    ctx = dist_mod.autocast("cpu", "bf16")
+    assert isinstance(devices.autocast(device, "fp32"), contextlib.nullcontext)  # MPS + torch < 2.5 would raise
+    ctx = devices.autocast("cpu", "bf16")
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
 
 
-def test_under_bf16_autocast_the_recurrence_runs_in_fp32_and_the_read_out_in_bf16():
+def test_under_bf16_autocast_a_cpu_runs_the_recurrence_in_bf16_and_a_gpu_keeps_it_fp32():
+    from charnn.model import fp32_recurrence
+
+    assert fp32_recurrence("cuda") and fp32_recurrence("mps") and not fp32_recurrence("cpu")
     m = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=16, embed=8, vocab_size=11)).eval()
     seen = {}
     m.rnn.register_forward_hook(lambda mod, inp, out: seen.update(rnn_in=inp[0].dtype, rnn_out=out[0].dtype))
-    with dist_mod.autocast("cpu", "bf16"):
+    with devices.autocast("cpu", "bf16"):
         logits, (h, c) = m(torch.zeros(2, 5, dtype=torch.long))
-    assert seen == {"rnn_in": torch.float32, "rnn_out": torch.float32}
-    assert logits.dtype == torch.bfloat16 and h.dtype == c.dtype == torch.float32
-    logits32, _ = m(torch.zeros(2, 5, dtype=torch.long))
+    assert seen["rnn_out"] == torch.bfloat16 and logits.dtype == torch.bfloat16  # oneDNN's bf16 RNN
+    assert all(p.dtype == torch.float32 for p in m.parameters())  # the weights stay fp32 masters
+    logits32, (h32, _) = m(torch.zeros(2, 5, dtype=torch.long))
     assert logits32.dtype == torch.float32 and seen["rnn_out"] == torch.float32
+    assert torch.allclose(h.float(), h32, atol=0.02)  # the same function, to bf16's precision
+
+
+def test_bf16_gradients_are_fp32_gradients_to_bf16_precision():
+    """One fixed batch through the whole model: the gradient of every weight under bf16 autocast
+    (the recurrence in bf16 on a CPU) against fp32, within what bf16's 8-bit mantissa allows."""
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=64, embed=16, vocab_size=30))
+    x, y = torch.randint(0, 30, (8, 40)), torch.randint(0, 30, (8, 40))
+
+    def grads(precision):
+        m.zero_grad()
+        with devices.autocast("cpu", precision):
+            loss, _ = m.loss(x, y)
+        loss.backward()
+        return loss.item(), {k: p.grad.clone() for k, p in m.named_parameters()}
+
+    l32, g32 = grads("fp32")
+    l16, g16 = grads("bf16")
+    assert abs(l16 - l32) < 0.01 * l32
+    for k in g32:
+        rel = (g16[k] - g32[k]).norm() / g32[k].norm()
+        assert rel < 0.05, (k, float(rel))
+        assert g16[k].dtype == torch.float32
 
 
 def test_rng_states_are_restored_per_rank_with_numeric_ranks():
@@ -64,7 +92,7 @@ def test_rng_states_are_restored_per_rank_with_numeric_ranks():
 
 def test_a_cpu_run_never_touches_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: pytest.fail("CUDA asked on a CPU run"))
-    assert set(dist_mod.rng_states("cpu")) == {"cpu"}
+    assert set(devices.rng_states("cpu")) == {"cpu"}
 
 
 def test_torchrun_refuses_mps_and_more_processes_than_gpus(monkeypatch):
@@ -83,9 +111,9 @@ def test_torchrun_refuses_mps_and_more_processes_than_gpus(monkeypatch):
 
 
 def test_batches_are_pinned_only_for_cuda_and_evaluation_reads_more_streams_on_a_gpu():
-    assert dist_mod.pin_ok("cuda") and not dist_mod.pin_ok("cpu") and not dist_mod.pin_ok("mps")
-    assert dist_mod.eval_streams("cpu") == 64
-    assert dist_mod.eval_streams("cuda") > 64 and dist_mod.eval_streams("mps") > 64
+    assert devices.pin_ok("cuda") and not devices.pin_ok("cpu") and not devices.pin_ok("mps")
+    assert devices.eval_streams("cpu") == 64
+    assert devices.eval_streams("cuda") > 64 and devices.eval_streams("mps") > 64
 
 
 class _ReadBacks:
@@ -148,8 +176,8 @@ def test_sampling_makes_one_device_to_host_copy_per_character(monkeypatch, tempe
 
 
 def test_sums_kept_on_the_device_are_float64_except_on_mps_which_has_none():
-    assert dist_mod.wide_float("cpu") == dist_mod.wide_float("cuda") == torch.float64
-    assert dist_mod.wide_float("mps") == torch.float32
+    assert devices.wide_float("cpu") == devices.wide_float("cuda") == torch.float64
+    assert devices.wide_float("mps") == torch.float32
 
 
 class _OnMPS(torch.Tensor):
@@ -192,7 +220,7 @@ def test_training_and_evaluation_keep_no_float64_on_an_mps_device(text_file, tmp
     from charnn import evaluate as evaluate_mod
     from charnn import sample as sample_mod
     from charnn import trainer as train_mod
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     seen, host = [], []
     real_sample_next = sample_mod.sample_next
@@ -214,14 +242,27 @@ def test_training_and_evaluation_keep_no_float64_on_an_mps_device(text_file, tmp
 
     monkeypatch.setattr(sample_mod, "sample_next", on_host)
     for mod in (train_mod, evaluate_mod):
-        monkeypatch.setattr(mod, "wide_float", lambda device_type: dist_mod.wide_float("mps"))
+        monkeypatch.setattr(mod, "wide_float", lambda device_type: devices.wide_float("mps"))
     with Float64Watch():
         res = train_mod.train(tiny_config(text_file, max_steps=25, eval_every=20), tmp_path / "run", progress=False)
     assert res.steps == 25 and math.isfinite(res.best_val_loss)
     assert seen == []
     # and the watch does see what the CPU's own choice (float64) makes
     for mod in (train_mod, evaluate_mod):
-        monkeypatch.setattr(mod, "wide_float", dist_mod.wide_float)
+        monkeypatch.setattr(mod, "wide_float", devices.wide_float)
     with Float64Watch():
         train_mod.train(tiny_config(text_file, max_steps=12, eval_every=10), tmp_path / "run2", progress=False)
     assert seen
+
+
+def test_precision_auto_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch):
+    from charnn.config import PRESETS
+
+    assert devices.resolve_precision("fp32", "cpu") == "fp32" and devices.resolve_precision("bf16", "cuda") == "bf16"
+    assert devices.resolve_precision("auto", "cuda") == "fp32" and devices.resolve_precision("auto", "mps") == "fp32"
+    monkeypatch.setattr(devices.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert devices.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(devices.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert devices.resolve_precision("auto", "cpu") == "fp32"  # emulated bf16 would be slower
+    assert PRESETS["default"]["train"]["precision"] == "auto"  # chosen by measurement at 60 s
+    assert all(p.get("train", {}).get("precision", "fp32") == "fp32" for k, p in PRESETS.items() if k != "default")

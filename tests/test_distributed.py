@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import learnable_text
+from helpers import learnable_text
 
 ARGS = ["--preset", "tiny", "--hidden", "32", "--seq-len", "20", "--batch-size", "8", "--threads", "1", "--quiet",
         "--dropout", "0", "--eval-every", "10", "--samples", "0", "--schedule", "constant"]  # constant: a run stopped

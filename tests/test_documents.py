@@ -12,8 +12,8 @@ from charnn.data import prepare
 from charnn.documents import END, cut, framed, novelty, split_documents
 from charnn.errors import CharnnError
 from charnn.trainer import train
-from conftest import tiny_config
-from test_cli import charnn
+from helpers import tiny_config
+from helpers import charnn
 
 
 def test_line_blank_and_regex_documents():

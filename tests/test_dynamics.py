@@ -5,7 +5,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from charnn.study.dynamics import divergences, dynamics
 

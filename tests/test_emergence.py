@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import cache_at, tiny_config
 
 from charnn.inspect.features import part_labels, read_feature_file
 from charnn.study.emergence import emergence, probe_score
@@ -28,18 +28,17 @@ def paren_text(n: int = 60_000, seed: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def paren_run(tmp_path_factory):
-    import os
 
     from charnn.trainer import train
 
     d = tmp_path_factory.mktemp("parens")
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "p.txt").write_text(paren_text(), encoding="utf-8")
-    cfg = tiny_config(d / "p.txt", max_steps=400, eval_every=100, lr=1e-2)
-    cfg.model.hidden, cfg.train.seq_len, cfg.train.batch_size = 16, 64, 16
-    cfg.train.snapshot_steps = (10, 50)  # kept: 10, 50, 100, 200, 400
-    train(cfg, d / "run", progress=False)
-    return d / "run"
+    with cache_at(d / "cache"):
+        (d / "p.txt").write_text(paren_text(), encoding="utf-8")
+        cfg = tiny_config(d / "p.txt", max_steps=400, eval_every=100, lr=1e-2)
+        cfg.model.hidden, cfg.train.seq_len, cfg.train.batch_size = 16, 64, 16
+        cfg.train.snapshot_steps = (10, 50)  # kept: 10, 50, 100, 200, 400
+        train(cfg, d / "run", progress=False)
+        return d / "run"
 
 
 def test_the_probe_recovers_what_a_linear_read_out_can_and_scores_on_the_other_half():

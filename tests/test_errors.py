@@ -53,7 +53,7 @@ def test_no_errors_no_categories():
 
 @pytest.mark.slow
 def test_analyze_errors_command(quote_model, tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     run, _ = quote_model
     r = charnn("analyze", "errors", run, "--split", "val", "--out", tmp_path / "e", "--baseline", "3")

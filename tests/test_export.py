@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import learnable_text, tiny_config
-from serve_helpers import train_runs
+from helpers import cache_at, learnable_text, tiny_config
+from helpers import train_runs
 
 from charnn.config import ModelConfig
 from charnn.web.export import export_web, reference_logits
@@ -29,16 +29,16 @@ def runs(tmp_path_factory):
     from charnn.trainer import train
 
     d = train_runs(tmp_path_factory.mktemp("export"))
-    os.environ["CHARNN_CACHE"] = str(d / "cache")
-    (d / "bytes.txt").write_text(learnable_text() + "na\u00efve caf\u00e9\n", encoding="utf-8")
-    cfg = tiny_config(d / "bytes.txt", max_steps=30, eval_every=30)
-    cfg.model.cell, cfg.data.unit = "rnn", "bytes"
-    train(cfg, d / "rnn", progress=False)
-    cfg = tiny_config(d / "text.txt", max_steps=60, eval_every=30)
-    cfg.model = ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=16)
-    cfg.train.seq_len = 16
-    train(cfg, d / "gpt", progress=False)
-    return d
+    with cache_at(d / "cache"):
+        (d / "bytes.txt").write_text(learnable_text() + "na\u00efve caf\u00e9\n", encoding="utf-8")
+        cfg = tiny_config(d / "bytes.txt", max_steps=30, eval_every=30)
+        cfg.model.cell, cfg.data.unit = "rnn", "bytes"
+        train(cfg, d / "rnn", progress=False)
+        cfg = tiny_config(d / "text.txt", max_steps=60, eval_every=30)
+        cfg.model = ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=16)
+        cfg.train.seq_len = 16
+        train(cfg, d / "gpt", progress=False)
+        return d
 
 
 def _open(browser, index, fragment=""):

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faults  # noqa: E402
-from conftest import StderrLines  # noqa: E402
+from helpers import StderrLines  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

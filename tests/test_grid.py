@@ -7,7 +7,7 @@ from charnn.errors import CharnnError
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import parse_budgets, plan
 from charnn.model import CharRNN
-from conftest import learnable_text
+from helpers import learnable_text
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -66,7 +66,7 @@ def test_bad_budgets():
 
 
 def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     text = tmp_path / "t.txt"
     text.write_text(learnable_text(600))
@@ -103,7 +103,7 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     (["--dropout", "1"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_grid_input(tmp_path, extra, msg):
-    from test_cli import charnn
+    from helpers import charnn
 
     text = tmp_path / "t.txt"
     text.write_text(learnable_text(50))

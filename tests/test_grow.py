@@ -6,7 +6,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.trainer import Trainer, train
 from charnn.distributed import Dist
-from conftest import learnable_text, tiny_config
+from helpers import learnable_text, tiny_config
 
 
 def test_the_vocabulary_grows_and_the_old_rows_are_kept(tmp_path):

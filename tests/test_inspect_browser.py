@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import contrast, shot
+from helpers import contrast, shot
 
 from charnn.inspect import open_subject
 from charnn.web.pages import write_cells_page, write_evolution_page

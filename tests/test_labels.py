@@ -6,6 +6,7 @@ import json
 import random
 
 import numpy as np
+import torch
 import pytest
 
 from charnn import checkpoint as ckpt
@@ -13,8 +14,8 @@ from charnn.data import prepare
 from charnn.documents import END
 from charnn.attribution.score import attribute
 from charnn.trainer import train
-from conftest import tiny_config
-from test_cli import charnn
+from helpers import tiny_config
+from helpers import charnn
 
 
 def markov(rng, table: dict, n: int) -> str:
@@ -170,3 +171,32 @@ def test_a_transformer_is_conditioned_on_the_label_too(tmp_path):
     assert not torch.allclose(other, logits, atol=1e-3)
     y = x.clone()
     assert m.loss(x, y)[0] > 0  # targets are characters: a label id is never out of the read-out's range
+
+
+@pytest.mark.parametrize("cell", ["lstm", "transformer"])
+def test_a_labelled_run_resumes_bit_identically(tmp_path, cell):
+    """Killed at step 13 and resumed: the same weights, the label embedding included, and every
+    checkpoint still carries the labels, the lead-in and its label."""
+    rng = random.Random(3)
+    docs = [markov(rng, CYCLE if k % 2 else BACK, 30) for k in range(200)]
+    (tmp_path / "d.txt").write_text("\n".join(docs) + "\n")
+    (tmp_path / "l.txt").write_text("\n".join("cycle" if k % 2 else "back" for k in range(200)) + "\n")
+
+    def cfg():
+        c = tiny_config(tmp_path / "d.txt", max_steps=24, eval_every=10)
+        c.data.documents, c.data.labels_file = "line", str(tmp_path / "l.txt")
+        if cell == "transformer":
+            c.model.cell, c.model.layers, c.model.heads, c.model.embed, c.model.hidden, c.model.block = \
+                "transformer", 1, 2, 16, 16, 16
+            c.train.seq_len, c.train.windows = 16, "random"
+        return c
+
+    train(cfg(), tmp_path / "whole", progress=False)
+    first = train(cfg(), tmp_path / "split", progress=False, on_step=lambda s: s >= 13)
+    assert first.stopped_by == "interrupt"
+    train(None, tmp_path / "split", resume=True, progress=False)
+    a, b = ckpt.load(tmp_path / "whole", "last"), ckpt.load(tmp_path / "split", "last")
+    assert "label_embed.weight" in a.weights and all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    for key in ("labels", "lead_in", "lead_label", "label_counts"):
+        assert a.meta[key] == b.meta[key], key
+    assert sorted(a.meta["labels"]) == ["back", "cycle"]

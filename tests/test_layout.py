@@ -12,9 +12,9 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 # pages render what inspect computes, and the study's grid trains models, so they sit above inspect and
 # train; the web pages never import training code. The Python API (api) sits under the command line,
 # which calls it; the package's __init__ only re-exports the API, loading it when first asked for.
-RANK = {"__init__": 9, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0, "documents": 0,
+RANK = {"__init__": 9, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0, "documents": 0, "plots": 0,
         "curves": 0,
-        "transformer": 1,
+        "transformer": 1, "devices": 1,
         "corpus": 2, "model": 2, "samplestats": 2, "distributed": 2,
         "data": 3, "stepper": 3, "cudagraph": 3,
         "sample": 4, "evaluate": 4, "checkpoint": 4,
@@ -80,3 +80,36 @@ def test_functions_and_rooms_stay_readable():
                 long.append(f"{path.relative_to(PKG)}:{node.name}")
     assert long == []
     assert max(rooms.values()) <= 0.2 * total, rooms
+
+
+def test_the_package_passes_its_linter():
+    """ruff with the project's configuration (pyproject.toml): pyflakes, pycodestyle, bugbear, sorted imports."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    ruff = str(ruff) if ruff.exists() else shutil.which("ruff")
+    if ruff is None:
+        import pytest
+
+        pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
+    r = subprocess.run([ruff, "check", "src"], cwd=PKG.parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_tests_share_helpers_through_one_module_and_leave_the_environment_as_they_found_it():
+    """No test file imports another (shared helpers live in tests/helpers.py, fixtures in
+    conftest.py), and none writes os.environ directly: monkeypatch or helpers.cache_at undo it."""
+    import re
+
+    tests = Path(__file__).parent
+    for path in sorted(tests.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("test_"), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("test_") for a in node.names), path.name
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(pop|update|setdefault)\(", text), path.name

@@ -5,7 +5,7 @@ import pytest
 
 from charnn.errors import CharnnError
 from charnn.study.ngram import KneserNey, _keys
-from conftest import learnable_text, require
+from helpers import learnable_text, require
 
 
 def random_ids(n, v, seed=0):
@@ -129,7 +129,7 @@ def test_a_fixed_discount_and_bad_orders():
 
 
 def test_ngram_command(tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     f = tmp_path / "t.txt"
     f.write_text(learnable_text(800))
@@ -167,7 +167,7 @@ def test_loading_something_else_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_saved_ngram_as_the_baseline_of_an_error_analysis(quote_model, tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     run, _ = quote_model
     text = run.parent / "quotes.txt"

@@ -13,8 +13,8 @@ import pytest
 from charnn import checkpoint as ckpt
 from charnn.config import PRESETS, RunConfig, TrainConfig, apply_preset
 from charnn.trainer import train
-from conftest import learnable_text, tiny_config
-from test_cli import TINY, charnn
+from helpers import learnable_text, tiny_config
+from helpers import TINY, charnn
 
 
 def test_a_second_ctrl_c_aborts_at_once():

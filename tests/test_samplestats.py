@@ -5,7 +5,7 @@ import pytest
 
 from charnn.errors import CharnnError
 from charnn.samplestats import SubstringIndex, balanced, evaluate_samples, read_samples, text_hashes
-from conftest import learnable_text
+from helpers import learnable_text
 
 
 def test_substring_membership_matches_brute_force():
@@ -60,7 +60,7 @@ def test_reading_samples_from_the_sample_command_and_from_a_run(tmp_path):
 
 
 def test_evaluate_samples_command(tmp_path):
-    from test_cli import charnn
+    from helpers import charnn
 
     train = tmp_path / "train.txt"
     train.write_text(learnable_text(800))

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 fastapi = pytest.importorskip("fastapi")
-from conftest import learnable_text  # noqa: E402
+from helpers import learnable_text  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import Server, train_runs, wait  # noqa: E402
+from helpers import Server, train_runs, wait  # noqa: E402
 
 from charnn import checkpoint as ckpt  # noqa: E402
 from charnn.inspect.activations import record_all  # noqa: E402

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import contrast, shot
-from serve_helpers import Server, train_runs, wait
+from helpers import contrast, shot
+from helpers import Server, train_runs, wait
 
 pytest.importorskip("fastapi")
 

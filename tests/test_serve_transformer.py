@@ -9,7 +9,7 @@ import sys
 import pytest
 
 fastapi = pytest.importorskip("fastapi")
-from conftest import learnable_text, tiny_config  # noqa: E402
+from helpers import learnable_text, tiny_config  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from charnn.config import ModelConfig  # noqa: E402

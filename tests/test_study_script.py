@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, require
+from helpers import SHARED, require
 
 ROOT = Path(__file__).resolve().parents[1]
 

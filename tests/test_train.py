@@ -10,7 +10,7 @@ from charnn import checkpoint as ckpt
 from charnn.config import RunConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.trainer import lr_at, train
-from conftest import learnable_text, tiny_config
+from helpers import learnable_text, tiny_config
 
 
 def weights(run_dir, which="last"):
@@ -203,7 +203,7 @@ def test_learning_rate_schedules():
     assert [lr_at(cfg, 100, e, 0) for e in (0.5, 1.5, 2.0, 3.2)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
 
 
-def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state(text_file, tmp_path, monkeypatch):
+def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state_and_resumes_exactly(text_file, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from charnn import trainer as train_module
@@ -220,14 +220,21 @@ def test_bf16_autocast_learns_like_fp32_and_keeps_an_fp32_state(text_file, tmp_p
 
     monkeypatch.setattr(train_module.torch, "autocast", spy)
     bf16 = train(cfg, tmp_path / "b", progress=False)
-    # every step ran under bf16 autocast, and each step's recurrence inside it with autocast off (fp32)
-    assert entered.count(("cpu", torch.bfloat16, True)) == 80 and entered.count(("cpu", None, False)) == 80
-    assert len(entered) == 160
+    # every step ran under bf16 autocast, the recurrence too on this CPU (no autocast switched off inside)
+    assert entered.count(("cpu", torch.bfloat16, True)) == 80 and len(entered) == 80
     a, b = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
     assert not torch.equal(a["model.head.weight"], b["model.head.weight"])  # bf16 rounding changed the run
     # ... but it learns as well
     assert bf16.best_val_loss < 1.0 and abs(bf16.best_val_loss - fp32.best_val_loss) < 0.1
     assert b["state.h"].dtype == torch.float32 and b["state.c"].dtype == torch.float32
+    monkeypatch.undo()
+    cfg = tiny_config(text_file, max_steps=80)
+    cfg.train.precision = "bf16"
+    first = train(cfg, tmp_path / "c", progress=False, on_step=lambda s: s >= 37)  # killed at 37, resumed
+    assert first.stopped_by == "interrupt"
+    train(None, tmp_path / "c", resume=True, progress=False)
+    c = load_file(tmp_path / "c" / "last.safetensors")
+    assert all(torch.equal(b[k], c[k]) for k in b if k.startswith(("model.", "state.")))
 
 
 def test_snapshots_record_how_novel_their_text_is(text_file, tmp_path):
@@ -509,24 +516,42 @@ def test_ema_evaluates_and_keeps_the_averaged_weights_and_resumes_bit_identicall
     assert ckpt.load(tmp_path / "split", "best").meta["val_loss"] == best.meta["val_loss"]
 
 
-@pytest.mark.parametrize("device_foreach", [True, False])
-def test_the_weight_average_after_k_steps_is_its_closed_form(monkeypatch, device_foreach):
+@pytest.mark.parametrize("device", ["cpu", "mps"])  # the foreach path, and the per-tensor one (MPS's)
+def test_the_weight_average_after_k_steps_is_its_closed_form(device):
     """--ema: e_s = d_s e_(s-1) + (1 - d_s) w_s with d_s = min(decay, (1 + s) / (10 + s)). With the
     weights held at W from step 1 on, e_k = W + (e_0 - W) * prod(d_1..d_k): the old weights' share
     shrinks by d each step (taking d of the new weights instead would shrink it by 1 - d)."""
-    from types import SimpleNamespace
+    from charnn.trainer import WeightAverage
 
-    from charnn import trainer as trainer_module
-
-    monkeypatch.setattr(trainer_module, "foreach_ok", lambda device_type: device_foreach)
     start, held = torch.tensor([1.0, -2.0, 4.0]), torch.tensor([0.5, 0.5, -1.0])
-    param = torch.nn.Parameter(held.clone())
-    fake = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(ema=0.95)), device=torch.device("cpu"),
-                           model=SimpleNamespace(parameters=lambda: [param]), ema=[start.clone()])
+    model = torch.nn.Linear(1, 3, bias=False)
     for steps in (range(1, 6), range(500, 530)):  # while the decay ramps up, then at its cap
-        fake.ema, share = [start.clone()], 1.0
+        with torch.no_grad():
+            model.weight.copy_(start[:, None])
+        avg = WeightAverage(model, 0.95, device)
+        assert avg.foreach == (device == "cpu")
+        with torch.no_grad():
+            model.weight.copy_(held[:, None])
+        share = 1.0
         for step in steps:
-            trainer_module.Trainer._average(fake, step)
+            avg.update(step)
             share *= min(0.95, (1 + step) / (10 + step))
-            assert torch.allclose(fake.ema[0], held + (start - held) * share, rtol=1e-5, atol=1e-7), step
+            assert torch.allclose(avg.values[0][:, 0], held + (start - held) * share, rtol=1e-5, atol=1e-7), step
         assert share > 1e-3
+        with avg.swapped_in():  # the model reads the average inside, its own weights after
+            assert torch.equal(model.weight, avg.values[0])
+        assert torch.equal(model.weight[:, 0], held)
+
+
+def test_a_config_trains_the_same_run_twice(text_file, tmp_path):
+    """The trainer fills in its own copy of the configuration (the embedding fitted to the
+    vocabulary, the run id), so the caller's config starts the same run again."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(text_file, max_steps=15)
+    asked = cfg.to_json()
+    train(cfg, tmp_path / "a", progress=False)
+    assert cfg.to_json() == asked
+    train(cfg, tmp_path / "b", progress=False)
+    a, b = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))

@@ -17,7 +17,7 @@ from charnn.model import build, expected_shapes
 from charnn.sample import sample_text
 from charnn.trainer import train
 from charnn.transformer import Probe
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def small(block=16, layers=2, heads=2, embed=32, vocab=11, dropout=0.0):
@@ -264,7 +264,7 @@ def test_compare_trains_recurrence_and_attention_at_the_same_budget(text_file, t
     import json as _json
 
     from charnn.study.compare import parse_models
-    from test_cli import charnn
+    from helpers import charnn
 
     with pytest.raises(CharnnError, match="give different models from lstm, gru, rnn, transformer"):
         parse_models("lstm,cnn")

@@ -163,7 +163,7 @@ def load(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> Mode
     """A trained model from a run directory (checkpoint "best", "last" or "step:N") or a
     .safetensors file; device "cpu", "cuda", "mps" or "auto"."""
     from charnn import checkpoint as ckpt
-    from charnn.distributed import pick_device
+    from charnn.devices import pick_device
 
     return Model(ckpt.load(run, checkpoint), pick_device(device))
 
@@ -208,8 +208,8 @@ class Model:
 
             model.sample("ROMEO:", length=300, temperature=0.5, seed=1)[0]
         """
-        from charnn.sample import check_options, sample_documents, sample_text, stream as stream_pieces, \
-            stream_document, label_numbers
+        from charnn.sample import check_options, label_numbers, sample_documents, sample_text, stream_document
+        from charnn.sample import stream as stream_pieces
 
         check_options(temperature, top_k, top_p, length, num)
         opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, pins=self.pins)

@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
-import safetensors.torch
 
 from charnn.config import RunConfig
 from charnn.errors import CharnnError
@@ -157,7 +157,8 @@ def resolve_path(where: str | Path, which: str = "best") -> Path:
             return p / name
     if which == "last" and (p / BEST).is_file():
         raise CharnnError(f"{where} holds no {LAST} (only {BEST}); drop --checkpoint last to use the best one")
-    raise CharnnError(f"{where} holds no checkpoint ({' or '.join(order)}); train into it first with charnn train ... --out {where}")
+    raise CharnnError(f"{where} holds no checkpoint ({' or '.join(order)}); train into it first with "
+                      f"charnn train ... --out {where}")
 
 
 def load(where: str | Path, which: str = "best") -> Checkpoint:

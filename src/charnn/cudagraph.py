@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from charnn.distributed import clip_gradients
+from charnn.devices import clip_gradients
 from charnn.errors import CharnnError
 
 
@@ -44,7 +44,7 @@ def refusal(cfg, device_type: str, distributed: bool) -> str | None:
         return "runs in one process: drop it under torchrun"
     if t.compile:
         return "and --compile are two ways to the same end: choose one"
-    if t.precision != "fp32":
+    if t.precision == "bf16":
         return "needs --precision fp32 (bf16 made charnn's LSTM no faster on a GPU)"
     if m.weight_drop:
         return "cannot capture --weight-drop (its weights are swapped in each step): drop one of them"

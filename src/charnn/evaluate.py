@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from charnn.data import NotUTF8, eval_windows, prepare
+from charnn.devices import eval_streams, wide_float
 from charnn.documents import END, doc_labels, framed, labelled_ids, split_documents, unlabelled
-from charnn.distributed import eval_streams, wide_float
 from charnn.errors import CharnnError
 from charnn.model import Model, targets
 from charnn.vocab import TokenVocab

@@ -88,13 +88,10 @@ class CharRNN(nn.Module):
             emb = inputs(self, x)  # (B, T, E)
         if train and cfg.variational:
             emb = _locked_dropout(emb, cfg.variational)
-        if torch.is_autocast_enabled(x.device.type):
-            # The recurrence stays fp32 under autocast: cuDNN's autocast wrapper for RNNs has cast
-            # them to fp16 whatever dtype was asked for, and fp16 without a gradient scaler
-            # underflows; the read-out (and its matrix product) still runs in the autocast dtype.
+        if torch.is_autocast_enabled(x.device.type) and fp32_recurrence(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 out, state = self._recur(emb.float(), _float_state(state))
-        else:
+        else:  # on a CPU under bf16 autocast: oneDNN's bf16 RNN (weights and optimiser stay fp32)
             out, state = self._recur(emb, state)  # (B, T, H)
         if train and cfg.variational:
             out = _locked_dropout(out, cfg.variational)
@@ -324,6 +321,16 @@ def _locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Dropout with one mask per sequence, the same at every step: x (B, T, D)."""
     mask = torch.bernoulli(torch.full((x.shape[0], 1, x.shape[2]), 1 - p, device=x.device, dtype=x.dtype))
     return x * mask / (1 - p)
+
+
+def fp32_recurrence(device_type: str) -> bool:
+    """Whether the recurrence stays fp32 under --precision bf16. On CUDA it does: cuDNN's autocast
+    wrapper for RNNs has cast them to fp16 whatever dtype was asked for, and fp16 without a
+    gradient scaler underflows (MPS follows CUDA's rule, unmeasured). On a CPU the recurrence runs
+    in bf16 through oneDNN's RNN kernel, 1.3-1.45x the characters per second of fp32 measured on
+    this project's AVX-512-bf16 CPU (docs/benchmarks.md); the read-out runs in the autocast dtype
+    everywhere."""
+    return device_type != "cpu"
 
 
 def _float_state(state: State) -> State:

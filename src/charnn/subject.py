@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from charnn import checkpoint as ckpt
-from charnn.evaluate import model_text
 from charnn.errors import CharnnError
+from charnn.evaluate import model_text
 from charnn.model import CharRNN
 from charnn.vocab import TokenVocab, Vocab
 

@@ -30,8 +30,20 @@ from charnn import checkpoint as ckpt
 from charnn import cudagraph, curves
 from charnn.config import RunConfig
 from charnn.data import RandomWindows, StreamBatcher, prepare
-from charnn.distributed import (Dist, autocast, clip_gradients, foreach_ok, fused_adamw_ok, pick_device, pin_ok,
-                                rng_states, set_rng_states, set_threads, wide_float)
+from charnn.devices import (
+    autocast,
+    clip_gradients,
+    foreach_ok,
+    fused_adamw_ok,
+    pick_device,
+    pin_ok,
+    resolve_precision,
+    rng_states,
+    set_rng_states,
+    set_threads,
+    wide_float,
+)
+from charnn.distributed import Dist
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -235,6 +247,49 @@ class TrainState:
         return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
 
 
+class WeightAverage:
+    """--ema: an exponential moving average of a model's weights, kept on its device beside them.
+    After each optimiser step, avg <- avg + (1 - d) (weights - avg), the decay ramping up over the
+    first steps (d = min(decay, (1 + step) / (10 + step))) so that the random start fades fast.
+    Checkpoints hold it as "ema.NAME" tensors (resume continues it exactly)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, device_type: str):
+        self.model, self.decay = model, decay
+        self.values = [p.detach().clone() for p in model.parameters()]
+        self.foreach = foreach_ok(device_type)
+
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        params = [p.detach() for p in self.model.parameters()]
+        if self.foreach:
+            torch._foreach_lerp_(self.values, params, 1 - d)
+        else:
+            for e, p in zip(self.values, params):
+                e.lerp_(p, 1 - d)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{name}": e for (name, _), e in zip(self.model.named_parameters(), self.values)}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        for (name, _), e in zip(self.model.named_parameters(), self.values):
+            e.copy_(tensors[f"ema.{name}"].to(e.device))
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The model holds the averaged weights inside the block, its own again after it."""
+        params = list(self.model.parameters())
+        backup = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, self.values):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(params, backup):
+                    p.copy_(b)
+
+
 def _bar_class():
     """tqdm's notebook widget inside Jupyter when ipywidgets is there; the text bar elsewhere."""
     if "ipykernel" in sys.modules:
@@ -350,20 +405,16 @@ class Trainer:
         self.out, self.dd, self.progress, self.on_step = out, dd, progress, on_step
         self.meta: dict = {}
         self.grown_from: Vocab | None = None  # --init-from onto new symbols: the source model's vocabulary
-        saved = None
-        if resume:
-            saved = self._load_resumable(asked)
-            cfg = check_resume(saved.config, asked, saved.meta)
-            self.meta = saved.meta
-        else:
-            cfg.validate()
-            if (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
-                raise CharnnError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-            cfg.run_id = uuid.uuid4().hex[:16]
-        self.cfg, t = cfg, cfg.train
+        # Three ways in: a fresh run, a fresh run from another's weights (--init-from), or a resumed
+        # one. They differ in where the settings come from (_settings), the vocabulary and first
+        # weights (_data_and_vocab), and what the checkpoint restores (_restore); the rest is one path.
+        saved = self._load_resumable(asked) if resume else None
+        self.cfg = cfg = self._settings(cfg, saved, asked)
+        t = cfg.train
         if t.tensorboard:
             curves.require()  # before anything is written
         self.device = dd.device(pick_device(t.device))
+        self.precision = resolve_precision(t.precision, self.device.type)  # auto: bf16 where the CPU has it
         dd.start(self.device)
         set_threads(t.threads)
         enc, embed_std, init_weights = self._data_and_vocab(resume, saved, init_from)
@@ -388,20 +439,9 @@ class Trainer:
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.opt = make_optimizer(cfg, self.model)
-        self.state = TrainState()
-        carried = None
-        if resume:
-            self.model.load_state_dict(saved.weights)
         # the moving average of the weights (--ema): what evaluations, snapshots and kept weights use
-        self.ema = [p.detach().clone() for p in self.model.parameters()] if t.ema else None
-        if resume:
-            if self.ema is not None:
-                for (name, _), e in zip(self.model.named_parameters(), self.ema):
-                    e.copy_(saved.tensors[f"ema.{name}"].to(self.device))
-            ckpt.optimizer_from_tensors(self.opt, saved.tensors, self.meta["optimizer"])
-            _restore_rng(saved.tensors, dd.rank, dd.world, self.device.type)
-            self.state = TrainState.from_meta(self.meta)
-            carried = _state_from(saved.tensors, self.device)
+        self.ema = WeightAverage(self.model, t.ema, self.device.type) if t.ema else None
+        self.state, carried = self._restore(saved) if resume else (TrainState(), None)
         self.carried = _streams(carried, self.first, self.per)
         self.net = dd.wrap(_Loss(self.model), self.device)  # DDP: rank 0's initial weights are broadcast here
         if t.compile:  # checkpoints keep saving `model` itself, so their keys do not change
@@ -431,6 +471,29 @@ class Trainer:
         self.saved_step = self.state.step if resume else None
         self.curves = (curves.Curves(out, self.saved_step, chars=self.units_name == "chars")
                        if t.tensorboard and dd.main else None)
+
+    def _settings(self, cfg: RunConfig | None, saved, asked) -> RunConfig:
+        """The run's configuration: a resumed run's own, with the settings given again checked
+        against it (check_resume); or the new one, validated, with a fresh run id."""
+        if saved is not None:
+            self.meta = saved.meta
+            return check_resume(saved.config, asked, saved.meta)
+        cfg = copy.deepcopy(cfg).validate()  # the run fills in its copy (the embedding fitted to the
+        # vocabulary, the run id): the caller's stays as given, so the same config starts the same run again
+        if (self.out / ckpt.LAST).exists() or (self.out / ckpt.BEST).exists():
+            raise CharnnError(f"{self.out} already holds a run; pass --resume to continue it, or choose another --out")
+        cfg.run_id = uuid.uuid4().hex[:16]
+        return cfg
+
+    def _restore(self, saved) -> tuple[TrainState, object]:
+        """A resumed run: the weights, their average, the optimiser, every RNG, the counters and
+        the carried state, as the checkpoint holds them; -> (counters, carried state)."""
+        self.model.load_state_dict(saved.weights)
+        if self.ema is not None:
+            self.ema.load(saved.tensors)
+        ckpt.optimizer_from_tensors(self.opt, saved.tensors, self.meta["optimizer"])
+        _restore_rng(saved.tensors, self.dd.rank, self.dd.world, self.device.type)
+        return TrainState.from_meta(self.meta), _state_from(saved.tensors, self.device)
 
     def _data_and_vocab(self, resume: bool, saved, init_from):
         """The encoded text and its vocabulary: the saved run's, the --init-from model's, or the
@@ -543,9 +606,9 @@ class Trainer:
             return self._graphed_step(chunk, reset, lr)
         chunk = chunk.to(self.device, non_blocking=True)
         x, y = chunk[:, :-1], chunk[:, 1:]
-        with autocast(self.device.type, t.precision):
+        with autocast(self.device.type, self.precision):
             loss, state = self.net(x, y, self.carried)
-        if t.precision == "bf16" and state is not None:  # carry the state in fp32: checkpoints see one dtype
+        if self.precision == "bf16" and state is not None:  # carry the state in fp32: checkpoints see one dtype
             state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
         self.carried = detach_state(state)
         loss_d = self.dd.mean(loss.detach()).float()  # the global batch's loss, left on the device
@@ -561,7 +624,7 @@ class Trainer:
         self._watch(loss, norm, st.step + 1)
         self.opt.step()
         if self.ema is not None:
-            self._average(st.step + 1)
+            self.ema.update(st.step + 1)
         st.step += 1
         st.step_in_epoch += 1
 
@@ -578,35 +641,11 @@ class Trainer:
         self._update(g.loss, g.norm)
         return lr
 
-    def _average(self, step: int) -> None:
-        """ema <- ema + (1 - d) (weights - ema), on the device. The decay ramps up over the first
-        steps (d = min(--ema, (1 + step) / (10 + step))) so the early random weights fade fast."""
-        d = min(self.cfg.train.ema, (1 + step) / (10 + step))
-        params = [p.detach() for p in self.model.parameters()]
-        if foreach_ok(self.device.type):
-            torch._foreach_lerp_(self.ema, params, 1 - d)
-        else:
-            for e, p in zip(self.ema, params):
-                e.lerp_(p, 1 - d)
-
     @contextlib.contextmanager
     def averaged(self):
         """The model with the averaged weights swapped in (when --ema is on), in eval mode."""
-        with _eval_mode(self.model):
-            if self.ema is None:
-                yield self.model
-                return
-            params = list(self.model.parameters())
-            backup = [p.detach().clone() for p in params]
-            with torch.no_grad():
-                for p, e in zip(params, self.ema):
-                    p.copy_(e)
-            try:
-                yield self.model
-            finally:
-                with torch.no_grad():
-                    for p, b in zip(params, backup):
-                        p.copy_(b)
+        with _eval_mode(self.model), (self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()):
+            yield self.model
 
     def _watch(self, loss: torch.Tensor, norm: torch.Tensor, step: int) -> None:
         """Note on the device, without reading anything back, the first step whose loss or
@@ -737,8 +776,7 @@ class Trainer:
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
         meta.update(self.sampling_meta())
-        ema = ({} if self.ema is None else
-               {f"ema.{name}": e for (name, _), e in zip(self.model.named_parameters(), self.ema)})
+        ema = self.ema.tensors() if self.ema is not None else {}
         ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,
                   {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full), **ema})
         self.saved_step = self.state.step

@@ -159,8 +159,8 @@ def _delta_verdicts(train: list[tuple[str, str]], test: list[str], n_words: int)
 def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettings) -> list[str]:
     """Train a labelled model on `train` (documents as written) and attribute `test` with it."""
     from charnn import checkpoint as ckpt
-    from charnn.config import RunConfig, apply_preset
     from charnn.attribution.score import attribute
+    from charnn.config import RunConfig, apply_preset
     from charnn.study.grid import train_in_child
 
     run.mkdir(parents=True, exist_ok=True)
@@ -247,10 +247,9 @@ def _write(result: dict, out: Path) -> None:
 
 
 def _plot(result: dict, path) -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names, methods = result["labels"], list(result["methods"])
     fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3.2))

@@ -255,8 +255,7 @@ def _snippet(subject, feature_values, top) -> dict:
 
 def cmd_cells(args) -> int:
     from charnn.errors import CharnnError
-    from charnn.web.pages import write_cells_page
-    from charnn.web.pages import MAX_PAGE_CHARS
+    from charnn.web.pages import MAX_PAGE_CHARS, write_cells_page
 
     if args.chars > MAX_PAGE_CHARS:
         raise CharnnError(f"--chars {args.chars}: that is too many for one page; use at most {MAX_PAGE_CHARS}")
@@ -284,8 +283,8 @@ def cmd_attention(args) -> int:
 
 
 def cmd_find(args) -> int:
-    from charnn.inspect import find_cells
     from charnn.inspect import features as feats
+    from charnn.inspect import find_cells
 
     subject = _subject(args)
     results = find_cells(subject, args.feature, top=max(1, args.top))
@@ -369,7 +368,7 @@ def cmd_ablate(args) -> int:
     print(f"{' and '.join(what)} over {o.chars:,} characters of {subject.what}")
     print(f"{'':22} {'chars':>8} {'loss':>8} {'ablated':>8} {'change':>8}")
     print(f"{'all characters':22} {o.chars:>8,} {o.base:>8.4f} {o.ablated:>8.4f} {o.delta:>+8.4f}")
-    for name, (about, on, off) in rep.features.items():
+    for name, (_about, on, off) in rep.features.items():
         for label, s in ((f"{name} on", on), (f"{name} off", off)):
             print(f"{label:22} {s.chars:>8,} {s.base:>8.4f} {s.ablated:>8.4f} {s.delta:>+8.4f}")
     if rep.features:

@@ -9,8 +9,8 @@ from charnn import __version__
 from charnn.cli import args as args_mod
 from charnn.cli import inspect as inspect_cli
 from charnn.cli import serve as serve_cli
-from charnn.cli import teach as teach_cli
 from charnn.cli import study as study_cli
+from charnn.cli import teach as teach_cli
 from charnn.cli import train as train_cli
 from charnn.errors import CharnnError
 

@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    from charnn.distributed import set_threads
+    from charnn.devices import set_threads
 
     if args.port > 65535:
         raise CharnnError(f"--port must be 0 to 65535, got {args.port}")

@@ -245,8 +245,8 @@ def cmd_attribute(args) -> int:
 
 
 def _attribute_eval(args) -> int:
-    from charnn.files import refuse_foreign
     from charnn.attribution.folds import EvalSettings, evaluate_attribution, table
+    from charnn.files import refuse_foreign
 
     if args.run or args.text:
         raise CharnnError("--eval trains its own models: give CORPUS alone (no RUN_DIR or TEXT)")

@@ -99,9 +99,10 @@ def _add_train(sub) -> None:
     g.add_argument("--seed", type=flags.count, default=None, help="random seed (weights, dropout, file order)")
     g.add_argument("--device", choices=flags.DEVICES, default=None)
     g.add_argument("--threads", type=flags.count, default=None, help="CPU threads for torch (0: torch's choice)")
-    g.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="fp32 (default) or bf16 autocast of the embedding and read-out (no faster for charnn's "
-                        "LSTM on an H200 or a CPU)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="fp32, bf16 autocast (on a CPU the recurrence too, through oneDNN's bf16 RNN; on a GPU "
+                        "the embedding and read-out only), or auto: bf16 on a CPU with bf16 units, else fp32 "
+                        "(default: auto with the default preset, fp32 with the others)")
     g.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the training step (no gain measured on an H200 or a CPU)")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
@@ -150,7 +151,8 @@ def _add_sample(sub) -> None:
                    help="hold cells at a value at every step (an LSTM's tanh(c), a GRU's or RNN's h; -1 to 1): "
                         "steer the sample by a cell you found with charnn inspect")
     s.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
-    s.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
+    s.add_argument("--device", choices=flags.DEVICES, default="auto",
+                   help="where to run the model (default auto: a GPU if there is one)")
     s.add_argument("--json", action="store_true", help="with --show-probs or documents: print one JSON object")
 
     s.set_defaults(func=cmd_sample)
@@ -164,7 +166,8 @@ def _add_eval_check_info(sub) -> None:
     src.add_argument("--text", metavar="FILE", default=None, help="any text file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
-    e.add_argument("--device", choices=flags.DEVICES, default="auto", help="where to run the model (default auto: a GPU if there is one)")
+    e.add_argument("--device", choices=flags.DEVICES, default="auto",
+                   help="where to run the model (default auto: a GPU if there is one)")
 
     e.set_defaults(func=cmd_eval)
 
@@ -245,8 +248,8 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.distributed import pick_device
     from charnn.api import Model
+    from charnn.devices import pick_device
     from charnn.sample import check_options, parse_clamp
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
@@ -398,7 +401,7 @@ def _show_probs(args, model, loaded, pins) -> int:
 
 def cmd_eval(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.distributed import pick_device
+    from charnn.devices import pick_device
     from charnn.evaluate import model_text, score_text
 
     loaded = ckpt.load(args.run, args.checkpoint)

@@ -207,7 +207,8 @@ def _record_transformer(model, ids, lay: _Layout, chunk: int, clamps: dict[int, 
     state = None
     for pos, valid, x in lay.columns(ids, chunk):
         kept: list[torch.Tensor] = []
-        logits, state = model._read(x.to(device), state, probe, lambda t0, past, inside: kept.append(inside["mlp"]))
+        logits, state = model._read(x.to(device), state, probe,
+                                    lambda t0, past, inside, kept=kept: kept.append(inside["mlp"]))
         m = torch.from_numpy(valid).to(device)
         mlp = torch.cat(kept, 2)  # (L, S, T, 4E)
         yield Chunk(positions=pos[valid], acts={"m": mlp[:, m].float()},

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.inspect.activations import GATES, NAMES, record, streams_for
 from charnn.files import write_outputs
+from charnn.inspect.activations import GATES, NAMES, record, streams_for
 from charnn.subject import Subject
 
 LOW, HIGH = 0.1, 0.9
@@ -68,10 +68,9 @@ def to_csv(sat: Saturation) -> str:
 
 
 def plot(sat: Saturation, path: Path, title: str = "") -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")  # headless: no screen needed
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     L = next(iter(sat.left.values())).shape[0]
     colors = {"i": "tab:blue", "f": "tab:green", "o": "tab:red", "r": "tab:purple", "z": "tab:orange"}

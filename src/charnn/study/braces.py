@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.errors import CharnnError
 from charnn.brackets import scan
+from charnn.errors import CharnnError
 from charnn.files import write_outputs
 from charnn.subject import Subject, ngram_probs_over, training_ids
 
@@ -50,8 +50,8 @@ def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> Br
     """subject: the run and its test split (open_subject(run, split="test")); the n-gram model is
     trained here on the run's training split, or read from `ngram_file` (charnn ngram --save)."""
     from charnn.evaluate import char_losses
-    from charnn.study.oracles import load_ngram_for
     from charnn.study.ngram import KneserNey
+    from charnn.study.oracles import load_ngram_for
 
     dist = matching_distances(subject.text)
     if not dist:
@@ -75,10 +75,9 @@ def brace_losses(subject: Subject, ngram_order: int = 20, ngram_file=None) -> Br
 
 
 def plot(rep: BraceReport, path: Path, title: str) -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [f"{a}-{b}" if b < 10 ** 8 else f"{a}+" for a, b, *_ in rep.rows]
     x = np.arange(len(rep.rows))

@@ -24,9 +24,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from charnn.config import CELLS
 from charnn.errors import CharnnError
 from charnn.files import read_jsonl, refuse_foreign, write_atomic, write_outputs
-from charnn.config import CELLS
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import train_in_child
 
@@ -274,10 +274,9 @@ def table(results: list[dict]) -> tuple[str, str]:
 
 def plot(results: list[dict], path, title: str) -> None:
     """Test bits per character, training speed and sample novelty, a bar per unit."""
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [r["unit"] if r["cell"] == CELL else f"{r['cell']}\n{r['unit']}" for r in results]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))

@@ -95,10 +95,9 @@ def context_use(run, which: str = "best", split: str = "val", chars: int = 50_00
 
 
 def plot(rep: ContextReport, path, title: str) -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
     ax.plot([c["k"] for c in rep.context], [c["loss"] for c in rep.context], marker="o", ms=3,

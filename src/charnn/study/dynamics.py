@@ -113,10 +113,9 @@ def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 2
 
 
 def plot(rep: DynamicsReport, path, title: str) -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
     steps = [c["step"] for c in rep.checkpoints]

@@ -230,10 +230,9 @@ def plot(results: list[dict], path: Path) -> None:
     """Test loss against parameters, a line per cell and depth; with a single budget (where the
     models differ in size by about 1%, which a log axis would spread into noise) a bar chart
     grouped by depth, a bar per cell."""
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     cells = [c for c in CELLS if any(r["cell"] == c for r in results)]

@@ -162,10 +162,9 @@ def analyze_errors(subject: Subject, other: Subject | None = None, baseline_orde
 
 
 def plot(rep: ErrorReport, path: Path, title: str, other_label: str = "") -> None:
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4))
     x = np.arange(len(CATEGORIES))

@@ -149,10 +149,9 @@ def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tup
 
 def loss_curves_png(metrics: list[dict], snapshots: list[int], path: Path | None = None) -> bytes:
     """Training and validation loss against step, with the snapshot steps marked; PNG bytes."""
-    import matplotlib
+    from charnn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tr = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
     va = [(m["step"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None]

@@ -89,9 +89,10 @@ class Served:
         m, c = loaded.meta, loaded.config.model
         best = m.get("best_val_loss", m.get("val_loss"))
         return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
-                "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params, "steps": m.get("step"),
-                "best_val_loss": best if best is not None and math.isfinite(best) else None,
-                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())), "checkpoint": loaded.path.name,
+                "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params,
+                "steps": m.get("step"), "best_val_loss": best if best is not None and math.isfinite(best) else None,
+                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())),
+                "checkpoint": loaded.path.name,
                 "labels": m.get("labels") or [], "documents": bool(m.get("lead_in")),
                 "kept_steps": ckpt.kept_steps(self.folder)}
 
