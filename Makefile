@@ -2,7 +2,7 @@
 VENV := .venv
 PIP := $(VENV)/bin/pip install -q torch==2.13.0
 
-.PHONY: test demo install bench study mutants faults gpu-check docs
+.PHONY: test test-fast demo install bench study mutants faults gpu-check docs
 
 install:
 	python3 -m venv $(VENV)
@@ -11,6 +11,10 @@ install:
 test: install
 	sh scripts/install-browser.sh
 	$(VENV)/bin/pytest
+
+# While changing code: the tests not marked slow, without reinstalling (after one `make install`).
+test-fast:
+	$(VENV)/bin/pytest -m "not slow" -q
 
 demo:
 	python3 -m venv $(VENV)

@@ -165,9 +165,16 @@ def _variant(text: str) -> dict:
 # --plain/--charnn replace it. Results and the reasons for each grid are in
 # docs/transformer-benchmarks.md.
 GRIDS = {
+    # round 1 (2026-12-06): learning rate, bf16 and width for the plain recipe; EMA and bf16 for charnn
     "60s": {"plain": ["lr=3e-3", "lr=6e-3", "lr=3e-3,precision=bf16", "lr=6e-3,precision=bf16",
                       "lr=3e-3,width=192,heads=6", "lr=3e-3,layers=2,width=192,heads=6"],
             "charnn": ["lr=6e-3", "lr=6e-3,ema=0.995", "lr=6e-3,precision=bf16", "lr=6e-3,ema=0.995,precision=bf16"]},
+    # round 2: around round 1's best of each (plain 2x192 at 3e-3; charnn 4x128 with EMA), both at 2x192
+    "60s-2": {"plain": ["lr=3e-3,layers=2,width=192,heads=6", "lr=5e-3,layers=2,width=192,heads=6",
+                        "lr=2e-3,layers=2,width=192,heads=6", "lr=3e-3,layers=3,width=160,heads=5"],
+              "charnn": ["lr=6e-3,ema=0.995", "lr=4e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6",
+                         "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6",
+                         "lr=4e-3,ema=0.99,layers=2,embed=192,hidden=192,heads=6"]},
     "10min": {"plain": ["lr=3e-3", "lr=3e-3,width=192,heads=6", "lr=3e-3,layers=6,width=192,heads=6,block=128",
                         "lr=2e-3,layers=6,width=256,heads=8,block=128,precision=bf16"],
               "charnn": ["lr=3e-3", "lr=3e-3,embed=192,hidden=192,heads=6,ema=0.999"]},

@@ -156,12 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 model = ckpt.load(tmp / "bf16", "last").build_model(device)
                 rnn, readout, bare = bf16_dtypes(model, device)
-                verdict(rnn == torch.float32 and readout == torch.bfloat16, "bf16 autocast keeps the recurrence fp32",
-                        f"recurrence {rnn}, read-out {readout}")
+                from charnn.model import fp32_recurrence
+
+                want = torch.float32 if fp32_recurrence(device) else torch.bfloat16  # a GPU's fp32, a CPU's bf16
+                verdict(rnn == want and readout == torch.bfloat16, "bf16 autocast runs the recurrence as charnn's rule says",
+                        f"recurrence {rnn} (the rule: {want} on {device}), read-out {readout}")
                 info(f"nn.{model.cfg.cell.upper()} called bare under bf16 autocast on {device} returns {bare} "
                      f"(charnn does not call it so)")
             except Exception as e:  # noqa: BLE001 - one failed check must not hide the others
-                verdict(False, "bf16 autocast keeps the recurrence fp32", f"{type(e).__name__}: {e}")
+                verdict(False, "bf16 autocast runs the recurrence as charnn's rule says", f"{type(e).__name__}: {e}")
 
         # 3. A run killed after its second checkpoint and resumed equals a straight run.
         def killed_and_resumed(key: int, extra: list, env: dict = env):

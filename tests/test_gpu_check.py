@@ -15,7 +15,7 @@ import gpu_check  # noqa: E402
 from charnn.config import ModelConfig  # noqa: E402
 from charnn.model import CharRNN  # noqa: E402
 
-CHECKS = ["train fp32", "train bf16", "bf16 autocast keeps the recurrence fp32",
+CHECKS = ["train fp32", "train bf16", "bf16 autocast runs the recurrence as charnn's rule says",
           "resumed equals a straight run (no dropout, 2 layers)", "resumed equals a straight run (dropout 0.1, 1 layer)",
           "sample (the same seed twice", "torchrun over 2 cpu processes", "bench GPU rows",
           "--cuda-graph trains the same run as without", "resumed equals a straight run (--cuda-graph, dropout 0.1"]
@@ -42,12 +42,14 @@ def test_without_a_gpu_it_says_so_and_exits_0(capsys, monkeypatch):
     assert "no GPU here" in capsys.readouterr().out
 
 
-def test_the_bf16_check_sees_a_recurrence_that_autocast_runs_in_bf16(monkeypatch):
+def test_the_bf16_check_sees_which_precision_the_recurrence_ran_in(monkeypatch):
+    from charnn import model as model_module
+
     model = CharRNN(ModelConfig(cell="lstm", layers=1, hidden=16, embed=8, dropout=0.0, vocab_size=20)).eval()
+    assert gpu_check.bf16_dtypes(model, "cpu")[:2] == (torch.bfloat16, torch.bfloat16)  # a CPU's rule: bf16
+    # under a GPU's rule (the recurrence kept fp32) the check must see fp32
+    monkeypatch.setattr(model_module, "fp32_recurrence", lambda device_type: True)
     assert gpu_check.bf16_dtypes(model, "cpu")[:2] == (torch.float32, torch.bfloat16)
-    # without charnn's guard (the model no longer sees autocast as on) the check must see bf16
-    monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)
-    assert gpu_check.bf16_dtypes(model, "cpu")[0] == torch.bfloat16
 
 
 def test_a_refusal_under_torchrun_counts_as_one_line_despite_torchruns_own_traceback(tmp_path):
