@@ -175,9 +175,14 @@ GRIDS = {
               "charnn": ["lr=6e-3,ema=0.995", "lr=4e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6",
                          "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6",
                          "lr=4e-3,ema=0.99,layers=2,embed=192,hidden=192,heads=6"]},
-    "10min": {"plain": ["lr=3e-3", "lr=3e-3,width=192,heads=6", "lr=3e-3,layers=6,width=192,heads=6,block=128",
-                        "lr=2e-3,layers=6,width=256,heads=8,block=128,precision=bf16"],
-              "charnn": ["lr=3e-3", "lr=3e-3,embed=192,hidden=192,heads=6,ema=0.999"]},
+    # the first 10-minute pair (2026-12-06): one shape for both, charnn with its weight average
+    "10min": {"plain": ["lr=3e-3,layers=4,width=192,heads=6"],
+              "charnn": ["lr=3e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6"]},
+    # to sweep next: depth, width and context at 10 minutes
+    "10min-sweep": {"plain": ["lr=3e-3", "lr=3e-3,layers=2,width=192,heads=6",
+                              "lr=3e-3,layers=6,width=192,heads=6,block=128",
+                              "lr=2e-3,layers=6,width=256,heads=8,block=128,precision=bf16"],
+                    "charnn": ["lr=3e-3,ema=0.999", "lr=3e-3,ema=0.999,layers=6,embed=192,hidden=192,heads=6,block=128"]},
 }
 
 
