@@ -182,7 +182,7 @@ GRIDS = {
     "10min-sweep": {"plain": ["lr=3e-3", "lr=3e-3,layers=2,width=192,heads=6",
                               "lr=3e-3,layers=6,width=192,heads=6,block=128",
                               "lr=2e-3,layers=6,width=256,heads=8,block=128,precision=bf16"],
-                    "charnn": ["lr=3e-3,ema=0.999", "lr=3e-3,ema=0.999,layers=6,embed=192,hidden=192,heads=6,block=128"]},
+                    "charnn": ["lr=3e-3,ema=0.999", "lr=3e-3,ema=0.999,layers=6,embed=192,hidden=192,heads=6,block=128,seq_len=128"]},
 }
 
 
