@@ -12,7 +12,8 @@ test: install
 	sh scripts/install-browser.sh
 	$(VENV)/bin/pytest
 
-# While changing code: the tests not marked slow, without reinstalling (after one `make install`).
+# While changing code: the tests not marked slow, without reinstalling (after one `make install`):
+# 612 tests in 9 minutes on 2 cores (2026-12-06), against 14.5 for the whole suite.
 test-fast:
 	$(VENV)/bin/pytest -m "not slow" -q
 
