@@ -113,3 +113,21 @@ def test_tests_share_helpers_through_one_module_and_leave_the_environment_as_the
                 assert not any(a.name.startswith("test_") for a in node.names), path.name
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(pop|update|setdefault)\(", text), path.name
+
+
+def test_every_mutant_still_finds_the_source_it_breaks():
+    """scripts/mutants.py replaces exact source text: a refactor that moves it must move the mutant
+    too, or `make mutants` silently tests nothing."""
+    import importlib.util
+    import sys
+
+    path = PKG.parents[1] / "scripts" / "mutants.py"
+    spec = importlib.util.spec_from_file_location("charnn_mutants", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(spec.name, None)
+    stale = [m.name for m in module.MUTANTS if (PKG / m.file).read_text(encoding="utf-8").count(m.old) != 1]
+    assert stale == []
