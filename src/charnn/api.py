@@ -19,9 +19,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +88,6 @@ def _transformer_defaults(cfg: RunConfig, given: dict) -> None:
         cfg.train.seq_len = m.block
 
 
-def _notebook_bar() -> bool:
-    """In Jupyter with ipywidgets: a progress widget (without, a line per evaluation)."""
-    if "ipykernel" not in sys.modules:
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass
 class Run:
     """A training run on disk and how its training ended."""
@@ -109,6 +97,7 @@ class Run:
     stopped_by: str  # max-steps, max-time, max-epochs, patience, interrupt, ...
     best_val_loss: float  # nats per unit (character or token) on the validation split
     best_bpc: float | None  # bits per character of the same (None when unmeasured)
+    result: object = field(default=None, repr=False)  # everything the trainer reported (signal, ...)
 
     def load(self, checkpoint: str = "best", device: str = "cpu") -> Model:
         """The run's model: checkpoint "best", "last" or "step:N" (a kept one)."""
@@ -135,7 +124,6 @@ def train(text: str | Path | None = None, out: str | Path = "runs/charnn", *, pr
     """
     from charnn.trainer import train as train_run
 
-    progress = True if progress is None and _notebook_bar() else progress
     if resume:
         asked = dict(settings)
         if text is not None:
@@ -154,9 +142,7 @@ def train(text: str | Path | None = None, out: str | Path = "runs/charnn", *, pr
         res = train_run(cfg, out, init_from=init_from, progress=progress)
     best = res.best_val_loss_whole if res.best_val_loss_whole is not None else res.best_val_loss
     bpc = res.best_bpc if res.best_bpc is not None else (best / math.log(2) if res.units != "tokens" else None)
-    run = Run(Path(res.run_dir), res.steps, res.epoch, res.stopped_by, best, bpc)
-    run.result = res  # everything the trainer reported (signal, whole-split characters, ...)
-    return run
+    return Run(Path(res.run_dir), res.steps, res.epoch, res.stopped_by, best, bpc, res)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> Model:

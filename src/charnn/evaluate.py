@@ -50,12 +50,8 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
             raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
                               f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
                               f"scores any file)") from None
-        if d.documents:  # the file's documents, framed as training framed them (in the file's order), after
-            # an end symbol, so that every character is scored, each document's first one included
-            docs = split_documents(enc.vocab.decode(enc.ids), d.documents)
-            if loaded.config.model.labels:
-                return Text(_labelled_file(loaded, docs, text), text, before)
-            return Text(loaded.vocab.encode(END + framed(docs)), text, before)
+        if d.documents:  # the file's documents, framed as training framed them (string_ids)
+            return Text(string_ids(loaded, enc.vocab.decode(enc.ids), text), text, before)
         ids = (np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None
                else tokens.encode(enc.vocab.decode(enc.ids)))
         return Text(ids, text, before)
@@ -79,8 +75,10 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
 
 def string_ids(loaded, text: str, what: str = "the text") -> np.ndarray:
     """A string in the model's vocabulary, read as ``model_text`` reads a UTF-8 file holding it:
-    a documents run's documents framed as training framed them (a labelled run's each with its
-    label), a token model's text tokenised by its tokenizer; unknown characters are an error."""
+    a documents run's documents framed as training framed them, in the text's order, after an end
+    symbol, so that every character is scored, each document's first one included (a labelled
+    run's each with its label); a token model's text tokenised by its tokenizer; unknown
+    characters are an error."""
     d = loaded.config.data
     if d.documents:
         docs = split_documents(text, d.documents)

@@ -11,7 +11,7 @@ import numpy as np
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
-from charnn.evaluate import model_text
+from charnn.evaluate import model_text, string_ids
 from charnn.model import CharRNN
 from charnn.vocab import TokenVocab, Vocab
 
@@ -63,23 +63,20 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
     ids, what, before = source.ids, source.what, source.before
     if chars and len(ids) > chars:
         ids = ids[:chars]
-    ids = np.asarray(ids)
+    return _subject(loaded, model, np.asarray(ids), what, before)
+
+
+def subject_of_string(loaded: ckpt.Checkpoint, model: CharRNN, text: str, what: str = "the text") -> Subject:
+    """A subject from a string in memory (the Python API's texts), read as a file of it is."""
+    return _subject(loaded, model, string_ids(loaded, text, what), what, np.zeros(0, dtype=np.int64))
+
+
+def _subject(loaded: ckpt.Checkpoint, model: CharRNN, ids: np.ndarray, what: str, before: np.ndarray) -> Subject:
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
     table = np.array(display_chars(loaded.vocab), dtype=object)
     return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what,
                    "".join(table[before.astype(np.int64)]), before.astype(np.int64))
-
-
-def subject_of_string(loaded: ckpt.Checkpoint, model: CharRNN, text: str, what: str = "the text") -> Subject:
-    """A subject from a string in memory (the Python API's texts), read as a file of it is."""
-    from charnn.evaluate import string_ids
-
-    ids = string_ids(loaded, text, what)
-    if len(ids) < 2:
-        raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
-    table = np.array(display_chars(loaded.vocab), dtype=object)
-    return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what)
 
 
 def training_ids(subject: Subject) -> np.ndarray:

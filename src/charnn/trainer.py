@@ -291,7 +291,8 @@ class WeightAverage:
 
 
 def _bar_class():
-    """tqdm's notebook widget inside Jupyter when ipywidgets is there; the text bar elsewhere."""
+    """tqdm's notebook widget inside Jupyter when ipywidgets is there (shown unless progress is
+    False: the widget does not ask for a terminal); the text bar elsewhere."""
     if "ipykernel" in sys.modules:
         try:
             import ipywidgets  # noqa: F401

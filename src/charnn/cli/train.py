@@ -250,15 +250,17 @@ def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.api import Model
     from charnn.devices import pick_device
-    from charnn.sample import check_options, parse_clamp
+    from charnn.sample import check_options
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
     if args.prime_file is not None:
         args.prime = _prime_file(args)
     loaded = ckpt.load(args.run, args.checkpoint)
-    model = loaded.build_model(pick_device(args.device))
+    # the Python API's Model: its sample gives the same text for the same settings and seed
+    api_model = Model(loaded, pick_device(args.device), clamp=args.clamp)
+    model = api_model.net
     opts = dict(prime=args.prime, length=args.length, seed=args.seed, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=parse_clamp(args.clamp, loaded.config.model))
+                top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=api_model.pins)
     out = sys.stdout
     if args.beam is not None:
         return _beam(args, model, loaded)
@@ -268,8 +270,6 @@ def cmd_sample(args) -> int:
         raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
-    # the Python API's Model.sample: the same text for the same settings and seed
-    api_model = Model(loaded, net=model, clamp=args.clamp)
     kw = dict(length=args.length, seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               stop=args.stop)
     if args.num == 1:  # streamed as it is generated
