@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 # train; the web pages never import training code. The Python API (api) sits under the command line,
 # which calls it; the package's __init__ only re-exports the API, loading it when first asked for.
 RANK = {"__init__": 9, "errors": -1, "log": -1, "files": 0, "config": 0, "vocab": 0, "brackets": 0, "documents": 0, "plots": 0,
-        "curves": 0,
+        "curves": 0, "optim": 0,
         "transformer": 1, "devices": 1,
         "corpus": 2, "model": 2, "samplestats": 2, "distributed": 2,
         "data": 3, "stepper": 3, "cudagraph": 3,

@@ -14,7 +14,7 @@ from charnn.errors import CharnnError
 
 RECURRENT = ("lstm", "gru", "rnn")
 CELLS = (*RECURRENT, "transformer")
-OPTIMIZERS = ("adamw", "rmsprop")
+OPTIMIZERS = ("adamw", "rmsprop", "muon")
 SCHEDULES = ("cosine", "epoch-decay", "constant")
 DEFAULT_BPE_VOCAB = 1024
 MAX_BPE_VOCAB = 65536  # token ids are stored as uint16
@@ -333,6 +333,13 @@ PRESETS: dict[str, dict[str, dict]] = {
                           "dropout": 0.0},
                 "train": {"seq_len": 64, "batch_size": 12, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
                           "warmup_steps": 100, "windows": "random"}},
+    # charnn's best transformer at 60 s on a 2-core CPU (docs/transformer-benchmarks.md, round 5):
+    # wider and shallower than gpt-cpu, Muon on the blocks' matrices with a batch of 24 (its cost
+    # per step is fixed), weights averaged; x0.93-0.95 the best swept plain transformer's loss
+    "gpt-muon": {"model": {"cell": "transformer", "layers": 2, "heads": 6, "embed": 192, "hidden": 192, "block": 64,
+                           "dropout": 0.0},
+                 "train": {"seq_len": 64, "batch_size": 24, "lr": 6e-3, "optimizer": "muon", "min_lr_frac": 0.1,
+                           "weight_decay": 0.1, "warmup_steps": 100, "windows": "random", "ema": 0.995}},
     "gpt": {"model": {"cell": "transformer", "layers": 6, "heads": 6, "embed": 384, "hidden": 384, "block": 256,
                       "dropout": 0.2},
             "train": {"seq_len": 256, "batch_size": 64, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,

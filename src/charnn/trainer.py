@@ -49,6 +49,7 @@ from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
 from charnn.model import Model, build, detach_state, grow_rows
+from charnn.optim import MuonAdamW, hidden_matrices
 from charnn.sample import NonFiniteOutput, sample_text
 from charnn.samplestats import SubstringIndex, snapshot_metrics
 from charnn.vocab import TokenVocab, Vocab
@@ -95,7 +96,7 @@ def lr_at(cfg, step: int, epoch: float, progress: float) -> float:
     return t.lr * warm * (t.min_lr_frac + (1 - t.min_lr_frac) * cos)
 
 
-def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer | MuonAdamW:
     """The optimiser, in its fastest implementation for where the weights are.
 
     On the CPU PyTorch defaults to one small kernel per tensor and per operation; the fused
@@ -107,6 +108,9 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
         return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8,
                                    foreach=foreach_ok(next(model.parameters()).device.type))
     device = next(model.parameters()).device.type
+    matrices, rest = hidden_matrices(model)
+    if t.optimizer == "muon" and matrices:
+        return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None)
     return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay,
                              fused=fused_adamw_ok(device) or None)
 
