@@ -88,6 +88,22 @@ def test_sample_prints_whole_documents_that_follow_the_grammar(run):
     assert all(len(line) == 2 and line[1] in "aeiou" for line in r.stdout.split()), r.stdout  # only ended ones
 
 
+def test_a_beam_over_a_documents_run_prints_the_likeliest_whole_document(run):
+    import re
+
+    def beam(k):
+        r = charnn("sample", run / "run", "--beam", str(k))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.rstrip("\n"), float(re.search(r"log-likelihood (-?[\d.]+) nats", r.stderr).group(1))
+
+    (one, nats1), (eight, nats8) = beam(1), beam(8)
+    r = charnn("sample", run / "run", "--documents", "1", "--temperature", "0", "--json")
+    assert one == json.loads(r.stdout)["documents"][0]  # a beam of one is the greedy document
+    assert nats8 >= nats1
+    for doc in (one, eight):  # a whole name of the grammar, never the empty document training never had
+        assert doc and len(doc) % 2 == 0 and all(doc[i] in "bdkmt" and doc[i + 1] in "aeiou" for i in range(0, len(doc), 2))
+
+
 def test_evaluate_samples_reports_documents_found_in_the_training_split(run, tmp_path):
     train_docs = cut(split_documents(names(), "line"), (0.9, 0.05, 0.05), 1337)["train"]
     (tmp_path / "s.txt").write_text("\n".join(train_docs[:3] + ["zzqx"]) + "\n")

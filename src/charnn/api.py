@@ -216,6 +216,24 @@ class Model:
             return stream_pieces(self.net, self.vocab, prime, length, seed, stop=stop, **opts)
         return sample_text(self.net, self.vocab, length=length, num=num, stop=stop, prime=prime, seed=seed, **opts)
 
+    def beam(self, prime: str = "", *, width: int = 4, length: int = 200, label: str | None = None
+             ) -> tuple[str | None, float]:
+        """The most likely continuation of `prime` (without it) that a beam of `width` finds, and
+        its log-likelihood in nats; width 1 is greedy, a wider beam never scores below greedy. A
+        run trained with --documents: the most likely whole document (with the prime in front, as
+        ``sample`` gives them; `length` caps it, None when no document ends within it).
+
+            text, nats = model.beam("ROMEO:", width=8, length=100)
+        """
+        from charnn.sample import beam_document, beam_search
+
+        meta = self.loaded.meta
+        if label is not None and not meta.get("labels"):
+            raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
+        if meta.get("lead_in"):
+            return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.pins)
+        return beam_search(self.net, self.vocab, prime, length, width, self.pins)
+
     def next(self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10) -> dict[float, dict[str, float]]:
         """The next character's most likely candidates after `prime` at each temperature:
         {T: {character: probability}}, most likely first.

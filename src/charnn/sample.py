@@ -5,6 +5,7 @@ Same seed, same text: every random choice is drawn from a ``torch.Generator`` pa
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -163,14 +164,19 @@ def generate_labelled(model: Model, vocab: Vocab, label: int, lead_in: str = "",
     predicts the next document's first character), then `prime` and its own characters with
     `label`. Yields character ids."""
     check_options(temperature, top_k, top_p, length, num)
+    x = _labelled_start(model, vocab, label, lead_in, lead_label, prime).expand(num, -1)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins,
+                     offset=model.cfg.vocab_size * label)
+
+
+def _labelled_start(model: Model, vocab: Vocab, label: int, lead_in: str, lead_label: int, prime: str) -> torch.Tensor:
+    """(1, P) input ids of ``generate_labelled``'s start: the lead-in, its end symbol carrying `label`, the prime."""
     V = model.cfg.vocab_size
     lead = vocab.encode(lead_in) + V * lead_label
     if len(lead):
         lead[-1] += V * (label - lead_label)
     ids = np.concatenate([lead, vocab.encode(prime) + V * label]) if lead_in or prime else vocab.start_ids() + V * label
-    x = torch.as_tensor(ids, dtype=torch.long, device=model.head.weight.device)[None].expand(num, -1)
-    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins,
-                     offset=V * label)
+    return torch.as_tensor(ids, dtype=torch.long, device=model.head.weight.device)[None]
 
 
 def _start(model: Model, vocab: Vocab, prime: str) -> torch.Tensor:
@@ -312,40 +318,87 @@ MAX_BEAM = 64
 
 
 @torch.no_grad()
-def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4
-                ) -> tuple[str, float]:
+def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4,
+                pins: Pins | None = None) -> tuple[str, float]:
     """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
     -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
     greedy path on the way and end below it; the greedy continuation is searched too, and the
-    likelier of the two is returned, so a beam never does worse than greedy."""
+    likelier of the two is returned, so a beam never does worse than greedy. `pins` hold cells
+    as in ``generate``."""
+    _check_beam(model, width)
+    ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, pins)
+    return vocab.decode(ids), nats
+
+
+@torch.no_grad()
+def beam_document(model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "",
+                  cap: int = 500, width: int = 4, pins: Pins | None = None) -> tuple[str | None, float]:
+    """The most likely whole document (after `prime`) that a beam of `width` finds, for a run
+    trained with --documents: started as ``sample_documents`` starts one, finished by the end
+    symbol (not returned); its log-likelihood counts the end symbol. Hypotheses that end leave
+    the beam for a list of finished ones; the search stops when no open one can still beat the
+    best finished (a log-likelihood only falls as a text grows) or at `cap` units. -> (the
+    document with the prime in front, its nats), or (None, -inf) when none ended within the cap."""
+    from charnn.documents import END
+
+    _check_beam(model, width)
+    if END not in vocab.decode(range(len(vocab))):
+        raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
+                          "SPLIT to sample whole documents)")
+    lab, lead = label_numbers(meta, label)
+    x = _labelled_start(model, vocab, lab, meta.get("lead_in", ""), lead, prime)
+    ids, nats, ended = _best_of(model, x, cap + 1, width, pins, offset=model.cfg.vocab_size * lab,
+                                end=int(vocab.encode(END)[0]))
+    return (prime + vocab.decode(ids), nats) if ended else (None, -math.inf)
+
+
+def _check_beam(model: Model, width: int) -> None:
     if not 1 <= width <= MAX_BEAM:
         raise CharnnError(f"--beam must be from 1 to {MAX_BEAM}, got {width}")
     if model.training:
         raise ValueError("beam search needs the model in eval mode (dropout off)")
-    best = _beam(model, vocab, prime, length, width)
+
+
+def _best_of(model, x, length, width, pins, offset=0, end=None) -> tuple[list[int], float, bool]:
+    """The beam's best and greedy's, whichever is likelier (an ended text before an open one)."""
+    best = _beam(model, x, length, width, pins, offset, end)
     if width > 1:
-        greedy = _beam(model, vocab, prime, length, 1)
-        best = max(best, greedy, key=lambda r: r[1])
+        best = max(best, _beam(model, x, length, 1, pins, offset, end), key=lambda r: (r[2], r[1]))
     return best
 
 
-def _beam(model: Model, vocab: Vocab, prime: str, length: int, width: int) -> tuple[str, float]:
+def _beam(model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | None, offset: int,
+          end: int | None) -> tuple[list[int], float, bool]:
+    """A beam of `width` from the prime ids x (1, P) for up to `length` units: -> (the best
+    text's character ids, its nats, whether it ended at `end`, which is left out of the ids).
+    offset: what turns a character into the model's input id (a label's)."""
     from charnn.model import select_state
 
-    logits, state = model(_start(model, vocab, prime))
-    lp = torch.log_softmax(logits[:, -1].double(), -1)  # (B, V)
+    last, stepper = _read_prime(model, x, pins)
+    lp = torch.log_softmax(last.double(), -1)  # (B, V)
     scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
     seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
-    V = lp.shape[-1]
+    V, done = lp.shape[-1], (-math.inf, [])  # the best ended text
     for _ in range(length):
         cand = (scores[:, None] + lp).flatten()
-        top = cand.topk(min(width, cand.numel()))
+        top = cand.topk(min(width if end is None or width == 1 else 2 * width, cand.numel()))  # 1: greedy
         beam, char = top.indices // V, top.indices % V
         scores, seqs = top.values, torch.cat([seqs[beam], char[:, None]], 1)
-        logits, state = model(char[:, None], select_state(model, state, beam))
-        lp = torch.log_softmax(logits[:, -1].double(), -1)
+        if end is not None:
+            ended = char == end
+            if ended.any() and float(scores[ended].max()) > done[0]:
+                k = int(torch.where(ended, scores, -math.inf).argmax())
+                done = (float(scores[k]), seqs[k, :-1].tolist())
+            live = (~ended).nonzero().flatten()[:width]
+            if not len(live) or done[0] >= float(scores[live].max()):
+                return done[1], done[0], True
+            beam, char, scores, seqs = beam[live], char[live], scores[live], seqs[live]
+        stepper = make_stepper(model, select_state(model, stepper.state(), beam), stepper.pins)
+        lp = torch.log_softmax(stepper.step(char + offset).double(), -1)
+    if done[0] > -math.inf:
+        return done[1], done[0], True
     k = int(scores.argmax())
-    return vocab.decode(seqs[k].tolist()), float(scores[k])
+    return seqs[k].tolist(), float(scores[k]), False
 
 
 def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,

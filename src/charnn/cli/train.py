@@ -60,7 +60,8 @@ def _add_train(sub) -> None:
     g.add_argument("--seq-len", type=flags.count, default=None, help="characters per window (truncated BPTT length)")
     g.add_argument("--batch-size", type=flags.count, default=None, help="parallel streams per step")
     g.add_argument("--lr", type=flags.number, default=None, help="peak learning rate")
-    g.add_argument("--optimizer", choices=["adamw", "rmsprop"], default=None)
+    g.add_argument("--optimizer", choices=["adamw", "rmsprop", "muon"], default=None,
+                   help="muon: Muon on the hidden matrices, AdamW on the rest (one lr)")
     g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
     g.add_argument("--schedule", choices=["cosine", "epoch-decay", "constant"], default=None,
                    help="cosine: warmup then cosine decay over the budget; epoch-decay: char-rnn's per-epoch decay")
@@ -128,7 +129,8 @@ def _add_sample(sub) -> None:
     s.add_argument("--prime-file", default=None, metavar="FILE", help="or the text of FILE (UTF-8, at most 1 MB)")
     s.add_argument("--beam", type=flags.count, default=None, metavar="K",
                    help="print the most likely continuation a beam of K finds (K = 1: greedy; never less likely "
-                        "than greedy), with its log-likelihood; --length units")
+                        "than greedy), with its log-likelihood; --length units. A documents run: the most likely "
+                        "whole document (--label, --clamp apply; --length caps it)")
     s.add_argument("--temperature", type=flags.number, default=0.8, help="0 picks the most likely character (default 0.8)")
     s.add_argument("--top-k", type=flags.count, default=0, help="sample from the k most likely (0: off)")
     s.add_argument("--top-p", type=flags.number, default=1.0, help="nucleus sampling threshold (1: off)")
@@ -263,7 +265,7 @@ def cmd_sample(args) -> int:
                 top_k=args.top_k, top_p=args.top_p, stop=args.stop, pins=api_model.pins)
     out = sys.stdout
     if args.beam is not None:
-        return _beam(args, model, loaded)
+        return _beam(args, api_model)
     if args.show_probs:
         return _show_probs(args, model, loaded, opts["pins"])
     if args.label is not None and not loaded.meta.get("labels"):
@@ -329,12 +331,19 @@ def _prime_file(args) -> str:
         raise CharnnError(f"--prime-file {path} is not UTF-8 text") from None
 
 
-def _beam(args, model, loaded) -> int:
-    from charnn.sample import beam_search
-
-    if loaded.meta.get("labels") or loaded.meta.get("lead_in") or args.clamp:
-        raise CharnnError("--beam writes a plain continuation; it does not take documents, labels or --clamp yet")
-    text, nats = beam_search(model, loaded.vocab, args.prime, args.length, args.beam)
+def _beam(args, api_model) -> int:
+    if args.label is not None and not api_model.labels:
+        raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    text, nats = api_model.beam(args.prime, width=args.beam, length=args.length, label=args.label)
+    if api_model.loaded.meta.get("lead_in"):  # the most likely whole document
+        if text is None:
+            raise CharnnError(f"--beam {args.beam}: no document ended within {args.length} units; give a larger "
+                              "--length")
+        units = len(api_model.vocab.encode(text[len(args.prime):])) + 1
+        print(text)
+        print(f"beam {args.beam}: log-likelihood {nats:.3f} nats over {units} units, the end symbol included "
+              f"({-nats / units:.4f} nats per unit)", file=sys.stderr)
+        return 0
     print(args.prime + text)
     print(f"beam {args.beam}: log-likelihood {nats:.3f} nats over {args.length} units "
           f"({-nats / max(args.length, 1):.4f} nats per unit)", file=sys.stderr)
