@@ -200,3 +200,21 @@ def test_whole_distributions_sum_to_one_and_hold_the_probability_of_each_target(
     d = m.distributions(history, 20)
     assert d.shape == (280, 7) and np.allclose(d.sum(1), 1.0)
     assert np.allclose(d[np.arange(280), history[20:]], m.probs_of(history, 20))
+
+
+def test_discounts_estimated_out_of_range_fall_back_so_that_nothing_has_zero_probability():
+    """Chen & Goodman's estimates can be zero or negative on small texts (here D3+ = 3 - 4 y n4/n3
+    = -1: one unit seen 3 times, two seen 4 times): clipped to 0, no mass would be left for the
+    units never seen. The order falls back to KenLM's discounts (0.5, 1, 1.5) instead."""
+    ids = np.array([0] * 3 + [1] * 4 + [2] * 4)
+    m = KneserNey(1, 5, modified=True).fit(ids)
+    assert list(m.orders[0].discounts) == [0.5, 1.0, 1.5]
+    p = m.distributions(np.array([0, 1, 2, 3, 4]), 0)
+    assert np.allclose(p.sum(1), 1.0) and (p[:, 3:] > 0).all()
+    assert _chen_goodman_raw([3, 4, 4])[2] < 0  # what the fallback replaces
+
+
+def _chen_goodman_raw(counts):
+    n1, n2, n3, n4 = (sum(1 for c in counts if c == k) for k in (1, 2, 3, 4))
+    y = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+    return [k - (k + 1) * y * nk / nk1 if nk1 else y for k, nk, nk1 in ((1, n2, n1), (2, n3, n2), (3, n4, n3))]

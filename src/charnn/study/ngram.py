@@ -102,12 +102,20 @@ def _discount(counts: np.ndarray) -> float:
     return n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
 
 
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # KenLM's --discount_fallback
+
+
 def _modified_discounts(counts: np.ndarray) -> tuple[float, float, float]:
-    """Chen & Goodman's D1, D2, D3+ from the counts of counts n1..n4 (each clipped to [0, its count])."""
+    """Chen & Goodman's D1, D2, D3+ from the counts of counts n1..n4 (each at most its count).
+    On small texts an estimate can be zero or negative (D3+ = 3 - 4 y n4 / n3 when n4 > 1.5 n3):
+    clipped to 0, a context whose counts all fall there would free no mass for the units it never
+    saw, and they would get probability 0. Such an order takes KenLM's fallback discounts instead."""
     n = [int((counts == k).sum()) for k in (1, 2, 3, 4)]
     y = n[0] / (n[0] + 2 * n[1]) if n[0] + n[1] else 0.5
     d = [k - (k + 1) * y * n[k] / n[k - 1] if n[k - 1] else y for k in (1, 2, 3)]
-    return tuple(float(min(max(x, 0.0), k)) for k, x in zip((1, 2, 3), d))  # type: ignore[return-value]
+    if min(d) <= 0:
+        return FALLBACK_DISCOUNTS
+    return tuple(float(min(x, k)) for k, x in zip((1, 2, 3), d))  # type: ignore[return-value]
 
 
 class KneserNey:
