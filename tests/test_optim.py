@@ -104,3 +104,12 @@ def test_the_gpt_muon_preset_gives_its_blocks_matrices_to_muon():
     opt = make_optimizer(cfg, model)
     assert isinstance(opt, MuonAdamW) and cfg.train.ema > 0 and cfg.train.windows == "random"
     assert len(opt.parts[0].param_groups[0]["params"]) == 4 * cfg.model.layers  # qkv, attention out, MLP in and out
+
+
+def test_a_torch_without_muon_is_told_in_one_line(monkeypatch):
+    from charnn.errors import CharnnError
+
+    monkeypatch.delattr(torch.optim, "Muon")
+    model = build(ModelConfig(cell="lstm", layers=1, embed=4, hidden=8, vocab_size=7))
+    with pytest.raises(CharnnError, match="needs torch 2.9 or later .* or pass --optimizer adamw"):
+        make_optimizer(tiny_config("unused", optimizer="muon"), model)

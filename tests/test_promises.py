@@ -30,7 +30,7 @@ def test_a_second_ctrl_c_aborts_at_once():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["default", "large", "long", "paper"])
+@pytest.mark.parametrize("preset", ["default", "large", "long", "paper", "gpt-muon"])
 def test_every_preset_builds_and_trains(tmp_path, preset):
     (tmp_path / "t.txt").write_text(learnable_text(3000))
     cfg = RunConfig()

@@ -110,6 +110,9 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     device = next(model.parameters()).device.type
     matrices, rest = hidden_matrices(model)
     if t.optimizer == "muon" and matrices:
+        if not hasattr(torch.optim, "Muon"):
+            raise CharnnError(f"--optimizer muon needs torch 2.9 or later (this is {torch.__version__}): upgrade torch, "
+                              "or pass --optimizer adamw")
         return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None)
     return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay,
                              fused=fused_adamw_ok(device) or None)
