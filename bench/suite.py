@@ -1,10 +1,12 @@
 """The benchmark suite (issue #5): one table, our figure beside a reference measured in the same run.
 
-    make bench                      # every row (about 35 minutes on 2 cores)
+    make bench                      # every row (about 40 minutes on 2 cores)
     python bench/suite.py --quick   # skip the 10-minute time-to-quality row and the big corpus
     python bench/suite.py --only sampling,throughput
 
-Rows: time to quality on tiny Shakespeare (60 s and 10 min), training throughput (2x512 b50 s50,
+Rows: time to quality on tiny Shakespeare (60 s and 10 min; the transformer at 60 s against the
+best swept plain transformer), the bf16 training step against fp32 with each one's share of its
+matmul peak, training throughput (2x512 b50 s50,
 3x512 b100 s100) with GFLOP/s and the share of a measured matmul peak, batch-1 and batched
 sampling of a 3x512 LSTM, evaluation speed, and preparing a half-gigabyte corpus (speed, peak
 memory) then training on it (peak memory). Speeds are medians of repeats; timings on a shared
@@ -415,6 +417,10 @@ def serving():
 # nanoGPT's own CPU recipe (its README's "baby GPT" shrunk for a CPU), as issue #16 measured it on
 # this machine; it is not rerun here (it is not part of this repository), only printed beside the rows.
 NANOGPT = {60: "1.886 nats in 59 s", 600: "1.535 nats in 9.5 minutes"}
+# the transformer row's pair at 60 s: the best plain transformer of the sweeps and charnn's best
+# (bench/transformer.py GRIDS; docs/transformer-benchmarks.md)
+GPT_60S = {"plain": "lr=3e-3,layers=2,width=192,heads=6",
+           "charnn": "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"}
 
 
 def time_to_quality(budget: float, preset: str, plain: dict, target: float, target_ratio: float):
@@ -441,7 +447,8 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
     n_train = int(len(enc.ids) * 0.9)
     ref_loss, ref_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **plain)
     crnn_loss, crnn_steps = ttq.plain_recipe(enc.ids, n_train, len(enc.vocab), budget, char_rnn=True)
-    what = (f"{plain.get('layers', 2)}x{plain.get('hidden', 512)} nn.LSTM, dropout {plain.get('dropout', 0.2)}, "
+    what = (f"{plain.get('layers', 2)}x{plain.get('hidden', 512)} nn.LSTM ({plain.get('precision', 'fp32')}), "
+            f"dropout {plain.get('dropout', 0.2)}, "
             f"AdamW {plain.get('lr', 3e-3):g} (weight decay {plain.get('weight_decay', 0.01):g}) warmup + cosine, "
             f"carried state")
     # issue #16's target is a ratio to the better of the two plain recipes, measured in this run (absolute
@@ -458,6 +465,62 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
         res.last_val_loss, crnn_loss, "nats", higher_better=False,
         note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps; "
              f"for scale, nanoGPT's CPU recipe on this machine (issue #16, not rerun): {NANOGPT.get(budget, 'not measured at this budget')}")
+
+
+def transformer_time_to_quality(budget: float, plain: str, ours: str, target_ratio: float):
+    """charnn's transformer (settings over the gpt-cpu preset) against the best plain transformer of
+    bench/transformer.py's sweep for this budget (GRIDS there; docs/transformer-benchmarks.md),
+    trained in the same run, plain first."""
+    import transformer as tr
+    from time_to_quality import _settings
+
+    from charnn.data import prepare
+
+    data = SHARED / "tinyshakespeare.txt"
+    if not data.exists():
+        print(f"  skipped transformer time to quality: {data} is absent", file=sys.stderr)
+        return
+    enc = prepare(str(data))
+    n_train = int(len(enc.ids) * 0.9)
+    ref_loss, ref_steps = tr.plain_gpt(enc.ids, n_train, len(enc.vocab), budget, **_settings(plain))
+    loss, steps = tr.charnn_gpt(data, budget, **_settings(ours))
+    row(f"transformer time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs the best swept plain "
+        "transformer", loss, ref_loss, "nats", higher_better=False,
+        note=f"charnn gpt-cpu with {ours}, {steps} steps; reference: plain transformer (nanoGPT's recipe) with "
+             f"{plain}, {ref_steps} steps; ours is x{loss / ref_loss:.3f}")
+    verdict = "met" if loss / ref_loss <= target_ratio else "NOT met"
+    ROWS[-1]["target_text"] = f"ours <= x{target_ratio:g} the plain loss: {verdict}"
+
+
+def precision_speed():
+    """charnn's default model's training step in bf16 against fp32 (bench/precision.py), with each
+    one's share of its own matrix-multiply peak measured in the same run."""
+    import precision as pr
+
+    from charnn.config import ModelConfig
+    from charnn.devices import autocast
+    from charnn.model import build
+
+    p32, p16 = pr.peak(torch.float32), pr.peak(torch.bfloat16)
+    torch.manual_seed(0)
+    V, B, T = 65, 32, 32
+    model = build(ModelConfig(cell="lstm", layers=1, hidden=384, embed=64, vocab_size=V)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+
+    def step(precision):
+        with autocast("cpu", precision):
+            loss, _ = model.loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t32, t16 = _paired_times(lambda: step("fp32"), lambda: step("bf16"), repeats=7)
+    flops = pr.train_flops("lstm", 1, 384, 64, V) * B * T
+    row("training step in bf16 (CPU recurrence included), default model 1x384, 32 x 32, chars/s, vs fp32",
+        B * T / t16, B * T / t32, "chars/s",
+        note=f"fp32 reaches {100 * flops / t32 / 1e9 / p32:.0f}% of its {p32:.0f} GFLOP/s matmul peak, bf16 "
+             f"{100 * flops / t16 / 1e9 / p16:.0f}% of its {p16:.0f}")
 
 
 # ---- a corpus larger than memory ------------------------------------------------------------
@@ -539,7 +602,8 @@ def print_table() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the 10-minute row and the big corpus")
-    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,throughput,gpu,sampling,eval,serve,big")
+    ap.add_argument("--only", default="", help="comma-separated: ttq,ttq10,ttq-gpt,precision,throughput,gpu,sampling,"
+                                               "eval,serve,big")
     ap.add_argument("--big-corpus", type=Path, default=None, help="a half-gigabyte text (make_linux.py --all)")
     ap.add_argument("--gpu-device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
                     help="the GPU rows' device (auto: CUDA, else MPS, else skipped; cpu: a rehearsal of the code)")
@@ -567,9 +631,15 @@ def main() -> int:
     if want("serve"):
         serving()
     if want("ttq"):
-        time_to_quality(60, "default", {"hidden": 256, "dropout": 0.0, "lr": 3e-3}, 1.50, 0.95)
+        # the best plain recipe of the 60 s sweep (time_to_quality.GRIDS "60s", "60s-2"; docs/benchmarks.md)
+        time_to_quality(60, "default", {"layers": 1, "hidden": 512, "dropout": 0.0, "lr": 8e-3, "precision": "bf16"},
+                        1.50, 0.95)
     if want("ttq10"):
         time_to_quality(600, "large", {}, 1.40, 0.97)
+    if want("ttq-gpt"):
+        transformer_time_to_quality(60, GPT_60S["plain"], GPT_60S["charnn"], 0.97)
+    if want("precision"):
+        precision_speed()
     if want("big"):
         big_corpus(args.big_corpus)
     print_table()

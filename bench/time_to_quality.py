@@ -6,6 +6,7 @@ BUDGET seconds, and in the same run the strongest plain recipe we know (``plain_
 full-validation losses and their ratio. `make bench` runs it per budget, with char-rnn's defaults too.
 
     python bench/time_to_quality.py [--budget 60] [--preset default] [--skip-reference]
+    python bench/time_to_quality.py --grid 60s --repeats 3 [--plain "lr=5e-3;..."] [--charnn "default:..."]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charnn.config import RunConfig, apply_preset
+from charnn.config import ModelConfig, RunConfig, apply_preset
 from charnn.data import prepare
 from charnn.evaluate import evaluate
 from charnn.trainer import train
@@ -31,7 +32,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespear
 
 def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers: int = 2, hidden: int = 512,
                  embed: int = 64, dropout: float = 0.2, batch: int = 32, seq: int = 64, lr: float = 3e-3,
-                 warmup: int = 100, weight_decay: float = 0.01, char_rnn: bool = False) -> tuple[float, int]:
+                 warmup: int = 100, weight_decay: float = 0.01, char_rnn: bool = False, precision: str = "fp32"
+                 ) -> tuple[float, int]:
     """The strongest plain recipes we know, in a few lines of PyTorch (issue #16).
 
     Default: the recipe that drew level with charnn's old `large` preset at 10 minutes: 2x512 with
@@ -39,6 +41,8 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
     from window to window, AdamW (betas 0.9, 0.99) at 3e-3 with 100 warmup steps and a cosine
     decay to 5% over the wall-time budget, gradient clipping at 1; weight_decay is AdamW's
     (PyTorch's default 0.01 unless given).
+    precision="bf16": the forward and backward under CPU bf16 autocast (nn.LSTM included), as a user
+    would switch it on for a CPU with bf16 units; weights and AdamW stay float32, scored in float32.
     char_rnn=True: char-rnn's defaults (2x128, one-hot input, 50 x 50, RMSprop 2e-3 with decay
     0.95, the rate multiplied by 0.97 each epoch after the 10th, gradients clamped at 5).
     """
@@ -68,9 +72,11 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
         for g in opt.param_groups:
             g["lr"] = rate
         chunk = data[starts + pos + window]  # (B, T+1)
-        out, state = lstm(drop(emb(chunk[:, :-1])), state)
-        state = tuple(s.detach() for s in state)
-        loss = torch.nn.functional.cross_entropy(head(drop(out)).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out, state = lstm(drop(emb(chunk[:, :-1])), state)
+            logits = head(drop(out))
+        state = tuple(s.detach().float() for s in state)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, vocab), chunk[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
         if char_rnn:
@@ -88,6 +94,7 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
         def __init__(self):
             super().__init__()
             self.head = head
+            self.cfg = ModelConfig(cell="lstm", layers=layers, hidden=hidden, embed=embed, vocab_size=vocab)
 
         def forward(self, x, state=None):
             out, state = lstm(emb(x), state)
@@ -97,14 +104,105 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
     return evaluate(Wrapped().eval(), np.asarray(ids[n_train:])).loss, steps
 
 
+# The sweeps, as data (issue #38): "plain" entries are plain_recipe's keyword arguments, "charnn"
+# entries a preset and settings over it ("preset:key=value,..."). --grid picks one; every round
+# runs them alternated (plain, charnn, plain, ...) and prints best against best. The results and
+# the reasons for each grid are in docs/benchmarks.md.
+GRIDS = {
+    # 60 s (2026-12-06): learning rate x shape for the plain recipe (no dropout at this budget), fp32
+    # and bf16; charnn's default preset with AdamW and with Muon
+    "60s": {"plain": ["layers=2,hidden=256,dropout=0,lr=5e-3", "layers=2,hidden=256,dropout=0,lr=8e-3",
+                      "layers=1,hidden=512,dropout=0,lr=5e-3", "layers=1,hidden=512,dropout=0,lr=8e-3",
+                      "layers=2,hidden=256,dropout=0,lr=5e-3,precision=bf16",
+                      "layers=1,hidden=512,dropout=0,lr=5e-3,precision=bf16",
+                      "layers=1,hidden=768,dropout=0,lr=5e-3,precision=bf16"],
+            "charnn": ["default:", "default:optimizer=muon,lr=6e-3", "default:optimizer=muon,lr=1.2e-2"]},
+    # rounds 2 and 3 at 60 s: the best of round 1 of each (plain 1x512 in bf16; charnn with Muon), the
+    # plain recipe at a higher rate, charnn's Muon with a larger batch (its Newton-Schulz cost is per step)
+    "60s-2": {"plain": ["layers=1,hidden=512,dropout=0,lr=5e-3,precision=bf16",
+                        "layers=1,hidden=512,dropout=0,lr=8e-3,precision=bf16"],
+              "charnn": ["default:", "default:optimizer=muon,lr=6e-3", "default:optimizer=muon,lr=8e-3,batch_size=64"]},
+    # characters against byte-pair tokens at 60 s (issue #38), charnn's default preset either way
+    "units-60s": {"plain": [], "charnn": ["default:", "default:unit=bpe,bpe_vocab=256", "default:unit=bpe,bpe_vocab=512",
+                                          "default:unit=bpe,bpe_vocab=1024"]},
+}
+
+
+def _settings(text: str) -> dict:
+    """'lr=5e-3,precision=bf16' -> {'lr': 0.005, 'precision': 'bf16'}"""
+    out: dict = {}
+    for part in filter(None, text.split(",")):
+        k, v = part.split("=")
+        try:
+            out[k] = float(v) if any(c in v for c in ".e") else int(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def charnn_run(text: Path, budget: float, preset: str = "default", **settings) -> tuple[float, int]:
+    """charnn's run (a preset, settings over it) for `budget` seconds -> (its end-of-run loss on
+    the whole validation split, steps)."""
+    cfg = RunConfig()
+    apply_preset(cfg, preset)
+    cfg.data.text, cfg.data.split = str(text), (0.9, 0.1, 0.0)
+    cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10 ** 9, ()
+    cfg.train.keep_checkpoints = "none"
+    for k, v in settings.items():
+        setattr(next(c for c in (cfg.model, cfg.data, cfg.train) if hasattr(c, k)), k, v)
+    cfg.train.eval_chars = 0  # the end-of-run evaluation reads the whole split (so do the plain models')
+    with tempfile.TemporaryDirectory() as d:
+        res = train(cfg, Path(d) / "run", progress=False)
+    if res.units != "chars":  # a token model: nats per character of the same validation text
+        return res.best_bpc * math.log(2), res.steps
+    return res.last_val_loss, res.steps
+
+
+def sweep(budget: float, plain: list[str], charnn: list[str], repeats: int) -> None:
+    """Alternates the plain recipe's runs with charnn's, `repeats` rounds; prints each run as it
+    ends, then the table and each round's best against best."""
+    enc = prepare(str(DATA))
+    n_train = int(len(enc.ids) * 0.9)
+    rows = []
+    for r in range(repeats):
+        for k in range(max(len(plain), len(charnn))):
+            if k < len(plain):
+                loss, steps = plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **_settings(plain[k]))
+                rows.append((f"plain, {plain[k]}", r, loss, steps))
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+            if k < len(charnn):
+                preset, _, rest = charnn[k].partition(":")
+                loss, steps = charnn_run(DATA, budget, preset, **_settings(rest))
+                rows.append((f"charnn {charnn[k]}", r, loss, steps))
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    print(f"\n{budget:g} s each, tiny Shakespeare 90/10, whole validation split\n"
+          "| recipe | round | val loss (nats per character) | steps |\n|---|---|---|---|")
+    for name, r, loss, steps in rows:
+        print(f"| {name} | {r} | {loss:.4f} | {steps} |")
+    for r in range(repeats if plain and charnn else 0):
+        best = {fam: min((row for row in rows if row[1] == r and row[0].startswith(fam)), key=lambda row: row[2])
+                for fam in ("plain", "charnn")}
+        print(f"round {r}: best charnn {best['charnn'][2]:.4f} ({best['charnn'][0]}) / best plain "
+              f"{best['plain'][2]:.4f} ({best['plain'][0]}) = x{best['charnn'][2] / best['plain'][2]:.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--grid", choices=sorted(GRIDS), help="run a sweep of GRIDS instead (plain recipes against charnn runs)")
+    ap.add_argument("--plain", help="with --grid: plain runs instead of the grid's, ';' between runs")
+    ap.add_argument("--charnn", help="with --grid: charnn runs (preset:settings) instead of the grid's, ';' between runs")
+    ap.add_argument("--repeats", type=int, default=1, help="with --grid: rounds")
     args = ap.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} is absent")
+        return 0
+    if args.grid:
+        grid = GRIDS[args.grid]
+        sweep(args.budget, args.plain.split(";") if args.plain else grid["plain"],
+              args.charnn.split(";") if args.charnn else grid["charnn"], args.repeats)
         return 0
     cfg = RunConfig()
     apply_preset(cfg, args.preset)

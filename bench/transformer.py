@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from suite import _paired_times
+from time_to_quality import _settings as _variant
+from time_to_quality import charnn_run
 from torch import nn
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -132,32 +133,7 @@ def plain_gpt(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers=4
 
 def charnn_gpt(text: Path, budget: float, preset: str = "gpt-cpu", **overrides) -> tuple[float, int]:
     """charnn's run for `budget` seconds; -> (its end-of-run loss on the whole validation split, steps)."""
-    from charnn.config import RunConfig, apply_preset
-    from charnn.trainer import train
-
-    cfg = RunConfig()
-    apply_preset(cfg, preset)
-    cfg.data.text, cfg.data.split = str(text), (0.9, 0.1, 0.0)
-    cfg.train.max_time, cfg.train.eval_every, cfg.train.snapshot_steps = budget, 10 ** 9, ()
-    cfg.train.keep_checkpoints = "none"
-    for k, v in overrides.items():
-        setattr(cfg.model if hasattr(cfg.model, k) else cfg.train, k, v)
-    cfg.train.eval_chars = 0  # the end-of-run evaluation reads the whole split (so do the plain model's)
-    with tempfile.TemporaryDirectory() as d:
-        res = train(cfg, Path(d) / "run", progress=False)
-    return res.last_val_loss, res.steps
-
-
-def _variant(text: str) -> dict:
-    """'lr=6e-3,precision=bf16' -> {'lr': 0.006, 'precision': 'bf16'}"""
-    out = {}
-    for part in filter(None, text.split(",")):
-        k, v = part.split("=")
-        try:
-            out[k] = float(v) if "." in v or "e" in v else int(v)
-        except ValueError:
-            out[k] = v
-    return out
+    return charnn_run(text, budget, preset, **overrides)
 
 
 # The sweeps, as data (issue #35): each entry is one run's settings over the recipe ("plain": the
@@ -178,6 +154,16 @@ GRIDS = {
     # the first 10-minute pair (2026-12-06): one shape for both, charnn with its weight average
     "10min": {"plain": ["lr=3e-3,layers=4,width=192,heads=6"],
               "charnn": ["lr=3e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6"]},
+    # round 5 (2026-12-06): charnn with --optimizer muon, and a batch of 24 windows, which Muon's
+    # fixed cost per step (5 Newton-Schulz iterations per matrix) asks for; the plain recipe gets
+    # the same batch in its sweep
+    "60s-muon": {"plain": ["lr=3e-3,layers=2,width=192,heads=6", "lr=3e-3,layers=2,width=192,heads=6,batch=24",
+                           "lr=5e-3,layers=2,width=192,heads=6,batch=24"],
+                 "charnn": ["lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24",
+                            "lr=4e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
+    # 10 minutes with Muon (2026-12-06): the 10-minute pair's plain 4x192 against charnn at that shape
+    "10min-muon": {"plain": ["lr=3e-3,layers=4,width=192,heads=6"],
+                   "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
     # to sweep next: depth, width and context at 10 minutes
     "10min-sweep": {"plain": ["lr=3e-3", "lr=3e-3,layers=2,width=192,heads=6",
                               "lr=3e-3,layers=6,width=192,heads=6,block=128",

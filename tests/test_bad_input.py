@@ -97,6 +97,8 @@ CATALOGUE = [
     (T + ["--documents", "line", "--labels", "{d}/samples.txt"], "has 10 lines but the text has 400 documents"),
     (["sample", "{d}/run", "--label", "one"], "--label: this run was trained without labels"),
     (["attribute", "{d}/run", "{d}/samples.txt"], "was trained without labels; attribution needs --documents"),
+    (["attribute", "--eval", "{d}/text.txt", "--documents", "line", "--label", "^(a)", "--out", "{d}/att", "--preset",
+      "huge"], "unknown preset 'huge'"),
     (T + ["--cell", "transformer", "--heads", "3"], "--heads 3 does not divide the transformer's width --embed 128"),
     (T + ["--cell", "transformer", "--block", "100000"], "--block 100000 is longer than the training split"),
     (T + ["--cell", "transformer", "--hidden", "64"], "a transformer's width is --embed (128): drop --hidden"),
