@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from charnn.attribution.folds import METHODS, EvalSettings, evaluate_attribution, fold_of, verdicts
+from charnn.attribution.folds import ATTRIBUTION_TRAIN, METHODS, EvalSettings, evaluate_attribution, fold_of, verdicts
 
 
 def test_folds_are_stratified_seeded_and_cover_every_document_once():
@@ -55,8 +55,10 @@ def test_attribution_eval_never_scores_a_document_a_model_trained_on(tmp_path):
     rng = random.Random(3)
     (tmp_path / "c.txt").write_text(corpus(rng))
     s = EvalSettings(documents=r"^ESSAY \d+$", label=r"^(A|B)$", folds=3, max_time=0, max_steps=150, preset="tiny",
-                     extra={"eval_every": 150, "threads": 1})
+                     train=ATTRIBUTION_TRAIN, extra={"eval_every": 150, "threads": 1})
     res = evaluate_attribution(str(tmp_path / "c.txt"), tmp_path / "out", s, progress=lambda m: None)
+    saved = json.loads((tmp_path / "out" / "fold-1" / "config.json").read_text())["train"]
+    assert {k: saved[k] for k in ATTRIBUTION_TRAIN} == ATTRIBUTION_TRAIN  # attribution's own settings reach its models
     folds = json.loads((tmp_path / "out" / "folds.json").read_text())["folds"]
     assert sorted(sum(folds, [])) == list(range(20))  # every labelled essay scored once, none of the unknown
     text = (tmp_path / "c.txt").read_text()

@@ -45,6 +45,13 @@ PNG_MARKER = b"charnn attribution"
 CSV_HEADER = ["method", "accuracy", "correct", "documents"]
 
 
+# The training settings over the `default` preset for attribution's models: AdamW at 1.2e-2 with
+# 32 streams (the default preset before it took Muon). Measured on the Federalist (5 folds, 60 s a
+# model, 2026-12-06): 62 of 70 and 11 of 12 disputed essays to Madison with these; 60 of 70 and 6
+# of 12 with the default preset's Muon at 8e-3 and 64 streams (docs/attribution-federalist.md).
+ATTRIBUTION_TRAIN = {"optimizer": "adamw", "lr": 1.2e-2, "batch_size": 32}
+
+
 @dataclass
 class EvalSettings:
     documents: str
@@ -56,7 +63,8 @@ class EvalSettings:
     order: int = 4  # the n-gram baselines' order
     words: int = 150  # Burrows' Delta: most frequent words
     k: int = 3  # gzip: neighbours
-    preset: str = "default"  # charnn's model and optimiser (tests: tiny)
+    preset: str = "default"  # charnn's model and optimiser (tests: tiny) ...
+    train: dict | None = None  # ... and TrainConfig fields over it (the CLI: ATTRIBUTION_TRAIN unless --preset)
     extra: dict | None = None  # more TrainConfig fields (tests)
 
 
@@ -171,7 +179,8 @@ def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettin
         apply_preset(cfg, s.preset)
         d = cfg.data
         d.text, d.documents, d.label, d.split = str(run.parent / f"{run.name}.txt"), s.documents, s.label, (0.9, 0.1, 0.0)
-        for k, v in {"max_time": s.max_time, "max_steps": s.max_steps, "seed": s.seed, **(s.extra or {})}.items():
+        for k, v in {**(s.train or {}), "max_time": s.max_time, "max_steps": s.max_steps, "seed": s.seed,
+                     **(s.extra or {})}.items():
             setattr(cfg.train, k, v)
         return cfg.validate()
 
