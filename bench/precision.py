@@ -43,31 +43,37 @@ def peak(dtype: torch.dtype, n: int = 2048) -> float:
     return 2 * n ** 3 * 10 / (time.perf_counter() - t) / 1e9
 
 
-def speed() -> None:
+def step_times(cell: str, layers: int, hidden: int, B: int, T: int) -> tuple[float, float, float]:
+    """charnn's training step for this model in fp32 and in bf16, timed alternately: -> (fp32
+    seconds, bf16 seconds, FLOPs of one step)."""
     from charnn.config import ModelConfig
     from charnn.devices import autocast
     from charnn.model import build
 
+    V = 65
+    torch.manual_seed(0)
+    model = build(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=64, vocab_size=V)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+
+    def step(precision):
+        with autocast("cpu", precision):
+            loss, _ = model.loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t32, t16 = _paired_times(lambda: step("fp32"), lambda: step("bf16"), repeats=7)
+    return t32, t16, train_flops(cell, layers, hidden, 64, V) * B * T
+
+
+def speed() -> None:
     p32, p16 = peak(torch.float32), peak(torch.bfloat16)
     print(f"matmul peak: fp32 {p32:.0f} GFLOP/s, bf16 {p16:.0f} GFLOP/s (x{p16 / p32:.2f})\n")
     print("| model, batch x window | fp32 chars/s | bf16 chars/s | bf16 / fp32 | fp32 % of its peak | bf16 % of its peak |")
     print("|---|---|---|---|---|---|")
-    V = 65
     for cell, layers, hidden, B, T in SHAPES:
-        torch.manual_seed(0)
-        model = build(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=64, vocab_size=V)).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-        x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
-
-        def step(precision):
-            with autocast("cpu", precision):
-                loss, _ = model.loss(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        t32, t16 = _paired_times(lambda: step("fp32"), lambda: step("bf16"), repeats=7)
-        flops = train_flops(cell, layers, hidden, 64, V) * B * T
+        t32, t16, flops = step_times(cell, layers, hidden, B, T)
         print(f"| {cell} {layers}x{hidden}, {B} x {T} | {B * T / t32:,.0f} | {B * T / t16:,.0f} | x{t32 / t16:.2f} | "
               f"{100 * flops / t32 / 1e9 / p32:.0f}% | {100 * flops / t16 / 1e9 / p16:.0f}% |", flush=True)
 

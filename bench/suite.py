@@ -497,26 +497,9 @@ def precision_speed():
     one's share of its own matrix-multiply peak measured in the same run."""
     import precision as pr
 
-    from charnn.config import ModelConfig
-    from charnn.devices import autocast
-    from charnn.model import build
-
     p32, p16 = pr.peak(torch.float32), pr.peak(torch.bfloat16)
-    torch.manual_seed(0)
-    V, B, T = 65, 32, 32
-    model = build(ModelConfig(cell="lstm", layers=1, hidden=384, embed=64, vocab_size=V)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
-
-    def step(precision):
-        with autocast("cpu", precision):
-            loss, _ = model.loss(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    t32, t16 = _paired_times(lambda: step("fp32"), lambda: step("bf16"), repeats=7)
-    flops = pr.train_flops("lstm", 1, 384, 64, V) * B * T
+    B, T = 32, 32
+    t32, t16, flops = pr.step_times("lstm", 1, 384, B, T)
     row("training step in bf16 (CPU recurrence included), default model 1x384, 32 x 32, chars/s, vs fp32",
         B * T / t16, B * T / t32, "chars/s",
         note=f"fp32 reaches {100 * flops / t32 / 1e9 / p32:.0f}% of its {p32:.0f} GFLOP/s matmul peak, bf16 "

@@ -159,22 +159,29 @@ def charnn_run(text: Path, budget: float, preset: str = "default", **settings) -
 
 
 def sweep(budget: float, plain: list[str], charnn: list[str], repeats: int) -> None:
-    """Alternates the plain recipe's runs with charnn's, `repeats` rounds; prints each run as it
-    ends, then the table and each round's best against best."""
+    """The LSTM sweep: plain_recipe's runs against charnn's ("preset:settings"), alternated."""
     enc = prepare(str(DATA))
     n_train = int(len(enc.ids) * 0.9)
+
+    def run_charnn(spec: str) -> tuple[float, int]:
+        preset, _, rest = spec.partition(":")
+        return charnn_run(DATA, budget, preset, **_settings(rest))
+
+    alternate(budget, plain, charnn, repeats,
+              lambda spec: plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **_settings(spec)), run_charnn)
+
+
+def alternate(budget: float, plain: list[str], charnn: list[str], repeats: int, run_plain, run_charnn) -> None:
+    """Alternates run_plain(spec) with run_charnn(spec) (each -> (val loss, steps)), `repeats`
+    rounds; prints each run as it ends, then the table and each round's best against best."""
     rows = []
     for r in range(repeats):
         for k in range(max(len(plain), len(charnn))):
-            if k < len(plain):
-                loss, steps = plain_recipe(enc.ids, n_train, len(enc.vocab), budget, **_settings(plain[k]))
-                rows.append((f"plain, {plain[k]}", r, loss, steps))
-                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-            if k < len(charnn):
-                preset, _, rest = charnn[k].partition(":")
-                loss, steps = charnn_run(DATA, budget, preset, **_settings(rest))
-                rows.append((f"charnn {charnn[k]}", r, loss, steps))
-                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+            for fam, specs, run in (("plain", plain, run_plain), ("charnn", charnn, run_charnn)):
+                if k < len(specs):
+                    loss, steps = run(specs[k])
+                    rows.append((f"{fam}, {specs[k] or 'defaults'}", r, loss, steps))
+                    print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\n{budget:g} s each, tiny Shakespeare 90/10, whole validation split\n"
           "| recipe | round | val loss (nats per character) | steps |\n|---|---|---|---|")
     for name, r, loss, steps in rows:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from suite import _paired_times
 from time_to_quality import _settings as _variant
-from time_to_quality import charnn_run
+from time_to_quality import alternate, charnn_run
 from torch import nn
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -172,13 +172,9 @@ GRIDS = {
 }
 
 
-def _named(variant: str) -> str:
-    return variant or "as published"
-
-
 def ttq(budget: float, plain: list[str], charnn: list[str], repeats: int) -> None:
-    """Alternates the plain recipe's runs with charnn's (settings over the gpt-cpu preset),
-    `repeats` rounds; prints every run as it ends and a table at the end."""
+    """plain_gpt's runs against charnn's (settings over the gpt-cpu preset), alternated (as the
+    LSTM's sweep: time_to_quality.alternate)."""
     from charnn.data import prepare
 
     if not DATA.exists():
@@ -186,27 +182,9 @@ def ttq(budget: float, plain: list[str], charnn: list[str], repeats: int) -> Non
         return
     enc = prepare(str(DATA))
     n_train = int(len(enc.ids) * 0.9)
-    rows = []
-    for r in range(repeats):
-        for k in range(max(len(plain), len(charnn))):
-            if k < len(plain):
-                t0 = time.perf_counter()
-                loss, steps = plain_gpt(enc.ids, n_train, len(enc.vocab), budget, **_variant(plain[k]))
-                rows.append((f"plain, {_named(plain[k])}", r, loss, steps))
-                print(f"  {rows[-1]} {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-            if k < len(charnn):
-                loss, steps = charnn_gpt(DATA, budget, **_variant(charnn[k]))
-                rows.append((f"charnn gpt-cpu, {_named(charnn[k])}", r, loss, steps))
-                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    print(f"\n{budget:g} s each, tiny Shakespeare 90/10, whole validation split\n"
-          "| recipe | round | val loss (nats) | steps |\n|---|---|---|---|")
-    for name, r, loss, steps in rows:
-        print(f"| {name} | {r} | {loss:.4f} | {steps} |")
-    for r in range(repeats):
-        best = {fam: min((row for row in rows if row[1] == r and row[0].startswith(fam)), key=lambda row: row[2])
-                for fam in ("plain", "charnn")}
-        print(f"round {r}: best charnn {best['charnn'][2]:.4f} ({best['charnn'][0]}) / best plain "
-              f"{best['plain'][2]:.4f} ({best['plain'][0]}) = x{best['charnn'][2] / best['plain'][2]:.3f}")
+    alternate(budget, plain, charnn, repeats,
+              lambda spec: plain_gpt(enc.ids, n_train, len(enc.vocab), budget, **_variant(spec)),
+              lambda spec: charnn_gpt(DATA, budget, **_variant(spec)))
 
 
 # ---- sampling with the cache --------------------------------------------------------------------
