@@ -4,6 +4,8 @@ command, no function grows past ~80 lines and no room past ~20% of the code."""
 import ast
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parents[1] / "src" / "charnn"
 
 # Lower layers never import higher ones (STYLE.md): cli -> (web, study) -> (inspect, train) ->
@@ -91,10 +93,23 @@ def test_the_package_passes_its_linter():
     ruff = Path(sys.executable).parent / "ruff"
     ruff = str(ruff) if ruff.exists() else shutil.which("ruff")
     if ruff is None:
-        import pytest
-
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
     r = subprocess.run([ruff, "check", "src"], cwd=PKG.parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_the_package_passes_its_type_checker():
+    """mypy with the project's configuration (pyproject.toml [tool.mypy]) finds nothing in src/."""
+    import shutil
+    import subprocess
+    import sys
+
+    mypy = Path(sys.executable).parent / "mypy"
+    mypy = str(mypy) if mypy.exists() else shutil.which("mypy")
+    if mypy is None:
+        pytest.skip("mypy is not installed (pip install -e '.[test]' installs it)")
+    r = subprocess.run([mypy], cwd=PKG.parents[1], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
 
 

@@ -22,11 +22,15 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from charnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_preset
 from charnn.errors import CharnnError
+
+if TYPE_CHECKING:  # the trainer loads torch and more: imported when train() runs
+    from charnn.trainer import TrainResult
 
 __all__ = ["CharnnError", "Run", "Model", "Cells", "train", "load", "build_config"]
 
@@ -97,7 +101,7 @@ class Run:
     stopped_by: str  # max-steps, max-time, max-epochs, patience, interrupt, ...
     best_val_loss: float  # nats per unit (character or token) on the validation split
     best_bpc: float | None  # bits per character of the same (None when unmeasured)
-    result: object = field(default=None, repr=False)  # everything the trainer reported (signal, ...)
+    result: TrainResult | None = field(default=None, repr=False)  # everything the trainer reported (signal, ...)
 
     def load(self, checkpoint: str = "best", device: str = "cpu") -> Model:
         """The run's model: checkpoint "best", "last" or "step:N" (a kept one)."""
@@ -198,7 +202,7 @@ class Model:
         from charnn.sample import stream as stream_pieces
 
         check_options(temperature, top_k, top_p, length, num)
-        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, pins=self.pins)
+        opts: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, pins=self.pins)
         meta = self.loaded.meta
         if label is not None and not meta.get("labels"):
             raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")

@@ -42,7 +42,7 @@ def scan(text: str, pairs: str = "()[]{}", depths: bool = False) -> Scan:
                 out.crossed += 1
             else:
                 out.matches[k] = stack.pop()[1]
-        if depths:
+        if out.depth is not None and out.innermost is not None:  # depths=True
             out.depth.append(len(stack))
             out.innermost.append(stack[-1][1] if stack else -1)
     out.left_open = len(stack)

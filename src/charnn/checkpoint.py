@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import safetensors.torch
 import torch
@@ -194,7 +195,15 @@ def load(where: str | Path, which: str = "best") -> Checkpoint:
     return Checkpoint(config, Vocab.from_json(md["vocab"]), weights, meta, tensors, path)
 
 
-def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+class Stateful(Protocol):
+    """An optimiser as a checkpoint sees it: torch's, or charnn.optim.MuonAdamW (two of torch's)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+def optimizer_to_tensors(opt: Stateful) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into tensors (for safetensors) and plain values (for JSON)."""
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -207,7 +216,7 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], js: dict) -> None:
+def optimizer_from_tensors(opt: Stateful, tensors: dict[str, torch.Tensor], js: dict) -> None:
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

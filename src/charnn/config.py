@@ -310,7 +310,7 @@ def _positive(name: str, value: int) -> None:
 # trained for half an hour or more, where the model underfits. docs/benchmarks.md
 # lists what was measured. On such a CPU one wide layer beat two narrower ones at both budgets:
 # it does the same arithmetic in fewer, larger matrix products.
-_LARGE = {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
+_LARGE: dict[str, dict] = {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
           "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
                     "ema": 0.999, "min_lr_frac": 0.2}}
 PRESETS: dict[str, dict[str, dict]] = {

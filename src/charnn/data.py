@@ -59,7 +59,7 @@ class Encoded:
         n_train = int(n * fractions[0])
         n_val = int(n * fractions[1])
         if self.bounds is not None:
-            if tuple(fractions) != tuple(self.fractions):
+            if tuple(fractions) != tuple(self.fractions or ()):
                 raise ValueError(f"this token text was cut at {self.fractions}, not {tuple(fractions)}")
             n_train, n_val = self.bounds[0], self.bounds[1] - self.bounds[0]
         return {
@@ -350,7 +350,7 @@ def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
         n += len(codes)
     if n < 2:
         raise CharnnError(f"{corp.name} holds {n} characters; a language model needs at least 2 (ideally thousands)")
-    vocab = Vocab(np.nonzero(seen)[0], unit)
+    vocab = Vocab(np.nonzero(seen)[0].tolist(), unit)
     lut = np.zeros(len(seen), dtype=vocab.dtype)
     lut[vocab.codes] = np.arange(len(vocab), dtype=vocab.dtype)
 

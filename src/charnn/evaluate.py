@@ -96,7 +96,7 @@ def _labelled_file(loaded, docs: list[str], what: str) -> np.ndarray:
         raise CharnnError(f"this run's labels came from --labels {d.labels_file}, so the documents of {what} have "
                           f"none; score them under each label with charnn attribute")
     found = doc_labels(docs, d.label)
-    unknown = sorted({lab for lab in found if lab not in names})
+    unknown = sorted({lab for lab in found if lab is not None and lab not in names})
     if unknown or None in found:
         raise CharnnError(f"{what}: {found.count(None)} documents have no label and {len(unknown)} labels are not "
                           f"the run's ({', '.join(map(repr, unknown[:5]))}); charnn attribute scores documents "

@@ -111,7 +111,7 @@ def clean_temporaries(folder: Path) -> list[Path]:
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSON-lines log (none if it does not exist); a line that is not JSON is an
     error naming it (charnn writes whole lines atomically, so only a hand edit makes one)."""
-    out = []
+    out: list[dict] = []
     if not path.exists():
         return out
     for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):

@@ -42,8 +42,9 @@ class CharRNN(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
         if cfg.labels:
             self.label_embed = nn.Embedding(cfg.labels, cfg.embed)
-        kwargs = dict(input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                      dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        kwargs: dict[str, int | float | bool | str] = dict(
+            input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         if cfg.cell == "rnn":
             kwargs["nonlinearity"] = "tanh"
         self.rnn = _RNN_CLASSES[cfg.cell](**kwargs)
@@ -129,7 +130,8 @@ class CharRNN(nn.Module):
         h0, c0 = (state if cfg.cell == "lstm" else (state, None))
         names = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}[cfg.cell]
         rec: dict[str, list[torch.Tensor]] = {k: [] for k in names}  # each: one (B, T, H) per layer
-        h_last, c_last = [], []
+        h_last: list[torch.Tensor] = []
+        c_last: list[torch.Tensor] = []
         inp = inputs(self, x)  # (B, T, E)
         for layer in range(cfg.layers):
             w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
@@ -150,12 +152,12 @@ class CharRNN(nn.Module):
             for k in names:
                 rec[k].append(torch.stack(steps[k], dim=1))  # (B, T, H)
             h_last.append(h)
-            c_last.append(c)
+            if c is not None:
+                c_last.append(c)
             inp = rec["h"][-1]  # dropout between layers is off in eval mode
         logits = self.head(inp)
         final = (torch.stack(h_last), torch.stack(c_last)) if cfg.cell == "lstm" else torch.stack(h_last)
-        rec = {k: torch.stack(v) for k, v in rec.items()}  # each (L, B, T, H)
-        return logits, final, rec
+        return logits, final, {k: torch.stack(v) for k, v in rec.items()}  # each (L, B, T, H)
 
 
 # ---- the cell equations, written once ----------------------------------------------------------
@@ -192,6 +194,7 @@ def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | 
     hw = h @ w_hh.T + b_hh  # (B, G*H)
     gates = cell_gates(cell, xw_t, hw)
     if cell == "lstm":
+        assert c is not None, "an LSTM step needs its cell state"
         c = lstm_memory(gates, c)
         if hold is not None:
             c = hold("c", c)
@@ -275,7 +278,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _rnn_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     g = GATES[cfg.cell] * cfg.hidden
-    shapes = {"embed.weight": (cfg.vocab_size, cfg.embed)}
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (cfg.vocab_size, cfg.embed)}
     for k in range(cfg.layers):
         shapes[f"rnn.weight_ih_l{k}"] = (g, cfg.embed if k == 0 else cfg.hidden)
         shapes[f"rnn.weight_hh_l{k}"] = (g, cfg.hidden)
@@ -334,7 +337,7 @@ def fp32_recurrence(device_type: str) -> bool:
 
 
 def _float_state(state: State) -> State:
-    return tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+    return (state[0].float(), state[1].float()) if isinstance(state, tuple) else state.float()
 
 
 def detach_state(state):

@@ -21,7 +21,8 @@ def hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     """(the matrices a hidden layer multiplies by, everything else): 2-D weights that are not an
     embedding's table and not the read-out (`head`)."""
     tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    matrices, rest = [], []
+    matrices: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         hidden = p.dim() == 2 and id(p) not in tables and not name.startswith("head.")
         (matrices if hidden else rest).append(p)

@@ -280,7 +280,8 @@ def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap
         raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
                           "SPLIT to sample whole documents)")
     end = int(vocab.encode(END)[0])
-    done, capped = [], 0
+    done: list[str] = []
+    capped = 0
     for k in range(DOCUMENT_ROUNDS):
         want = num - len(done)
         if want <= 0:
@@ -378,7 +379,8 @@ def _beam(model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | N
     lp = torch.log_softmax(last.double(), -1)  # (B, V)
     scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
     seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
-    V, done = lp.shape[-1], (-math.inf, [])  # the best ended text
+    V = lp.shape[-1]
+    done: tuple[float, list[int]] = (-math.inf, [])  # the best ended text
     for _ in range(length):
         cand = (scores[:, None] + lp).flatten()
         top = cand.topk(min(width if end is None or width == 1 else 2 * width, cand.numel()))  # 1: greedy

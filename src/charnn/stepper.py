@@ -13,12 +13,14 @@ at the block's length. ``make_stepper`` picks the one a model's configuration ca
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 
 from charnn.model import CharRNN, Model, State, cell_step
 from charnn.transformer import CacheStepper
 
-_CELL_OPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+_CELL_OPS: dict[str, Callable[..., Any]] = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
 
 class Stepper:
@@ -40,12 +42,14 @@ class Stepper:
         self.labels = model.label_embed.weight.detach() if model.cfg.labels else None  # (see model.inputs)
         self.head_w = model.head.weight.detach()
         self.head_b = model.head.bias.detach()
+        self.c: list[torch.Tensor] | None = None
         if self.cell == "lstm":
-            self.h = list(state[0].unbind(0))  # L x (B, H)
-            self.c = list(state[1].unbind(0))
+            h, c = state  # (h, c)
+            self.h = list(h.unbind(0))  # L x (B, H)
+            self.c = list(c.unbind(0))
         else:
+            assert isinstance(state, torch.Tensor), "a GRU's or an RNN's state is one tensor"
             self.h = list(state.unbind(0))
-            self.c = None
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
@@ -83,6 +87,6 @@ class Stepper:
 
 def make_stepper(model: Model, state, pins: dict | None = None):
     """The fast one-character-at-a-time path for this model, going on from `state`."""
-    if model.cfg.recurrent:
+    if isinstance(model, CharRNN):
         return Stepper(model, state, pins)
     return CacheStepper(model, state, pins)

@@ -12,7 +12,7 @@ import numpy as np
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import model_text, string_ids
-from charnn.model import CharRNN
+from charnn.model import Model
 from charnn.vocab import TokenVocab, Vocab
 
 CONTEXT = 20_000
@@ -20,7 +20,7 @@ CONTEXT = 20_000
 
 @dataclass
 class Subject:
-    model: CharRNN
+    model: Model
     vocab: Vocab
     loaded: ckpt.Checkpoint
     ids: np.ndarray  # (N,) the text in the model's ids
@@ -66,12 +66,12 @@ def open_subject(run: str | Path, text: str | None = None, split: str | None = N
     return _subject(loaded, model, np.asarray(ids), what, before)
 
 
-def subject_of_string(loaded: ckpt.Checkpoint, model: CharRNN, text: str, what: str = "the text") -> Subject:
+def subject_of_string(loaded: ckpt.Checkpoint, model: Model, text: str, what: str = "the text") -> Subject:
     """A subject from a string in memory (the Python API's texts), read as a file of it is."""
     return _subject(loaded, model, string_ids(loaded, text, what), what, np.zeros(0, dtype=np.int64))
 
 
-def _subject(loaded: ckpt.Checkpoint, model: CharRNN, ids: np.ndarray, what: str, before: np.ndarray) -> Subject:
+def _subject(loaded: ckpt.Checkpoint, model: Model, ids: np.ndarray, what: str, before: np.ndarray) -> Subject:
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
     table = np.array(display_chars(loaded.vocab), dtype=object)

@@ -21,7 +21,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 from tqdm import tqdm
@@ -371,6 +371,7 @@ def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
     cfg = copy.deepcopy(saved)
     wrong = []
     for key, value in (asked or {}).items():
+        now: Any
         if key == "text":
             now = cfg.data.text
         elif key == "preset":
@@ -456,8 +457,9 @@ class Trainer:
             # Inductor suggests TF32 matmuls on CUDA (seen on an H200); --precision fp32 keeps PyTorch's
             # fp32 matmuls, and the advice is not one a charnn user can act on from the command line.
             warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
-            self.net = torch.compile(self.net)
-        self.graphed = None  # --cuda-graph: captured at the first step, once weights and state are final
+            self.net = cast(torch.nn.Module, torch.compile(self.net))  # an OptimizedModule
+        # --cuda-graph: captured at the first step, once weights and state are final
+        self.graphed: cudagraph.GraphedStep | None = None
         if t.cuda_graph:
             cudagraph.check(cfg, self.device.type, dd.active)
         if dd.main:
@@ -486,6 +488,8 @@ class Trainer:
         if saved is not None:
             self.meta = saved.meta
             return check_resume(saved.config, asked, saved.meta)
+        if cfg is None:
+            raise CharnnError("a new run needs its settings (resume=True only continues a run that exists)")
         cfg = copy.deepcopy(cfg).validate()  # the run fills in its copy (the embedding fitted to the
         # vocabulary, the run id): the caller's stays as given, so the same config starts the same run again
         if (self.out / ckpt.LAST).exists() or (self.out / ckpt.BEST).exists():
@@ -511,9 +515,10 @@ class Trainer:
         d = cfg.data
         tokens = None  # a token run resuming or fine-tuning reads the text with its own tokenizer
         if d.unit == "bpe" and (resume or init_from is not None):
-            tokens = (saved if resume else ckpt.load(init_from, "best")).vocab
-            if not isinstance(tokens, TokenVocab):
-                raise CharnnError(f"--init-from: the model reads {tokens.unit} units but --unit is bpe")
+            theirs = (saved if resume else ckpt.load(init_from, "best")).vocab
+            if not isinstance(theirs, TokenVocab):
+                raise CharnnError(f"--init-from: the model reads {theirs.unit} units but --unit is bpe")
+            tokens = theirs
         enc = prepare(d.text, d.include, d.unit, d.encoding_errors, t.seed, split=d.split, vocab_size=d.bpe_vocab,
                       tokens=tokens, documents=d.documents, label=(d.label, d.labels_file))
         self.lead_in, self.labels, self.lead_label = enc.lead_in, list(enc.labels), enc.lead_label

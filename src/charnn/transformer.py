@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +202,8 @@ class CharTransformer(nn.Module):
         """Read x after the cache, sliding the window when it fills. probe: what to keep and hold
         inside (``Probe``); hook(t0, past, inside) sees what each piece kept: t0 its first
         position in x, past how many cached characters it read after."""
-        ids, kv = state if state is not None else self.init_state(x.shape[0], x.device)
+        ids, kv0 = state if state is not None else self.init_state(x.shape[0], x.device)
+        kv: torch.Tensor | None = kv0
         outs, t, T = [], 0, x.shape[1]
         while t < T:
             if ids.shape[1] >= self.cfg.block:  # full: rebuild from the last block/2 characters
@@ -250,7 +252,8 @@ class CharTransformer(nn.Module):
         P = kv.shape[4] if kv is not None else 0
         pos = torch.arange(P, P + x.shape[1], device=x.device)
         h = self.drop(self._inputs(x) + self.pos(pos))  # (B, n, E)
-        kvs, kept = [], {"att": [], "mlp": [], "resid": []}
+        kvs: list[torch.Tensor] = []
+        kept: dict[str, list[torch.Tensor]] = {"att": [], "mlp": [], "resid": []}
         for i, block in enumerate(self.blocks):
             h, kv_i, a, m = block(h, kv[i] if kv is not None else None, probe)
             kvs.append(kv_i)
@@ -279,7 +282,7 @@ class CharTransformer(nn.Module):
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The shape of every weight CharTransformer(cfg) holds, computed without allocating anything."""
     E, V = cfg.embed, cfg.vocab_size
-    shapes = {"embed.weight": (V, E), "pos.weight": (cfg.block, E)}
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "pos.weight": (cfg.block, E)}
     for k in range(cfg.layers):
         b = f"blocks.{k}."
         shapes.update({b + "ln1.weight": (E,), b + "ln1.bias": (E,), b + "attn.qkv.weight": (3 * E, E),
@@ -312,7 +315,7 @@ class CacheStepper:
         # than the arithmetic of a small model at batch 1
         self.layers = [(b.ln1.weight, b.ln1.bias, b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
                         b.attn.proj.bias, b.ln2.weight, b.ln2.bias, b.fc.weight, b.fc.bias, b.proj.weight, b.proj.bias,
-                        self.kv[i, 0], self.kv[i, 1]) for i, b in enumerate(model.blocks)]
+                        self.kv[i, 0], self.kv[i, 1]) for i, b in enumerate(cast("list[Block]", model.blocks))]
         self.out = (model.ln_f.weight, model.ln_f.bias, model.head.weight, model.head.bias)
         self.shape = (c.embed,)
 

@@ -208,34 +208,36 @@ def evaluate_attribution(text: str, out: Path, s: EvalSettings, progress=print) 
     .csv, .png (the confusion matrices) and folds.json. -> the JSON written."""
     docs, labels = load(text, s)
     out.mkdir(parents=True, exist_ok=True)
-    known = [i for i, lab in enumerate(labels) if lab is not None]
+    label_of = {i: lab for i, lab in enumerate(labels) if lab is not None}  # the labelled documents
+    known = list(label_of)
     unknown = [i for i, lab in enumerate(labels) if lab is None]
-    folds = fold_of([labels[i] for i in known], s.folds, s.seed)
+    folds = fold_of([label_of[i] for i in known], s.folds, s.seed)
     write_atomic(out / "folds.json", json.dumps({"folds": [[known[j] for j in range(len(known)) if folds[j] == f]
                                                            for f in range(s.folds)]}, indent=1))
-    got = {m: {} for m in METHODS}
+    got: dict[str, dict[int, str]] = {m: {} for m in METHODS}
     for f in range(s.folds):
         tr = [known[j] for j in range(len(known)) if folds[j] != f]
         te = [known[j] for j in range(len(known)) if folds[j] == f]
         for m in METHODS:
             progress(f"fold {f + 1} of {s.folds}: {m}")
-            for i, v in zip(te, verdicts(m, [docs[i] for i in tr], [labels[i] for i in tr], [docs[i] for i in te],
+            for i, v in zip(te, verdicts(m, [docs[i] for i in tr], [label_of[i] for i in tr], [docs[i] for i in te],
                                          out / f"fold-{f + 1}", s)):
                 got[m][i] = v
-    names = sorted({labels[i] for i in known})
-    result = {"settings": vars(s), "labels": names, "documents": len(docs), "labelled": len(known), "methods": {}}
+    names = sorted(set(label_of.values()))
+    methods: dict[str, dict] = {}
+    result = {"settings": vars(s), "labels": names, "documents": len(docs), "labelled": len(known), "methods": methods}
     for m in METHODS:
-        right = sum(got[m][i] == labels[i] for i in known)
-        confusion = [[sum(1 for i in known if labels[i] == a and got[m][i] == b) for b in names] for a in names]
-        result["methods"][m] = {"accuracy": right / len(known), "correct": right,
-                                "recall": {a: confusion[k][k] / max(1, sum(confusion[k])) for k, a in enumerate(names)},
-                                "confusion": confusion, "verdicts": {str(i): got[m][i] for i in known}}
+        right = sum(got[m][i] == label_of[i] for i in known)
+        confusion = [[sum(1 for i in known if label_of[i] == a and got[m][i] == b) for b in names] for a in names]
+        methods[m] = {"accuracy": right / len(known), "correct": right,
+                      "recall": {a: confusion[k][k] / max(1, sum(confusion[k])) for k, a in enumerate(names)},
+                      "confusion": confusion, "verdicts": {str(i): got[m][i] for i in known}}
     if unknown:
         for m in METHODS:
             progress(f"the {len(unknown)} unlabelled documents: {m}")
-            v = verdicts(m, [docs[i] for i in known], [labels[i] for i in known], [docs[i] for i in unknown],
-                         out / "all", s)
-            result["methods"][m]["unlabelled"] = {_title(docs[i]): x for i, x in zip(unknown, v)}
+            said = verdicts(m, [docs[i] for i in known], [label_of[i] for i in known], [docs[i] for i in unknown],
+                            out / "all", s)
+            methods[m]["unlabelled"] = {_title(docs[i]): x for i, x in zip(unknown, said)}
     _write(result, out)
     return result
 

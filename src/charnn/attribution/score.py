@@ -33,7 +33,7 @@ class Attribution:
 
     @property
     def verdict(self) -> str:
-        return max(self.posterior, key=self.posterior.get)
+        return max(self.posterior, key=lambda k: self.posterior[k])
 
     def to_dict(self) -> dict:
         return {"document": self.name, "chars": self.chars, "bpc": self.bpc, "posterior": self.posterior,

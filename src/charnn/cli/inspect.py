@@ -383,7 +383,8 @@ def cmd_ablate(args) -> int:
 def cmd_evolution(args) -> int:
     from charnn.web.pages import write_evolution_page
 
-    kept, png = {}, None
+    kept: dict = {}
+    png = None
     if args.analyses:
         kept, png = _evolution_analyses(args)
     path = write_evolution_page(args.run, args.out, kept, png)

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from charnn.api import SETTINGS
 from charnn.cli import args as flags
@@ -220,6 +221,7 @@ def cmd_train(args) -> int:
     else:
         run = api.train(args.text, args.out, preset=args.preset, init_from=args.init_from, progress=progress, **given)
     result = run.result
+    assert result is not None  # api.train always reports how training ended
 
     code = 0
     if result.stopped_by == "interrupt":  # the shell's convention: 128 + the signal (Ctrl-C 130, SIGTERM 143)
@@ -298,7 +300,9 @@ def _final_documents(run, n: int) -> None:
     loaded = ckpt.load(run, "best")
     model = loaded.build_model("cpu")
     names = loaded.meta.get("labels") or [None]
-    docs, shown, capped = [], [], 0
+    docs: list[str] = []
+    shown: list[str] = []
+    capped = 0
     each = max(1, 20 // len(names[:n]))
     for name in names[:n]:  # a labelled run: documents of its first labels in turn
         label, lead = label_numbers(loaded.meta, name) if name else (0, 0)
@@ -392,7 +396,10 @@ def _show_probs(args, model, loaded, pins) -> int:
         return 0
     width = 12
     tokens = loaded.vocab.unit == "bpe"
-    label = (lambda s: name.get(s, s) if len(s) == 1 and not tokens else repr(s))
+
+    def label(s: str) -> str:
+        return name.get(s, s) if len(s) == 1 and not tokens else repr(s)
+
     col = max(6, *(len(label(shown[i])) for i in got["candidates"]))
     print(f"the next {'token' if tokens else 'character'} after {args.prime[-30:]!r}: probability at each "
           f"temperature (softmax(logits / T))")
@@ -444,7 +451,7 @@ def cmd_info(args) -> int:
     best = ckpt.load(args.run, "best") if Path(args.run).is_dir() and (Path(args.run) / ckpt.BEST).exists() else None
     model = loaded.build_model("cpu")
     m = loaded.meta
-    info = {
+    info: dict[str, Any] = {
         "checkpoint": str(path),
         "config": loaded.config.to_dict(),
         "vocab_size": len(loaded.vocab),

@@ -13,6 +13,7 @@ attention heads can be silenced whole: a muted head's output is zero at every po
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,7 +109,7 @@ def _value_of(mode: str, cell: str) -> float | None:
 
 @torch.no_grad()
 def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", user_features=(),
-           streams: int = 16, heads: list[tuple[int, int]] = ()) -> Report:
+           streams: int = 16, heads: Sequence[tuple[int, int]] = ()) -> Report:
     """Silence `cells` (held as `mode` says) and a transformer's `heads` (zeroed) together, and
     report the change in loss overall and where each binary feature is on / off."""
     model = subject.model

@@ -190,7 +190,7 @@ def record(model: Model, ids: np.ndarray, quantities=None, streams: int = 1, war
     # 3 x 512 LSTM over 64 streams stays within a few GB whatever `chunk` was asked for.
     per_step = max(1, streams) * cfg.layers * cfg.units * (len(keep) + 6) * 4
     chunk = max(16, min(chunk, (256 << 20) // per_step))
-    if not cfg.recurrent:
+    if not isinstance(model, CharRNN):
         warmup = max(warmup, cfg.block)  # a transformer's context is a block at most: that much warms it
         lay = _Layout.of(len(ids), streams, warmup, align=cfg.block - model.keep)
         yield from _record_transformer(model, ids, lay, chunk, clamps or {}, mute)
@@ -256,7 +256,7 @@ def _record_recurrent(model: CharRNN, ids, keep, lay: _Layout, chunk: int, clamp
 
 
 
-def record_all(model: CharRNN, ids: np.ndarray, quantities=None, **kw) -> Chunk:
+def record_all(model: Model, ids: np.ndarray, quantities=None, **kw) -> Chunk:
     """Everything for a short text in one Chunk, in text order (one exact pass by default)."""
     parts = list(record(model, ids, quantities, **kw))
     pos = np.concatenate([p.positions for p in parts])

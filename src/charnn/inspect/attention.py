@@ -24,6 +24,7 @@ from charnn.brackets import scan
 from charnn.errors import CharnnError
 from charnn.inspect.features import _quotes
 from charnn.subject import Subject
+from charnn.transformer import CharTransformer
 
 PATTERNS = {
     "previous": "the previous character",
@@ -64,7 +65,9 @@ def require_attention(subject: Subject) -> None:
 
 def read_attention(subject: Subject) -> Attention:
     require_attention(subject)
-    _, inside = subject.model.read_inside(torch.as_tensor(np.asarray(subject.ids, dtype=np.int64)))
+    model = subject.model
+    assert isinstance(model, CharTransformer)  # require_attention said so
+    _, inside = model.read_inside(torch.as_tensor(np.asarray(subject.ids, dtype=np.int64)))
     return Attention(inside["att"].numpy(), inside["context"].numpy(), subject.text)
 
 

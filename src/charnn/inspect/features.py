@@ -215,8 +215,8 @@ def read_feature_file(path, n: int) -> np.ndarray:
         raise CharnnError(f"--feature-file {path}: the first range must start at 0 and the starts must ascend")
     names = sorted(set(labels))
     out = np.zeros(n, dtype=np.int64)
-    for s, e, lab in zip(starts, starts[1:] + [n], labels):
-        out[min(s, n):min(e, n)] = names.index(lab)
+    for a, b, lab in zip(starts, starts[1:] + [n], labels):
+        out[min(a, n):min(b, n)] = names.index(lab)
     return out
 
 

@@ -61,12 +61,12 @@ def find_cells(subject: Subject, user_features=(), top: int = 5, quantities=None
     streams = streams_for(len(subject.ids), streams)
     for ch in record(model, subject.ids, qs, streams=streams, chunk=1024):
         X = torch.cat([ch.acts[q].permute(1, 0, 2).reshape(len(ch.positions), L * H) for q in qs], dim=1).double()
-        f = F[torch.from_numpy(ch.positions)]
+        fx = F[torch.from_numpy(ch.positions)]
         sx += X.sum(0)
         sxx += (X * X).sum(0)
-        sxf += X.T @ f
-        sf += f.sum(0)
-        sff += (f * f).sum(0)
+        sxf += X.T @ fx
+        sf += fx.sum(0)
+        sff += (fx * fx).sum(0)
         n += len(ch.positions)
     cov = sxf / n - (sx / n)[:, None] * (sf / n)[None, :]
     vx = (sxx / n - (sx / n) ** 2).clamp_min(0)

@@ -149,7 +149,8 @@ def run_config(entry: Entry, text: str, settings: Settings, threads: int):
 
     cfg = RunConfig()
     apply_preset(cfg, GPT if entry.cell == "transformer" else "default")
-    cfg.data.text, cfg.data.split, cfg.data.unit = text, tuple(settings.split), entry.unit.unit
+    a, b, c = settings.split
+    cfg.data.text, cfg.data.split, cfg.data.unit = text, (a, b, c), entry.unit.unit
     cfg.data.bpe_vocab = entry.unit.size
     m = cfg.model
     if entry.cell == "transformer":

@@ -103,12 +103,13 @@ def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 2
         say(f"checkpoint at step {step}")
         model = ckpt.load(run, f"step:{step}").build_model()
         p = _model_distributions(model, history, first)
-        row = {"step": step, "divergence": {}, "js": {},
-               "val_loss": float(-np.log(np.maximum(p[np.arange(len(targets)), targets], FLOOR)).mean())}
+        div: dict[int, float] = {}
+        js: dict[int, float] = {}
         for n in report.orders:
-            row["divergence"][n], row["js"][n] = divergences(p, grams[n])
-        row["closest_order"] = min(report.orders, key=lambda n: row["divergence"][n])
-        report.checkpoints.append(row)
+            div[n], js[n] = divergences(p, grams[n])
+        report.checkpoints.append({
+            "step": step, "divergence": div, "js": js, "closest_order": min(report.orders, key=lambda n: div[n]),
+            "val_loss": float(-np.log(np.maximum(p[np.arange(len(targets)), targets], FLOOR)).mean())})
     return report
 
 
@@ -140,7 +141,7 @@ def write(rep: DynamicsReport, out, title: str):
 
 def parse_orders(text: str) -> list[int]:
     """--orders: "1-9", "2,4,6" or a mix ("1-3,5")."""
-    out = set()
+    out: set[int] = set()
     try:
         for part in text.split(","):
             if "-" in part:

@@ -156,12 +156,13 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
         qs = held(model.cfg.cell)
         acts = record_all(model, np.concatenate([source.before, ids]), qs).acts  # warm up on the context first
         n0 = len(source.before)
-        row = {"step": step, "val_loss": loaded.meta.get("val_loss"), "features": {}}
+        features: dict[str, dict] = {}
+        row = {"step": step, "val_loss": loaded.meta.get("val_loss"), "features": features}
         for name, (y, kind) in ys.items():
             scores = [probe_score(torch.cat([acts[q][layer, n0:] for q in qs], 1), y, kind, fit)
                       for layer in range(model.cfg.layers)]
             k = int(np.nanargmax(scores)) if not all(math.isnan(s) for s in scores) else 0
-            row["features"][name] = {"best_cell_r": best.get(name, float("nan")), "probe_score": scores[k],
+            features[name] = {"best_cell_r": best.get(name, float("nan")), "probe_score": scores[k],
                                      "probe_layer": k, "probe_kind": kind, "probe_baseline": _chance(y, kind, fit)}
         rep.checkpoints.append(row)
     return rep

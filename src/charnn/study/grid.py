@@ -126,7 +126,8 @@ def run_config(entry: "Cell", text: str, settings: Settings, threads: int):
 
     cfg = RunConfig()
     apply_preset(cfg, "default")
-    cfg.data.text, cfg.data.split = text, tuple(settings.split)
+    a, b, c = settings.split
+    cfg.data.text, cfg.data.split = text, (a, b, c)
     m = cfg.model
     m.cell, m.layers, m.hidden, m.embed, m.dropout = entry.cell, entry.layers, entry.hidden, settings.embed, settings.dropout
     protocol = dict(PROTOCOL)

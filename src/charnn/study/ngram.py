@@ -224,7 +224,7 @@ class KneserNey:
         ids = np.asarray(history, dtype=np.int64)
         t = np.arange(targets_from, len(ids))
         p = np.full(len(t), 1.0 / self.vocab_size)
-        keys_prev = None
+        keys_prev = np.zeros(0, dtype=np.int64)  # the order below's keys (set before order 2 reads it)
         for n, keys in _keys(ids, self.vocab_size, self.order):
             if n > 1:
                 ok = t >= n - 1  # enough history for this order

@@ -21,6 +21,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.files import refuse_foreign, write_atomic
+from charnn.vocab import TokenVocab
 from charnn.web.pages import _fill, _json_for_script
 
 WEB_MARKER = b'<meta name="generator" content="charnn exported model">'
@@ -130,8 +131,9 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
         # The TorchScript exporter: it turns nn.LSTM / GRU / RNN into ONNX's own LSTM / GRU / RNN
         # operators with the state as inputs (its warnings are about batch sizes this graph handles).
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, args, buf, input_names=names_in, output_names=names_out, dynamic_axes=axes,
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(step, args, buf,  # type: ignore[arg-type]  # a file object works (torch's docs)
+                          input_names=names_in, output_names=names_out, dynamic_axes=axes, opset_version=17,
+                          dynamo=False)
     graph = onnx.load_from_string(buf.getvalue())
     graph.producer_name, graph.producer_version = "charnn", "1"
     graph.doc_string = f"one step of a charnn {cfg.cell} {cfg.layers}x{cfg.hidden}; see model.json"
@@ -139,7 +141,7 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
              "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embed": cfg.embed,
                         "vocab_size": len(loaded.vocab)},
              "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
-             **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
+             **({"tokenizer": json.loads(loaded.vocab.json)} if isinstance(loaded.vocab, TokenVocab) else {}),
              "state": "zeros of shape (layers, batch, hidden) at the start; feed each step's h_out (and c_out) back"}
     return [write_atomic(out / "model.onnx", graph.SerializeToString()),
             write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]
@@ -172,7 +174,8 @@ def _export_cached_onnx(loaded, model, out: Path) -> list[Path]:
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes this graph reads from its inputs
-        torch.onnx.export(_CachedStep(model).eval(), (ids, kv), buf, input_names=["ids", "kv"],
+        torch.onnx.export(_CachedStep(model).eval(), (ids, kv), buf,  # type: ignore[arg-type]  # as above
+                          input_names=["ids", "kv"],
                           output_names=["logits", "kv_out"], opset_version=17, dynamo=False,
                           dynamic_axes={"ids": {0: "batch"}, "logits": {0: "batch"},
                                         "kv": {2: "batch", 4: "past"}, "kv_out": {2: "batch", 4: "past_and_one"}})

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -92,7 +92,7 @@ class Served:
                 "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params,
                 "steps": m.get("step"), "best_val_loss": best if best is not None and math.isfinite(best) else None,
                 "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())),
-                "checkpoint": loaded.path.name,
+                "checkpoint": loaded.path.name if loaded.path else None,
                 "labels": m.get("labels") or [], "documents": bool(m.get("lead_in")),
                 "kept_steps": ckpt.kept_steps(self.folder)}
 
@@ -448,7 +448,7 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
 
 def _stream_pieces(loaded, model, req: SampleRequest):
     """The pieces /sample/stream sends: one sample, or for a run of documents one document."""
-    opts = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
+    opts: dict[str, Any] = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
                 top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
     if loaded.meta.get("lead_in"):  # ended at its end symbol
         return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
@@ -460,7 +460,7 @@ def _stream_pieces(loaded, model, req: SampleRequest):
 def _take(pieces, n: int) -> tuple[list[str], bool]:
     """Up to n pieces of the sample, and whether it ended: one trip to the pool for several
     characters (a trip and a write per character cost more than the model step at batch 1)."""
-    out = []
+    out: list[str] = []
     for _ in range(n):
         piece = next(pieces, None)
         if piece is None:
