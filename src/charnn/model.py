@@ -306,10 +306,10 @@ def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) ->
     return sum(math.prod(s) for s in expected_shapes(cfg).values())
 
 
-def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int) -> int:
-    """The hidden size (a transformer's width, a multiple of its heads) whose parameter count is
-    closest to `budget` (the count grows with it)."""
-    step = STUDY_HEADS if cell == "transformer" else 1
+def match_hidden(cell: str, layers: int, budget: int, vocab: int, embed: int, heads: int = STUDY_HEADS) -> int:
+    """The hidden size (a transformer's width, a multiple of its `heads`) whose parameter count is
+    closest to `budget` (the count grows with it; the number of heads does not change it)."""
+    step = heads if cell == "transformer" else 1
     best, best_err = step, math.inf
     for h in range(step, 4097, step):
         n = count_params(cell, layers, h, vocab, embed)

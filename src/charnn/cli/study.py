@@ -56,14 +56,14 @@ def add_parsers(sub) -> None:
     co.add_argument("--units", default=None, help="what each model reads: char or bpe:K "
                     "(K tokens learned from the training split); default char,bpe:256,bpe:1024, or char with --models")
     co.add_argument("--models", default=None, help="the models to train on each unit, from lstm, gru, rnn and "
-                    "transformer (the gpt-cpu preset, its width set by --params); default lstm")
+                    "transformer (the gpt-muon preset, its width set by --params); default lstm")
     co.add_argument("--max-time", type=flags.duration, default=None, metavar="PER_RUN",
                     help="training time per unit, e.g. 5m (the same for every unit)")
     co.add_argument("--max-steps", type=flags.count, default=None, metavar="PER_RUN", help="or steps per unit")
     co.add_argument("--params", default=None, metavar="N",
                     help="parameters of every model, e.g. 400k (default: the default model reading characters)")
     co.add_argument("--layers", type=flags.count, default=1,
-                    help="layers of every recurrent model (default 1; a transformer has gpt-cpu's 4)")
+                    help="layers of every recurrent model (default 1; a transformer has gpt-muon's 2)")
     co.add_argument("--split", type=flags.split, default=(0.9, 0.05, 0.05), metavar="TRAIN,VAL,TEST",
                     help="contiguous split fractions, cut on characters (default 0.9,0.05,0.05)")
     co.add_argument("--jobs", type=flags.count, default=1, help="units trained at once (default 1: fair timing)")
