@@ -555,3 +555,25 @@ def test_a_config_trains_the_same_run_twice(text_file, tmp_path):
     train(cfg, tmp_path / "b", progress=False)
     a, b = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
+def test_validate_only_checks_and_complete_fills_in_the_defaults():
+    """RunConfig.validate() changes nothing (a check may be run twice, on anything); complete()
+    is the one step that fills in a default or tidies a loose form, and a run does both."""
+    import copy
+
+    from charnn.config import DEFAULT_BPE_VOCAB
+
+    cfg = RunConfig()
+    cfg.data.unit, cfg.data.split, cfg.train.snapshot_steps = "bpe", [0.8, 0.1, 0.1], [10, 20]
+    before = copy.deepcopy(cfg)
+    assert cfg.validate() is cfg and cfg == before  # nothing filled in by checking
+    cfg.complete()
+    assert cfg.data.bpe_vocab == DEFAULT_BPE_VOCAB
+    assert cfg.data.split == (0.8, 0.1, 0.1) and cfg.train.snapshot_steps == (10, 20)
+    cfg.data.bpe_vocab = 1
+    with pytest.raises(CharnnError, match="--vocab-size must be between 2"):
+        cfg.validate()
+    cfg.data.bpe_vocab, cfg.train.snapshot_steps = 0, (10, 2.5)
+    with pytest.raises(CharnnError, match="snapshot_steps must be whole numbers"):
+        cfg.validate()

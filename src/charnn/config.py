@@ -134,8 +134,7 @@ class DataConfig:
         if self.unit not in ("char", "bytes", "bpe"):
             raise CharnnError(f"--unit must be 'char', 'bytes' or 'bpe', got {self.unit!r}")
         if self.unit == "bpe":
-            self.bpe_vocab = self.bpe_vocab or DEFAULT_BPE_VOCAB
-            if not 2 <= self.bpe_vocab <= MAX_BPE_VOCAB:
+            if self.bpe_vocab and not 2 <= self.bpe_vocab <= MAX_BPE_VOCAB:  # 0: the default (complete())
                 raise CharnnError(f"--vocab-size must be between 2 and {MAX_BPE_VOCAB:,}, got {self.bpe_vocab}")
         elif self.bpe_vocab:
             raise CharnnError(f"--vocab-size is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
@@ -151,7 +150,6 @@ class DataConfig:
             )
         if abs(sum(split) - 1.0) > 1e-6:
             raise CharnnError(f"--split fractions must add up to 1, got {sum(split):g}")
-        self.split = split
         if self.documents and self.unit != "char":
             raise CharnnError(f"--documents reads characters (--unit char); --unit {self.unit} with documents is "
                               f"not supported yet")
@@ -220,7 +218,8 @@ class TrainConfig:
             raise CharnnError(f"--device must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CharnnError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        self.snapshot_steps = tuple(int(s) for s in self.snapshot_steps)
+        if not all(isinstance(s, int) and s >= 0 for s in self.snapshot_steps):
+            raise CharnnError(f"snapshot_steps must be whole numbers of steps, got {self.snapshot_steps}")
         if self.keep_checkpoints not in ("snapshots", "none"):
             raise CharnnError(f"--keep-checkpoints must be snapshots or none, got {self.keep_checkpoints!r}")
         if self.keep_every < 0:
@@ -243,7 +242,21 @@ class RunConfig:
     preset: str = ""
     run_id: str = ""  # made at a run's first start; every checkpoint of the run carries it
 
+    def complete(self) -> "RunConfig":
+        """Fill in what the settings left to a default or gave loosely: the number of byte-pair
+        tokens (--unit bpe without --vocab-size), the split and the kept steps as tuples (a
+        command line or JSON gives lists). A run completes its settings, then validates them."""
+        d = self.data
+        if d.unit == "bpe" and not d.bpe_vocab:
+            d.bpe_vocab = DEFAULT_BPE_VOCAB
+        if len(d.split) == 3:  # another length is validate()'s to report
+            a, b, c = (float(x) for x in d.split)
+            d.split = (a, b, c)
+        self.train.snapshot_steps = tuple(self.train.snapshot_steps)
+        return self
+
     def validate(self) -> "RunConfig":
+        """Check every setting (nothing is changed: complete() fills in the defaults)."""
         self.model.validate()
         self.data.validate()
         self.train.validate()

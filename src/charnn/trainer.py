@@ -393,7 +393,7 @@ def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
     if wrong:
         raise CharnnError(f"--resume continues the run as it was configured; these differ from it: "
                           f"{'; '.join(sorted(wrong))}. Drop them, or start a new run with --init-from")
-    return cfg.validate()
+    return cfg.complete().validate()
 
 
 def _show(v) -> str:
@@ -490,7 +490,7 @@ class Trainer:
             return check_resume(saved.config, asked, saved.meta)
         if cfg is None:
             raise CharnnError("a new run needs its settings (resume=True only continues a run that exists)")
-        cfg = copy.deepcopy(cfg).validate()  # the run fills in its copy (the embedding fitted to the
+        cfg = copy.deepcopy(cfg).complete().validate()  # the run fills in its copy (the embedding fitted to the
         # vocabulary, the run id): the caller's stays as given, so the same config starts the same run again
         if (self.out / ckpt.LAST).exists() or (self.out / ckpt.BEST).exists():
             raise CharnnError(f"{self.out} already holds a run; pass --resume to continue it, or choose another --out")

@@ -182,7 +182,7 @@ def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettin
         for k, v in {**(s.train or {}), "max_time": s.max_time, "max_steps": s.max_steps, "seed": s.seed,
                      **(s.extra or {})}.items():
             setattr(cfg.train, k, v)
-        return cfg.validate()
+        return cfg.complete().validate()
 
     train_in_child(run, config, f"attribution model {run.name}")
     loaded = ckpt.load(run, "best")

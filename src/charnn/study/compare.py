@@ -162,7 +162,7 @@ def run_config(entry: Entry, text: str, settings: Settings, threads: int):
     for k, v in {"max_time": settings.max_time, "max_steps": settings.max_steps, "threads": threads,
                  "seed": settings.seed, **settings.extra}.items():
         setattr(cfg.train, k, v)
-    return cfg.validate()
+    return cfg.complete().validate()
 
 
 def measure(run: Path, settings: Settings) -> dict:
