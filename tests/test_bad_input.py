@@ -209,6 +209,7 @@ def test_the_catalogue_is_large():
 
 @pytest.mark.parametrize("args,message", CATALOGUE, ids=[" ".join(a[:1] + a[4:6] if a[:1] == ["train"] else a[:2])
                                                          + "|" + m for a, m in CATALOGUE])
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line(d, args, message):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -224,6 +225,7 @@ def test_bad_input_is_one_clear_line(d, args, message):
     assert not (d / "o").exists()
 
 
+@pytest.mark.slow
 def test_too_many_threads_are_capped_with_a_warning(d, tmp_path):
     r = charnn("train", d / "text.txt", "--out", tmp_path / "r", *TINY, "--threads", "100000", "--max-steps", "3",
                "--samples", "0")
@@ -231,6 +233,7 @@ def test_too_many_threads_are_capped_with_a_warning(d, tmp_path):
     assert f"--threads 100000 is more than this machine's {os.cpu_count()} cores; using {os.cpu_count()}" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(d, tmp_path):
     """RLIMIT_FSIZE makes every write past 60 KB fail as a full disk does (Python ignores SIGXFSZ)."""
     import resource

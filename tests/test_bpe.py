@@ -93,6 +93,7 @@ def test_token_model_scores_the_same_text_as_a_char_model(runs):
         assert t.vocab.decode(model_text(t, split=split).ids) == c.vocab.decode(model_text(c, split=split).ids)
 
 
+@pytest.mark.slow
 def test_bits_per_character_is_total_nats_over_characters(runs):
     loaded = ckpt.load(runs / "bpe")
     ids = model_text(loaded, split="val").ids
@@ -119,6 +120,7 @@ def test_bits_per_character_is_total_nats_over_characters(runs):
     assert best["val_bpc"] == pytest.approx(best["val_loss"] * (len(ids) - 1) / chars / math.log(2), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_alone_samples_tokens(runs, tmp_path, monkeypatch):
     alone = tmp_path / "model.safetensors"
     shutil.copy(runs / "bpe" / "best.safetensors", alone)
@@ -143,6 +145,7 @@ def test_resume_is_bit_identical_for_a_token_run(runs, tmp_path):
     assert a.vocab == b.vocab and all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
 
 
+@pytest.mark.slow
 def test_token_runs_refuse_what_needs_characters(runs, tmp_path):
     cases = [("inspect", "find", runs / "bpe"), ("analyze", "context", runs / "bpe", "--out", tmp_path / "c"),
              ("export", runs / "bpe", "--out", tmp_path / "w")]
@@ -169,6 +172,7 @@ def test_cells_page_shows_one_span_per_token(runs, tmp_path):
     assert p.returncode == 0 and "100 tokens" in p.stderr
 
 
+@pytest.mark.slow
 def test_compare_trains_each_unit_at_the_same_budget(runs, tmp_path):
     from charnn.study.compare import parse_units
 

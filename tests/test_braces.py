@@ -67,6 +67,7 @@ def test_text_without_braces_is_refused(quote_model):
         brace_losses(open_subject(run, text=str(held)), 3)
 
 
+@pytest.mark.slow
 def test_analyze_braces_command(code_run, tmp_path):
     from helpers import charnn
 

@@ -24,6 +24,7 @@ def run(tmp_path_factory):
         return d, r
 
 
+@pytest.mark.slow
 def test_train_prints_samples_and_validation_bpc(run):
     d, r = run
     assert "best validation loss" in r.stderr and "bits per character" in r.stderr
@@ -33,6 +34,7 @@ def test_train_prints_samples_and_validation_bpc(run):
     assert json.loads((d / "run" / "config.json").read_text())["train"]["min_lr_frac"] == 0.5  # the flag took
 
 
+@pytest.mark.slow
 def test_sample_is_deterministic_per_seed_and_streams(run):
     d, _ = run
     a = charnn("sample", d / "run", "--length", "80", "--seed", "3", "--temperature", "1")
@@ -48,6 +50,7 @@ def test_sample_is_deterministic_per_seed_and_streams(run):
     assert s.stdout.rstrip("\n").endswith(".") and s.stdout.count(".") == 1
 
 
+@pytest.mark.slow
 def test_eval_json_and_text(run):
     d, _ = run
     r = charnn("eval", d / "run", "--json")
@@ -61,6 +64,7 @@ def test_eval_json_and_text(run):
     assert json.loads(r.stdout)["chars"] > 100
 
 
+@pytest.mark.slow
 def test_info(run):
     d, _ = run
     r = charnn("info", d / "run", "--json")
@@ -71,6 +75,7 @@ def test_info(run):
     assert "parameters" in r.stdout and "best val" in r.stdout
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_cli(run, tmp_path):
     d, _ = run
     import shutil
@@ -81,6 +86,7 @@ def test_resume_continues_from_the_cli(run, tmp_path):
     assert "after 140 steps" in r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resumes(tmp_path):
     (tmp_path / "t.txt").write_text(learnable_text())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -103,6 +109,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
 # The bad-input catalogue lives in test_bad_input.py.
 
 
+@pytest.mark.slow
 def test_appending_resume_to_the_original_command(run, tmp_path):
     import shutil
 
@@ -118,6 +125,7 @@ def test_appending_resume_to_the_original_command(run, tmp_path):
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_the_end_of_run_report_reads_the_whole_validation_split(tmp_path):
     (tmp_path / "t.txt").write_text(learnable_text(1200))
     r = charnn("train", tmp_path / "t.txt", "--out", tmp_path / "r", *TINY, "--max-steps", "40", "--eval-every", "20",
@@ -152,6 +160,7 @@ def test_sample_streams_to_stdout_while_it_is_still_generating(run):
         p.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_show_probs_prints_softmax_of_the_logits_over_t_at_each_temperature(run):
     import json
 

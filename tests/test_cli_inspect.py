@@ -7,6 +7,7 @@ import pytest
 from helpers import charnn
 
 
+@pytest.mark.slow
 def test_find_json_names_the_quote_cell(quote_model):
     run, held = quote_model
     r = charnn("inspect", "find", run, "--text", held, "--json", "--feature", "upper=[A-H]+")
@@ -19,6 +20,7 @@ def test_find_json_names_the_quote_cell(quote_model):
     assert len(sn["values"]) == len(sn["text"]) and '"' in sn["text"]
 
 
+@pytest.mark.slow
 def test_find_text_report_and_cells_page_link(quote_model):
     run, held = quote_model
     r = charnn("inspect", "find", run, "--text", held, "--top", "2")
@@ -28,6 +30,7 @@ def test_find_text_report_and_cells_page_link(quote_model):
     assert "cells.html#layer=0&cell=" in r.stdout
 
 
+@pytest.mark.slow
 def test_cells_saturation_ablate_evolution_write_what_they_say(quote_model, tmp_path):
     run, held = quote_model
     r = charnn("inspect", "cells", run, "--text", held, "--chars", "500", "--out", tmp_path / "c.html")
@@ -67,6 +70,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[:2]) + "|" + m for a, m in BAD])
+@pytest.mark.slow
 def test_bad_inspect_input_is_one_clear_line(quote_model, tmp_path, args, message):
     run, held = quote_model
     (tmp_path / "mine.html").write_text("<p>mine</p>")

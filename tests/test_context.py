@@ -51,6 +51,7 @@ def test_the_loss_stays_high_below_the_copy_distance_and_falls_above_it_unlike_t
     assert rep.train_seq_len == 100
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_plot_the_csv_and_the_fixed_json(copy_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "charnn", "analyze", "context", str(copy_run), "--out",
                         str(tmp_path / "out"), "--max-context", "64", "--positions", "200", "--orders", "1-3",

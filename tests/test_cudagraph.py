@@ -119,6 +119,7 @@ def test_what_cannot_be_graphed_is_refused_in_one_line(text_file, tmp_path, chan
     assert cudagraph.refusal(tiny_config(text_file), "cuda", distributed=False) is None
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_cuda_graph_on_the_cpu_without_a_traceback(text_file, tmp_path):
     r = subprocess.run([sys.executable, "-m", "charnn", "train", str(text_file), "--out", str(tmp_path / "r"),
                         "--cuda-graph", "--device", "cpu", "--max-steps", "3", "--quiet"],
@@ -142,6 +143,7 @@ def test_on_cuda_a_graphed_run_matches_and_resumes_exactly(text_file, tmp_path):
     assert same_weights(tmp_path / "whole", tmp_path / "split")
 
 
+@pytest.mark.slow
 def test_a_graphed_run_resumes_on_a_machine_without_cuda_with_no_cuda_graph(text_file, tmp_path, monkeypatch):
     """A run trained with --cuda-graph, carried to a laptop: its saved setting is refused there in
     one line that names the way out, and --no-cuda-graph continues it (exactly, on the CPU)."""

@@ -84,6 +84,7 @@ def test_resume_with_another_number_of_processes(folder):
     assert_same_weights(folder / "ref" / "last.safetensors", folder / "b" / "last.safetensors")
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_evenly_is_refused(folder):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -71,6 +71,7 @@ def test_no_split_ever_cuts_a_document(run, tmp_path):
     assert ckpt.load(run / "run").meta["lead_in"] == enc.lead_in  # every checkpoint carries it: enough to sample
 
 
+@pytest.mark.slow
 def test_sample_prints_whole_documents_that_follow_the_grammar(run):
     r = charnn("sample", run / "run", "--documents", "40", "--json", "--temperature", "0.5")
     assert r.returncode == 0, r.stderr
@@ -88,6 +89,7 @@ def test_sample_prints_whole_documents_that_follow_the_grammar(run):
     assert all(len(line) == 2 and line[1] in "aeiou" for line in r.stdout.split()), r.stdout  # only ended ones
 
 
+@pytest.mark.slow
 def test_a_beam_over_a_documents_run_prints_the_likeliest_whole_document(run):
     import re
 
@@ -113,6 +115,7 @@ def test_evaluate_samples_reports_documents_found_in_the_training_split(run, tmp
     assert got["documents"] == 4 and got["novel_documents"] == 0.25
 
 
+@pytest.mark.slow
 def test_eval_reads_a_file_as_documents_framed_like_training(run, tmp_path):
     (tmp_path / "t.txt").write_text("bada\nkemo\n")
     r = charnn("eval", run / "run", "--text", tmp_path / "t.txt", "--json")

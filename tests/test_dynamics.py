@@ -58,6 +58,7 @@ def test_an_early_checkpoint_predicts_like_a_low_order_model_and_the_last_like_a
     assert rep.ngram_loss[4] < rep.ngram_loss[2] < rep.ngram_loss[1]
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_plot_the_csv_and_the_fixed_json(tmp_path):
     import subprocess
     import sys

@@ -97,6 +97,7 @@ def test_a_feature_file_labels_each_range_and_bad_ones_say_why(tmp_path):
         read_feature_file(f, 10)
 
 
+@pytest.mark.slow
 def test_parts_start_at_each_match_and_too_few_are_refused(paren_run, tmp_path):
     from charnn.errors import CharnnError
 
@@ -114,6 +115,7 @@ def test_parts_start_at_each_match_and_too_few_are_refused(paren_run, tmp_path):
     assert "each match of '\\n' starts one" in rep.features["part"]
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_fixed_json(paren_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "charnn", "analyze", "emergence", str(paren_run), "--out",
                         str(tmp_path / "out"), "--chars", "3000", "--feature", "vowel=[aeAE]", "--json"],

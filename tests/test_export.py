@@ -81,6 +81,7 @@ def test_model_json_and_weights_bin_describe_the_weights_for_other_programs(runs
         assert np.array_equal(a, weights[k].numpy())
 
 
+@pytest.mark.slow
 def test_export_never_writes_over_a_folder_of_someone_elses_files(runs, tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text("<p>my home page</p>")

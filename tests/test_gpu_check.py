@@ -52,6 +52,7 @@ def test_the_bf16_check_sees_which_precision_the_recurrence_ran_in(monkeypatch):
     assert gpu_check.bf16_dtypes(model, "cpu")[:2] == (torch.float32, torch.bfloat16)
 
 
+@pytest.mark.slow
 def test_a_refusal_under_torchrun_counts_as_one_line_despite_torchruns_own_traceback(tmp_path):
     """What a Mac's check of `torchrun ... --device mps` reads, seen here with --device cuda on a
     machine without CUDA: each rank's one line, then torchrun's own traceback of its child."""

@@ -65,6 +65,7 @@ def test_bad_budgets():
         parse_budgets("10")
 
 
+@pytest.mark.slow
 def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     from helpers import charnn
 
@@ -102,6 +103,7 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     (["--lr", "0"], "--lr must be positive"),
     (["--dropout", "1"], "--dropout must be in [0, 1)"),
 ])
+@pytest.mark.slow
 def test_bad_grid_input(tmp_path, extra, msg):
     from helpers import charnn
 

@@ -85,6 +85,7 @@ def test_serve_offers_the_labels_and_writes_in_each_ones_style(alpha):
         assert r.status_code == 400 and "conditioned on labels" in r.text
 
 
+@pytest.mark.slow
 def test_the_label_alone_decides_the_alphabet(alpha):
     tmp_path = alpha
     loaded = ckpt.load(tmp_path / "run")

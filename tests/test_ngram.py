@@ -128,6 +128,7 @@ def test_a_fixed_discount_and_bad_orders():
         KneserNey(2, 4).fit(np.array([1]))
 
 
+@pytest.mark.slow
 def test_ngram_command(tmp_path):
     from helpers import charnn
 

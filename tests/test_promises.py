@@ -53,6 +53,7 @@ def test_every_preset_builds_and_trains(tmp_path, preset):
     assert first["step"] == 10 and first["train_loss"] < math.log(len(saved.vocab))  # it learned something
 
 
+@pytest.mark.slow
 def test_unit_bytes_end_to_end(tmp_path):
     text = ("naïve café 日本語 " * 300 + "\n") * 3
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
@@ -70,6 +71,7 @@ def test_unit_bytes_end_to_end(tmp_path):
     assert e.returncode == 0 and json.loads(e.stdout)["chars"] == 99
 
 
+@pytest.mark.slow
 def test_checkpoint_last_samples_the_last_checkpoint(text_file, tmp_path):
     train(tiny_config(text_file, max_steps=40, eval_every=40), tmp_path / "run", progress=False)
     early = (tmp_path / "run" / "last.safetensors").read_bytes()
@@ -107,6 +109,7 @@ def test_snapshots_at_the_blogs_steps(text_file, tmp_path):
     assert len({s["text"] for s in snaps}) == 4
 
 
+@pytest.mark.slow
 def test_the_progress_line_reports_what_it_says(text_file, tmp_path):
     r = charnn("train", text_file, "--out", tmp_path / "r", *[a for a in TINY if a != "--quiet"], "--max-steps", "40",
                "--eval-every", "20", "--samples", "0")
@@ -126,6 +129,7 @@ def test_the_progress_line_reports_what_it_says(text_file, tmp_path):
     assert int(got[-1].group(6).replace(",", "")) > 0
 
 
+@pytest.mark.slow
 def test_grid_jobs_share_the_cores(tmp_path):
     from charnn.study.grid import Cell, Settings, run_grid
 

@@ -59,6 +59,7 @@ def test_reading_samples_from_the_sample_command_and_from_a_run(tmp_path):
         read_samples(tmp_path / "none.txt")
 
 
+@pytest.mark.slow
 def test_evaluate_samples_command(tmp_path):
     from helpers import charnn
 

@@ -58,6 +58,7 @@ def test_runs_are_listed_by_name_with_what_their_checkpoints_say(client, runs):
     ({"prime": "one", "length": 100, "seed": 2, "clamp": "0:5=0.95,1:3=-0.9"},
      ["--prime", "one", "--length", "100", "--seed", "2", "--clamp", "0:5=0.95,1:3=-0.9"]),
 ])
+@pytest.mark.slow
 def test_a_sample_is_exactly_what_charnn_sample_prints(client, runs, body, cli):
     got = client.post("/api/runs/lstm/sample", json=body)
     assert got.status_code == 200, got.text

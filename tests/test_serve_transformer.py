@@ -45,6 +45,7 @@ def test_the_run_is_listed_as_a_transformer(client):
     assert got["name"] == "gpt" and got["cell"] == "transformer" and got["quantities"] == ["m"]
 
 
+@pytest.mark.slow
 def test_samples_scores_and_next_equal_the_command_line(client, run, tmp_path):
     body = {"prime": "one two", "length": 60, "seed": 4, "temperature": 0.8, "num": 2, "top_k": 5}
     got = client.post("/api/runs/gpt/sample", json=body)

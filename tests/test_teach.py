@@ -31,6 +31,7 @@ def test_the_lesson_is_the_same_for_a_seed_and_another_for_another():
     assert teach("hello", seed=3).to_dict()["before"] != teach("hello", seed=4).to_dict()["before"]
 
 
+@pytest.mark.slow
 def test_the_json_has_the_fixed_fields_and_bad_input_is_one_line():
     run = lambda *a: subprocess.run([sys.executable, "-m", "charnn", "teach", "hello", *a], capture_output=True,  # noqa: E731
                                     text=True, timeout=120, env=dict(os.environ, PYTHONUNBUFFERED="1"))
