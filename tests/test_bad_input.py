@@ -97,6 +97,7 @@ CATALOGUE = [
     (T + ["--documents", "line", "--labels", "{d}/samples.txt"], "has 10 lines but the text has 400 documents"),
     (["sample", "{d}/run", "--label", "one"], "--label: this run was trained without labels"),
     (["attribute", "{d}/run", "{d}/samples.txt"], "was trained without labels; attribution needs --documents"),
+    (["attribute", "{d}/run", "{d}/samples.txt", "--calibrate", "500"], "--calibrate 500: at most 100 reference"),
     (["attribute", "--eval", "{d}/text.txt", "--documents", "line", "--label", "^(a)", "--out", "{d}/att", "--preset",
       "huge"], "unknown preset 'huge'"),
     (T + ["--cell", "transformer", "--heads", "3"], "--heads 3 does not divide the transformer's width --embed 128"),

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from charnn.config import ModelConfig
-from charnn.evaluate import evaluate
+from charnn.evaluate import evaluate, evaluate_rows
 from charnn.model import CharRNN
 
 
@@ -25,6 +25,26 @@ def test_matches_one_long_pass():
     assert par.chars == 499
     assert abs(par.loss - ref) < 1e-5
     assert math.isclose(one.bpc, one.loss / math.log(2)) and math.isclose(one.perplexity, math.exp(one.loss))
+
+
+def test_rows_read_side_by_side_score_as_each_read_alone():
+    """evaluate_rows (attribution's batch of one document under every label) gives each row the
+    score evaluate gives it alone, for a recurrent model and a transformer (sliding past its block)."""
+    from charnn.transformer import CharTransformer
+
+    torch.manual_seed(0)
+    models = [CharRNN(ModelConfig(cell="lstm", layers=2, hidden=16, embed=8, vocab_size=7)).eval(),
+              CharTransformer(ModelConfig(cell="transformer", layers=2, heads=2, embed=16, hidden=16, block=32,
+                                          vocab_size=7)).eval()]
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(0, 7, 300) for _ in range(3)]
+    for m in models:
+        got = evaluate_rows(m, rows, seq_len=40)
+        for row, g in zip(rows, got):
+            alone = evaluate(m, row, streams=1, seq_len=40)
+            assert g.chars == alone.chars == 299
+            assert math.isclose(g.loss, alone.loss, rel_tol=1e-5), (m.cfg.cell, g.loss, alone.loss)
+        assert len({round(g.loss, 6) for g in got}) == 3  # three different texts, three scores
 
 
 def test_uniform_model_scores_log_vocab():

@@ -104,6 +104,7 @@ def test_the_label_alone_decides_the_alphabet(alpha):
     got = {d["document"]: d for d in json.loads(r.stdout)["documents"]}
     assert got["one.txt"]["verdict"] == "low" and got["two.txt"]["verdict"] == "high"
     assert got["one.txt"]["bpc"]["low"] < got["one.txt"]["bpc"]["high"] and got["one.txt"]["chars"] == 9
+    check_calibration(tmp_path / "run", got)
     r = charnn("inspect", "find", tmp_path / "run")
     assert r.returncode == 2 and "conditioned on labels, which it does not support yet" in r.stderr
     ev = json.loads(charnn("eval", tmp_path / "run", "--split", "val", "--json").stdout)
@@ -112,6 +113,33 @@ def test_the_label_alone_decides_the_alphabet(alpha):
     assert r.returncode == 2 and "--label 'middle' is not one of this run's labels: high, low" in r.stderr
     r = charnn("sample", tmp_path / "run")
     assert r.returncode == 2 and "give --label NAME, one of high, low" in r.stderr
+
+
+def check_calibration(run, got: dict) -> None:
+    """What `charnn attribute` printed, recomputed independently: each label's offset is the mean,
+    per true label, of the reference documents' bits under it (one evaluate() per document and
+    label), then the mean over the true labels; a calibrated score is the bits less the offset."""
+    import math
+
+    from charnn.attribution.score import training_references
+    from charnn.documents import labelled_ids
+    from charnn.evaluate import evaluate
+
+    loaded = ckpt.load(run)
+    model, names = loaded.build_model(), loaded.meta["labels"]
+    refs = training_references(loaded, 8)
+    for label, doc in refs:  # labelled as the training split has them: each label's own alphabet
+        assert set(doc) <= {"low": set("abc"), "high": set("xyz")}[label], (label, doc)
+    assert sorted({lab for lab, _ in refs}) == names and len(refs) == 16
+    per = {n: [[evaluate(model, labelled_ids(loaded.vocab, d, k), streams=1).bpc for k in range(len(names))]
+               for lab, d in refs if lab == n] for n in names}
+    offset = np.mean([np.mean(v, axis=0) for v in per.values()], axis=0)
+    for d in got.values():
+        for k, n in enumerate(names):
+            assert math.isclose(d["calibrated_bpc"][n], d["bpc"][n] - offset[k], abs_tol=1e-5)
+    r = charnn("attribute", run, run.parent / "q", "--json", "--calibrate", "0")
+    raw = {d["document"]: d for d in json.loads(r.stdout)["documents"]}
+    assert all("calibrated_bpc" not in d and d["bpc"] == got[k]["bpc"] for k, d in raw.items())
 
 
 def test_each_end_symbol_carries_the_label_of_the_document_after_it(tmp_path):
@@ -201,3 +229,15 @@ def test_a_labelled_run_resumes_bit_identically(tmp_path, cell):
     for key in ("labels", "lead_in", "lead_label", "label_counts"):
         assert a.meta[key] == b.meta[key], key
     assert sorted(a.meta["labels"]) == ["back", "cycle"]
+
+
+@pytest.mark.slow
+def test_calibration_needs_the_training_text_and_says_how_to_do_without(tmp_path):
+    run = labelled_run(tmp_path / "gone", {"cycle": CYCLE, "back": BACK}, n=60, steps=20)
+    (tmp_path / "q.txt").write_text("abcdabcd\n")
+    (run.parent / "docs.txt").unlink()  # the run's text moved away
+    r = charnn("attribute", run, tmp_path / "q.txt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "give --calibrate 0" in r.stderr, r.stderr
+    r = charnn("attribute", run, tmp_path / "q.txt", "--calibrate", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["calibrated_on"] == 0

@@ -9,9 +9,10 @@ then attributed by every method trained on all the labelled documents.
 
 Methods:
 - charnn: one model conditioned on the label (``--documents --label``), trained for the same
-  budget per fold; the label whose conditioning gives the document the fewest bits wins
-  (uniform prior). One shared model: the amount of text per label shapes a label vector, not
-  a whole model (see charnn.attribution.score).
+  budget per fold; the label whose conditioning gives the document the fewest bits, calibrated
+  on a few of the fold's training documents of each label, wins (uniform prior). One shared
+  model: the amount of text per label shapes a label vector, not a whole model, and the
+  calibration takes away what is left of it (see charnn.attribution.score).
 - Kneser-Ney character n-grams, one per label (Peng et al. 2003): on all of each label's text,
   and on equal amounts of text per label (each label's documents, in a seeded order, up to the
   smallest label's total), because a model that saw more text scores any text better.
@@ -63,6 +64,7 @@ class EvalSettings:
     order: int = 4  # the n-gram baselines' order
     words: int = 150  # Burrows' Delta: most frequent words
     k: int = 3  # gzip: neighbours
+    calibrate: int = 16  # charnn: reference documents per label for the calibration (0: none)
     preset: str = "default"  # charnn's model and optimiser (tests: tiny) ...
     train: dict | None = None  # ... and TrainConfig fields over it (the CLI: ATTRIBUTION_TRAIN unless --preset)
     extra: dict | None = None  # more TrainConfig fields (tests)
@@ -164,8 +166,9 @@ def _delta_verdicts(train: list[tuple[str, str]], test: list[str], n_words: int)
 
 # ---- charnn's own ------------------------------------------------------------------------------
 
-def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettings) -> list[str]:
-    """Train a labelled model on `train` (documents as written) and attribute `test` with it."""
+def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: Path, s: EvalSettings) -> list[str]:
+    """Train a labelled model on `train` (documents as written, their `labels`) and attribute
+    `test` with it, calibrated on up to s.calibrate training documents of each label."""
     from charnn import checkpoint as ckpt
     from charnn.attribution.score import attribute
     from charnn.config import RunConfig, apply_preset
@@ -187,13 +190,17 @@ def _charnn_verdicts(train: list[str], test: list[str], run: Path, s: EvalSettin
     train_in_child(run, config, f"attribution model {run.name}")
     loaded = ckpt.load(run, "best")
     model = loaded.build_model()
-    return [r.verdict for r in attribute(loaded, model, [(str(i), d) for i, d in enumerate(test)])]
+    rng = np.random.default_rng(s.seed)
+    reference = [(labels[i], train[i]) for name in sorted(set(labels))
+                 for i in sorted(rng.permutation([i for i, lab in enumerate(labels) if lab == name])[:s.calibrate])]
+    return [r.verdict for r in attribute(loaded, model, [(str(i), d) for i, d in enumerate(test)],
+                                         reference=reference or None)]
 
 
 def verdicts(method: str, train_docs: list[str], train_labels: list[str], test: list[str], run: Path,
              s: EvalSettings) -> list[str]:
     if method == "charnn":
-        return _charnn_verdicts(train_docs, test, run, s)
+        return _charnn_verdicts(train_docs, train_labels, test, run, s)
     clean = [(unlabelled(d, s.label), lab) for d, lab in zip(train_docs, train_labels)]
     test = [unlabelled(d, s.label) for d in test]
     if method.startswith("ngram"):

@@ -110,6 +110,9 @@ def _add_attribute(sub) -> None:
                                                    "preset with AdamW at 1.2e-2 and 32 streams, measured best for this)")
     at.add_argument("--out", default=None, metavar="DIR", help="with --eval: folder for the models, the folds and "
                                                                "attribution.json/.csv/.png")
+    at.add_argument("--calibrate", type=flags.count, default=None, metavar="N",
+                    help="calibrate each label on N documents of every label (default 16; 0: raw bits per character): "
+                         "from the run's training split, or with --eval each fold's training documents")
     at.add_argument("--prior", choices=["uniform", "train"], default="uniform",
                     help="the prior over labels: uniform (default) or the training split's share of documents")
     at.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
@@ -220,10 +223,13 @@ def cmd_grid(args) -> int:
 
 def cmd_attribute(args) -> int:
     from charnn import checkpoint as ckpt
-    from charnn.attribution.score import attribute, documents_of
+    from charnn.attribution.score import CALIBRATE, MAX_CALIBRATE, attribute, documents_of, training_references
 
+    calibrate = CALIBRATE if args.calibrate is None else args.calibrate
+    if calibrate > MAX_CALIBRATE:
+        raise CharnnError(f"--calibrate {calibrate}: at most {MAX_CALIBRATE} reference documents per label")
     if args.eval is not None:
-        return _attribute_eval(args)
+        return _attribute_eval(args, calibrate)
     if not args.run or not args.text:
         raise CharnnError("charnn attribute RUN_DIR TEXT_OR_DIR, or charnn attribute --eval CORPUS --documents SPLIT "
                           "--label REGEX --out DIR")
@@ -231,14 +237,24 @@ def cmd_attribute(args) -> int:
     if not loaded.meta.get("labels"):
         raise CharnnError(f"{args.run} was trained without labels; attribution needs --documents SPLIT --label REGEX")
     docs = documents_of(args.text, loaded.config.data.documents)
-    res = attribute(loaded, loaded.build_model(), docs, args.prior)
+    reference = None
+    if calibrate:
+        try:
+            reference = training_references(loaded, calibrate)
+        except CharnnError as e:
+            raise CharnnError(f"the calibration reads documents of the run's training split: {e}; give --calibrate 0 "
+                              f"to attribute by raw bits per character") from None
+    res = attribute(loaded, loaded.build_model(), docs, args.prior, reference)
     if args.json:
         print(json.dumps({"run": str(args.run), "prior": args.prior, "labels": loaded.meta["labels"],
-                          "documents": [r.to_dict() for r in res]}, ensure_ascii=False))
+                          "calibrated_on": len(reference or []), "documents": [r.to_dict() for r in res]},
+                         ensure_ascii=False))
         return 0
     names = loaded.meta["labels"]
     width = max(12, *(len(n) for n in names))
-    print(f"bits per character under each label ({args.prior} prior); the verdict is the most probable label")
+    how = (f"calibrated on {len(reference)} training documents (up to {calibrate} a label)" if reference
+           else "not calibrated")
+    print(f"bits per character under each label ({args.prior} prior, {how}); the verdict is the most probable label")
     print(f"{'document':<44} {'chars':>7} " + " ".join(f"{n[:width]:>{width}}" for n in names) + "  verdict (posterior)")
     for r in res:
         print(f"{r.name[:44]:<44} {r.chars:>7,} " + " ".join(f"{r.bpc[n]:>{width}.4f}" for n in names)
@@ -246,7 +262,7 @@ def cmd_attribute(args) -> int:
     return 0
 
 
-def _attribute_eval(args) -> int:
+def _attribute_eval(args, calibrate: int) -> int:
     from charnn.attribution.folds import ATTRIBUTION_TRAIN, EvalSettings, evaluate_attribution, table
     from charnn.config import RunConfig, apply_preset
     from charnn.files import refuse_foreign
@@ -264,7 +280,7 @@ def _attribute_eval(args) -> int:
     refuse_foreign(out / "attribution.json", b'"methods"')
     out.mkdir(parents=True, exist_ok=True)
     s = EvalSettings(args.documents, args.label, args.folds, max_time=args.max_time or (0.0 if args.max_steps else 60.0),
-                     max_steps=args.max_steps or 0, preset=args.preset or "default",
+                     max_steps=args.max_steps or 0, preset=args.preset or "default", calibrate=calibrate,
                      train=None if args.preset else ATTRIBUTION_TRAIN)
     result = evaluate_attribution(args.eval, out, s, progress=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
