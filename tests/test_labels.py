@@ -121,16 +121,16 @@ def check_calibration(run, got: dict) -> None:
     label), then the mean over the true labels; a calibrated score is the bits less the offset."""
     import math
 
-    from charnn.attribution.score import training_references
+    from charnn.attribution.score import CALIBRATE, training_references
     from charnn.documents import labelled_ids
     from charnn.evaluate import evaluate
 
     loaded = ckpt.load(run)
     model, names = loaded.build_model(), loaded.meta["labels"]
-    refs = training_references(loaded, 8)
+    refs = training_references(loaded, CALIBRATE)  # what the command used: its default
     for label, doc in refs:  # labelled as the training split has them: each label's own alphabet
         assert set(doc) <= {"low": set("abc"), "high": set("xyz")}[label], (label, doc)
-    assert sorted({lab for lab, _ in refs}) == names and len(refs) == 16
+    assert sorted({lab for lab, _ in refs}) == names and len(refs) == 2 * CALIBRATE
     per = {n: [[evaluate(model, labelled_ids(loaded.vocab, d, k), streams=1).bpc for k in range(len(names))]
                for lab, d in refs if lab == n] for n in names}
     offset = np.mean([np.mean(v, axis=0) for v in per.values()], axis=0)
