@@ -170,7 +170,7 @@ def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: 
     """Train a labelled model on `train` (documents as written, their `labels`) and attribute
     `test` with it, calibrated on up to s.calibrate training documents of each label."""
     from charnn import checkpoint as ckpt
-    from charnn.attribution.score import attribute
+    from charnn.attribution.score import attribute, pick_references
     from charnn.config import RunConfig, apply_preset
     from charnn.study.grid import train_in_child
 
@@ -190,9 +190,7 @@ def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: 
     train_in_child(run, config, f"attribution model {run.name}")
     loaded = ckpt.load(run, "best")
     model = loaded.build_model()
-    rng = np.random.default_rng(s.seed)
-    reference = [(labels[i], train[i]) for name in sorted(set(labels))
-                 for i in sorted(rng.permutation([i for i, lab in enumerate(labels) if lab == name])[:s.calibrate])]
+    reference = pick_references(list(zip(labels, train)), s.calibrate, s.seed)
     return [r.verdict for r in attribute(loaded, model, [(str(i), d) for i, d in enumerate(test)],
                                          reference=reference or None)]
 

@@ -88,12 +88,12 @@ def prior_of(loaded, prior: str) -> np.ndarray:
     return counts / counts.sum()
 
 
-def _nats(loaded, model, name: str, doc: str) -> tuple[np.ndarray, int]:
-    """A document's nats per character under each label, and the characters scored."""
+def _nats(loaded, model, name: str, doc: str, known: set[str]) -> tuple[np.ndarray, int]:
+    """A document's nats per character under each label, and the characters scored (`known`:
+    the characters of the model's vocabulary)."""
     regex = loaded.config.data.label
     doc = unlabelled(doc, regex) if regex else doc  # a document that names its label does not tell the model
     # characters the model never saw are left out: they would cost the same under every label
-    known = set(loaded.vocab.decode(range(len(loaded.vocab))))
     doc = "".join(c for c in doc if c in known)
     try:
         ids = [labelled_ids(loaded.vocab, doc, k) for k in range(len(loaded.meta["labels"]))]
@@ -108,11 +108,12 @@ def offsets(loaded, model, reference: list[tuple[str, str]]) -> np.ndarray:
     reference documents (label, text): the mean, per true label, of a document's nats per character
     under each label, then the mean over the true labels."""
     names = loaded.meta["labels"]
+    known = set(loaded.vocab.decode(range(len(loaded.vocab))))
     per: dict[str, list[np.ndarray]] = {}
     for k, (label, doc) in enumerate(reference):
         if label not in names:
             raise CharnnError(f"calibration: {label!r} is not one of the run's labels ({', '.join(names)})")
-        per.setdefault(label, []).append(_nats(loaded, model, f"reference document {k + 1}", doc)[0])
+        per.setdefault(label, []).append(_nats(loaded, model, f"reference document {k + 1}", doc, known)[0])
     if not per:
         raise CharnnError("calibration needs reference documents of known labels")
     return np.mean([np.mean(v, axis=0) for v in per.values()], axis=0)
@@ -127,9 +128,10 @@ def attribute(loaded, model, docs: list[tuple[str, str]], prior: str = "uniform"
         raise CharnnError("attribution needs a run trained on labelled documents (--documents SPLIT --label REGEX)")
     log_prior = np.log(prior_of(loaded, prior))
     offset = offsets(loaded, model, reference) if reference else np.zeros(len(names))
+    known = set(loaded.vocab.decode(range(len(loaded.vocab))))
     out = []
     for name, doc in docs:
-        nats, chars = _nats(loaded, model, name, doc)
+        nats, chars = _nats(loaded, model, name, doc, known)
         logpost = log_prior - (nats - offset) * chars
         post = np.exp(logpost - logpost.max())
         post /= post.sum()
@@ -152,6 +154,15 @@ def training_references(loaded, per_label: int, seed: int = 0) -> list[tuple[str
     for a, b in zip(np.concatenate([[0], ends[:-1] + 1]), ends):
         if b > a:
             by.setdefault(names[int(ids[a]) // V], []).append(loaded.vocab.decode(ids[a:b] % V))
+    return pick_references([(label, d) for label, docs in by.items() for d in docs], per_label, seed)
+
+
+def pick_references(labelled: list[tuple[str, str]], per_label: int, seed: int) -> list[tuple[str, str]]:
+    """Up to `per_label` of the (label, document) pairs of each label, a seeded choice (labels in
+    order, each label's documents in their order)."""
     rng = np.random.default_rng(seed)
+    by: dict[str, list[str]] = {}
+    for label, doc in labelled:
+        by.setdefault(label, []).append(doc)
     return [(label, docs[i]) for label, docs in sorted(by.items())
             for i in sorted(rng.permutation(len(docs))[:per_label].tolist())]
