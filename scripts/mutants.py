@@ -79,7 +79,7 @@ MUTANTS = [
            "(probs.cumsum(-1) - probs) >= top_p + 0.05", "tests/test_properties.py", "excluded"),
     Mutant("temperature off by 10%", "sample.py", "values) / temperature",
            "values) / (temperature * 1.1)", "tests/test_properties.py", "softmax"),
-    Mutant("stop string across pieces missed", "sample.py", "            tail = tail[-len(stop):]\n",
+    Mutant("stop string across pieces missed", "sample.py", "            tail = tail[-len(stop) :]\n",
            "            tail = \"\"\n", "tests/test_sample.py", "stop"),
     Mutant("chars/s is 0 in the first second", "trainer.py",
            "                elif not settled:", "                elif False:", "tests/test_promises.py", "progress"),

@@ -85,7 +85,8 @@ def test_functions_and_rooms_stay_readable():
 
 
 def test_the_package_passes_its_linter():
-    """ruff with the project's configuration (pyproject.toml): pyflakes, pycodestyle, bugbear, sorted imports."""
+    """ruff with the project's configuration (pyproject.toml): pyflakes, pycodestyle, bugbear, sorted
+    imports; and the code as `ruff format` writes it."""
     import shutil
     import subprocess
     import sys
@@ -96,6 +97,8 @@ def test_the_package_passes_its_linter():
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
     r = subprocess.run([ruff, "check", "src"], cwd=PKG.parents[1], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+    r = subprocess.run([ruff, "format", "--check", "src"], cwd=PKG.parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + "\n(run `ruff format src`)"
 
 
 @pytest.mark.slow

@@ -36,9 +36,12 @@ __all__ = ["CharnnError", "Run", "Model", "Cells", "train", "load", "build_confi
 
 # setting name -> the config section that holds it: every field of the three sections but those
 # the data fills in (the text is train's first argument)
-SETTINGS = {f.name: section for section, kind in (("data", DataConfig), ("model", ModelConfig),
-                                                  ("train", TrainConfig))
-            for f in dataclasses.fields(kind) if f.name not in ("text", "vocab_size", "labels")}
+SETTINGS = {
+    f.name: section
+    for section, kind in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+    for f in dataclasses.fields(kind)
+    if f.name not in ("text", "vocab_size", "labels")
+}
 
 
 def _check_type(name: str, value, default) -> None:
@@ -46,11 +49,14 @@ def _check_type(name: str, value, default) -> None:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            (isinstance(value, int) or not isinstance(default, int)) and math.isfinite(value)
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (isinstance(value, int) or not isinstance(default, int))
+            and math.isfinite(value)
+        )
     elif isinstance(default, tuple):
-        ok = isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                      for v in value)
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     else:
         ok = isinstance(value, str)
     if not ok:
@@ -64,8 +70,10 @@ def build_config(text: str | Path = "stdlib", preset: str | None = None, **setti
     training starts (``RunConfig.validate``)."""
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise CharnnError(f"unknown setting {unknown[0]!r}: the settings are the fields of ModelConfig, DataConfig "
-                          f"and TrainConfig (e.g. {', '.join(list(SETTINGS)[:6])}, ...)")
+        raise CharnnError(
+            f"unknown setting {unknown[0]!r}: the settings are the fields of ModelConfig, DataConfig "
+            f"and TrainConfig (e.g. {', '.join(list(SETTINGS)[:6])}, ...)"
+        )
     cfg = RunConfig()
     apply_preset(cfg, preset or ("gpt-cpu" if settings.get("cell") == "transformer" else "default"))
     path = Path(text).expanduser()
@@ -85,8 +93,7 @@ def _transformer_defaults(cfg: RunConfig, given: dict) -> None:
     if m.recurrent:
         return
     if "hidden" in given and given["hidden"] != m.embed:
-        raise CharnnError(f"--hidden is a recurrent cell's width; a transformer's width is --embed "
-                          f"({m.embed}): drop --hidden")
+        raise CharnnError(f"--hidden is a recurrent cell's width; a transformer's width is --embed ({m.embed}): drop --hidden")
     m.hidden = m.embed
     if "block" in given and "seq_len" not in given:
         cfg.train.seq_len = m.block
@@ -95,6 +102,7 @@ def _transformer_defaults(cfg: RunConfig, given: dict) -> None:
 @dataclass
 class Run:
     """A training run on disk and how its training ended."""
+
     dir: Path
     steps: int
     epochs: float
@@ -112,9 +120,16 @@ class Run:
         return f"Run({str(self.dir)!r}: {self.steps} steps, stopped by {self.stopped_by}{bpc})"
 
 
-def train(text: str | Path | None = None, out: str | Path = "runs/charnn", *, preset: str | None = None,
-          resume: bool = False, init_from: str | Path | None = None, progress: bool | None = None,
-          **settings) -> Run:
+def train(
+    text: str | Path | None = None,
+    out: str | Path = "runs/charnn",
+    *,
+    preset: str | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    progress: bool | None = None,
+    **settings,
+) -> Run:
     """Train a model on a text file, a folder or a built-in corpus ("stdlib", the default, or
     "shakespeare"), or continue the run in `out` (resume=True: the text, preset and settings given
     again must match the run's, but for those a resume may change).
@@ -141,8 +156,10 @@ def train(text: str | Path | None = None, out: str | Path = "runs/charnn", *, pr
     else:
         cfg = build_config("stdlib" if text is None else text, preset, **settings)
         if init_from and any(SETTINGS[k] == "model" for k in settings):
-            raise CharnnError("--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
-                              "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational")
+            raise CharnnError(
+                "--init-from takes the model's shape and dropouts from that run; drop --cell/--layers/"
+                "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational"
+            )
         res = train_run(cfg, out, init_from=init_from, progress=progress)
     best = res.best_val_loss_whole if res.best_val_loss_whole is not None else res.best_val_loss
     bpc = res.best_bpc if res.best_bpc is not None else (best / math.log(2) if res.units != "tokens" else None)
@@ -188,9 +205,20 @@ class Model:
 
     # ---- generating ----------------------------------------------------------------------------
 
-    def sample(self, prime: str = "", *, length: int = 500, num: int = 1, temperature: float = 0.8,
-               top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: str | None = None, label: str | None = None,
-               stream: bool = False) -> list[str] | Iterator[str]:
+    def sample(
+        self,
+        prime: str = "",
+        *,
+        length: int = 500,
+        num: int = 1,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: str | None = None,
+        label: str | None = None,
+        stream: bool = False,
+    ) -> list[str] | Iterator[str]:
         """`num` samples (without the prime), each `length` units long or cut after `stop`; the
         same seed gives the same text. stream=True (num 1): the pieces of one sample as they are
         written. A run trained with --documents gives whole documents instead (`length` caps one,
@@ -211,8 +239,9 @@ class Model:
                 raise CharnnError("stop: a document ends at its end symbol; drop stop for a documents run")
             if stream:
                 return stream_document(self.net, self.vocab, meta, label, prime, length, seed, **opts)
-            docs, _ = sample_documents(self.net, self.vocab, meta["lead_in"], num, length, prime, seed,
-                                       *label_numbers(meta, label), **opts)
+            docs, _ = sample_documents(
+                self.net, self.vocab, meta["lead_in"], num, length, prime, seed, *label_numbers(meta, label), **opts
+            )
             return docs
         if stream:
             if num != 1:
@@ -220,8 +249,7 @@ class Model:
             return stream_pieces(self.net, self.vocab, prime, length, seed, stop=stop, **opts)
         return sample_text(self.net, self.vocab, length=length, num=num, stop=stop, prime=prime, seed=seed, **opts)
 
-    def beam(self, prime: str = "", *, width: int = 4, length: int = 200, label: str | None = None
-             ) -> tuple[str | None, float]:
+    def beam(self, prime: str = "", *, width: int = 4, length: int = 200, label: str | None = None) -> tuple[str | None, float]:
         """The most likely continuation of `prime` (without it) that a beam of `width` finds, and
         its log-likelihood in nats; width 1 is greedy, a wider beam never scores below greedy. A
         run trained with --documents: the most likely whole document (with the prime in front, as
@@ -296,8 +324,9 @@ class Model:
         qs = tuple(quantities or QUANTITIES[self.config.cell])
         bad = [q for q in qs if q not in QUANTITIES[self.config.cell]]
         if bad:
-            raise CharnnError(f"quantities: {bad[0]!r} is not one of this {self.config.cell}'s "
-                              f"({', '.join(QUANTITIES[self.config.cell])})")
+            raise CharnnError(
+                f"quantities: {bad[0]!r} is not one of this {self.config.cell}'s ({', '.join(QUANTITIES[self.config.cell])})"
+            )
         chunk = record_all(self.net, subject.ids, qs)
         return Cells(subject.text, {q: chunk.acts[q].cpu().numpy() for q in qs}, subject)
 
@@ -363,8 +392,12 @@ class Cells:
             import pandas as pd
         except ImportError:
             raise CharnnError("to_pandas needs pandas: pip install pandas") from None
-        cols = {(q, layer, k): v[layer, :, k] for q, v in self.values.items()
-                for layer in range(v.shape[0]) for k in range(v.shape[2])}
+        cols = {
+            (q, layer, k): v[layer, :, k]
+            for q, v in self.values.items()
+            for layer in range(v.shape[0])
+            for k in range(v.shape[2])
+        }
         frame = pd.DataFrame(cols, index=pd.Index(list(self.text), name="char"))
         frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["quantity", "layer", "unit"])
         return frame
@@ -379,5 +412,7 @@ class Cells:
 
     def _repr_html_(self) -> str:
         # The page runs its own script and styles: inside an iframe it cannot touch the notebook's.
-        return (f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:560px;'
-                f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')
+        return (
+            f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:560px;'
+            f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>'
+        )

@@ -74,20 +74,25 @@ class Checkpoint:
         if want != got:
             diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
             k = diff[0]
-            raise CharnnError(f"the weights in {self.path} do not fit its own configuration ({mc.describe()}"
-                              f", embedding {mc.embed}, {mc.vocab_size} symbols): {k} is "
-                              f"{got.get(k, 'missing')}, the configuration needs {want.get(k, 'no such tensor')}")
+            raise CharnnError(
+                f"the weights in {self.path} do not fit its own configuration ({mc.describe()}"
+                f", embedding {mc.embed}, {mc.vocab_size} symbols): {k} is "
+                f"{got.get(k, 'missing')}, the configuration needs {want.get(k, 'no such tensor')}"
+            )
         bad = [k for k, v in self.weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
-            raise CharnnError(f"{self.path} holds non-finite weights (NaN or inf in {bad[0]}): the run diverged "
-                              f"before it was saved; use another checkpoint, or resume with a lower --lr")
+            raise CharnnError(
+                f"{self.path} holds non-finite weights (NaN or inf in {bad[0]}): the run diverged "
+                f"before it was saved; use another checkpoint, or resume with a lower --lr"
+            )
         model = build(mc)
         model.load_state_dict(self.weights)
         return model.to(device).eval()  # for inference: put in eval mode once, never switched per request
 
 
-def save(path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, meta: dict,
-         extra: dict[str, torch.Tensor] | None = None) -> None:
+def save(
+    path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, meta: dict, extra: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write one checkpoint file atomically and durably. `extra` holds training-state tensors.
 
     The metadata carries the run's id (config.run_id) and a checksum of every tensor.
@@ -95,8 +100,14 @@ def save(path: Path, config: RunConfig, vocab: Vocab, model: torch.nn.Module, me
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for k, v in (extra or {}).items():
         tensors[k] = v.detach().cpu().contiguous().clone()
-    metadata = {"format": FORMAT, "config": config.to_json(), "vocab": vocab.to_json(), "meta": json.dumps(meta),
-                "run_id": config.run_id, "checksum": checksum(tensors)}
+    metadata = {
+        "format": FORMAT,
+        "config": config.to_json(),
+        "vocab": vocab.to_json(),
+        "meta": json.dumps(meta),
+        "run_id": config.run_id,
+        "checksum": checksum(tensors),
+    }
     # Serialised in memory and written by files.write_atomic (fsync + rename): safetensors'
     # save_file writes in place, without fsync, and creates the file 0600.
     write_atomic(path, safetensors.torch.save(tensors, metadata=metadata))
@@ -124,8 +135,10 @@ def kept_for_analysis(run: str | Path) -> tuple[list[int], "Checkpoint"]:
     that kept none is refused with what to do."""
     steps = kept_steps(run)
     if not steps:
-        raise CharnnError(f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
-                          f"default) or --keep-every N, then run this again")
+        raise CharnnError(
+            f"{run} kept no checkpoints over training; train with --keep-checkpoints snapshots (the "
+            f"default) or --keep-every N, then run this again"
+        )
     return steps, load(run, f"step:{steps[-1]}")
 
 
@@ -149,17 +162,23 @@ def resolve_path(where: str | Path, which: str = "best") -> Path:
         if kept_path(p, step).is_file():
             return kept_path(p, step)
         kept = kept_steps(p)
-        raise CharnnError(f"{where} kept no checkpoint at step {step}; " + (
-            f"it kept steps {', '.join(map(str, kept))}" if kept else
-            "it kept none (runs keep them at steps 100, 300, 500, 700, 1200, 2000, then each doubling)"))
+        raise CharnnError(
+            f"{where} kept no checkpoint at step {step}; "
+            + (
+                f"it kept steps {', '.join(map(str, kept))}"
+                if kept
+                else "it kept none (runs keep them at steps 100, 300, 500, 700, 1200, 2000, then each doubling)"
+            )
+        )
     order = {"best": [BEST, LAST], "last": [LAST], "latest": [LAST, BEST]}.get(which, [which])
     for name in order:
         if (p / name).is_file():
             return p / name
     if which == "last" and (p / BEST).is_file():
         raise CharnnError(f"{where} holds no {LAST} (only {BEST}); drop --checkpoint last to use the best one")
-    raise CharnnError(f"{where} holds no checkpoint ({' or '.join(order)}); train into it first with "
-                      f"charnn train ... --out {where}")
+    raise CharnnError(
+        f"{where} holds no checkpoint ({' or '.join(order)}); train into it first with charnn train ... --out {where}"
+    )
 
 
 def load(where: str | Path, which: str = "best") -> Checkpoint:
@@ -172,17 +191,17 @@ def load(where: str | Path, which: str = "best") -> Checkpoint:
                 raise CharnnError(f"{path} is not a charnn checkpoint (no '{FORMAT}' marker)")
             for key in ("config", "vocab"):
                 if key not in md:
-                    raise CharnnError(f"{path} has no {key} in its metadata: it is damaged or was not written by "
-                                      f"charnn")
+                    raise CharnnError(f"{path} has no {key} in its metadata: it is damaged or was not written by charnn")
             raw = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharnnError(f"cannot read checkpoint {path}: it is damaged, cut short or not a checkpoint "
-                          f"({detail})") from None
+        raise CharnnError(f"cannot read checkpoint {path}: it is damaged, cut short or not a checkpoint ({detail})") from None
     if "checksum" in md and checksum(raw) != md["checksum"]:
-        raise CharnnError(f"{path} is damaged: its tensors do not match the checksum they were saved with; "
-                          f"use another checkpoint (charnn check {path.parent} lists the usable ones)")
-    weights = {k[len("model."):]: v for k, v in raw.items() if k.startswith("model.")}
+        raise CharnnError(
+            f"{path} is damaged: its tensors do not match the checksum they were saved with; "
+            f"use another checkpoint (charnn check {path.parent} lists the usable ones)"
+        )
+    weights = {k[len("model.") :]: v for k, v in raw.items() if k.startswith("model.")}
     tensors = {k: v for k, v in raw.items() if not k.startswith("model.")}
     try:
         meta = json.loads(md.get("meta", "{}"))
@@ -246,8 +265,9 @@ def check_run(run: str | Path) -> list[Finding]:
     try:
         cfg = RunConfig.from_json((run / "config.json").read_text(encoding="utf-8"))
         ids["config.json"] = cfg.run_id
-        found.append(Finding("config.json", True, f"run {cfg.run_id or '(no id: written before run ids)'}, "
-                                                   f"{cfg.model.describe()}"))
+        found.append(
+            Finding("config.json", True, f"run {cfg.run_id or '(no id: written before run ids)'}, {cfg.model.describe()}")
+        )
     except (OSError, CharnnError) as e:
         found.append(Finding("config.json", False, f"unreadable ({getattr(e, 'strerror', None) or e})"))
     for name in (LAST, BEST):
@@ -264,12 +284,25 @@ def check_run(run: str | Path) -> list[Finding]:
         m = c.meta
         if name == LAST:
             usable = "step" in m and "optimizer" in m
-            found.append(Finding(name, usable, f"step {m.get('step')}; " + (
-                f"resume with: charnn train --resume --out {run}" if usable else "holds no training state")))
+            found.append(
+                Finding(
+                    name,
+                    usable,
+                    f"step {m.get('step')}; "
+                    + (f"resume with: charnn train --resume --out {run}" if usable else "holds no training state"),
+                )
+            )
         else:
             val = m.get("val_loss")
-            found.append(Finding(name, True, f"step {m.get('step')}" + (f", validation loss {val:.4f} nats"
-                                 if isinstance(val, (int, float)) else "") + f"; sample with: charnn sample {run}"))
+            found.append(
+                Finding(
+                    name,
+                    True,
+                    f"step {m.get('step')}"
+                    + (f", validation loss {val:.4f} nats" if isinstance(val, (int, float)) else "")
+                    + f"; sample with: charnn sample {run}",
+                )
+            )
     for step in kept_steps(run):
         name = f"{KEPT}/{kept_path(run, step).name}"
         try:
@@ -281,8 +314,9 @@ def check_run(run: str | Path) -> list[Finding]:
             found.append(Finding(name, False, str(e)))
     known = {v for v in ids.values() if v}
     if len(known) > 1:
-        found.append(Finding("run id", False, "the files come from different runs: " +
-                             ", ".join(f"{k} {v}" for k, v in ids.items())))
+        found.append(
+            Finding("run id", False, "the files come from different runs: " + ", ".join(f"{k} {v}" for k, v in ids.items()))
+        )
     for p in sorted(run.glob(".*.tmp")):
         found.append(Finding(p.name, True, "left by a write that was cut short; ignored, removed by the next train"))
     return found

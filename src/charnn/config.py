@@ -73,22 +73,29 @@ class ModelConfig:
                 raise CharnnError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.recurrent:
             if self.heads or self.block:
-                raise CharnnError(f"--heads and --block are a transformer's settings; --cell {self.cell} has neither: "
-                                  f"drop them, or use --cell transformer")
+                raise CharnnError(
+                    f"--heads and --block are a transformer's settings; --cell {self.cell} has neither: "
+                    f"drop them, or use --cell transformer"
+                )
             return
         _positive("heads", self.heads)
         _positive("block", self.block)
         if self.embed % self.heads:
-            raise CharnnError(f"--heads {self.heads} does not divide the transformer's width --embed {self.embed}: "
-                              f"choose a width that is a multiple of the heads (e.g. --embed "
-                              f"{-(-self.embed // self.heads) * self.heads})")
+            raise CharnnError(
+                f"--heads {self.heads} does not divide the transformer's width --embed {self.embed}: "
+                f"choose a width that is a multiple of the heads (e.g. --embed "
+                f"{-(-self.embed // self.heads) * self.heads})"
+            )
         used = [f"--{n.replace('_', '-')}" for n in ("weight_drop", "embed_drop", "variational") if getattr(self, n)]
         if used:
-            raise CharnnError(f"{', '.join(used)}: for recurrent cells only (AWD-LSTM's regularisers of the "
-                              f"recurrence); a transformer takes --dropout")
+            raise CharnnError(
+                f"{', '.join(used)}: for recurrent cells only (AWD-LSTM's regularisers of the "
+                f"recurrence); a transformer takes --dropout"
+            )
         if self.hidden != self.embed:
-            raise CharnnError(f"a transformer's width is --embed ({self.embed}); --hidden ({self.hidden}) is a "
-                              f"recurrent cell's: drop it")
+            raise CharnnError(
+                f"a transformer's width is --embed ({self.embed}); --hidden ({self.hidden}) is a recurrent cell's: drop it"
+            )
 
     def buildable(self) -> "ModelConfig":
         """This configuration, checked, with its vocabulary size set: what a model is built from."""
@@ -137,22 +144,21 @@ class DataConfig:
             if self.bpe_vocab and not 2 <= self.bpe_vocab <= MAX_BPE_VOCAB:  # 0: the default (complete())
                 raise CharnnError(f"--vocab-size must be between 2 and {MAX_BPE_VOCAB:,}, got {self.bpe_vocab}")
         elif self.bpe_vocab:
-            raise CharnnError(f"--vocab-size is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
-                              f"the text's own {'characters' if self.unit == 'char' else 'bytes'}")
-        if self.encoding_errors not in ("strict", "replace"):
             raise CharnnError(
-                f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}"
+                f"--vocab-size is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
+                f"the text's own {'characters' if self.unit == 'char' else 'bytes'}"
             )
+        if self.encoding_errors not in ("strict", "replace"):
+            raise CharnnError(f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}")
         split = tuple(float(x) for x in self.split)
         if len(split) != 3 or any(x < 0 for x in split) or split[0] <= 0:
-            raise CharnnError(
-                f"--split needs three non-negative fractions TRAIN,VAL,TEST with TRAIN > 0, got {self.split}"
-            )
+            raise CharnnError(f"--split needs three non-negative fractions TRAIN,VAL,TEST with TRAIN > 0, got {self.split}")
         if abs(sum(split) - 1.0) > 1e-6:
             raise CharnnError(f"--split fractions must add up to 1, got {sum(split):g}")
         if self.documents and self.unit != "char":
-            raise CharnnError(f"--documents reads characters (--unit char); --unit {self.unit} with documents is "
-                              f"not supported yet")
+            raise CharnnError(
+                f"--documents reads characters (--unit char); --unit {self.unit} with documents is not supported yet"
+            )
         if len(self.documents) > 1000 or len(self.label) > 1000:
             raise CharnnError("--documents, --label: a regular expression of at most 1000 characters, please")
         if (self.label or self.labels_file) and not self.documents:
@@ -208,8 +214,19 @@ class TrainConfig:
             raise CharnnError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if not self.lr > 0:
             raise CharnnError(f"--lr must be positive, got {self.lr}")
-        for name in ("max_steps", "max_epochs", "max_time", "patience", "grad_clip", "grad_clamp",
-                     "warmup_steps", "eval_chars", "weight_decay", "checkpoint_every", "threads"):
+        for name in (
+            "max_steps",
+            "max_epochs",
+            "max_time",
+            "patience",
+            "grad_clip",
+            "grad_clamp",
+            "warmup_steps",
+            "eval_chars",
+            "weight_decay",
+            "checkpoint_every",
+            "threads",
+        ):
             if getattr(self, name) < 0:
                 raise CharnnError(f"--{name.replace('_', '-')} must not be negative")
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
@@ -262,11 +279,15 @@ class RunConfig:
         self.train.validate()
         m = self.model
         if m.recurrent and self.train.windows == "random":
-            raise CharnnError(f"--windows random reads unrelated windows, and --cell {m.cell} carries its state from one "
-                              f"window to the next: use --windows streams (the default) with a recurrent cell")
+            raise CharnnError(
+                f"--windows random reads unrelated windows, and --cell {m.cell} carries its state from one "
+                f"window to the next: use --windows streams (the default) with a recurrent cell"
+            )
         if not m.recurrent and self.train.seq_len != m.block:
-            raise CharnnError(f"a transformer trains on windows as long as its context: --seq-len ({self.train.seq_len}) "
-                              f"must equal --block ({m.block}); give --block alone")
+            raise CharnnError(
+                f"a transformer trains on windows as long as its context: --seq-len ({self.train.seq_len}) "
+                f"must equal --block ({m.block}); give --block alone"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -278,8 +299,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         if not isinstance(d, dict) or not all(isinstance(d.get(k, {}), dict) for k in ("model", "data", "train")):
-            raise CharnnError("the run configuration is malformed (not a JSON object of sections); was it "
-                              "written by charnn?")
+            raise CharnnError("the run configuration is malformed (not a JSON object of sections); was it written by charnn?")
         try:
             return cls(
                 model=_build(ModelConfig, d.get("model", {})),
@@ -323,42 +343,92 @@ def _positive(name: str, value: int) -> None:
 # trained for half an hour or more, where the model underfits. docs/benchmarks.md
 # lists what was measured. On such a CPU one wide layer beat two narrower ones at both budgets:
 # it does the same arithmetic in fewer, larger matrix products.
-_LARGE: dict[str, dict] = {"model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
-          "train": {"seq_len": 32, "batch_size": 32, "lr": 8e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                    "ema": 0.999, "min_lr_frac": 0.2}}
+_LARGE: dict[str, dict] = {
+    "model": {"cell": "lstm", "layers": 1, "hidden": 768, "embed": 64, "dropout": 0.25},
+    "train": {
+        "seq_len": 32,
+        "batch_size": 32,
+        "lr": 8e-3,
+        "warmup_steps": 100,
+        "weight_decay": 0.1,
+        "ema": 0.999,
+        "min_lr_frac": 0.2,
+    },
+}
 PRESETS: dict[str, dict[str, dict]] = {
-    "tiny": {"model": {"cell": "lstm", "layers": 1, "hidden": 64, "embed": 32},
-             "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100, "warmup_steps": 50}},
+    "tiny": {
+        "model": {"cell": "lstm", "layers": 1, "hidden": 64, "embed": 32},
+        "train": {"seq_len": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 100, "warmup_steps": 50},
+    },
     # the dataclass defaults above (one place holds them), with bf16 where the CPU has it (measured
     # 1.4x the steps and 1.5% lower loss at 60 s, the same loss at equal steps) and Muon on the
     # recurrent matrices at 8e-3 with 64 streams (2% lower than AdamW at 60 s in two alternated
     # rounds; Muon's Newton-Schulz cost is per step, so a larger batch pays) (docs/benchmarks.md)
     "default": {"train": {"precision": "auto", "optimizer": "muon", "lr": 8e-3, "batch_size": 64}},
     "large": _LARGE,
-    "long": {"model": {**_LARGE["model"], "dropout": 0.0},
-             # an evaluation of War and Peace's validation split costs ~80 steps: evaluate less often
-             "train": {**_LARGE["train"], "ema": 0.9995, "min_lr_frac": 0.05, "eval_every": 2000}},
-    "paper": {"model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
-              "train": {"seq_len": 100, "batch_size": 100, "lr": 2e-3, "optimizer": "rmsprop",
-                        "schedule": "epoch-decay", "grad_clamp": 5.0, "grad_clip": 0.0, "warmup_steps": 50}},
+    "long": {
+        "model": {**_LARGE["model"], "dropout": 0.0},
+        # an evaluation of War and Peace's validation split costs ~80 steps: evaluate less often
+        "train": {**_LARGE["train"], "ema": 0.9995, "min_lr_frac": 0.05, "eval_every": 2000},
+    },
+    "paper": {
+        "model": {"cell": "lstm", "layers": 2, "hidden": 512, "embed": 64, "dropout": 0.5},
+        "train": {
+            "seq_len": 100,
+            "batch_size": 100,
+            "lr": 2e-3,
+            "optimizer": "rmsprop",
+            "schedule": "epoch-decay",
+            "grad_clamp": 5.0,
+            "grad_clip": 0.0,
+            "warmup_steps": 50,
+        },
+    },
     # nanoGPT's character-level recipes as published (config/train_shakespeare_char.py and its README's
     # laptop command): AdamW with betas (0.9, 0.99), weight decay 0.1, 100 warmup steps, cosine to a
     # tenth of the peak; the windows are the block long.
-    "gpt-cpu": {"model": {"cell": "transformer", "layers": 4, "heads": 4, "embed": 128, "hidden": 128, "block": 64,
-                          "dropout": 0.0},
-                "train": {"seq_len": 64, "batch_size": 12, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
-                          "warmup_steps": 100, "windows": "random"}},
+    "gpt-cpu": {
+        "model": {"cell": "transformer", "layers": 4, "heads": 4, "embed": 128, "hidden": 128, "block": 64, "dropout": 0.0},
+        "train": {
+            "seq_len": 64,
+            "batch_size": 12,
+            "lr": 1e-3,
+            "min_lr_frac": 0.1,
+            "weight_decay": 0.1,
+            "warmup_steps": 100,
+            "windows": "random",
+        },
+    },
     # charnn's best transformer at 60 s on a 2-core CPU (docs/transformer-benchmarks.md, round 5):
     # wider and shallower than gpt-cpu, Muon on the blocks' matrices with a batch of 24 (its cost
     # per step is fixed), weights averaged; x0.93-0.95 the best swept plain transformer's loss
-    "gpt-muon": {"model": {"cell": "transformer", "layers": 2, "heads": 6, "embed": 192, "hidden": 192, "block": 64,
-                           "dropout": 0.0},
-                 "train": {"seq_len": 64, "batch_size": 24, "lr": 6e-3, "optimizer": "muon", "min_lr_frac": 0.1,
-                           "weight_decay": 0.1, "warmup_steps": 100, "windows": "random", "ema": 0.995}},
-    "gpt": {"model": {"cell": "transformer", "layers": 6, "heads": 6, "embed": 384, "hidden": 384, "block": 256,
-                      "dropout": 0.2},
-            "train": {"seq_len": 256, "batch_size": 64, "lr": 1e-3, "min_lr_frac": 0.1, "weight_decay": 0.1,
-                      "warmup_steps": 100, "eval_every": 250, "windows": "random"}},
+    "gpt-muon": {
+        "model": {"cell": "transformer", "layers": 2, "heads": 6, "embed": 192, "hidden": 192, "block": 64, "dropout": 0.0},
+        "train": {
+            "seq_len": 64,
+            "batch_size": 24,
+            "lr": 6e-3,
+            "optimizer": "muon",
+            "min_lr_frac": 0.1,
+            "weight_decay": 0.1,
+            "warmup_steps": 100,
+            "windows": "random",
+            "ema": 0.995,
+        },
+    },
+    "gpt": {
+        "model": {"cell": "transformer", "layers": 6, "heads": 6, "embed": 384, "hidden": 384, "block": 256, "dropout": 0.2},
+        "train": {
+            "seq_len": 256,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "min_lr_frac": 0.1,
+            "weight_decay": 0.1,
+            "warmup_steps": 100,
+            "eval_every": 250,
+            "windows": "random",
+        },
+    },
 }
 
 

@@ -42,7 +42,8 @@ class Corpus:
 def cache_dir() -> Path:
     """Where downloads and encoded data live: $CHARNN_CACHE, else ~/.cache/charnn."""
     root = os.environ.get("CHARNN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "charnn")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "charnn"
+    )
     return Path(root)
 
 
@@ -66,8 +67,10 @@ def resolve(text: str, include: str = "*", seed: int = 1337) -> Corpus:
 def _folder_files(folder: Path, include: str, seed: int) -> tuple[Path, ...]:
     # Sorted first so that the seed alone decides the order, whatever the file system lists.
     files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and fnmatch.fnmatch(p.name, include)
     )
     files = [f for f in files if f.stat().st_size > 0]

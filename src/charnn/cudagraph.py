@@ -38,8 +38,10 @@ def refusal(cfg, device_type: str, distributed: bool) -> str | None:
     """Why this run cannot use --cuda-graph, or None."""
     t, m = cfg.train, cfg.model
     if device_type != "cuda" and not stand_in():
-        return (f"needs a CUDA GPU (this run is on {device_type}): drop --cuda-graph, or resume a run that used it "
-                f"with --no-cuda-graph")
+        return (
+            f"needs a CUDA GPU (this run is on {device_type}): drop --cuda-graph, or resume a run that used it "
+            f"with --no-cuda-graph"
+        )
     if distributed:
         return "runs in one process: drop it under torchrun"
     if t.compile:
@@ -51,8 +53,10 @@ def refusal(cfg, device_type: str, distributed: bool) -> str | None:
     if m.cell != "lstm" or m.layers != 1:
         # checked on an H200 with one-layer LSTMs; two layers with dropout between them failed
         # inside cuDNN under capture, and other shapes have not run on a GPU yet
-        return (f"runs one-layer LSTMs only (the default, large and long presets), the models it was checked "
-                f"with on a GPU; this run is a {m.layers}-layer {m.cell.upper()}: drop --cuda-graph")
+        return (
+            f"runs one-layer LSTMs only (the default, large and long presets), the models it was checked "
+            f"with on a GPU; this run is a {m.layers}-layer {m.cell.upper()}: drop --cuda-graph"
+        )
     return None
 
 
@@ -114,13 +118,15 @@ class GraphedStep:
     replays; then `loss`, `norm` (the gradient norm before clipping) and `state` hold this step's
     values and every parameter's .grad its clipped gradient, for the optimiser to take."""
 
-    def __init__(self, model, streams: int, seq_len: int, carried, grad_clip: float, grad_clamp: float,
-                 stand_in: bool = False):
+    def __init__(self, model, streams: int, seq_len: int, carried, grad_clip: float, grad_clamp: float, stand_in: bool = False):
         device = next(model.parameters()).device
         self.model, self.clip, self.clamp = model, grad_clip, grad_clamp
         self.chunk = torch.zeros(streams, seq_len + 1, dtype=torch.long, device=device)
-        self.state = model.init_state(streams, device) if carried is None else (
-            tuple(s.detach().clone() for s in carried) if isinstance(carried, tuple) else carried.detach().clone())
+        self.state = (
+            model.init_state(streams, device)
+            if carried is None
+            else (tuple(s.detach().clone() for s in carried) if isinstance(carried, tuple) else carried.detach().clone())
+        )
         self.loss = torch.zeros((), device=device)
         self.norm = torch.zeros((), device=device)
         params = list(model.parameters())

@@ -18,8 +18,14 @@ from charnn.errors import CharnnError
 
 FOLDER = "tensorboard"
 # metrics.jsonl key -> TensorBoard tag
-TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpc": "bpc/val", "lr": "lr",
-        "grad_norm": "grad_norm", "chars_per_s": "speed/units_per_s"}
+TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_bpc": "bpc/val",
+    "lr": "lr",
+    "grad_norm": "grad_norm",
+    "chars_per_s": "speed/units_per_s",
+}
 
 
 def require() -> None:
@@ -27,8 +33,9 @@ def require() -> None:
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        raise CharnnError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                          "(or pip install -e '.[tensorboard]')") from None
+        raise CharnnError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -e '.[tensorboard]')"
+        ) from None
 
 
 class Curves:

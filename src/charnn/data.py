@@ -64,8 +64,8 @@ class Encoded:
             n_train, n_val = self.bounds[0], self.bounds[1] - self.bounds[0]
         return {
             "train": self.ids[:n_train],
-            "val": self.ids[n_train:n_train + n_val],
-            "test": self.ids[n_train + n_val:],
+            "val": self.ids[n_train : n_train + n_val],
+            "test": self.ids[n_train + n_val :],
         }
 
     def remap(self, target: Vocab, what: str = "the text") -> "Encoded":
@@ -73,13 +73,16 @@ class Encoded:
         if self.vocab == target:
             return self
         if isinstance(target, TokenVocab) or isinstance(self.vocab, TokenVocab):
-            raise CharnnError(f"{what} was tokenised with other tokens than the model's; a token model reads "
-                              f"text only through its own tokenizer: start a new run to learn new tokens")
+            raise CharnnError(
+                f"{what} was tokenised with other tokens than the model's; a token model reads "
+                f"text only through its own tokenizer: start a new run to learn new tokens"
+            )
         missing = sorted(set(self.vocab.codes.tolist()) - set(target.codes.tolist()))
         if missing or self.vocab.unit != target.unit:
             raise CharnnError(
                 f"{what} has {self.vocab.describe(missing)} that the model's vocabulary lacks; "
-                f"use text whose characters the model knows, or train a new model")
+                f"use text whose characters the model knows, or train a new model"
+            )
         lut = np.searchsorted(target.codes, self.vocab.codes).astype(target.dtype)  # our id -> model id
         # Materialised in memory: this is for fine-tuning and evaluation text, not a huge corpus.
         return Encoded(lut[self.ids], target, self.key)
@@ -90,8 +93,10 @@ class NotUTF8(CharnnError):
 
     def __init__(self, path, offset: int):
         self.path, self.offset = path, offset
-        super().__init__(f"{path} is not valid UTF-8 at byte offset {offset}; "
-                         f"pass --encoding-errors replace to replace bad bytes, or --unit bytes")
+        super().__init__(
+            f"{path} is not valid UTF-8 at byte offset {offset}; "
+            f"pass --encoding-errors replace to replace bad bytes, or --unit bytes"
+        )
 
 
 def _chunks(files, unit: str, errors: str) -> Iterator[np.ndarray]:
@@ -147,9 +152,19 @@ def content_key(files, unit: str, errors: str) -> str:
     return h.hexdigest()[:40]
 
 
-def prepare(text: str = "stdlib", include: str = "*", unit: str = "char", encoding_errors: str = "strict",
-            seed: int = 1337, cache: Path | None = None, split=(0.9, 0.05, 0.05), vocab_size: int = 0,
-            tokens: TokenVocab | None = None, documents: str = "", label: tuple[str, str] = ("", "")) -> Encoded:
+def prepare(
+    text: str = "stdlib",
+    include: str = "*",
+    unit: str = "char",
+    encoding_errors: str = "strict",
+    seed: int = 1337,
+    cache: Path | None = None,
+    split=(0.9, 0.05, 0.05),
+    vocab_size: int = 0,
+    tokens: TokenVocab | None = None,
+    documents: str = "",
+    label: tuple[str, str] = ("", ""),
+) -> Encoded:
     """Resolve TEXT, encode it (or reuse the cached encoding) and return the memory-mapped ids.
 
     unit "bpe" learns `vocab_size` byte-pair tokens from the training split (cut by `split`), or
@@ -179,8 +194,17 @@ def _load(folder: Path, key: str) -> Encoded:
     dtype = np.dtype(meta.get("dtype", np.dtype(vocab.dtype).name))  # labelled documents: wider than the vocabulary
     ids = np.memmap(folder / "ids.bin", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
     if "bounds" in meta:
-        return Encoded(ids, vocab, key, tuple(meta["bounds"]), tuple(meta["split"]), meta.get("lead_in", ""),
-                       tuple(meta.get("labels", ())), meta.get("lead_label", ""), tuple(meta.get("label_counts", ())))
+        return Encoded(
+            ids,
+            vocab,
+            key,
+            tuple(meta["bounds"]),
+            tuple(meta["split"]),
+            meta.get("lead_in", ""),
+            tuple(meta.get("labels", ())),
+            meta.get("lead_label", ""),
+            tuple(meta.get("label_counts", ())),
+        )
     return Encoded(ids, vocab, key)
 
 
@@ -191,8 +215,7 @@ def _prepare_documents(text, include, unit, errors, seed, cache, split, spec, la
     char + V * label, the end symbol carrying the label of the document that follows it in its
     split (it predicts that document's first character)."""
     if unit != "char":
-        raise CharnnError(f"--documents reads characters (--unit char); --unit {unit} with documents is not "
-                          f"supported yet")
+        raise CharnnError(f"--documents reads characters (--unit char); --unit {unit} with documents is not supported yet")
     chars = prepare(text, include, "char", errors, seed, cache)
     root = (cache or corpus_mod.cache_dir()) / "data"
     regex, labels_file = label
@@ -209,22 +232,41 @@ def _prepare_documents(text, include, unit, errors, seed, cache, split, spec, la
     parts = {k: [docs[i] for i in v] for k, v in order.items()}
     texts = [docs_mod.framed(parts[name]) for name in ("train", "val", "test")]
     vocab = Vocab(sorted(set(code_points("".join(texts)).tolist())), "char")
-    meta = {"vocab": vocab.to_json(), "files": chars.key, "unit": "char", "split": list(split), "documents": spec,
-            "counts": [len(parts[n]) for n in ("train", "val", "test")], "lead_in": docs_mod.lead_in(parts["train"]),
-            "encoding_errors": errors, "version": FORMAT_VERSION}
+    meta = {
+        "vocab": vocab.to_json(),
+        "files": chars.key,
+        "unit": "char",
+        "split": list(split),
+        "documents": spec,
+        "counts": [len(parts[n]) for n in ("train", "val", "test")],
+        "lead_in": docs_mod.lead_in(parts["train"]),
+        "encoding_errors": errors,
+        "version": FORMAT_VERSION,
+    }
     pieces = [vocab.encode(t) for t in texts]
     if labels is not None:
         names = sorted(set(labels))
         number = {n: k for k, n in enumerate(names)}
         end = int(vocab.encode(docs_mod.END)[0])
-        pieces = [_with_labels(p, [number[labels[i]] for i in order[name]], len(vocab), end)
-                  for p, name in zip(pieces, ("train", "val", "test"))]
-        meta.update(labels=names, lead_label=labels[order["train"][-1]],
-                    label_counts=[sum(labels[i] == n for i in order["train"]) for n in names])
-    dtype = np.uint8 if max(int(p.max()) for p in pieces if len(p)) < 256 else np.uint16 \
-        if max(int(p.max()) for p in pieces if len(p)) < 65536 else np.uint32
-    meta.update(length=sum(len(p) for p in pieces), bounds=[len(pieces[0]), len(pieces[0]) + len(pieces[1])],
-                dtype=np.dtype(dtype).name)
+        pieces = [
+            _with_labels(p, [number[labels[i]] for i in order[name]], len(vocab), end)
+            for p, name in zip(pieces, ("train", "val", "test"))
+        ]
+        meta.update(
+            labels=names,
+            lead_label=labels[order["train"][-1]],
+            label_counts=[sum(labels[i] == n for i in order["train"]) for n in names],
+        )
+    dtype = (
+        np.uint8
+        if max(int(p.max()) for p in pieces if len(p)) < 256
+        else np.uint16
+        if max(int(p.max()) for p in pieces if len(p)) < 65536
+        else np.uint32
+    )
+    meta.update(
+        length=sum(len(p) for p in pieces), bounds=[len(pieces[0]), len(pieces[0]) + len(pieces[1])], dtype=np.dtype(dtype).name
+    )
     _write_entry(root, key, (p.astype(dtype).tobytes() for p in pieces), meta)
     return _load(root / key, chars.key)
 
@@ -242,13 +284,17 @@ def _labelled(docs: list[str], regex: str, labels_file: str) -> tuple[list[str],
     missing = [d for d, lab in zip(docs, labels) if lab is None]
     if missing:
         shown = "; ".join(repr(d[:30]) for d in missing[:3])
-        warn(f"{len(missing):,} of {len(docs):,} documents have no label and are left out of the run ({shown}"
-             f"{' ...' if len(missing) > 3 else ''})")
+        warn(
+            f"{len(missing):,} of {len(docs):,} documents have no label and are left out of the run ({shown}"
+            f"{' ...' if len(missing) > 3 else ''})"
+        )
     kept = [(docs_mod.unlabelled(d, regex) if regex else d, lab) for d, lab in zip(docs, labels) if lab is not None]
     names = sorted({lab for _, lab in kept})
     if len(names) < 2:
-        raise CharnnError(f"every labelled document has the label {names[0]!r}; conditioning on a label needs at "
-                          f"least two (check --label / --labels)")
+        raise CharnnError(
+            f"every labelled document has the label {names[0]!r}; conditioning on a label needs at "
+            f"least two (check --label / --labels)"
+        )
     return [d for d, _ in kept], [lab for _, lab in kept]
 
 
@@ -296,9 +342,17 @@ def _prepare_tokens(text, include, errors, seed, cache, split, vocab_size, token
         tokens = TokenVocab.train(parts["train"], vocab_size, alphabet)
     pieces = [tokens.encode(parts[name]).astype(tokens.dtype) for name in ("train", "val", "test")]
     bounds = [len(pieces[0]), len(pieces[0]) + len(pieces[1])]
-    meta = {"length": sum(len(p) for p in pieces), "vocab": tokens.to_json(), "files": chars.key, "unit": "bpe",
-            "bounds": bounds, "split": list(split), "chars": [len(parts[n]) for n in ("train", "val", "test")],
-            "encoding_errors": errors, "version": FORMAT_VERSION}
+    meta = {
+        "length": sum(len(p) for p in pieces),
+        "vocab": tokens.to_json(),
+        "files": chars.key,
+        "unit": "bpe",
+        "bounds": bounds,
+        "split": list(split),
+        "chars": [len(parts[n]) for n in ("train", "val", "test")],
+        "encoding_errors": errors,
+        "version": FORMAT_VERSION,
+    }
     _write_entry(root, key, (p.tobytes() for p in pieces), meta)
     return _load(root / key, chars.key)
 
@@ -355,8 +409,14 @@ def _encode(corp, unit: str, errors: str, root: Path, key: str) -> Encoded:
     lut[vocab.codes] = np.arange(len(vocab), dtype=vocab.dtype)
 
     # Pass 2: map to ids, written straight to the cache entry.
-    meta = {"length": n, "vocab": vocab.to_json(), "files": [str(f) for f in corp.files],
-            "unit": unit, "encoding_errors": errors, "version": FORMAT_VERSION}
+    meta = {
+        "length": n,
+        "vocab": vocab.to_json(),
+        "files": [str(f) for f in corp.files],
+        "unit": unit,
+        "encoding_errors": errors,
+        "version": FORMAT_VERSION,
+    }
     _write_entry(root, key, (lut[codes].tobytes() for codes in _chunks(corp.files, unit, errors)), meta)
     return _load(root / key, key)
 
@@ -378,8 +438,10 @@ class StreamBatcher:
             seq_len = n - 1
         max_batch = (n - 1) // seq_len
         if batch_size > max_batch:
-            warn(f"the {what} has {n} characters, too few for {batch_size} streams of {seq_len}: "
-                 f"--batch-size lowered to {max_batch}")
+            warn(
+                f"the {what} has {n} characters, too few for {batch_size} streams of {seq_len}: "
+                f"--batch-size lowered to {max_batch}"
+            )
             batch_size = max_batch
         self.data = data
         self.batch_size = batch_size
@@ -394,7 +456,7 @@ class StreamBatcher:
         inputs are [:, :-1], targets [:, 1:]. Under torchrun each process reads only its own
         streams, and one contiguous block is one host-to-device copy."""
         count = self.batch_size - first if count is None else count
-        idx = self._starts[first:first + count] + step_in_epoch * self.seq_len + self._window  # (count, T+1)
+        idx = self._starts[first : first + count] + step_in_epoch * self.seq_len + self._window  # (count, T+1)
         return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
 
     def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,7 +481,7 @@ class RandomWindows(StreamBatcher):
         count = self.batch_size - first if count is None else count
         rng = np.random.default_rng([self.seed, epoch, step_in_epoch])
         starts = rng.integers(0, len(self.data) - self.seq_len, size=self.batch_size)  # every process draws all
-        idx = starts[first:first + count, None] + self._window  # (count, T+1)
+        idx = starts[first : first + count, None] + self._window  # (count, T+1)
         return torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
 
 

@@ -49,6 +49,7 @@ def set_threads(n: int) -> int:
 
 # ---- what each kind of device can do -------------------------------------------------------------
 
+
 def torch_at_least(major: int, minor: int) -> bool:
     return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (major, minor)
 

@@ -42,14 +42,18 @@ class Dist:
     def device(self, device: torch.device) -> torch.device:
         """Each process takes its own GPU; on the CPU they share it."""
         if self.active and device.type == "mps":
-            raise CharnnError("torchrun cannot share Apple's MPS between processes; train in one process "
-                              "(plain charnn train) or pass --device cpu")
+            raise CharnnError(
+                "torchrun cannot share Apple's MPS between processes; train in one process "
+                "(plain charnn train) or pass --device cpu"
+            )
         if self.active and device.type == "cuda":
             if self.local_rank >= torch.cuda.device_count():
                 gpus = torch.cuda.device_count()
-                raise CharnnError(f"{int(os.environ.get('LOCAL_WORLD_SIZE', self.local_rank + 1))} processes on this "
-                                  f"machine but only {gpus} GPU{'s' if gpus != 1 else ''}; use torchrun "
-                                  f"--nproc_per_node {gpus}")
+                raise CharnnError(
+                    f"{int(os.environ.get('LOCAL_WORLD_SIZE', self.local_rank + 1))} processes on this "
+                    f"machine but only {gpus} GPU{'s' if gpus != 1 else ''}; use torchrun "
+                    f"--nproc_per_node {gpus}"
+                )
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         return device
@@ -65,8 +69,9 @@ class Dist:
     def shard(self, batch_size: int) -> tuple[int, int]:
         """(first stream, number of streams) of this process in a global batch."""
         if batch_size % self.world:
-            raise CharnnError(f"--batch-size {batch_size} must be divisible by the {self.world} processes; "
-                              f"use a multiple of {self.world}")
+            raise CharnnError(
+                f"--batch-size {batch_size} must be divisible by the {self.world} processes; use a multiple of {self.world}"
+            )
         per = batch_size // self.world
         return self.rank * per, per
 

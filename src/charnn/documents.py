@@ -32,8 +32,7 @@ MAX_LEAD_IN = 2000  # characters of the lead-in kept in a checkpoint (a longer l
 def split_documents(text: str, spec: str) -> list[str]:
     """The documents of `text` as --documents SPEC cuts it (empty ones dropped)."""
     if END in text:
-        raise CharnnError("the text contains U+0003, the symbol --documents uses to end each document; "
-                          "remove it from the text")
+        raise CharnnError("the text contains U+0003, the symbol --documents uses to end each document; remove it from the text")
     if spec == "line":
         docs = text.split("\n")
     elif spec == "blank":
@@ -42,12 +41,16 @@ def split_documents(text: str, spec: str) -> list[str]:
         try:
             rx = re.compile(spec, re.MULTILINE)
         except re.error as e:
-            raise CharnnError(f"--documents {spec!r} is not a valid regular expression ({e}); use line, blank or "
-                              f"a regular expression that matches the start of each document") from None
+            raise CharnnError(
+                f"--documents {spec!r} is not a valid regular expression ({e}); use line, blank or "
+                f"a regular expression that matches the start of each document"
+            ) from None
         starts = [m.start() for m in rx.finditer(text)]
         if not starts:
-            raise CharnnError(f"--documents {spec!r} matches nothing in the text, so there are no documents; "
-                              f"give a regular expression that matches the start of each document")
+            raise CharnnError(
+                f"--documents {spec!r} matches nothing in the text, so there are no documents; "
+                f"give a regular expression that matches the start of each document"
+            )
         docs = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
     docs = [d.strip("\r\n") for d in docs]
     return [d for d in docs if d.strip()]
@@ -67,8 +70,10 @@ def cut(docs: list[str], fractions, seed: int) -> dict[str, list[str]]:
 def cut_indices(docs: list[str], fractions, seed: int) -> dict[str, list[int]]:
     """``cut``, as indices into docs."""
     if len(docs) < 3:
-        raise CharnnError(f"--documents found {len(docs)} document{'s' * (len(docs) != 1)}; a model of documents "
-                          f"needs at least 3 (one for each split), ideally thousands")
+        raise CharnnError(
+            f"--documents found {len(docs)} document{'s' * (len(docs) != 1)}; a model of documents "
+            f"needs at least 3 (one for each split), ideally thousands"
+        )
     order = np.random.default_rng(seed).permutation(len(docs)).tolist()
     ends = np.cumsum([len(docs[i]) + 1 for i in order])
     a = int(np.searchsorted(ends, ends[-1] * fractions[0]))
@@ -90,8 +95,10 @@ def doc_labels(docs: list[str], regex: str) -> list[str | None]:
     found = [rx.search(d) for d in docs]
     labels = [m.group(1).strip() if m and m.group(1) and m.group(1).strip() else None for m in found]
     if not any(labels):
-        raise CharnnError(f"--label {regex!r} matches no document (or only empty groups); give a regular expression "
-                          f"whose first group is each document's label")
+        raise CharnnError(
+            f"--label {regex!r} matches no document (or only empty groups); give a regular expression "
+            f"whose first group is each document's label"
+        )
     return labels
 
 
@@ -99,7 +106,7 @@ def unlabelled(doc: str, regex: str) -> str:
     """The document without the first match of the label's regex: a text never names its own
     label to the model (the Federalist's author line, a play's speaker line)."""
     m = re.search(regex, doc, re.MULTILINE)
-    return doc if m is None else (doc[:m.start()] + doc[m.end():]).strip("\r\n")
+    return doc if m is None else (doc[: m.start()] + doc[m.end() :]).strip("\r\n")
 
 
 def read_labels(path: str, count: int) -> list[str | None]:
@@ -109,8 +116,10 @@ def read_labels(path: str, count: int) -> list[str | None]:
     except (OSError, UnicodeDecodeError) as e:
         raise CharnnError(f"--labels {path}: cannot read it ({e.__class__.__name__})") from None
     if len(lines) != count:
-        raise CharnnError(f"--labels {path} has {len(lines):,} lines but the text has {count:,} documents; give one "
-                          f"label a line, one line per document")
+        raise CharnnError(
+            f"--labels {path} has {len(lines):,} lines but the text has {count:,} documents; give one "
+            f"label a line, one line per document"
+        )
     return [x.strip() or None for x in lines]
 
 

@@ -23,13 +23,13 @@ from charnn.vocab import TokenVocab
 class Text:
     """A text in a model's vocabulary: ids (N,), where it came from, and (for a split) up to
     `context` ids of the corpus just before it."""
+
     ids: np.ndarray
     what: str
     before: np.ndarray
 
 
-def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0,
-               labelled_ok: bool = False) -> Text:
+def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0, labelled_ok: bool = False) -> Text:
     """A file (`text`) or a split of the run's own corpus (default val), encoded as the run was and
     in the model's vocabulary (a character the model never saw is an error naming it).
 
@@ -38,8 +38,10 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     """
     d = loaded.config.data
     if loaded.config.model.labels and not labelled_ok:  # its ids carry labels: char + V * label
-        raise CharnnError("this analysis reads a model conditioned on labels, which it does not support yet; "
-                          "charnn eval, sample --label and attribute do")
+        raise CharnnError(
+            "this analysis reads a model conditioned on labels, which it does not support yet; "
+            "charnn eval, sample --label and attribute do"
+        )
     before = np.zeros(0, dtype=np.int64)
     tokens = loaded.vocab if isinstance(loaded.vocab, TokenVocab) else None
     unit = "char" if tokens is not None else d.unit
@@ -47,17 +49,26 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
         try:
             enc = prepare(text, unit=unit, encoding_errors=d.encoding_errors)
         except NotUTF8 as e:  # the model decides how text is read: there is no --encoding-errors to pass here
-            raise CharnnError(f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
-                              f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
-                              f"scores any file)") from None
+            raise CharnnError(
+                f"{e.path} is not valid UTF-8 at byte offset {e.offset}; this model reads Unicode "
+                f"characters, so it can only score UTF-8 text (a model trained with --unit bytes "
+                f"scores any file)"
+            ) from None
         if d.documents:  # the file's documents, framed as training framed them (string_ids)
             return Text(string_ids(loaded, enc.vocab.decode(enc.ids), text), text, before)
-        ids = (np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None
-               else tokens.encode(enc.vocab.decode(enc.ids)))
+        ids = np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None else tokens.encode(enc.vocab.decode(enc.ids))
         return Text(ids, text, before)
     split = split or "val"
-    enc = prepare(d.text, d.include, unit, d.encoding_errors, loaded.config.train.seed, split=d.split,
-                  documents=d.documents, label=(d.label, d.labels_file))
+    enc = prepare(
+        d.text,
+        d.include,
+        unit,
+        d.encoding_errors,
+        loaded.config.train.seed,
+        split=d.split,
+        documents=d.documents,
+        label=(d.label, d.labels_file),
+    )
     enc = enc.remap(loaded.vocab) if tokens is None else enc
     parts = enc.splits(d.split)
     start = {"train": 0, "val": len(parts["train"]), "test": len(parts["train"]) + len(parts["val"])}[split]
@@ -66,10 +77,10 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
         # characters before it, tokenised separately.
         ids = tokens.encode(enc.vocab.decode(parts[split]))
         if context:
-            before = tokens.encode(enc.vocab.decode(enc.ids[max(0, start - context):start]))
+            before = tokens.encode(enc.vocab.decode(enc.ids[max(0, start - context) : start]))
         return Text(ids, f"the {split} split of {d.text}", before)
     if context:
-        before = np.asarray(enc.ids[max(0, start - context):start]).astype(np.int64)
+        before = np.asarray(enc.ids[max(0, start - context) : start]).astype(np.int64)
     return Text(np.asarray(parts[split]), f"the {split} split of {d.text}", before)
 
 
@@ -93,14 +104,18 @@ def _labelled_file(loaded, docs: list[str], what: str) -> np.ndarray:
     documents without one, or with a label the run does not know, are refused)."""
     d, names = loaded.config.data, loaded.meta.get("labels") or []
     if not d.label:
-        raise CharnnError(f"this run's labels came from --labels {d.labels_file}, so the documents of {what} have "
-                          f"none; score them under each label with charnn attribute")
+        raise CharnnError(
+            f"this run's labels came from --labels {d.labels_file}, so the documents of {what} have "
+            f"none; score them under each label with charnn attribute"
+        )
     found = doc_labels(docs, d.label)
     unknown = sorted({lab for lab in found if lab is not None and lab not in names})
     if unknown or None in found:
-        raise CharnnError(f"{what}: {found.count(None)} documents have no label and {len(unknown)} labels are not "
-                          f"the run's ({', '.join(map(repr, unknown[:5]))}); charnn attribute scores documents "
-                          f"under each label")
+        raise CharnnError(
+            f"{what}: {found.count(None)} documents have no label and {len(unknown)} labels are not "
+            f"the run's ({', '.join(map(repr, unknown[:5]))}); charnn attribute scores documents "
+            f"under each label"
+        )
     parts = [labelled_ids(loaded.vocab, unlabelled(doc, d.label), names.index(lab)) for doc, lab in zip(docs, found)]
     # each end symbol carries the label of the document after it, as in training
     return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
@@ -134,8 +149,14 @@ class Score:
 
 
 @torch.no_grad()
-def evaluate(model: Model, ids: np.ndarray, streams: int | None = None, seq_len: int = 256,
-             max_chars: int = 0, char_counts: np.ndarray | None = None) -> Score:
+def evaluate(
+    model: Model,
+    ids: np.ndarray,
+    streams: int | None = None,
+    seq_len: int = 256,
+    max_chars: int = 0,
+    char_counts: np.ndarray | None = None,
+) -> Score:
     """Score every character of ids (but the first) given the ones before it.
 
     ids: (N,) array of ids. `max_chars` > 0 scores only the first max_chars + 1 units.
@@ -146,7 +167,7 @@ def evaluate(model: Model, ids: np.ndarray, streams: int | None = None, seq_len:
     The sum stays on the device: one read-back at the end, not one per window.
     """
     if max_chars and len(ids) > max_chars + 1:
-        ids = ids[:max_chars + 1]
+        ids = ids[: max_chars + 1]
     _needs_eval_mode(model)
     device = model.head.weight.device
     total = torch.zeros((), dtype=wide_float(device.type), device=device)
@@ -161,8 +182,8 @@ def evaluate(model: Model, ids: np.ndarray, streams: int | None = None, seq_len:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits, state = model(x, state)
         total += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), targets(model.cfg, y).reshape(-1), ignore_index=-1,
-            reduction="sum")
+            logits.reshape(-1, logits.shape[-1]).float(), targets(model.cfg, y).reshape(-1), ignore_index=-1, reduction="sum"
+        )
     if char_counts is None:
         return Score(float(total) / max(count, 1), count)
     return Score(float(total) / max(count, 1), int(round(chars)), count)
@@ -183,9 +204,12 @@ def evaluate_rows(model: Model, rows: list[np.ndarray], seq_len: int = 256) -> l
         x, y = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # (K, T)
         count += int((y[0] >= 0).sum())  # the same positions are scored in every row
         logits, state = model(x.to(device), state)
-        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                   targets(model.cfg, y.to(device)).reshape(-1), ignore_index=-1,
-                                                   reduction="none")
+        losses = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            targets(model.cfg, y.to(device)).reshape(-1),
+            ignore_index=-1,
+            reduction="none",
+        )
         total += losses.view(len(rows), -1).sum(1)
     return [Score(t / max(count, 1), count) for t in total.tolist()]
 
@@ -206,9 +230,12 @@ def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_l
     state = None
     for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, _warmup(model), positions=True):
         logits, state = model(x.to(device), state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                 targets(model.cfg, y.to(device)).reshape(-1), ignore_index=-1,
-                                                 reduction="none").view(y.shape)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            targets(model.cfg, y.to(device)).reshape(-1),
+            ignore_index=-1,
+            reduction="none",
+        ).view(y.shape)
         scored = (y >= 0).numpy()
         where.append((pos[scored], scored))
         losses.append(loss)
@@ -225,5 +252,7 @@ def _warmup(model) -> int:
 
 def _needs_eval_mode(model: torch.nn.Module) -> None:
     if model.training:
-        raise ValueError("scoring needs the model in eval mode (dropout off): call model.eval() first, "
-                         "or load it with Checkpoint.build_model()")
+        raise ValueError(
+            "scoring needs the model in eval mode (dropout off): call model.eval() first, "
+            "or load it with Checkpoint.build_model()"
+        )

@@ -71,7 +71,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
                 _fault("mid-tmp", path.name)
-                f.write(data[len(data) // 2:])
+                f.write(data[len(data) // 2 :])
             else:
                 f.write(data)
             f.flush()
@@ -83,8 +83,10 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         fsync_dir(path.parent)
     except OSError as e:
         kept = " (the previous one is kept)" if path.exists() and not replaced else ""
-        raise CharnnError(f"cannot write {path}{kept}: {e.strerror or e}; free some space or choose "
-                          f"a writable folder, then run the command again") from None
+        raise CharnnError(
+            f"cannot write {path}{kept}: {e.strerror or e}; free some space or choose "
+            f"a writable folder, then run the command again"
+        ) from None
     finally:
         if not replaced:
             try:
@@ -174,8 +176,10 @@ class RunLock:
                 pid = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             finally:
                 os.close(fd)
-            raise CharnnError(f"{self.folder} is being trained by another process (PID {pid}); wait for it to "
-                              f"end or stop it, or choose another --out") from None
+            raise CharnnError(
+                f"{self.folder} is being trained by another process (PID {pid}); wait for it to "
+                f"end or stop it, or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self.fd = fd
@@ -195,8 +199,7 @@ def refuse_foreign(path: Path, marker: bytes) -> None:
         with open(path, "rb") as f:
             head = f.read(4096)
         if marker not in head:
-            raise CharnnError(f"{path} exists and was not written by charnn; choose another output name "
-                              f"or move that file away")
+            raise CharnnError(f"{path} exists and was not written by charnn; choose another output name or move that file away")
 
 
 def write_outputs(out: Path, stem: str, png_marker: bytes, csv_header: list[str], draw, csv_text: str):

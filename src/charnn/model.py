@@ -43,8 +43,12 @@ class CharRNN(nn.Module):
         if cfg.labels:
             self.label_embed = nn.Embedding(cfg.labels, cfg.embed)
         kwargs: dict[str, int | float | bool | str] = dict(
-            input_size=cfg.embed, hidden_size=cfg.hidden, num_layers=cfg.layers, batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+            input_size=cfg.embed,
+            hidden_size=cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
         if cfg.cell == "rnn":
             kwargs["nonlinearity"] = "tanh"
         self.rnn = _RNN_CLASSES[cfg.cell](**kwargs)
@@ -63,8 +67,8 @@ class CharRNN(nn.Module):
             h = self.cfg.hidden
             with torch.no_grad():
                 for layer in range(self.cfg.layers):
-                    getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
-                    getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+                    getattr(self.rnn, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h].fill_(0.0)
 
     @property
     def num_params(self) -> int:
@@ -104,8 +108,10 @@ class CharRNN(nn.Module):
         runs its fused kernel: dropping inside the recurrence would need a step-by-step loop)."""
         if not (self.training and self.cfg.weight_drop):
             return self.rnn(emb, state)
-        dropped = {f"weight_hh_l{k}": F.dropout(getattr(self.rnn, f"weight_hh_l{k}"), self.cfg.weight_drop)
-                   for k in range(self.cfg.layers)}
+        dropped = {
+            f"weight_hh_l{k}": F.dropout(getattr(self.rnn, f"weight_hh_l{k}"), self.cfg.weight_drop)
+            for k in range(self.cfg.layers)
+        }
         return torch.func.functional_call(self.rnn, dropped, (emb, state))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None):
@@ -127,7 +133,7 @@ class CharRNN(nn.Module):
         B, T = x.shape
         if state is None:
             state = self.init_state(B, x.device)
-        h0, c0 = (state if cfg.cell == "lstm" else (state, None))
+        h0, c0 = state if cfg.cell == "lstm" else (state, None)
         names = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",)}[cfg.cell]
         rec: dict[str, list[torch.Tensor]] = {k: [] for k in names}  # each: one (B, T, H) per layer
         h_last: list[torch.Tensor] = []
@@ -165,6 +171,7 @@ class CharRNN(nn.Module):
 # activation recorder and ablation all call the functions below, and tests check them against
 # the fused kernels and torch's LSTMCell / GRUCell / RNNCell.
 
+
 def cell_gates(cell: str, xw: torch.Tensor, hw: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gates of an LSTM (i, f, g, o) or GRU (r, z, n) from the input part xw = x W_ih^T + b_ih
     and the recurrent part hw = h W_hh^T + b_hh, each (..., G*H): one step or a whole chunk at once.
@@ -185,8 +192,9 @@ def lstm_memory(gates: dict[str, torch.Tensor], c: torch.Tensor) -> torch.Tensor
     return gates["f"] * c + gates["i"] * gates["g"]
 
 
-def cell_step(cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
-              b_hh: torch.Tensor, hold=None):
+def cell_step(
+    cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor, b_hh: torch.Tensor, hold=None
+):
     """One time step of one layer. xw_t (B, G*H) is the step's input part; h, c (B, H) the state
     (c is None except for an LSTM). hold(name, tensor) -> tensor, if given, pins cells (ablation):
     it sees the LSTM's c as soon as it is computed (so h follows the pinned c) and then h.
@@ -299,8 +307,9 @@ def count_params(cell: str, layers: int, hidden: int, vocab: int, embed: int) ->
     capped at the vocabulary, as ModelConfig.fit_vocab does), or a transformer `hidden` wide
     with STUDY_HEADS heads and a block of STUDY_BLOCK (`embed` does not apply: its width is both)."""
     if cell == "transformer":
-        cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=hidden, heads=STUDY_HEADS, block=STUDY_BLOCK,
-                          vocab_size=vocab)
+        cfg = ModelConfig(
+            cell=cell, layers=layers, hidden=hidden, embed=hidden, heads=STUDY_HEADS, block=STUDY_BLOCK, vocab_size=vocab
+        )
     else:
         cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=min(embed, vocab), vocab_size=vocab)
     return sum(math.prod(s) for s in expected_shapes(cfg).values())

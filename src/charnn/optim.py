@@ -34,10 +34,13 @@ class MuonAdamW:
     `state_dict` and `load_state_dict` read as one optimiser's (the second part's parameter
     numbers follow the first's)."""
 
-    def __init__(self, matrices: list[nn.Parameter], rest: list[nn.Parameter], lr: float, weight_decay: float,
-                 fused: bool | None = None):
-        self.parts = (torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"),
-                      torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=fused))
+    def __init__(
+        self, matrices: list[nn.Parameter], rest: list[nn.Parameter], lr: float, weight_decay: float, fused: bool | None = None
+    ):
+        self.parts = (
+            torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"),
+            torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=fused),
+        )
 
     @property
     def param_groups(self) -> list[dict]:
@@ -64,7 +67,10 @@ class MuonAdamW:
     def load_state_dict(self, sd: dict) -> None:
         n, k = self._offset(), len(self.parts[0].param_groups)
         groups = sd["param_groups"]
-        self.parts[0].load_state_dict({"state": {i: s for i, s in sd["state"].items() if int(i) < n},
-                                       "param_groups": groups[:k]})
-        self.parts[1].load_state_dict({"state": {int(i) - n: s for i, s in sd["state"].items() if int(i) >= n},
-                                       "param_groups": [dict(g, params=[i - n for i in g["params"]]) for g in groups[k:]]})
+        self.parts[0].load_state_dict({"state": {i: s for i, s in sd["state"].items() if int(i) < n}, "param_groups": groups[:k]})
+        self.parts[1].load_state_dict(
+            {
+                "state": {int(i) - n: s for i, s in sd["state"].items() if int(i) >= n},
+                "param_groups": [dict(g, params=[i - n for i in g["params"]]) for g in groups[k:]],
+            }
+        )

@@ -46,8 +46,9 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     return logits
 
 
-def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
-                top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
     """logits (B, V) on any device -> ids (B,) on the CPU.
 
     The logits are copied to the CPU and filtered and drawn there with the CPU `generator`, so a
@@ -61,8 +62,10 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator, temperature: f
         return filtered.argmax(-1)
     probs = torch.softmax(filtered, dim=-1)
     if not np.isfinite(probs.numpy()).all():  # checked on the copy: no second read-back
-        raise NonFiniteOutput("the model's next-character probabilities are not finite (its weights overflow); "
-                              "use another checkpoint or retrain with a lower --lr")
+        raise NonFiniteOutput(
+            "the model's next-character probabilities are not finite (its weights overflow); "
+            "use another checkpoint or retrain with a lower --lr"
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -130,18 +133,31 @@ def check_clamp_value(what: str, value: float, cell: str) -> None:
     neuron's GELU output for a transformer) in one line."""
     if cell == "transformer":
         if not -MLP_CLAMP <= value <= MLP_CLAMP:
-            raise CharnnError(f"{what}: a transformer's MLP neuron is held at a value between {-MLP_CLAMP:g} and "
-                              f"{MLP_CLAMP:g} (its GELU output; most lie between -0.2 and 3)")
+            raise CharnnError(
+                f"{what}: a transformer's MLP neuron is held at a value between {-MLP_CLAMP:g} and "
+                f"{MLP_CLAMP:g} (its GELU output; most lie between -0.2 and 3)"
+            )
         return
     lstm = cell == "lstm"
     if not (-1 < value < 1 if lstm else -1 <= value <= 1):
-        raise CharnnError(f"{what}: the value is {'tanh(c)' if lstm else 'h'}, so it must be "
-                          f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}")
+        raise CharnnError(
+            f"{what}: the value is {'tanh(c)' if lstm else 'h'}, so it must be "
+            f"{'strictly between -1 and 1' if lstm else 'between -1 and 1'}"
+        )
 
 
-def generate(model: Model, vocab: Vocab, prime: str = "", length: int = 500, num: int = 1, seed: int = 0,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, pins: Pins | None = None
-             ) -> Iterator[list[int]]:
+def generate(
+    model: Model,
+    vocab: Vocab,
+    prime: str = "",
+    length: int = 500,
+    num: int = 1,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    pins: Pins | None = None,
+) -> Iterator[list[int]]:
     """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
 
     The prime is fed first (its characters must be in the vocabulary); with no prime the model
@@ -150,23 +166,46 @@ def generate(model: Model, vocab: Vocab, prime: str = "", length: int = 500, num
     """
     check_options(temperature, top_k, top_p, length, num)
     if model.training:
-        raise ValueError("sampling needs the model in eval mode (dropout off): call model.eval() first, "
-                         "or load it with Checkpoint.build_model()")
+        raise ValueError(
+            "sampling needs the model in eval mode (dropout off): call model.eval() first, "
+            "or load it with Checkpoint.build_model()"
+        )
     x = _start(model, vocab, prime).expand(num, -1)  # raises here, before anything is generated, on unknown characters
     return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
 
 
-def generate_labelled(model: Model, vocab: Vocab, label: int, lead_in: str = "", lead_label: int = 0,
-                      prime: str = "", length: int = 500, num: int = 1, seed: int = 0, temperature: float = 1.0,
-                      top_k: int = 0, top_p: float = 1.0, pins: Pins | None = None) -> Iterator[list[int]]:
+def generate_labelled(
+    model: Model,
+    vocab: Vocab,
+    label: int,
+    lead_in: str = "",
+    lead_label: int = 0,
+    prime: str = "",
+    length: int = 500,
+    num: int = 1,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    pins: Pins | None = None,
+) -> Iterator[list[int]]:
     """``generate`` for a model conditioned on labels: it reads `lead_in` as written by a
     document labelled `lead_label` (its last character, the end symbol, carries `label`, since it
     predicts the next document's first character), then `prime` and its own characters with
     `label`. Yields character ids."""
     check_options(temperature, top_k, top_p, length, num)
     x = _labelled_start(model, vocab, label, lead_in, lead_label, prime).expand(num, -1)
-    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins,
-                     offset=model.cfg.vocab_size * label)
+    return _generate(
+        model,
+        x,
+        length,
+        torch.Generator().manual_seed(seed),
+        temperature,
+        top_k,
+        top_p,
+        pins,
+        offset=model.cfg.vocab_size * label,
+    )
 
 
 def _labelled_start(model: Model, vocab: Vocab, label: int, lead_in: str, lead_label: int, prime: str) -> torch.Tensor:
@@ -210,8 +249,9 @@ def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None, offse
         last = stepper.step((nxt + offset).to(device, non_blocking=True))
 
 
-def stream_document(model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "",
-                    length: int = 500, seed: int = 0, **kw) -> Iterator[str]:
+def stream_document(
+    model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "", length: int = 500, seed: int = 0, **kw
+) -> Iterator[str]:
     """One document of a run trained with --documents, as pieces of text as it is written (what
     serve streams): started as ``sample_documents`` starts one, ended at the end symbol (not
     included) or after `length` units."""
@@ -222,9 +262,18 @@ def stream_document(model: Model, vocab: Vocab, meta: dict, label: str | None = 
     return (p.replace(END, "") for p in _pieces(ids_iter, vocab.stream_decoder(), END))
 
 
-def stream(model: Model, vocab: Vocab, prime: str = "", length: int = 500, seed: int = 0,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str | None = None,
-           pins: Pins | None = None) -> Iterator[str]:
+def stream(
+    model: Model,
+    vocab: Vocab,
+    prime: str = "",
+    length: int = 500,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop: str | None = None,
+    pins: Pins | None = None,
+) -> Iterator[str]:
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
     a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
     `length` units, or right after the first occurrence of `stop` (which it includes)."""
@@ -242,13 +291,14 @@ def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
             if cut >= 0:
                 yield piece[: len(piece) - (len(tail) - cut - len(stop))]
                 return
-            tail = tail[-len(stop):]
+            tail = tail[-len(stop) :]
         yield piece
 
 
 @torch.no_grad()
-def next_probs(model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8,
-               pins: Pins | None = None) -> dict:
+def next_probs(
+    model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8, pins: Pins | None = None
+) -> dict:
     """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
     (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
     candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
@@ -266,8 +316,18 @@ def next_probs(model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1
 DOCUMENT_ROUNDS = 5  # draws of the missing documents before sample_documents gives up on a cap that is too short
 
 
-def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap: int = 500, prime: str = "",
-                     seed: int = 0, label: int = 0, lead_label: int = 0, **kw) -> tuple[list[str], int]:
+def sample_documents(
+    model: Model,
+    vocab: Vocab,
+    lead_in: str,
+    num: int = 1,
+    cap: int = 500,
+    prime: str = "",
+    seed: int = 0,
+    label: int = 0,
+    lead_label: int = 0,
+    **kw,
+) -> tuple[list[str], int]:
     """`num` whole documents from a model trained with --documents: each starts where training
     starts one (after reading `lead_in`, the checkpoint's) and `prime`, and ends at the end
     symbol, which is not returned. A document still going after `cap` units is dropped and
@@ -277,8 +337,10 @@ def sample_documents(model: Model, vocab: Vocab, lead_in: str, num: int = 1, cap
     from charnn.documents import END
 
     if END not in vocab.decode(range(len(vocab))):
-        raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
-                          "SPLIT to sample whole documents)")
+        raise CharnnError(
+            "this run was trained on one stream of text, not on documents (train with --documents "
+            "SPLIT to sample whole documents)"
+        )
     end = int(vocab.encode(END)[0])
     done: list[str] = []
     capped = 0
@@ -319,8 +381,9 @@ MAX_BEAM = 64
 
 
 @torch.no_grad()
-def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4,
-                pins: Pins | None = None) -> tuple[str, float]:
+def beam_search(
+    model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4, pins: Pins | None = None
+) -> tuple[str, float]:
     """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
     -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
     greedy path on the way and end below it; the greedy continuation is searched too, and the
@@ -332,8 +395,16 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "", length: int = 200, 
 
 
 @torch.no_grad()
-def beam_document(model: Model, vocab: Vocab, meta: dict, label: str | None = None, prime: str = "",
-                  cap: int = 500, width: int = 4, pins: Pins | None = None) -> tuple[str | None, float]:
+def beam_document(
+    model: Model,
+    vocab: Vocab,
+    meta: dict,
+    label: str | None = None,
+    prime: str = "",
+    cap: int = 500,
+    width: int = 4,
+    pins: Pins | None = None,
+) -> tuple[str | None, float]:
     """The most likely whole document (after `prime`) that a beam of `width` finds, for a run
     trained with --documents: started as ``sample_documents`` starts one, finished by the end
     symbol (not returned); its log-likelihood counts the end symbol. Hypotheses that end leave
@@ -344,12 +415,13 @@ def beam_document(model: Model, vocab: Vocab, meta: dict, label: str | None = No
 
     _check_beam(model, width)
     if END not in vocab.decode(range(len(vocab))):
-        raise CharnnError("this run was trained on one stream of text, not on documents (train with --documents "
-                          "SPLIT to sample whole documents)")
+        raise CharnnError(
+            "this run was trained on one stream of text, not on documents (train with --documents "
+            "SPLIT to sample whole documents)"
+        )
     lab, lead = label_numbers(meta, label)
     x = _labelled_start(model, vocab, lab, meta.get("lead_in", ""), lead, prime)
-    ids, nats, ended = _best_of(model, x, cap + 1, width, pins, offset=model.cfg.vocab_size * lab,
-                                end=int(vocab.encode(END)[0]))
+    ids, nats, ended = _best_of(model, x, cap + 1, width, pins, offset=model.cfg.vocab_size * lab, end=int(vocab.encode(END)[0]))
     return (prime + vocab.decode(ids), nats) if ended else (None, -math.inf)
 
 
@@ -368,8 +440,9 @@ def _best_of(model, x, length, width, pins, offset=0, end=None) -> tuple[list[in
     return best
 
 
-def _beam(model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | None, offset: int,
-          end: int | None) -> tuple[list[int], float, bool]:
+def _beam(
+    model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | None, offset: int, end: int | None
+) -> tuple[list[int], float, bool]:
     """A beam of `width` from the prime ids x (1, P) for up to `length` units: -> (the best
     text's character ids, its nats, whether it ended at `end`, which is left out of the ids).
     offset: what turns a character into the model's input id (a label's)."""
@@ -403,8 +476,7 @@ def _beam(model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | N
     return seqs[k].tolist(), float(scores[k]), False
 
 
-def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None,
-                **kw) -> list[str]:
+def sample_text(model: Model, vocab: Vocab, length: int = 500, num: int = 1, stop: str | None = None, **kw) -> list[str]:
     """`num` whole samples drawn together (without the prime), each cut right after `stop`."""
     cols = list(generate(model, vocab, length=length, num=num, **kw))
     texts = [vocab.decode([c[i] for c in cols]) for i in range(num)]

@@ -99,10 +99,15 @@ class SampleStats:
     balanced: float = float("nan")  # share of samples with balanced brackets and paired quotes
 
     def to_dict(self) -> dict:
-        return {"samples": self.samples, "chars": self.chars,
-                "novelty": {str(k): v for k, v in self.novelty.items()}, "longest_copy": self.longest_copy,
-                "js_divergence": {str(k): v for k, v in self.js_divergence.items()},
-                "known_words": self.known_words, "balanced": self.balanced}
+        return {
+            "samples": self.samples,
+            "chars": self.chars,
+            "novelty": {str(k): v for k, v in self.novelty.items()},
+            "longest_copy": self.longest_copy,
+            "js_divergence": {str(k): v for k, v in self.js_divergence.items()},
+            "known_words": self.known_words,
+            "balanced": self.balanced,
+        }
 
 
 def _js(p: Counter, q: Counter) -> float:
@@ -124,7 +129,7 @@ def _js(p: Counter, q: Counter) -> float:
 def _ngrams(texts: list[str], n: int) -> Counter:
     c: Counter = Counter()
     for t in texts:
-        c.update(t[i:i + n] for i in range(len(t) - n + 1))
+        c.update(t[i : i + n] for i in range(len(t) - n + 1))
     return c
 
 
@@ -134,8 +139,7 @@ def balanced(text: str) -> bool:
     return not (s.stray or s.crossed or s.left_open) and text.count('"') % 2 == 0
 
 
-def sample_stats(samples: list[str], train: SubstringIndex, train_words: set[str], heldout: str,
-                 lengths=LENGTHS) -> SampleStats:
+def sample_stats(samples: list[str], train: SubstringIndex, train_words: set[str], heldout: str, lengths=LENGTHS) -> SampleStats:
     st = SampleStats(len(samples), sum(len(s) for s in samples))
     for L in lengths:
         total = novel = 0
@@ -186,8 +190,9 @@ def read_samples(path) -> list[str]:
                 try:
                     out.append(json.loads(line)["text"])
                 except (ValueError, KeyError, TypeError):
-                    raise CharnnError(f"{path} line {k + 1} is not a JSON object with a \"text\"; "
-                                      f"give a samples.jsonl from a run or plain text") from None
+                    raise CharnnError(
+                        f'{path} line {k + 1} is not a JSON object with a "text"; give a samples.jsonl from a run or plain text'
+                    ) from None
     else:
         out = [s for s in raw.split("\n----\n")]
     out = [s for s in out if s.strip()]

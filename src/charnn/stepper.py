@@ -35,9 +35,10 @@ class Stepper:
         self.cell = model.cfg.cell
         self.op = _CELL_OPS[self.cell]
         rnn = model.rnn
-        self.weights = [tuple(getattr(rnn, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                                             "bias_hh"))
-                        for k in range(model.cfg.layers)]
+        self.weights = [
+            tuple(getattr(rnn, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for k in range(model.cfg.layers)
+        ]
         self.embed = model.embed.weight.detach()
         self.labels = model.label_embed.weight.detach() if model.cfg.labels else None  # (see model.inputs)
         self.head_w = model.head.weight.detach()

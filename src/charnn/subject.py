@@ -44,14 +44,23 @@ def require_characters(loaded: ckpt.Checkpoint, what: str) -> None:
     """Refuse a token model in an analysis that lines its numbers up with characters (features,
     n-gram models of characters, per-character losses)."""
     if isinstance(loaded.vocab, TokenVocab):
-        raise CharnnError(f"{what} reads a model one character at a time, and {loaded.path} reads byte-pair tokens "
-                          f"(--unit bpe); with a token model use charnn sample, eval, inspect cells or "
-                          f"inspect saturation")
+        raise CharnnError(
+            f"{what} reads a model one character at a time, and {loaded.path} reads byte-pair tokens "
+            f"(--unit bpe); with a token model use charnn sample, eval, inspect cells or "
+            f"inspect saturation"
+        )
 
 
-def open_subject(run: str | Path, text: str | None = None, split: str | None = None, chars: int = 0,
-                 which: str = "best", device: str = "cpu", tokens_ok: bool = False,
-                 what: str = "this analysis") -> Subject:
+def open_subject(
+    run: str | Path,
+    text: str | None = None,
+    split: str | None = None,
+    chars: int = 0,
+    which: str = "best",
+    device: str = "cpu",
+    tokens_ok: bool = False,
+    what: str = "this analysis",
+) -> Subject:
     """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus.
     A token model is refused (see ``require_characters``) unless `tokens_ok`: then `chars` counts
     tokens and the subject's text is the tokens' text, which is not one character per id."""
@@ -75,8 +84,16 @@ def _subject(loaded: ckpt.Checkpoint, model: Model, ids: np.ndarray, what: str, 
     if len(ids) < 2:
         raise CharnnError(f"{what} holds fewer than 2 characters; give a longer text")
     table = np.array(display_chars(loaded.vocab), dtype=object)
-    return Subject(model, loaded.vocab, loaded, ids, "".join(table[ids.astype(np.int64)]), what,
-                   "".join(table[before.astype(np.int64)]), before.astype(np.int64))
+    return Subject(
+        model,
+        loaded.vocab,
+        loaded,
+        ids,
+        "".join(table[ids.astype(np.int64)]),
+        what,
+        "".join(table[before.astype(np.int64)]),
+        before.astype(np.int64),
+    )
 
 
 def training_ids(subject: Subject) -> np.ndarray:

@@ -22,6 +22,7 @@ from charnn.errors import CharnnError
 @dataclass
 class Pass:
     """One reading of the word: per step the hidden state, the scores and the probabilities."""
+
     hidden: list[list[float]]  # (T, H)
     scores: list[list[float]]  # (T, V)
     probs: list[list[float]]  # (T, V)
@@ -74,15 +75,32 @@ class Lesson:
 
     def to_dict(self) -> dict:
         r = lambda rows: [[round(v, 6) for v in row] for row in rows]  # noqa: E731
-        return {"word": self.word, "vocab": self.vocab, "inputs": self.inputs, "targets": self.targets,
-                "before": {"probs": r(self.before.probs), "hidden": r(self.before.hidden),
-                           "scores": r(self.before.scores), "loss": self.before.loss},
-                "after_one_step": {"probs": r(self.after_one_step.probs), "scores": r(self.after_one_step.scores),
-                                   "loss": self.after_one_step.loss},
-                "final": {"argmax": self.argmax, "loss": self.final.loss, "steps": len(self.curve),
-                          "spelled_at": self.spelled_at,
-                          "hidden": r(self.final.hidden)},
-                "curve": [round(v, 6) for v in self.curve], "lr": self.lr}
+        return {
+            "word": self.word,
+            "vocab": self.vocab,
+            "inputs": self.inputs,
+            "targets": self.targets,
+            "before": {
+                "probs": r(self.before.probs),
+                "hidden": r(self.before.hidden),
+                "scores": r(self.before.scores),
+                "loss": self.before.loss,
+            },
+            "after_one_step": {
+                "probs": r(self.after_one_step.probs),
+                "scores": r(self.after_one_step.scores),
+                "loss": self.after_one_step.loss,
+            },
+            "final": {
+                "argmax": self.argmax,
+                "loss": self.final.loss,
+                "steps": len(self.curve),
+                "spelled_at": self.spelled_at,
+                "hidden": r(self.final.hidden),
+            },
+            "curve": [round(v, 6) for v in self.curve],
+            "lr": self.lr,
+        }
 
 
 def _read(model: TinyRNN, ids: torch.Tensor, targets: torch.Tensor) -> Pass:
@@ -131,5 +149,4 @@ def teach(word: str = "hello", hidden: int = 3, steps: int = 300, lr: float = 0.
         curve.append(now.loss)
         if first is None and spelled(now):
             first = k
-    return Lesson(word, vocab, list(word[:-1]), list(word[1:]), before, after, _read(model, ids, targets),
-                  first, curve, lr, init)
+    return Lesson(word, vocab, list(word[:-1]), list(word[1:]), before, after, _read(model, ids, targets), first, curve, lr, init)

@@ -59,8 +59,23 @@ from charnn.vocab import TokenVocab, Vocab
 SNAPSHOT_METRICS_MAX_CHARS = 20_000_000
 
 # Settings that may change when a run is resumed; every other setting is fixed by the run.
-RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_chars", "device", "threads",
-             "precision", "compile", "cuda_graph", "checkpoint_every", "keep_checkpoints", "keep_every", "tensorboard"}
+RESUMABLE = {
+    "max_steps",
+    "max_epochs",
+    "max_time",
+    "patience",
+    "eval_every",
+    "eval_chars",
+    "device",
+    "threads",
+    "precision",
+    "compile",
+    "cuda_graph",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "keep_every",
+    "tensorboard",
+}
 
 
 @dataclass
@@ -105,17 +120,21 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     """
     t = cfg.train
     if t.optimizer == "rmsprop":  # the paper's optimiser, with char-rnn's decay rate 0.95
-        return torch.optim.RMSprop(model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8,
-                                   foreach=foreach_ok(next(model.parameters()).device.type))
+        return torch.optim.RMSprop(
+            model.parameters(), lr=t.lr, alpha=0.95, eps=1e-8, foreach=foreach_ok(next(model.parameters()).device.type)
+        )
     device = next(model.parameters()).device.type
     matrices, rest = hidden_matrices(model)
     if t.optimizer == "muon" and matrices:
         if not hasattr(torch.optim, "Muon"):
-            raise CharnnError(f"--optimizer muon needs torch 2.9 or later (this is {torch.__version__}): upgrade torch, "
-                              "or pass --optimizer adamw")
+            raise CharnnError(
+                f"--optimizer muon needs torch 2.9 or later (this is {torch.__version__}): upgrade torch, "
+                "or pass --optimizer adamw"
+            )
         return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None)
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay,
-                             fused=fused_adamw_ok(device) or None)
+    return torch.optim.AdamW(
+        model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay, fused=fused_adamw_ok(device) or None
+    )
 
 
 class _StopFlag:
@@ -216,8 +235,8 @@ def _streams(state, first: int, count: int):
     if state is None:
         return None
     if isinstance(state, tuple):
-        return tuple(s[:, first:first + count].contiguous() for s in state)
-    return state[:, first:first + count].contiguous()
+        return tuple(s[:, first : first + count].contiguous() for s in state)
+    return state[:, first : first + count].contiguous()
 
 
 STOP_REASONS = ("", "max-steps", "max-epochs", "max-time", "patience", "interrupt")
@@ -304,6 +323,7 @@ def _bar_class():
         try:
             import ipywidgets  # noqa: F401
             from tqdm.notebook import tqdm as widget
+
             return widget
         except ImportError:
             pass
@@ -314,9 +334,15 @@ class Diverged(CharnnError):
     pass
 
 
-def train(cfg: RunConfig | None, out: str | Path, resume: bool = False, init_from: str | Path | None = None,
-          overrides: dict | None = None, progress: bool | None = None,
-          on_step: Callable[[int], bool] | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig | None,
+    out: str | Path,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    overrides: dict | None = None,
+    progress: bool | None = None,
+    on_step: Callable[[int], bool] | None = None,
+) -> TrainResult:
     """Train (or resume) a run in directory `out`.
 
     overrides (with resume): the settings given again. Those equal to the saved run's are
@@ -386,13 +412,14 @@ def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
             if key in RESUMABLE or (key == "lr" and isinstance(value, (int, float)) and 0 < value <= now):
                 setattr(getattr(cfg, section), key, value)
                 continue
-        same = tuple(now) == tuple(value) if isinstance(now, (tuple, list)) and isinstance(value, (tuple, list)) \
-            else now == value
+        same = tuple(now) == tuple(value) if isinstance(now, (tuple, list)) and isinstance(value, (tuple, list)) else now == value
         if not same:
             wrong.append(f"--{key.replace('_', '-')} (saved {_show(now)}, given {_show(value)})")
     if wrong:
-        raise CharnnError(f"--resume continues the run as it was configured; these differ from it: "
-                          f"{'; '.join(sorted(wrong))}. Drop them, or start a new run with --init-from")
+        raise CharnnError(
+            f"--resume continues the run as it was configured; these differ from it: "
+            f"{'; '.join(sorted(wrong))}. Drop them, or start a new run with --init-from"
+        )
     return cfg.complete().validate()
 
 
@@ -429,11 +456,16 @@ class Trainer:
         enc, embed_std, init_weights = self._data_and_vocab(resume, saved, init_from)
         self.splits = enc.splits(cfg.data.split)
         if cfg.model.block and len(self.splits["train"]) <= cfg.model.block:
-            raise CharnnError(f"--block {cfg.model.block} is longer than the training split ({len(self.splits['train']):,} "
-                              f"characters): a transformer trains on windows of its whole block; choose --block "
-                              f"{max(1, len(self.splits['train']) - 1)} or less, or give it more text")
-        self.batcher = (RandomWindows(self.splits["train"], t.batch_size, t.seq_len, t.seed) if t.windows == "random"
-                        else StreamBatcher(self.splits["train"], t.batch_size, t.seq_len))
+            raise CharnnError(
+                f"--block {cfg.model.block} is longer than the training split ({len(self.splits['train']):,} "
+                f"characters): a transformer trains on windows of its whole block; choose --block "
+                f"{max(1, len(self.splits['train']) - 1)} or less, or give it more text"
+            )
+        self.batcher = (
+            RandomWindows(self.splits["train"], t.batch_size, t.seq_len, t.seed)
+            if t.windows == "random"
+            else StreamBatcher(self.splits["train"], t.batch_size, t.seq_len)
+        )
         self.first, self.per = dd.shard(self.batcher.batch_size)  # this process's streams of the global batch
         self.pin = pin_ok(self.device.type)
         if len(self.splits["val"]) < 2:
@@ -479,8 +511,7 @@ class Trainer:
         self.health: dict | None = None  # device-side divergence bookkeeping (see _watch)
         self.train_loss = self.grad_norm = float("nan")
         self.saved_step = self.state.step if resume else None
-        self.curves = (curves.Curves(out, self.saved_step, chars=self.units_name == "chars")
-                       if t.tensorboard and dd.main else None)
+        self.curves = curves.Curves(out, self.saved_step, chars=self.units_name == "chars") if t.tensorboard and dd.main else None
 
     def _settings(self, cfg: RunConfig | None, saved, asked) -> RunConfig:
         """The run's configuration: a resumed run's own, with the settings given again checked
@@ -519,15 +550,27 @@ class Trainer:
             if not isinstance(theirs, TokenVocab):
                 raise CharnnError(f"--init-from: the model reads {theirs.unit} units but --unit is bpe")
             tokens = theirs
-        enc = prepare(d.text, d.include, d.unit, d.encoding_errors, t.seed, split=d.split, vocab_size=d.bpe_vocab,
-                      tokens=tokens, documents=d.documents, label=(d.label, d.labels_file))
+        enc = prepare(
+            d.text,
+            d.include,
+            d.unit,
+            d.encoding_errors,
+            t.seed,
+            split=d.split,
+            vocab_size=d.bpe_vocab,
+            tokens=tokens,
+            documents=d.documents,
+            label=(d.label, d.labels_file),
+        )
         self.lead_in, self.labels, self.lead_label = enc.lead_in, list(enc.labels), enc.lead_label
         self.label_counts = list(enc.label_counts)
         if self.labels and init_from is not None:
             raise CharnnError("--init-from onto labelled documents is not supported yet; start a new run")
         if resume and self.meta.get("data_key") not in (None, enc.key):
-            raise CharnnError(f"the text {cfg.data.text} has changed since this run started; "
-                              f"resume needs the same text (or start a new run with --init-from {out})")
+            raise CharnnError(
+                f"the text {cfg.data.text} has changed since this run started; "
+                f"resume needs the same text (or start a new run with --init-from {out})"
+            )
         self.data_key = enc.key
         embed_std, init_weights = 1.0, None
         if resume:
@@ -550,8 +593,10 @@ class Trainer:
             asked_embed = cfg.model.embed
             embed_std = cfg.model.fit_vocab(len(self.vocab))
             if cfg.model.embed != asked_embed and dd.main:
-                info(f"the embedding is {cfg.model.embed} wide, not {asked_embed}: the text has {cfg.model.embed} "
-                     f"symbols, and a wider embedding represents nothing more")
+                info(
+                    f"the embedding is {cfg.model.embed} wide, not {asked_embed}: the text has {cfg.model.embed} "
+                    f"symbols, and a wider embedding represents nothing more"
+                )
 
         return enc, embed_std, init_weights
 
@@ -564,8 +609,10 @@ class Trainer:
         new = Vocab(sorted(set(old.codes.tolist()) | set(text.codes.tolist())), old.unit)
         added = sorted(set(text.codes.tolist()) - set(old.codes.tolist()))
         if self.dd.main:
-            info(f"--init-from: the vocabulary grows by {old.describe(added)}; their rows start fresh, the "
-                 f"{len(old)} others keep the model's")
+            info(
+                f"--init-from: the vocabulary grows by {old.describe(added)}; their rows start fresh, the "
+                f"{len(old)} others keep the model's"
+            )
         self.grown_from = old
         return new
 
@@ -578,8 +625,10 @@ class Trainer:
             raise CharnnError(f"{out / ckpt.LAST} holds no training state to resume from")
         mine = _run_id_of(out)
         if saved.config.run_id and mine and saved.config.run_id != mine:
-            raise CharnnError(f"{out / ckpt.LAST} belongs to another run (run id {saved.config.run_id}; this "
-                              f"directory's run is {mine}); --resume continues only the run that wrote {out}")
+            raise CharnnError(
+                f"{out / ckpt.LAST} belongs to another run (run id {saved.config.run_id}; this "
+                f"directory's run is {mine}); --resume continues only the run that wrote {out}"
+            )
         return saved
 
     # ---- one step -------------------------------------------------------------------------
@@ -646,8 +695,9 @@ class Trainer:
         from one captured graph (charnn.cudagraph), the optimiser's step as always."""
         t = self.cfg.train
         if self.graphed is None:
-            self.graphed = cudagraph.GraphedStep(self.model, self.per, self.batcher.seq_len, self.carried,
-                                                 t.grad_clip, t.grad_clamp, cudagraph.stand_in())
+            self.graphed = cudagraph.GraphedStep(
+                self.model, self.per, self.batcher.seq_len, self.carried, t.grad_clip, t.grad_clamp, cudagraph.stand_in()
+            )
         g = self.graphed
         g.step(chunk, reset)
         self.carried = g.state  # the buffers themselves: saves read the latest state
@@ -657,7 +707,7 @@ class Trainer:
     @contextlib.contextmanager
     def averaged(self):
         """The model with the averaged weights swapped in (when --ema is on), in eval mode."""
-        with _eval_mode(self.model), (self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()):
+        with _eval_mode(self.model), self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
             yield self.model
 
     def _watch(self, loss: torch.Tensor, norm: torch.Tensor, step: int) -> None:
@@ -666,9 +716,11 @@ class Trainer:
         it would need a read-back), but the weights it makes are never saved: every save and
         evaluation checks first."""
         if self.health is None:
-            self.health = {"first_bad": torch.full((), -1, dtype=torch.long, device=loss.device),
-                           "bad_loss": torch.zeros((), device=loss.device),
-                           "bad_norm": torch.zeros((), device=loss.device)}
+            self.health = {
+                "first_bad": torch.full((), -1, dtype=torch.long, device=loss.device),
+                "bad_loss": torch.zeros((), device=loss.device),
+                "bad_norm": torch.zeros((), device=loss.device),
+            }
         h = self.health
         new = (~torch.isfinite(loss) | (loss > DIVERGED_LOSS) | ~torch.isfinite(norm)) & (h["first_bad"] < 0)
         h["first_bad"] = torch.where(new, step, h["first_bad"])
@@ -683,7 +735,8 @@ class Trainer:
         h = self.health
         wide = wide_float(h["loss"].device.type)
         first_bad, bad_loss, bad_norm, loss, norm = torch.stack(
-            [h[k].to(wide) for k in ("first_bad", "bad_loss", "bad_norm", "loss", "norm")]).tolist()
+            [h[k].to(wide) for k in ("first_bad", "bad_loss", "bad_norm", "loss", "norm")]
+        ).tolist()
         self.train_loss, self.grad_norm = loss, norm
         if first_bad >= 0:
             bad = not math.isfinite(bad_loss) or bad_loss > DIVERGED_LOSS
@@ -691,10 +744,11 @@ class Trainer:
 
     def _diverged(self, what: str, at: int | None = None) -> None:
         st, lr = self.state, self.cfg.train.lr
-        kept = (f"{ckpt.LAST} still holds step {self.saved_step}" if self.saved_step is not None
-                else "nothing was saved")
-        raise Diverged(f"training diverged at step {st.step if at is None else at} ({what}); {kept}; continue with a lower --lr: "
-                       f"charnn train --resume --out {self.out} --lr {lr / 10:g}")
+        kept = f"{ckpt.LAST} still holds step {self.saved_step}" if self.saved_step is not None else "nothing was saved"
+        raise Diverged(
+            f"training diverged at step {st.step if at is None else at} ({what}); {kept}; continue with a lower --lr: "
+            f"charnn train --resume --out {self.out} --lr {lr / 10:g}"
+        )
 
     # ---- evaluation, logs, checkpoints --------------------------------------------------------
 
@@ -704,8 +758,7 @@ class Trainer:
         val = 0.0
         if self.dd.main:
             with self.averaged():
-                score = evaluate(self.model, data, max_chars=t.eval_chars,
-                                 char_counts=self.char_counts)
+                score = evaluate(self.model, data, max_chars=t.eval_chars, char_counts=self.char_counts)
             val, self.val_bpc = score.loss, score.bpc
         val = self.dd.broadcast(val, self.device)
         if not math.isfinite(val) or val > DIVERGED_LOSS:
@@ -725,12 +778,17 @@ class Trainer:
         t, st, vocab = self.cfg.train, self.state, self.vocab
         try:
             with self.averaged():
-                text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step,
-                                   temperature=0.8)[0]
+                text = sample_text(self.model, vocab, length=t.snapshot_chars, seed=t.seed + st.step, temperature=0.8)[0]
         except NonFiniteOutput:
             self._diverged("non-finite outputs while sampling a snapshot")
-        rec = {"step": st.step, "epoch": round(self.epoch_float(), 4), "train_loss": self.train_loss,
-               "val_loss": val_loss, "temperature": 0.8, "text": text}
+        rec = {
+            "step": st.step,
+            "epoch": round(self.epoch_float(), 4),
+            "train_loss": self.train_loss,
+            "val_loss": val_loss,
+            "temperature": 0.8,
+            "text": text,
+        }
         if len(self.splits["train"]) <= SNAPSHOT_METRICS_MAX_CHARS:  # how much of the sample is copied
             if not self.judge:
                 ids = self.splits["train"]
@@ -748,15 +806,27 @@ class Trainer:
         the lead-in sampling reads first (charnn.documents), and for labelled documents the label
         names (an id's label is its index here) and the lead-in's label."""
         meta = {"lead_in": self.lead_in} if self.lead_in else {}
-        return ({**meta, "labels": self.labels, "lead_label": self.lead_label, "label_counts": self.label_counts}
-                if self.labels else meta)
+        return (
+            {**meta, "labels": self.labels, "lead_label": self.lead_label, "label_counts": self.label_counts}
+            if self.labels
+            else meta
+        )
 
     def save_best(self, val: float | None) -> None:
         if self.dd.main:
             with self.averaged():
-                ckpt.save(self.out / ckpt.BEST, self.cfg, self.vocab, self.model,
-                          {"step": self.state.step, "val_loss": val,
-                           "val_bpc": self.val_bpc if val is not None else None, **self.sampling_meta()})
+                ckpt.save(
+                    self.out / ckpt.BEST,
+                    self.cfg,
+                    self.vocab,
+                    self.model,
+                    {
+                        "step": self.state.step,
+                        "val_loss": val,
+                        "val_bpc": self.val_bpc if val is not None else None,
+                        **self.sampling_meta(),
+                    },
+                )
 
     def save_kept(self, val: float | None) -> None:
         """The weights alone (with config and vocabulary: enough to sample), kept for the analyses
@@ -767,9 +837,19 @@ class Trainer:
             path = ckpt.kept_path(self.out, self.state.step)
             path.parent.mkdir(exist_ok=True)
             with self.averaged():
-                ckpt.save(path, self.cfg, self.vocab, self.model,
-                          {"step": self.state.step, "val_loss": val, "train_loss": self.train_loss,
-                           "elapsed": self.elapsed(), **self.sampling_meta()})
+                ckpt.save(
+                    path,
+                    self.cfg,
+                    self.vocab,
+                    self.model,
+                    {
+                        "step": self.state.step,
+                        "val_loss": val,
+                        "train_loss": self.train_loss,
+                        "elapsed": self.elapsed(),
+                        **self.sampling_meta(),
+                    },
+                )
 
     def save_last(self, finished: str = "") -> None:
         """The full training state; every process takes part in gathering the carried state."""
@@ -783,15 +863,28 @@ class Trainer:
         if not dd.main:
             return
         opt_tensors, opt_json = ckpt.optimizer_to_tensors(self.opt)
-        meta = {**self.state.to_meta(), "elapsed": self.elapsed(), "optimizer": opt_json, "data_key": self.data_key,
-                "stopped_by": finished, "params": self.model.num_params, "batch_size": self.batcher.batch_size,
-                "seq_len": self.batcher.seq_len}
+        meta = {
+            **self.state.to_meta(),
+            "elapsed": self.elapsed(),
+            "optimizer": opt_json,
+            "data_key": self.data_key,
+            "stopped_by": finished,
+            "params": self.model.num_params,
+            "batch_size": self.batcher.batch_size,
+            "seq_len": self.batcher.seq_len,
+        }
         if "init_from" in self.meta:
             meta["init_from"] = self.meta["init_from"]
         meta.update(self.sampling_meta())
         ema = self.ema.tensors() if self.ema is not None else {}
-        ckpt.save(self.out / ckpt.LAST, self.cfg, self.vocab, self.model, meta,
-                  {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full), **ema})
+        ckpt.save(
+            self.out / ckpt.LAST,
+            self.cfg,
+            self.vocab,
+            self.model,
+            meta,
+            {**opt_tensors, **_rng_tensors(rngs), **_state_tensors(full), **ema},
+        )
         self.saved_step = self.state.step
 
     # ---- the loop -------------------------------------------------------------------------
@@ -827,21 +920,39 @@ class Trainer:
         if log_step or due or keep or st.step % t.eval_every == 0 or st.step in t.snapshot_steps:
             self.check_health()
         if log_step:
-            self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "lr": lr, "train_loss": self.train_loss,
-                      "grad_norm": self.grad_norm, "chars_per_s": round(speed), "elapsed": round(self.elapsed(), 3)})
+            self.log(
+                {
+                    "step": st.step,
+                    "epoch": round(self.epoch_float(), 4),
+                    "lr": lr,
+                    "train_loss": self.train_loss,
+                    "grad_norm": self.grad_norm,
+                    "chars_per_s": round(speed),
+                    "elapsed": round(self.elapsed(), 3),
+                }
+            )
         val = None
         if st.step % t.eval_every == 0:
             val = st.last_val_loss = self.evaluate()
-            self.log({"step": st.step, "epoch": round(self.epoch_float(), 4), "val_loss": val,
-                      "val_bpc": self.val_bpc, "elapsed": round(self.elapsed(), 3)})
+            self.log(
+                {
+                    "step": st.step,
+                    "epoch": round(self.epoch_float(), 4),
+                    "val_loss": val,
+                    "val_bpc": self.val_bpc,
+                    "elapsed": round(self.elapsed(), 3),
+                }
+            )
             if val < st.best_val_loss:
                 st.best_val_loss, st.evals_since_best = val, 0
                 self.save_best(val)
             else:
                 st.evals_since_best += 1
             if self.quiet_lines:
-                info(f"step {st.step}  epoch {self.epoch_float():.2f}  train {self.train_loss:.4f}  val {val:.4f} "
-                     f"({self.val_bpc:.3f} bpc)  {speed:,.0f} {self.units_name}/s")
+                info(
+                    f"step {st.step}  epoch {self.epoch_float():.2f}  train {self.train_loss:.4f}  val {val:.4f} "
+                    f"({self.val_bpc:.3f} bpc)  {speed:,.0f} {self.units_name}/s"
+                )
         if st.step in t.snapshot_steps or val is not None:
             self.snapshot(val)
         if keep:
@@ -851,13 +962,22 @@ class Trainer:
 
     def run(self) -> TrainResult:
         t, st, dd = self.cfg.train, self.state, self.dd
-        bar = _bar_class()(total=t.max_steps or None, initial=st.step, disable=(self.progress is False or not dd.main) or None,
-                   unit="step", dynamic_ncols=True, leave=True, desc="train")
+        bar = _bar_class()(
+            total=t.max_steps or None,
+            initial=st.step,
+            disable=(self.progress is False or not dd.main) or None,
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+            desc="train",
+        )
         # progress None: tqdm shows a bar only on a terminal; elsewhere one line per evaluation.
         self.quiet_lines = bar.disable and self.progress is not False and dd.main
         if self.quiet_lines:
-            info(f"training {self.cfg.model.describe()} "
-                 f"({self.model.num_params:,} parameters) on {len(self.splits['train']):,} characters, {self.device}")
+            info(
+                f"training {self.cfg.model.describe()} "
+                f"({self.model.num_params:,} parameters) on {len(self.splits['train']):,} characters, {self.device}"
+            )
         self.t0 = self.last_save = time.perf_counter()
         if self.saved_step is None:  # the run can be resumed from the moment it starts
             self.save_last()
@@ -877,8 +997,11 @@ class Trainer:
                 self.after_step(lr, speed)
                 if t.max_time and not t.max_steps and st.step > 5:
                     bar.total = max(st.step + 1, int(st.step / max(self.progress_frac(), 1e-9)))
-                bar.set_postfix_str(f"loss {self.train_loss:.3f} val {st.last_val_loss:.3f} "
-                                    f"({self.val_bpc:.2f} bpc) {speed:,.0f} {self.units_name[:3]}/s", refresh=False)
+                bar.set_postfix_str(
+                    f"loss {self.train_loss:.3f} val {st.last_val_loss:.3f} "
+                    f"({self.val_bpc:.2f} bpc) {speed:,.0f} {self.units_name[:3]}/s",
+                    refresh=False,
+                )
                 bar.update(1)
             bar.close()
             self.finish(stopped_by)
@@ -886,9 +1009,19 @@ class Trainer:
         best_bpc = whole.bpc if whole else None
         if best_bpc is None and self.char_counts is not None and self.dd.main and (self.out / ckpt.BEST).exists():
             best_bpc = ckpt.load(self.out, "best").meta.get("val_bpc")  # a token run's report needs it
-        return TrainResult(st.step, self.epoch_float(), st.best_val_loss, st.last_val_loss, stopped_by, self.out,
-                           flag.signum, whole.loss if whole else None,
-                           whole.chars if whole else len(self.splits["val"]) - 1, best_bpc, self.units_name)
+        return TrainResult(
+            st.step,
+            self.epoch_float(),
+            st.best_val_loss,
+            st.last_val_loss,
+            stopped_by,
+            self.out,
+            flag.signum,
+            whole.loss if whole else None,
+            whole.chars if whole else len(self.splits["val"]) - 1,
+            best_bpc,
+            self.units_name,
+        )
 
     def whole_split_score(self, stopped_by: str):
         """The end-of-run report reads the whole validation split, even when the evaluations

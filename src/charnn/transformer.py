@@ -45,6 +45,7 @@ class Probe:
     (``charnn sample --clamp``, ablation); the rest of the model sees the held values.
     mute: layer -> heads (K,): heads whose output is replaced by zero (head ablation).
     """
+
     att: bool = False
     mlp: bool = False
     resid: bool = False
@@ -207,10 +208,10 @@ class CharTransformer(nn.Module):
         outs, t, T = [], 0, x.shape[1]
         while t < T:
             if ids.shape[1] >= self.cfg.block:  # full: rebuild from the last block/2 characters
-                ids = ids[:, ids.shape[1] - self.keep:]
+                ids = ids[:, ids.shape[1] - self.keep :]
                 kv = self.trunk(ids, None, probe.edits() if probe else None)[1] if self.keep else None
             n = min(T - t, self.cfg.block - ids.shape[1])
-            piece = x[:, t:t + n]
+            piece = x[:, t : t + n]
             h, kv, extra = self.trunk(piece, kv, probe)
             if hook is not None:
                 hook(t, ids.shape[1], extra)
@@ -237,7 +238,7 @@ class CharTransformer(nn.Module):
         def keep(t0: int, past: int, inside: dict) -> None:
             a = inside["att"][:, 0]  # (L, heads, n, past + n)
             for i in range(a.shape[2]):
-                att[:, :, t0 + i, :past + i + 1] = a[:, :, i, :past + i + 1].flip(-1)
+                att[:, :, t0 + i, : past + i + 1] = a[:, :, i, : past + i + 1].flip(-1)
                 context[t0 + i] = past + i
             resid.append(inside["resid"][:, 0])
 
@@ -285,10 +286,22 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "pos.weight": (cfg.block, E)}
     for k in range(cfg.layers):
         b = f"blocks.{k}."
-        shapes.update({b + "ln1.weight": (E,), b + "ln1.bias": (E,), b + "attn.qkv.weight": (3 * E, E),
-                       b + "attn.qkv.bias": (3 * E,), b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
-                       b + "ln2.weight": (E,), b + "ln2.bias": (E,), b + "fc.weight": (4 * E, E),
-                       b + "fc.bias": (4 * E,), b + "proj.weight": (E, 4 * E), b + "proj.bias": (E,)})
+        shapes.update(
+            {
+                b + "ln1.weight": (E,),
+                b + "ln1.bias": (E,),
+                b + "attn.qkv.weight": (3 * E, E),
+                b + "attn.qkv.bias": (3 * E,),
+                b + "attn.proj.weight": (E, E),
+                b + "attn.proj.bias": (E,),
+                b + "ln2.weight": (E,),
+                b + "ln2.bias": (E,),
+                b + "fc.weight": (4 * E, E),
+                b + "fc.bias": (4 * E,),
+                b + "proj.weight": (E, 4 * E),
+                b + "proj.bias": (E,),
+            }
+        )
     shapes.update({"ln_f.weight": (E,), "ln_f.bias": (E,), "head.bias": (V,)})  # the read-out's weight is embed's
     return shapes
 
@@ -313,9 +326,25 @@ class CacheStepper:
         self.P = P
         # each layer's weights and cache views, fetched once: module attribute lookups cost more
         # than the arithmetic of a small model at batch 1
-        self.layers = [(b.ln1.weight, b.ln1.bias, b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
-                        b.attn.proj.bias, b.ln2.weight, b.ln2.bias, b.fc.weight, b.fc.bias, b.proj.weight, b.proj.bias,
-                        self.kv[i, 0], self.kv[i, 1]) for i, b in enumerate(cast("list[Block]", model.blocks))]
+        self.layers = [
+            (
+                b.ln1.weight,
+                b.ln1.bias,
+                b.attn.qkv.weight,
+                b.attn.qkv.bias,
+                b.attn.proj.weight,
+                b.attn.proj.bias,
+                b.ln2.weight,
+                b.ln2.bias,
+                b.fc.weight,
+                b.fc.bias,
+                b.proj.weight,
+                b.proj.bias,
+                self.kv[i, 0],
+                self.kv[i, 1],
+            )
+            for i, b in enumerate(cast("list[Block]", model.blocks))
+        ]
         self.out = (model.ln_f.weight, model.ln_f.bias, model.head.weight, model.head.bias)
         self.shape = (c.embed,)
 
@@ -323,9 +352,9 @@ class CacheStepper:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         m = self.model
         if self.P >= m.cfg.block:  # full: rebuild from the last block/2 characters, as forward does
-            self.ids[:, :m.keep] = self.ids[:, self.P - m.keep:self.P].clone()
+            self.ids[:, : m.keep] = self.ids[:, self.P - m.keep : self.P].clone()
             if m.keep:
-                self.kv[..., :m.keep, :] = m.trunk(self.ids[:, :m.keep], None, Probe(hold=self.pins))[1]
+                self.kv[..., : m.keep, :] = m.trunk(self.ids[:, : m.keep], None, Probe(hold=self.pins))[1]
             self.P = m.keep
         P, B, E, heads = self.P, ids.shape[0], self.shape, m.cfg.heads
         h = (m._inputs(ids) if m.cfg.labels else m.embed.weight[ids]) + m.pos.weight[P]  # (B, E); indexing: per character
@@ -333,7 +362,7 @@ class CacheStepper:
             q, k, v = F.linear(F.layer_norm(h, E, ln1w, ln1b), qkvw, qkvb).view(B, 3, heads, -1).unbind(1)  # (B, nh, hd)
             keys[:, :, P] = k
             values[:, :, P] = v
-            y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, :P + 1], values[:, :, :P + 1])  # (B, nh, 1, hd)
+            y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, : P + 1], values[:, :, : P + 1])  # (B, nh, 1, hd)
             h = h + F.linear(y.view(B, -1), aw, ab)
             m_i = F.gelu(F.linear(F.layer_norm(h, E, ln2w, ln2b), fcw, fcb))  # (B, 4E)
             if i in self.pins:
@@ -345,4 +374,4 @@ class CacheStepper:
         return F.linear(F.layer_norm(h, E, lnw, lnb), hw, hb)
 
     def state(self) -> Cache:
-        return self.ids[:, :self.P].clone(), self.kv[..., :self.P, :].clone()
+        return self.ids[:, : self.P].clone(), self.kv[..., : self.P, :].clone()

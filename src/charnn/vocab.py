@@ -121,6 +121,7 @@ class Vocab:
 
 # --- Byte-pair tokens --------------------------------------------------------------------------
 
+
 def _byte_level_alphabet() -> list[str]:
     """The printable character standing for each byte value in a byte-level BPE's token strings
     (the GPT-2 convention that Hugging Face's ByteLevel pre-tokenizer follows: printable Latin-1
@@ -151,8 +152,9 @@ class TokenVocab(Vocab):
         try:
             self.tokenizer = Tokenizer.from_str(tokenizer_json)
         except Exception as e:  # the library raises its own exception type for malformed JSON
-            raise CharnnError(f"the token vocabulary is malformed ({str(e).splitlines()[0][:200]}); "
-                              f"was it written by charnn?") from None
+            raise CharnnError(
+                f"the token vocabulary is malformed ({str(e).splitlines()[0][:200]}); was it written by charnn?"
+            ) from None
         self.unit = "bpe"
         self.json = tokenizer_json
         size = self.tokenizer.get_vocab_size()
@@ -179,8 +181,9 @@ class TokenVocab(Vocab):
         # pieces a person can read; add_prefix_space off keeps decode(encode(text)) == text.
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=size, min_frequency=2, show_progress=False,
-                                      initial_alphabet=[BYTE_CHARS[b] for b in alphabet])
+        trainer = trainers.BpeTrainer(
+            vocab_size=size, min_frequency=2, show_progress=False, initial_alphabet=[BYTE_CHARS[b] for b in alphabet]
+        )
         tok.train_from_iterator([text], trainer=trainer)
         return cls(tok.to_str())
 
@@ -197,10 +200,11 @@ class TokenVocab(Vocab):
         raw = self.units(text)
         unknown = ~self.alphabet[raw]
         if unknown.any():
-            chars = sorted({ch for ch in text
-                            if not self.alphabet[np.frombuffer(ch.encode("utf-8"), np.uint8)].all()})
-            raise CharnnError(f"the model's tokens have never seen {self.describe([ord(c) for c in chars])}; "
-                              f"remove them or train on text that has them")
+            chars = sorted({ch for ch in text if not self.alphabet[np.frombuffer(ch.encode("utf-8"), np.uint8)].all()})
+            raise CharnnError(
+                f"the model's tokens have never seen {self.describe([ord(c) for c in chars])}; "
+                f"remove them or train on text that has them"
+            )
         return np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
 
     def _bytes(self, ids) -> bytes:

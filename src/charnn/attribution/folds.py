@@ -96,12 +96,15 @@ def load(text: str, s: EvalSettings) -> tuple[list[str], list[str | None]]:
         raise CharnnError("attribution needs documents of at least two labels")
     small = Counter(known).most_common()[-1]
     if small[1] < s.folds:
-        raise CharnnError(f"the label {small[0]!r} has {small[1]} documents, fewer than --folds {s.folds}; lower "
-                          f"--folds or leave that label out")
+        raise CharnnError(
+            f"the label {small[0]!r} has {small[1]} documents, fewer than --folds {s.folds}; lower "
+            f"--folds or leave that label out"
+        )
     return docs, labels
 
 
 # ---- the baselines ---------------------------------------------------------------------------
+
 
 def _ngram_verdicts(train: list[tuple[str, str]], test: list[str], order: int, equal: bool, seed: int) -> list[str]:
     from charnn.study.ngram import KneserNey
@@ -117,7 +120,7 @@ def _ngram_verdicts(train: list[tuple[str, str]], test: list[str], order: int, e
         for n in names:
             kept, total = [], 0
             for i in rng.permutation(len(texts[n])).tolist():
-                kept.append(texts[n][i][:budget - total])
+                kept.append(texts[n][i][: budget - total])
                 total += len(kept[-1])
                 if total >= budget:
                     break
@@ -166,6 +169,7 @@ def _delta_verdicts(train: list[tuple[str, str]], test: list[str], n_words: int)
 
 # ---- charnn's own ------------------------------------------------------------------------------
 
+
 def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: Path, s: EvalSettings) -> list[str]:
     """Train a labelled model on `train` (documents as written, their `labels`) and attribute
     `test` with it, calibrated on up to s.calibrate training documents of each label."""
@@ -182,8 +186,13 @@ def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: 
         apply_preset(cfg, s.preset)
         d = cfg.data
         d.text, d.documents, d.label, d.split = str(run.parent / f"{run.name}.txt"), s.documents, s.label, (0.9, 0.1, 0.0)
-        for k, v in {**(s.train or {}), "max_time": s.max_time, "max_steps": s.max_steps, "seed": s.seed,
-                     **(s.extra or {})}.items():
+        for k, v in {
+            **(s.train or {}),
+            "max_time": s.max_time,
+            "max_steps": s.max_steps,
+            "seed": s.seed,
+            **(s.extra or {}),
+        }.items():
             setattr(cfg.train, k, v)
         return cfg.complete().validate()
 
@@ -191,12 +200,12 @@ def _charnn_verdicts(train: list[str], labels: list[str], test: list[str], run: 
     loaded = ckpt.load(run, "best")
     model = loaded.build_model()
     reference = pick_references(list(zip(labels, train)), s.calibrate, s.seed)
-    return [r.verdict for r in attribute(loaded, model, [(str(i), d) for i, d in enumerate(test)],
-                                         reference=reference or None)]
+    return [r.verdict for r in attribute(loaded, model, [(str(i), d) for i, d in enumerate(test)], reference=reference or None)]
 
 
-def verdicts(method: str, train_docs: list[str], train_labels: list[str], test: list[str], run: Path,
-             s: EvalSettings) -> list[str]:
+def verdicts(
+    method: str, train_docs: list[str], train_labels: list[str], test: list[str], run: Path, s: EvalSettings
+) -> list[str]:
     if method == "charnn":
         return _charnn_verdicts(train_docs, train_labels, test, run, s)
     clean = [(unlabelled(d, s.label), lab) for d, lab in zip(train_docs, train_labels)]
@@ -217,16 +226,19 @@ def evaluate_attribution(text: str, out: Path, s: EvalSettings, progress=print) 
     known = list(label_of)
     unknown = [i for i, lab in enumerate(labels) if lab is None]
     folds = fold_of([label_of[i] for i in known], s.folds, s.seed)
-    write_atomic(out / "folds.json", json.dumps({"folds": [[known[j] for j in range(len(known)) if folds[j] == f]
-                                                           for f in range(s.folds)]}, indent=1))
+    write_atomic(
+        out / "folds.json",
+        json.dumps({"folds": [[known[j] for j in range(len(known)) if folds[j] == f] for f in range(s.folds)]}, indent=1),
+    )
     got: dict[str, dict[int, str]] = {m: {} for m in METHODS}
     for f in range(s.folds):
         tr = [known[j] for j in range(len(known)) if folds[j] != f]
         te = [known[j] for j in range(len(known)) if folds[j] == f]
         for m in METHODS:
             progress(f"fold {f + 1} of {s.folds}: {m}")
-            for i, v in zip(te, verdicts(m, [docs[i] for i in tr], [label_of[i] for i in tr], [docs[i] for i in te],
-                                         out / f"fold-{f + 1}", s)):
+            for i, v in zip(
+                te, verdicts(m, [docs[i] for i in tr], [label_of[i] for i in tr], [docs[i] for i in te], out / f"fold-{f + 1}", s)
+            ):
                 got[m][i] = v
     names = sorted(set(label_of.values()))
     methods: dict[str, dict] = {}
@@ -234,14 +246,17 @@ def evaluate_attribution(text: str, out: Path, s: EvalSettings, progress=print) 
     for m in METHODS:
         right = sum(got[m][i] == label_of[i] for i in known)
         confusion = [[sum(1 for i in known if label_of[i] == a and got[m][i] == b) for b in names] for a in names]
-        methods[m] = {"accuracy": right / len(known), "correct": right,
-                      "recall": {a: confusion[k][k] / max(1, sum(confusion[k])) for k, a in enumerate(names)},
-                      "confusion": confusion, "verdicts": {str(i): got[m][i] for i in known}}
+        methods[m] = {
+            "accuracy": right / len(known),
+            "correct": right,
+            "recall": {a: confusion[k][k] / max(1, sum(confusion[k])) for k, a in enumerate(names)},
+            "confusion": confusion,
+            "verdicts": {str(i): got[m][i] for i in known},
+        }
     if unknown:
         for m in METHODS:
             progress(f"the {len(unknown)} unlabelled documents: {m}")
-            said = verdicts(m, [docs[i] for i in known], [label_of[i] for i in known], [docs[i] for i in unknown],
-                            out / "all", s)
+            said = verdicts(m, [docs[i] for i in known], [label_of[i] for i in known], [docs[i] for i in unknown], out / "all", s)
             methods[m]["unlabelled"] = {_title(docs[i]): x for i, x in zip(unknown, said)}
     _write(result, out)
     return result
@@ -256,8 +271,9 @@ def _write(result: dict, out: Path) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER + [f"recall {n}" for n in result["labels"]])
     for m, r in result["methods"].items():
-        w.writerow([m, f"{r['accuracy']:.4f}", r["correct"], result["labelled"]] +
-                   [f"{r['recall'][n]:.4f}" for n in result["labels"]])
+        w.writerow(
+            [m, f"{r['accuracy']:.4f}", r["correct"], result["labelled"]] + [f"{r['recall'][n]:.4f}" for n in result["labels"]]
+        )
     write_outputs(out, "attribution", PNG_MARKER, CSV_HEADER, lambda p: _plot(result, p), buf.getvalue())
     write_atomic(out / "attribution.json", json.dumps(result, indent=1) + "\n")
 
@@ -286,15 +302,19 @@ def _plot(result: dict, path) -> None:
 
 def table(result: dict) -> str:
     names = result["labels"]
-    lines = [f"| method | accuracy ({result['labelled']} documents, {result['settings']['folds']}-fold) | "
-             + " | ".join(f"recall {n}" for n in names) + " |", "|---|---|" + "---|" * len(names)]
+    lines = [
+        f"| method | accuracy ({result['labelled']} documents, {result['settings']['folds']}-fold) | "
+        + " | ".join(f"recall {n}" for n in names)
+        + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for m, r in result["methods"].items():
-        lines.append(f"| {m} | {r['accuracy']:.1%} ({r['correct']}) | "
-                     + " | ".join(f"{r['recall'][n]:.0%}" for n in names) + " |")
+        lines.append(
+            f"| {m} | {r['accuracy']:.1%} ({r['correct']}) | " + " | ".join(f"{r['recall'][n]:.0%}" for n in names) + " |"
+        )
     first = next(iter(result["methods"].values()))
     if "unlabelled" in first:
         lines += ["", "| document | " + " | ".join(result["methods"]) + " |", "|---|" + "---|" * len(result["methods"])]
         for title in first["unlabelled"]:
             lines.append(f"| {title} | " + " | ".join(r["unlabelled"][title] for r in result["methods"].values()) + " |")
     return "\n".join(lines) + "\n"
-

@@ -49,8 +49,14 @@ class Attribution:
         return max(self.posterior, key=lambda k: self.posterior[k])
 
     def to_dict(self) -> dict:
-        return {"document": self.name, "chars": self.chars, "bpc": self.bpc, "posterior": self.posterior,
-                "verdict": self.verdict, **({"calibrated_bpc": self.calibrated} if self.calibrated else {})}
+        return {
+            "document": self.name,
+            "chars": self.chars,
+            "bpc": self.bpc,
+            "posterior": self.posterior,
+            "verdict": self.verdict,
+            **({"calibrated_bpc": self.calibrated} if self.calibrated else {}),
+        }
 
 
 def documents_of(path: str, spec: str) -> list[tuple[str, str]]:
@@ -119,8 +125,9 @@ def offsets(loaded, model, reference: list[tuple[str, str]]) -> np.ndarray:
     return np.mean([np.mean(v, axis=0) for v in per.values()], axis=0)
 
 
-def attribute(loaded, model, docs: list[tuple[str, str]], prior: str = "uniform",
-              reference: list[tuple[str, str]] | None = None) -> list[Attribution]:
+def attribute(
+    loaded, model, docs: list[tuple[str, str]], prior: str = "uniform", reference: list[tuple[str, str]] | None = None
+) -> list[Attribution]:
     """Each document's bits per character under every label, and the posterior over labels;
     with `reference` documents (label, text), calibrated first (see the module's docstring)."""
     names = loaded.meta.get("labels")
@@ -136,10 +143,15 @@ def attribute(loaded, model, docs: list[tuple[str, str]], prior: str = "uniform"
         post = np.exp(logpost - logpost.max())
         post /= post.sum()
         bits = nats / math.log(2)
-        out.append(Attribution(name, chars, {n: float(b) for n, b in zip(names, bits)},
-                               {n: float(p) for n, p in zip(names, post)},
-                               {n: float(b - o / math.log(2)) for n, b, o in zip(names, bits, offset)}
-                               if reference else {}))
+        out.append(
+            Attribution(
+                name,
+                chars,
+                {n: float(b) for n, b in zip(names, bits)},
+                {n: float(p) for n, p in zip(names, post)},
+                {n: float(b - o / math.log(2)) for n, b, o in zip(names, bits, offset)} if reference else {},
+            )
+        )
     return out
 
 
@@ -164,5 +176,6 @@ def pick_references(labelled: list[tuple[str, str]], per_label: int, seed: int) 
     by: dict[str, list[str]] = {}
     for label, doc in labelled:
         by.setdefault(label, []).append(doc)
-    return [(label, docs[i]) for label, docs in sorted(by.items())
-            for i in sorted(rng.permutation(len(docs))[:per_label].tolist())]
+    return [
+        (label, docs[i]) for label, docs in sorted(by.items()) for i in sorted(rng.permutation(len(docs))[:per_label].tolist())
+    ]

@@ -16,69 +16,92 @@ def add_parsers(sub) -> None:
     _add_analyze(sub)
 
 
+def _common(p, chars_default: int, chars_help: str) -> None:
+    """The run, the text it reads and how much of it: what every inspect view takes."""
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", metavar="FILE", default=None, help="read this text file")
+    src.add_argument(
+        "--split", choices=["train", "val", "test"], default=None, help="read a split of the run's own corpus (default val)"
+    )
+    p.add_argument("--chars", type=flags.count, default=chars_default, help=chars_help)
+    p.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
+
+
 def _add_inspect(sub) -> None:
-    ins = sub.add_parser("inspect", help="look inside a trained model: cell heatmaps, cell search, saturation, "
-                                         "ablation, training evolution")
+    ins = sub.add_parser(
+        "inspect", help="look inside a trained model: cell heatmaps, cell search, saturation, ablation, training evolution"
+    )
     ins.set_defaults(func=_say_what("inspect", "cells, find, saturation, ablate, evolution or attention"))
     isub = ins.add_subparsers(dest="inspect_command", metavar="WHAT", parser_class=type(ins))
-
-    def common(p, chars_default: int, chars_help: str):
-        p.add_argument("run", metavar="RUN_DIR", help="a run directory or a .safetensors checkpoint")
-        src = p.add_mutually_exclusive_group()
-        src.add_argument("--text", metavar="FILE", default=None, help="read this text file")
-        src.add_argument("--split", choices=["train", "val", "test"], default=None,
-                         help="read a split of the run's own corpus (default val)")
-        p.add_argument("--chars", type=flags.count, default=chars_default, help=chars_help)
-        p.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
-
     c = isub.add_parser("cells", help="an HTML page: the text coloured by any cell, with top-5 guesses on hover")
-    common(c, 2000, "characters to show (default 2000, at most 20000)")
+    _common(c, 2000, "characters to show (default 2000, at most 20000)")
     c.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
 
     c.set_defaults(func=cmd_cells)
 
     f = isub.add_parser("find", help="rank cells by correlation with quotes, brackets, line position, ...")
-    common(f, 200_000, "characters to read (default 200000; 0: all)")
-    f.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
-                   help="add a feature: the characters inside each match are on (repeatable)")
+    _common(f, 200_000, "characters to read (default 200000; 0: all)")
+    f.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="add a feature: the characters inside each match are on (repeatable)",
+    )
     f.add_argument("--top", type=flags.count, default=5, help="cells to list per feature (default 5)")
     f.add_argument("--json", action="store_true", help="print one JSON object")
 
     f.set_defaults(func=cmd_find)
 
     s = isub.add_parser("saturation", help="how often each gate is shut (<0.1) or open (>0.9): PNG and CSV")
-    common(s, 200_000, "characters to read (default 200000; 0: all)")
+    _common(s, 200_000, "characters to read (default 200000; 0: all)")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for saturation.png and saturation.csv")
 
     s.set_defaults(func=cmd_saturation)
 
     a = isub.add_parser("ablate", help="silence cells and report the change in loss where features are on / off")
-    common(a, 100_000, "characters to read (default 100000; 0: all)")
-    a.add_argument("--cells", metavar="LAYER:INDEX[,...]",
-                   help="cells to silence, e.g. 0:12,1:40 (a transformer's MLP neurons, 4 x width per layer)")
+    _common(a, 100_000, "characters to read (default 100000; 0: all)")
+    a.add_argument(
+        "--cells",
+        metavar="LAYER:INDEX[,...]",
+        help="cells to silence, e.g. 0:12,1:40 (a transformer's MLP neurons, 4 x width per layer)",
+    )
     a.add_argument("--heads", metavar="LAYER:HEAD[,...]", help="a transformer's attention heads to silence, e.g. 0:1,2:3")
-    a.add_argument("--mode", default="zero", metavar="{zero,mean,value:V}",
-                   help="hold the cells at zero, at their mean over the text, or at V as charnn sample --clamp does "
-                        "(an LSTM's tanh(c), a GRU's or RNN's h, a transformer's MLP neuron) (default zero)")
-    a.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
-                   help="add a feature to report on (repeatable)")
+    a.add_argument(
+        "--mode",
+        default="zero",
+        metavar="{zero,mean,value:V}",
+        help="hold the cells at zero, at their mean over the text, or at V as charnn sample --clamp does "
+        "(an LSTM's tanh(c), a GRU's or RNN's h, a transformer's MLP neuron) (default zero)",
+    )
+    a.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX", help="add a feature to report on (repeatable)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
 
     a.set_defaults(func=cmd_ablate)
+    _add_inspect_pages(isub)
 
+
+def _add_inspect_pages(isub) -> None:
     e = isub.add_parser("evolution", help="an HTML page: samples recorded during training beside the loss curves")
     e.add_argument("run", metavar="RUN_DIR", help="a run directory")
     e.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write (the plot goes beside it)")
-    e.add_argument("--analyses", action="store_true",
-                   help="also show, for each kept checkpoint, its loss and best cell per feature, and the "
-                        "dynamics plot (reads --chars of the validation split with every kept checkpoint)")
+    e.add_argument(
+        "--analyses",
+        action="store_true",
+        help="also show, for each kept checkpoint, its loss and best cell per feature, and the "
+        "dynamics plot (reads --chars of the validation split with every kept checkpoint)",
+    )
     e.add_argument("--chars", type=flags.count, default=5000, help="characters read by --analyses (default 5000)")
     e.set_defaults(func=cmd_evolution)
 
-    t = isub.add_parser("attention", help="a transformer: an HTML page of every head's attention, and its heads "
-                                          "ranked by what they attend to (previous character, line start, "
-                                          "matching opener, copying)")
-    common(t, 1000, "characters to show (default 1000)")
+    t = isub.add_parser(
+        "attention",
+        help="a transformer: an HTML page of every head's attention, and its heads "
+        "ranked by what they attend to (previous character, line start, "
+        "matching opener, copying)",
+    )
+    _common(t, 1000, "characters to show (default 1000)")
     t.add_argument("--out", required=True, metavar="PAGE.html", help="the page to write")
     t.add_argument("--top", type=flags.count, default=3, help="heads to list per pattern (default 3)")
     t.add_argument("--json", action="store_true", help="print the ranking as one JSON object")
@@ -93,8 +116,12 @@ def _add_analyze(sub) -> None:
     b.add_argument("run", metavar="RUN_DIR", help="a run trained on code")
     b.add_argument("--out", required=True, metavar="DIR", help="folder for braces.png and braces.csv")
     b.add_argument("--order", type=flags.count, default=20, help="n-gram order to compare with (default 20)")
-    b.add_argument("--ngram", metavar="FILE", default=None,
-                   help="compare with this saved n-gram model (charnn ngram --save) instead of training one")
+    b.add_argument(
+        "--ngram",
+        metavar="FILE",
+        default=None,
+        help="compare with this saved n-gram model (charnn ngram --save) instead of training one",
+    )
     b.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     b.add_argument("--chars", type=flags.count, default=0, help="characters of the split to read (0: all)")
     b.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
@@ -104,34 +131,50 @@ def _add_analyze(sub) -> None:
     e.add_argument("run", metavar="RUN_DIR")
     e.add_argument("--out", required=True, metavar="DIR", help="folder for errors.png and errors.csv")
     other = e.add_mutually_exclusive_group()
-    other.add_argument("--compare", metavar="RUN_DIR2", default=None,
-                       help="another run on the same text: which of these errors it gets right")
-    other.add_argument("--baseline", default=None, metavar="NGRAM",
-                       help="an n-gram model to compare with: a file from `charnn ngram --save`, or an order "
-                            "(trained here on the run's training split)")
+    other.add_argument(
+        "--compare", metavar="RUN_DIR2", default=None, help="another run on the same text: which of these errors it gets right"
+    )
+    other.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NGRAM",
+        help="an n-gram model to compare with: a file from `charnn ngram --save`, or an order "
+        "(trained here on the run's training split)",
+    )
     e.add_argument("--split", choices=["val", "test"], default="test", help="the split to score (default test)")
     e.add_argument("--chars", type=flags.count, default=100_000, help="characters to read (default 100000; 0: all)")
     e.add_argument("--checkpoint", type=flags.which, default="best", metavar="WHICH", help=flags.WHICH_HELP)
     e.set_defaults(func=cmd_errors)
+    _add_analyze_training(asub)
 
-    d = asub.add_parser("dynamics", help="each kept checkpoint against n-gram models of each order: which it "
-                                         "predicts like, as training goes on (the paper's training dynamics)")
+
+def _add_analyze_training(asub) -> None:
+    d = asub.add_parser(
+        "dynamics",
+        help="each kept checkpoint against n-gram models of each order: which it "
+        "predicts like, as training goes on (the paper's training dynamics)",
+    )
     d.add_argument("run", metavar="RUN_DIR", help="a run that kept checkpoints (--keep-checkpoints, on by default)")
     d.add_argument("--out", required=True, metavar="DIR", help="folder for dynamics.png and dynamics.csv")
     d.add_argument("--orders", default="1-9", help="n-gram orders to compare with (default 1-9; e.g. 1,2,4,8)")
     d.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
-    d.add_argument("--chars", type=flags.count, default=20_000,
-                   help="characters of the split to compare on (default 20000; 0: all)")
+    d.add_argument(
+        "--chars", type=flags.count, default=20_000, help="characters of the split to compare on (default 20000; 0: all)"
+    )
     d.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     d.set_defaults(func=cmd_dynamics)
 
-    c = asub.add_parser("context", help="the loss when the model may read only the last k characters, k = 1 to "
-                                        "1024, beside n-gram models: how much context it really uses")
+    c = asub.add_parser(
+        "context",
+        help="the loss when the model may read only the last k characters, k = 1 to "
+        "1024, beside n-gram models: how much context it really uses",
+    )
     c.add_argument("run", metavar="RUN_DIR")
     c.add_argument("--out", required=True, metavar="DIR", help="folder for context.png and context.csv")
     c.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
-    c.add_argument("--chars", type=flags.count, default=50_000,
-                   help="characters of the split to score in (default 50000; 0: all)")
+    c.add_argument(
+        "--chars", type=flags.count, default=50_000, help="characters of the split to score in (default 50000; 0: all)"
+    )
     c.add_argument("--positions", type=flags.count, default=2000, help="characters scored, spread evenly (default 2000)")
     c.add_argument("--max-context", type=flags.count, default=1024, help="the longest k, a power of 2 (default 1024)")
     c.add_argument("--orders", default="1-9", help="n-gram orders to compare with (default 1-9)")
@@ -139,21 +182,32 @@ def _add_analyze(sub) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     c.set_defaults(func=cmd_context)
 
-    m = asub.add_parser("emergence", help="per kept checkpoint and feature: the best single cell's |r| and a "
-                                          "linear probe's score: when interpretable cells emerge")
+    m = asub.add_parser(
+        "emergence",
+        help="per kept checkpoint and feature: the best single cell's |r| and a "
+        "linear probe's score: when interpretable cells emerge",
+    )
     m.add_argument("run", metavar="RUN_DIR")
     m.add_argument("--out", required=True, metavar="DIR", help="folder for emergence.json")
     m.add_argument("--split", choices=["train", "val", "test"], default="val", help="the text to read (default val)")
     m.add_argument("--chars", type=flags.count, default=20_000, help="characters to read (default 20000; 0: all)")
-    m.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
-                   help="add a feature: inside matches of REGEX (repeatable)")
-    m.add_argument("--feature-file", default=None, metavar="FILE",
-                   help="a long-range feature: lines `START LABEL`, character offsets in the text read, "
-                        "e.g. where each chapter starts")
-    m.add_argument("--parts", default=None, metavar="REGEX",
-                   help="a long-range feature made from the text: each match of REGEX starts a new part (e.g. "
-                        "'// SPDX-License-Identifier' for each source file of the Linux corpus); the probe must "
-                        "tell the parts apart")
+    m.add_argument(
+        "--feature", action="append", default=[], metavar="NAME=REGEX", help="add a feature: inside matches of REGEX (repeatable)"
+    )
+    m.add_argument(
+        "--feature-file",
+        default=None,
+        metavar="FILE",
+        help="a long-range feature: lines `START LABEL`, character offsets in the text read, e.g. where each chapter starts",
+    )
+    m.add_argument(
+        "--parts",
+        default=None,
+        metavar="REGEX",
+        help="a long-range feature made from the text: each match of REGEX starts a new part (e.g. "
+        "'// SPDX-License-Identifier' for each source file of the Linux corpus); the probe must "
+        "tell the parts apart",
+    )
     m.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     m.set_defaults(func=cmd_emergence)
 
@@ -177,14 +231,13 @@ def cmd_errors(args) -> int:
         if not baseline.isdigit() or not 1 <= int(baseline) <= 30:
             raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
         baseline = int(baseline)
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint,
-                           what="charnn inspect errors")
-    other = (open_subject(args.compare, split=args.split, chars=args.chars, what="charnn inspect errors")
-             if args.compare else None)
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint, what="charnn inspect errors")
+    other = open_subject(args.compare, split=args.split, chars=args.chars, what="charnn inspect errors") if args.compare else None
     rep = analyze_errors(subject, other, baseline or 0)
     label = args.compare or (f"the n-gram {args.baseline}" if args.baseline else "")
-    png, csv_path = write(rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} "
-                                               f"characters", label)
+    png, csv_path = write(
+        rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} characters", label
+    )
     print(f"{rep.errors:,} errors (p < 0.5) in {rep.chars:,} characters of {subject.what}")
     head = f"{'category':16} {'errors':>8} {'share':>7}" + (f" {'right in other':>15}" if rep.compare else "")
     print(head)
@@ -205,16 +258,14 @@ def cmd_braces(args) -> int:
 
     if not 1 <= args.order <= 30:
         raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint,
-                           what="charnn analyze braces")
+    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint, what="charnn analyze braces")
     rep = brace_losses(subject, args.order, args.ngram)
     c = subject.loaded.config.model
-    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.describe()} vs "
-                                               f"{rep.order}-gram, {rep.braces:,} braces")
+    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.describe()} vs {rep.order}-gram, {rep.braces:,} braces")
     print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {subject.what})")
     print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{rep.order}-gram':>8}")
     for lo, hi, n, r, g in rep.rows:
-        span = f"{lo}-{hi}" if hi < 10 ** 8 else f"{lo}+"
+        span = f"{lo}-{hi}" if hi < 10**8 else f"{lo}+"
         print(f"{span:>10} {n:>7,} {fmt(r):>7} {fmt(g):>8}")
     print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0
@@ -223,8 +274,15 @@ def cmd_braces(args) -> int:
 def _subject(args, tokens_ok: bool = False):
     from charnn.inspect import open_subject
 
-    return open_subject(args.run, text=args.text, split=args.split, chars=args.chars, which=args.checkpoint,
-                        tokens_ok=tokens_ok, what=f"charnn inspect {args.inspect_command}")
+    return open_subject(
+        args.run,
+        text=args.text,
+        split=args.split,
+        chars=args.chars,
+        which=args.checkpoint,
+        tokens_ok=tokens_ok,
+        what=f"charnn inspect {args.inspect_command}",
+    )
 
 
 def _colour(v: float) -> str:
@@ -249,7 +307,7 @@ def _snippet(subject, feature_values, top) -> dict:
     lead = max(0, a - 500)  # read some context first, as the model did
     ch = record_all(subject.model, subject.ids[lead:b], (top.quantity,))
     lo, hi = RANGES[top.quantity]
-    vals = ((ch.acts[top.quantity][top.layer, a - lead:, top.cell] - (lo + hi) / 2) / ((hi - lo) / 2)).tolist()
+    vals = ((ch.acts[top.quantity][top.layer, a - lead :, top.cell] - (lo + hi) / 2) / ((hi - lo) / 2)).tolist()
     return {"start": a, "text": subject.text[a:b], "values": [round(v, 3) for v in vals]}
 
 
@@ -322,8 +380,10 @@ def cmd_find(args) -> int:
     if best:
         t = best["top"][0]
         src = f"--text {args.text}" if args.text else f"--split {args.split or 'val'}"
-        print(f"\nsee any cell in a page: charnn inspect cells {args.run} {src} --out cells.html, then open "
-              f"cells.html#layer={t['layer']}&cell={t['cell']}&q={t['quantity']}")
+        print(
+            f"\nsee any cell in a page: charnn inspect cells {args.run} {src} --out cells.html, then open "
+            f"cells.html#layer={t['layer']}&cell={t['cell']}&q={t['quantity']}"
+        )
     return 0
 
 
@@ -334,12 +394,16 @@ def cmd_saturation(args) -> int:
     subject = _subject(args, tokens_ok=True)
     sat = gate_saturation(subject)
     c = subject.loaded.config.model
-    png, csv_path = write(sat, Path(args.out), f"gate saturation: {c.cell} {c.layers}x{c.hidden}, "
-                                                f"{sat.chars:,} characters of {Path(subject.what).name}")
+    png, csv_path = write(
+        sat,
+        Path(args.out),
+        f"gate saturation: {c.cell} {c.layers}x{c.hidden}, {sat.chars:,} characters of {Path(subject.what).name}",
+    )
     for g in sat.gates:
         left, right = sat.left[g], sat.right[g]
-        per_layer = "  ".join(f"layer {k}: {100 * left[k].mean():.0f}% / {100 * right[k].mean():.0f}%"
-                              for k in range(left.shape[0]))
+        per_layer = "  ".join(
+            f"layer {k}: {100 * left[k].mean():.0f}% / {100 * right[k].mean():.0f}%" for k in range(left.shape[0])
+        )
         print(f"{g} gate, mean share shut / open: {per_layer}")
     print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0
@@ -363,8 +427,9 @@ def cmd_ablate(args) -> int:
         return 0
     o = rep.overall
     held = {"zero": "zero", "mean": "their mean"}.get(args.mode, args.mode[6:])
-    what = ([f"{unit} " + ", ".join(f"{a}:{b}" for a, b in cells) + f" held at {held}"] if cells else []) + \
-        (["heads " + ", ".join(f"{a}:{b}" for a, b in heads) + " silenced"] if heads else [])
+    what = ([f"{unit} " + ", ".join(f"{a}:{b}" for a, b in cells) + f" held at {held}"] if cells else []) + (
+        ["heads " + ", ".join(f"{a}:{b}" for a, b in heads) + " silenced"] if heads else []
+    )
     print(f"{' and '.join(what)} over {o.chars:,} characters of {subject.what}")
     print(f"{'':22} {'chars':>8} {'loss':>8} {'ablated':>8} {'change':>8}")
     print(f"{'all characters':22} {o.chars:>8,} {o.base:>8.4f} {o.ablated:>8.4f} {o.delta:>+8.4f}")
@@ -375,8 +440,10 @@ def cmd_ablate(args) -> int:
         worst = max(rep.features.items(), key=lambda kv: kv[1][1].delta - kv[1][2].delta)
         name, (_, on, off) = worst
         if math.isfinite(on.delta - off.delta):
-            print(f"largest contrast: {name}: the loss rises {on.delta:+.4f} nats where it is on "
-                  f"and {off.delta:+.4f} where it is off")
+            print(
+                f"largest contrast: {name}: the loss rises {on.delta:+.4f} nats where it is on "
+                f"and {off.delta:+.4f} where it is off"
+            )
     return 0
 
 
@@ -403,10 +470,12 @@ def _evolution_analyses(args) -> tuple[dict, bytes]:
     rep = dynamics(args.run, chars=args.chars, progress=say)
     kept = {}
     for c in rep.checkpoints:
-        subject = open_subject(args.run, split="val", chars=args.chars, which=f"step:{c['step']}",
-                               what="charnn inspect evolution --analyses")
-        cells = {f.name: (f.top[0].layer, f.top[0].cell, f.top[0].quantity, f.top[0].r)
-                 for f in find_cells(subject, top=1) if f.top}
+        subject = open_subject(
+            args.run, split="val", chars=args.chars, which=f"step:{c['step']}", what="charnn inspect evolution --analyses"
+        )
+        cells = {
+            f.name: (f.top[0].layer, f.top[0].cell, f.top[0].quantity, f.top[0].r) for f in find_cells(subject, top=1) if f.top
+        }
         kept[c["step"]] = {"loss": c["val_loss"], "chars": rep.chars, "cells": cells}
     buf = io.BytesIO()
     plot(rep, buf, f"{Path(args.run).resolve().name}: divergence from n-gram models over training")
@@ -417,21 +486,39 @@ def cmd_dynamics(args) -> int:
     from charnn.study.dynamics import dynamics, fmt, parse_orders, write
 
     orders = parse_orders(args.orders)
-    rep = dynamics(args.run, orders, args.split, args.chars,
-                   progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
-    png, csv_path = write(rep, Path(args.out), f"{Path(args.run).resolve().name}: divergence from n-gram models over "
-                                                f"training ({rep.chars:,} characters of {args.split})")
+    rep = dynamics(
+        args.run,
+        orders,
+        args.split,
+        args.chars,
+        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
+    )
+    png, csv_path = write(
+        rep,
+        Path(args.out),
+        f"{Path(args.run).resolve().name}: divergence from n-gram models over "
+        f"training ({rep.chars:,} characters of {args.split})",
+    )
     if args.json:
         d = rep.to_dict()
-        print(json.dumps({"orders": d["orders"], "checkpoints": [
-            {k: c[k] for k in ("step", "val_loss", "closest_order", "divergence")} for c in d["checkpoints"]]}))
+        print(
+            json.dumps(
+                {
+                    "orders": d["orders"],
+                    "checkpoints": [
+                        {k: c[k] for k in ("step", "val_loss", "closest_order", "divergence")} for c in d["checkpoints"]
+                    ],
+                }
+            )
+        )
         return 0
-    print(f"symmetric KL (nats/char) between each kept checkpoint and n-gram models, on {rep.chars:,} characters "
-          f"of {rep.what}")
+    print(f"symmetric KL (nats/char) between each kept checkpoint and n-gram models, on {rep.chars:,} characters of {rep.what}")
     print(f"{'step':>8} {'loss':>6} {'closest':>8} " + " ".join(f"{f'{n}-gram':>7}" for n in rep.orders))
     for c in rep.checkpoints:
-        print(f"{c['step']:>8} {c['val_loss']:>6.3f} {c['closest_order']:>8} " +
-              " ".join(f"{fmt(c['divergence'][n]):>7}" for n in rep.orders))
+        print(
+            f"{c['step']:>8} {c['val_loss']:>6.3f} {c['closest_order']:>8} "
+            + " ".join(f"{fmt(c['divergence'][n]):>7}" for n in rep.orders)
+        )
     print(f"{'n-gram loss':>24} " + " ".join(f"{fmt(rep.ngram_loss[n]):>7}" for n in rep.orders))
     print(f"wrote {png} and {csv_path}", file=sys.stderr)
     return 0
@@ -446,11 +533,21 @@ def cmd_context(args) -> int:
         raise CharnnError(f"--max-context must be a power of 2 from 1 to 8192, got {args.max_context}")
     if not 1 <= args.positions <= 100_000:
         raise CharnnError(f"--positions must be from 1 to 100000, got {args.positions}")
-    rep = context_use(args.run, args.checkpoint, args.split, args.chars, args.positions, args.max_context,
-                      parse_orders(args.orders),
-                      progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
-    png, csv_path = write(rep, Path(args.out), f"{Path(args.run).resolve().name}: loss by context length "
-                                                f"({rep.positions:,} characters of {args.split})")
+    rep = context_use(
+        args.run,
+        args.checkpoint,
+        args.split,
+        args.chars,
+        args.positions,
+        args.max_context,
+        parse_orders(args.orders),
+        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
+    )
+    png, csv_path = write(
+        rep,
+        Path(args.out),
+        f"{Path(args.run).resolve().name}: loss by context length ({rep.positions:,} characters of {args.split})",
+    )
     if args.json:
         d = rep.to_dict()
         print(json.dumps({k: d[k] for k in ("train_seq_len", "unlimited", "context", "ngram")}))
@@ -473,20 +570,42 @@ def cmd_emergence(args) -> int:
     if out.exists() and not out.is_dir():
         raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
     refuse_foreign(out / "emergence.json", b'"checkpoints"')
-    rep = emergence(args.run, args.split, args.chars, args.feature, args.feature_file, parts=args.parts,
-                    progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)))
+    rep = emergence(
+        args.run,
+        args.split,
+        args.chars,
+        args.feature,
+        args.feature_file,
+        parts=args.parts,
+        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
+    )
     d = rep.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "emergence.json", json.dumps(d, indent=1) + "\n")
     if args.json:
-        print(json.dumps({"checkpoints": [{"step": c["step"], "features": {
-            n: {"best_cell_r": f["best_cell_r"], "probe_score": f["probe_score"]} for n, f in c["features"].items()}}
-            for c in d["checkpoints"]]}))
+        print(
+            json.dumps(
+                {
+                    "checkpoints": [
+                        {
+                            "step": c["step"],
+                            "features": {
+                                n: {"best_cell_r": f["best_cell_r"], "probe_score": f["probe_score"]}
+                                for n, f in c["features"].items()
+                            },
+                        }
+                        for c in d["checkpoints"]
+                    ]
+                }
+            )
+        )
         return 0
     steps = [c["step"] for c in rep.checkpoints]
-    print(f"per kept checkpoint: best single cell |r| / linear probe (balanced accuracy, chance 0.50 for on/off; "
-          f"R^2 for counts), on "
-          f"{rep.chars:,} characters of {rep.what}")
+    print(
+        f"per kept checkpoint: best single cell |r| / linear probe (balanced accuracy, chance 0.50 for on/off; "
+        f"R^2 for counts), on "
+        f"{rep.chars:,} characters of {rep.what}"
+    )
     print(f"{'feature':<16}" + "".join(f"{s:>14}" for s in steps))
     for name in rep.features:
         cells = [c["features"][name] for c in rep.checkpoints]
@@ -494,9 +613,12 @@ def cmd_emergence(args) -> int:
     for name in rep.features:
         probe, cell = rep.first_steps(name)
         if probe is not None and (cell is None or cell > probe):
-            print(f"{name}: the probe recovers it from step {probe}, a single cell "
-                  + (f"only from step {cell}" if cell else "at no kept step") + ": the model knows it before any "
-                  "one cell shows it")
+            print(
+                f"{name}: the probe recovers it from step {probe}, a single cell "
+                + (f"only from step {cell}" if cell else "at no kept step")
+                + ": the model knows it before any "
+                "one cell shows it"
+            )
     print(f"wrote {out / 'emergence.json'}", file=sys.stderr)
     return 0
 

@@ -16,8 +16,7 @@ from charnn.errors import CharnnError
 
 
 def build_parser() -> args_mod.Parser:
-    p = args_mod.Parser(prog="charnn",
-                        description="Train, sample, evaluate and look inside character-level RNN language models.")
+    p = args_mod.Parser(prog="charnn", description="Train, sample, evaluate and look inside character-level RNN language models.")
     p.add_argument("--version", action="version", version=f"charnn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=args_mod.Parser)
     train_cli.add_parsers(sub)
@@ -50,6 +49,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"charnn {args.command}: error:{name} {e.strerror or e}", file=sys.stderr)
         return args_mod.EXIT_USAGE
     except MemoryError:
-        print(f"charnn {args.command}: error: out of memory; use a smaller --batch-size, --hidden or --seq-len",
-              file=sys.stderr)
+        print(f"charnn {args.command}: error: out of memory; use a smaller --batch-size, --hidden or --seq-len", file=sys.stderr)
         return 1

@@ -57,8 +57,11 @@ def _section(name: str, parser: argparse.ArgumentParser, summary: str) -> list[s
     if summary or parser.description:
         out += [_cell(parser.description or summary), ""]
     out += ["```text", parser.format_usage().strip(), "```", ""]
-    rows = [_row(parser, a) for a in parser._actions
-            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and a.help != argparse.SUPPRESS]
+    rows = [
+        _row(parser, a)
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and a.help != argparse.SUPPRESS
+    ]
     if rows:
         out += ["| argument | default | what it does |", "|---|---|---|", *rows, ""]
     return out
@@ -70,10 +73,14 @@ def markdown() -> str:
     os.environ["COLUMNS"] = WIDTH
     try:
         parser = build_parser()
-        lines = ["# Command reference", "",
-                 "Every command's arguments, generated from the command line itself by `make docs` "
-                 "(`charnn COMMAND --help` prints the same). What each command is for, with examples and "
-                 "measurements: [the commands](commands.md).", ""]
+        lines = [
+            "# Command reference",
+            "",
+            "Every command's arguments, generated from the command line itself by `make docs` "
+            "(`charnn COMMAND --help` prints the same). What each command is for, with examples and "
+            "measurements: [the commands](commands.md).",
+            "",
+        ]
         for name, sub, summary in _subcommands(parser, "charnn"):
             lines += _section(name, sub, summary)
         return "\n".join(lines).rstrip() + "\n"

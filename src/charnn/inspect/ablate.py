@@ -35,8 +35,9 @@ def parse_cells(spec: str, layers: int, hidden: int, flag: str = "--cells", unit
             raise CharnnError(f"{flag} {spec!r}: expected LAYER:INDEX[,LAYER:INDEX...], e.g. 0:12,1:40")
         layer, cell = int(m[1]), int(m[2])
         if layer >= layers or cell >= hidden:
-            raise CharnnError(f"{flag} {part.strip()}: this model has layers 0..{layers - 1} and {unit} "
-                              f"0..{hidden - 1} per layer")
+            raise CharnnError(
+                f"{flag} {part.strip()}: this model has layers 0..{layers - 1} and {unit} 0..{hidden - 1} per layer"
+            )
         if (layer, cell) not in out:
             out.append((layer, cell))
     return out
@@ -65,11 +66,13 @@ class Report:
     heads: list[tuple[int, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"cells": [f"{a}:{b}" for a, b in self.cells], "heads": [f"{a}:{b}" for a, b in self.heads],
-                "mode": self.mode,
-                "overall": self.overall.to_dict(),
-                "features": {k: {"about": a, "on": on.to_dict(), "off": off.to_dict()}
-                             for k, (a, on, off) in self.features.items()}}
+        return {
+            "cells": [f"{a}:{b}" for a, b in self.cells],
+            "heads": [f"{a}:{b}" for a, b in self.heads],
+            "mode": self.mode,
+            "overall": self.overall.to_dict(),
+            "features": {k: {"about": a, "on": on.to_dict(), "off": off.to_dict()} for k, (a, on, off) in self.features.items()},
+        }
 
 
 def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
@@ -108,15 +111,23 @@ def _value_of(mode: str, cell: str) -> float | None:
 
 
 @torch.no_grad()
-def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", user_features=(),
-           streams: int = 16, heads: Sequence[tuple[int, int]] = ()) -> Report:
+def ablate(
+    subject: Subject,
+    cells: list[tuple[int, int]],
+    mode: str = "zero",
+    user_features=(),
+    streams: int = 16,
+    heads: Sequence[tuple[int, int]] = (),
+) -> Report:
     """Silence `cells` (held as `mode` says) and a transformer's `heads` (zeroed) together, and
     report the change in loss overall and where each binary feature is on / off."""
     model = subject.model
     value = _value_of(mode, model.cfg.cell)
     if heads and mode != "zero":
-        raise CharnnError(f"--heads are silenced by zeroing their output; --mode {mode} applies to --cells only, "
-                          "so give the heads alone with --mode zero")
+        raise CharnnError(
+            f"--heads are silenced by zeroing their output; --mode {mode} applies to --cells only, "
+            "so give the heads alone with --mode zero"
+        )
     qs = held(model.cfg.cell)
     base, means = char_losses(model, subject.ids, streams, quantities=qs)
     mute = {layer: torch.tensor([h for a, h in heads if a == layer]) for layer in {a for a, _ in heads}}
@@ -125,8 +136,7 @@ def ablate(subject: Subject, cells: list[tuple[int, int]], mode: str = "zero", u
         idx = torch.tensor([c for a, c in cells if a == layer])
         if value is not None:  # as charnn sample --clamp: an LSTM's c held at atanh(V) (h follows), else h at V
             v = torch.full((len(idx),), value)
-            clamps.update(Clamp.from_pins({layer: (idx, torch.atanh(v) if model.cfg.cell == "lstm" else v)},
-                                          model.cfg.cell))
+            clamps.update(Clamp.from_pins({layer: (idx, torch.atanh(v) if model.cfg.cell == "lstm" else v)}, model.cfg.cell))
             continue
         if mode == "zero":
             hv = cv = torch.zeros(len(idx))

@@ -30,16 +30,34 @@ from torch import nn
 from charnn.model import CharRNN, Model, cell_gates, cell_step, inputs, lstm_memory
 from charnn.transformer import Probe
 
-QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",),
-              "transformer": ("m",)}
+QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"), "rnn": ("h",), "transformer": ("m",)}
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": (), "transformer": ()}
 # Value range of each quantity as shown (c is shown as tanh(c), the paper's convention; an MLP
 # neuron's GELU output has no upper bound: the pages show values past the range at full colour).
-RANGES = {"h": (-1.0, 1.0), "c": (-1.0, 1.0), "g": (-1.0, 1.0), "n": (-1.0, 1.0),
-          "i": (0.0, 1.0), "f": (0.0, 1.0), "o": (0.0, 1.0), "r": (0.0, 1.0), "z": (0.0, 1.0), "m": (-1.0, 1.0)}
-NAMES = {"h": "hidden state h", "c": "cell state tanh(c)", "i": "input gate", "f": "forget gate",
-         "g": "candidate g", "o": "output gate", "r": "reset gate", "z": "update gate", "n": "candidate n",
-         "m": "MLP neuron (after GELU)"}
+RANGES = {
+    "h": (-1.0, 1.0),
+    "c": (-1.0, 1.0),
+    "g": (-1.0, 1.0),
+    "n": (-1.0, 1.0),
+    "i": (0.0, 1.0),
+    "f": (0.0, 1.0),
+    "o": (0.0, 1.0),
+    "r": (0.0, 1.0),
+    "z": (0.0, 1.0),
+    "m": (-1.0, 1.0),
+}
+NAMES = {
+    "h": "hidden state h",
+    "c": "cell state tanh(c)",
+    "i": "input gate",
+    "f": "forget gate",
+    "g": "candidate g",
+    "o": "output gate",
+    "r": "reset gate",
+    "z": "update gate",
+    "n": "candidate n",
+    "m": "MLP neuron (after GELU)",
+}
 
 
 def held(cell: str) -> tuple[str, ...]:
@@ -64,6 +82,7 @@ class Chunk:
     acts: quantity -> (L, N, H) float32 (c already squashed by tanh);
     logp: (N, V) log-probabilities of the next character after each position.
     """
+
     positions: np.ndarray
     acts: dict[str, torch.Tensor]
     logp: torch.Tensor
@@ -74,6 +93,7 @@ class Clamp:
     """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,).
     None leaves that part free (steering an LSTM pins c alone; h follows it). For a transformer
     the units are MLP neurons and h holds their values (c is unused)."""
+
     cells: torch.Tensor
     h: torch.Tensor | None
     c: torch.Tensor | None
@@ -88,8 +108,13 @@ def _layer(model: CharRNN, layer: int) -> tuple[nn.Module, tuple[torch.Tensor, .
     """A one-layer fused module sharing layer `layer`'s weights, and those weights."""
     rnn = model.rnn
     w = tuple(getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-    single = type(rnn)(input_size=w[0].shape[1], hidden_size=model.cfg.hidden, num_layers=1, batch_first=True,
-                       **({"nonlinearity": "tanh"} if model.cfg.cell == "rnn" else {}))
+    single = type(rnn)(
+        input_size=w[0].shape[1],
+        hidden_size=model.cfg.hidden,
+        num_layers=1,
+        batch_first=True,
+        **({"nonlinearity": "tanh"} if model.cfg.cell == "rnn" else {}),
+    )
     single.weight_ih_l0, single.weight_hh_l0, single.bias_ih_l0, single.bias_hh_l0 = (nn.Parameter(t) for t in w)
     return single.to(w[0].device).eval(), w
 
@@ -138,6 +163,7 @@ def _lstm_cells(c0, gates: dict[str, torch.Tensor]):
 class _Layout:
     """How a text of n characters is read as parallel pieces: piece s records positions
     first[s]..end[s]-1 after a warm-up from begin[s]; column col of a chunk reads begin + col."""
+
     first: np.ndarray
     begin: np.ndarray
     end: np.ndarray
@@ -170,8 +196,16 @@ class _Layout:
 
 
 @torch.no_grad()
-def record(model: Model, ids: np.ndarray, quantities=None, streams: int = 1, warmup: int = 200,
-           chunk: int = 512, clamps: dict[int, Clamp] | None = None, mute: dict | None = None) -> Iterator[Chunk]:
+def record(
+    model: Model,
+    ids: np.ndarray,
+    quantities=None,
+    streams: int = 1,
+    warmup: int = 200,
+    chunk: int = 512,
+    clamps: dict[int, Clamp] | None = None,
+    mute: dict | None = None,
+) -> Iterator[Chunk]:
     """Read ids (N,) and yield the recordings, chunk by chunk.
 
     quantities: which of QUANTITIES[cell] to keep (default all; "h" is always computed).
@@ -183,8 +217,10 @@ def record(model: Model, ids: np.ndarray, quantities=None, streams: int = 1, war
     """
     cfg = model.cfg
     if model.training:
-        raise ValueError("recording needs the model in eval mode (dropout off): call model.eval() first, "
-                         "or load it with Checkpoint.build_model()")
+        raise ValueError(
+            "recording needs the model in eval mode (dropout off): call model.eval() first, "
+            "or load it with Checkpoint.build_model()"
+        )
     keep = tuple(quantities or QUANTITIES[cfg.cell])
     # Bound the memory of one chunk (~256 MB of recordings and their intermediates), so that a
     # 3 x 512 LSTM over 64 streams stays within a few GB whatever `chunk` was asked for.
@@ -207,12 +243,10 @@ def _record_transformer(model, ids, lay: _Layout, chunk: int, clamps: dict[int, 
     state = None
     for pos, valid, x in lay.columns(ids, chunk):
         kept: list[torch.Tensor] = []
-        logits, state = model._read(x.to(device), state, probe,
-                                    lambda t0, past, inside, kept=kept: kept.append(inside["mlp"]))
+        logits, state = model._read(x.to(device), state, probe, lambda t0, past, inside, kept=kept: kept.append(inside["mlp"]))
         m = torch.from_numpy(valid).to(device)
         mlp = torch.cat(kept, 2)  # (L, S, T, 4E)
-        yield Chunk(positions=pos[valid], acts={"m": mlp[:, m].float()},
-                    logp=torch.log_softmax(logits.float(), -1)[m])
+        yield Chunk(positions=pos[valid], acts={"m": mlp[:, m].float()}, logp=torch.log_softmax(logits.float(), -1)[m])
 
 
 def _record_recurrent(model: CharRNN, ids, keep, lay: _Layout, chunk: int, clamps: dict[int, Clamp]) -> Iterator[Chunk]:
@@ -250,10 +284,11 @@ def _record_recurrent(model: CharRNN, ids, keep, lay: _Layout, chunk: int, clamp
             inp = hs  # dropout between layers is off in eval mode
         logp = torch.log_softmax(model.head(inp).float(), dim=-1)  # (S, T, V)
         m = torch.from_numpy(valid).to(device)
-        yield Chunk(positions=pos[valid],
-                    acts={q: torch.stack(v)[:, m] for q, v in acts.items()},  # (L, N, H)
-                    logp=logp[m])
-
+        yield Chunk(
+            positions=pos[valid],
+            acts={q: torch.stack(v)[:, m] for q, v in acts.items()},  # (L, N, H)
+            logp=logp[m],
+        )
 
 
 def record_all(model: Model, ids: np.ndarray, quantities=None, **kw) -> Chunk:
@@ -261,6 +296,8 @@ def record_all(model: Model, ids: np.ndarray, quantities=None, **kw) -> Chunk:
     parts = list(record(model, ids, quantities, **kw))
     pos = np.concatenate([p.positions for p in parts])
     order = torch.from_numpy(np.argsort(pos, kind="stable"))
-    return Chunk(positions=pos[order.numpy()],
-                 acts={q: torch.cat([p.acts[q] for p in parts], dim=1)[:, order] for q in parts[0].acts},
-                 logp=torch.cat([p.logp for p in parts])[order])
+    return Chunk(
+        positions=pos[order.numpy()],
+        acts={q: torch.cat([p.acts[q] for p in parts], dim=1)[:, order] for q in parts[0].acts},
+        logp=torch.cat([p.logp for p in parts])[order],
+    )

@@ -59,8 +59,10 @@ class Attention:
 
 def require_attention(subject: Subject) -> None:
     if subject.model.cfg.recurrent:
-        raise CharnnError(f"inspect attention reads a transformer's attention; {subject.loaded.path} is a "
-                          f"{subject.model.cfg.describe()}: use charnn inspect cells or inspect find")
+        raise CharnnError(
+            f"inspect attention reads a transformer's attention; {subject.loaded.path} is a "
+            f"{subject.model.cfg.describe()}: use charnn inspect cells or inspect find"
+        )
 
 
 def read_attention(subject: Subject) -> Attention:
@@ -89,7 +91,7 @@ def targets(text: str) -> dict[str, np.ndarray]:
     copy = np.full(n, -1, dtype=np.int64)
     last: dict[str, int] = {}
     for t in range(1, n):
-        pair = text[t - 1:t + 1]
+        pair = text[t - 1 : t + 1]
         s = last.get(pair)
         if s is not None and s + 1 < t:
             copy[t] = s + 1

@@ -97,7 +97,7 @@ def _code_states(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         nxt = text[k + 1] if k + 1 < n else ""
         if state == "code":
             if ch == "/" and nxt == "*":
-                c_com[k:k + 2] = 1
+                c_com[k : k + 2] = 1
                 state, k = "block", k + 2
                 continue
             if ch == "/" and nxt == "/":
@@ -121,7 +121,7 @@ def _code_states(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 (c_com if state == "line" else py_com)[k] = 1
         elif state == "string":
             if ch == "\\" and nxt not in ("", "\n"):
-                string[k:k + 2] = 1
+                string[k : k + 2] = 1
                 k += 2
                 continue
             if ch == quote or ch == "\n":
@@ -135,7 +135,7 @@ def _code_states(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _regex(text: str, pattern: re.Pattern) -> np.ndarray:
     out = np.zeros(len(text), dtype=np.float32)
     for m in pattern.finditer(text):
-        out[m.start():m.end()] = 1
+        out[m.start() : m.end()] = 1
     return out
 
 
@@ -150,8 +150,9 @@ def parse_feature(spec: str) -> tuple[str, re.Pattern]:
     except re.error as e:
         raise CharnnError(f"--feature {name}: the regular expression {pattern!r} is invalid ({e})") from None
     if rx.match(""):
-        raise CharnnError(f"--feature {name}: the regular expression {pattern!r} matches the empty string; "
-                          f"make it match at least one character")
+        raise CharnnError(
+            f"--feature {name}: the regular expression {pattern!r} matches the empty string; make it match at least one character"
+        )
     return name, rx
 
 
@@ -163,8 +164,7 @@ def compute(text: str, user: list[str] | tuple[str, ...] = (), context: str = ""
     """
     parsed = [parse_feature(s) for s in user]
     if context:
-        return [Feature(f.name, f.values[len(context):], f.binary, f.about)
-                for f in compute(context + text, user)]
+        return [Feature(f.name, f.values[len(context) :], f.binary, f.about) for f in compute(context + text, user)]
     codes = code_points(text).astype(np.int64)
     paren, bracket, brace = _depth(codes, "(", ")"), _depth(codes, "[", "]"), _depth(codes, "{", "}")
     c_com, py_com, string = _code_states(text)
@@ -194,6 +194,7 @@ def compute(text: str, user: list[str] | tuple[str, ...] = (), context: str = ""
 
 # ---- long-range labels (which part of the text one is in), for the probes of analyze emergence ----
 
+
 def read_feature_file(path, n: int) -> np.ndarray:
     """--feature-file: lines `START LABEL` (START a character offset in the analysed text, ascending;
     each label holds until the next START) -> an integer label per character (N,)."""
@@ -207,8 +208,9 @@ def read_feature_file(path, n: int) -> np.ndarray:
             continue
         parts = line.split(None, 1)
         if len(parts) != 2 or not parts[0].isdigit():
-            raise CharnnError(f"--feature-file {path} line {k}: expected `START LABEL` (a character offset, then a "
-                              f"label), got {line[:60]!r}")
+            raise CharnnError(
+                f"--feature-file {path} line {k}: expected `START LABEL` (a character offset, then a label), got {line[:60]!r}"
+            )
         starts.append(int(parts[0]))
         labels.append(parts[1].strip())
     if not starts or starts != sorted(starts) or starts[0] != 0:
@@ -216,7 +218,7 @@ def read_feature_file(path, n: int) -> np.ndarray:
     names = sorted(set(labels))
     out = np.zeros(n, dtype=np.int64)
     for a, b, lab in zip(starts, starts[1:] + [n], labels):
-        out[min(a, n):min(b, n)] = names.index(lab)
+        out[min(a, n) : min(b, n)] = names.index(lab)
     return out
 
 

@@ -29,8 +29,13 @@ class FeatureResult:
     note: str = ""
 
     def to_dict(self) -> dict:
-        return {"feature": self.name, "about": self.about, "on_fraction": self.on_fraction, "note": self.note,
-                "top": [vars(r) for r in self.top]}
+        return {
+            "feature": self.name,
+            "about": self.about,
+            "on_fraction": self.on_fraction,
+            "note": self.note,
+            "top": [vars(r) for r in self.top],
+        }
 
 
 def search_quantities(cell: str) -> tuple[str, ...]:
@@ -40,8 +45,7 @@ def search_quantities(cell: str) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def find_cells(subject: Subject, user_features=(), top: int = 5, quantities=None,
-               streams: int = 16) -> list[FeatureResult]:
+def find_cells(subject: Subject, user_features=(), top: int = 5, quantities=None, streams: int = 16) -> list[FeatureResult]:
     """For every feature, the `top` cells with the largest |correlation|, best first.
 
     Accumulates sums over the text chunk by chunk (float64), so the text can be long.
@@ -100,4 +104,3 @@ def snippet_window(values: np.ndarray, width: int = 100) -> tuple[int, int]:
     counts = c[width:] - c[:-width]
     start = int(np.argmax(counts))
     return start, start + width
-

@@ -38,8 +38,7 @@ def gate_saturation(subject: Subject, streams: int = 16) -> Saturation:
     cell = subject.model.cfg.cell
     gates = GATES[cell]
     if not gates:
-        raise CharnnError(f"a {'plain RNN' if cell == 'rnn' else cell} has no gates; gate saturation needs an lstm "
-                          "or gru model")
+        raise CharnnError(f"a {'plain RNN' if cell == 'rnn' else cell} has no gates; gate saturation needs an lstm or gru model")
     L, H = subject.model.cfg.layers, subject.model.cfg.hidden
     left = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}
     right = {g: torch.zeros(L, H, dtype=torch.float64) for g in gates}
@@ -51,8 +50,7 @@ def gate_saturation(subject: Subject, streams: int = 16) -> Saturation:
             left[g] += (v < LOW).sum(1)
             right[g] += (v > HIGH).sum(1)
         n += len(ch.positions)
-    return Saturation(gates, {g: (v / n).numpy() for g, v in left.items()},
-                      {g: (v / n).numpy() for g, v in right.items()}, n)
+    return Saturation(gates, {g: (v / n).numpy() for g, v in left.items()}, {g: (v / n).numpy() for g, v in right.items()}, n)
 
 
 def to_csv(sat: Saturation) -> str:
@@ -78,8 +76,9 @@ def plot(sat: Saturation, path: Path, title: str = "") -> None:
     for layer, ax in enumerate(axes[0]):
         ax.plot([0, 1], [1, 0], color="0.8", lw=1, zorder=0)  # the points cannot pass this line
         for g in sat.gates:
-            ax.scatter(sat.left[g][layer], sat.right[g][layer], s=10, alpha=0.6, color=colors[g],
-                       label=NAMES[g], edgecolors="none")
+            ax.scatter(
+                sat.left[g][layer], sat.right[g][layer], s=10, alpha=0.6, color=colors[g], label=NAMES[g], edgecolors="none"
+            )
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")

@@ -21,7 +21,7 @@ from charnn.errors import CharnnError
 from charnn.files import write_outputs
 from charnn.subject import Subject, ngram_probs_over, training_ids
 
-BINS = (1, 6, 11, 21, 41, 61, 101, 201, 401, 10 ** 9)  # left edges: 1-5, 6-10, ..., 401+
+BINS = (1, 6, 11, 21, 41, 61, 101, 201, 401, 10**9)  # left edges: 1-5, 6-10, ..., 401+
 CSV_HEADER = ["distance_from", "distance_to", "braces", "rnn_loss", "ngram_loss"]
 PNG_MARKER = b"charnn braces"
 
@@ -79,15 +79,16 @@ def plot(rep: BraceReport, path: Path, title: str) -> None:
 
     plt = pyplot()
 
-    labels = [f"{a}-{b}" if b < 10 ** 8 else f"{a}+" for a, b, *_ in rep.rows]
+    labels = [f"{a}-{b}" if b < 10**8 else f"{a}+" for a, b, *_ in rep.rows]
     x = np.arange(len(rep.rows))
     fig, ax = plt.subplots(figsize=(7.5, 4))
     ax.plot(x, [r[3] for r in rep.rows], "o-", label="RNN")
     ax.plot(x, [r[4] for r in rep.rows], "s--", label=f"{rep.order}-gram (modified Kneser-Ney)")
     ax.set_xticks(x, labels, rotation=30)
     for k, r in enumerate(rep.rows):
-        ax.annotate(f"{r[2]}", (k, max(r[3], r[4])), textcoords="offset points", xytext=(0, 4), ha="center",
-                    fontsize=7, color="0.4")
+        ax.annotate(
+            f"{r[2]}", (k, max(r[3], r[4])), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7, color="0.4"
+        )
     ax.set_xlabel("characters back to the matching '{'")
     ax.set_ylabel("loss on '}' (nats)")
     ax.set_title(title)

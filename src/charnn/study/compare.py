@@ -62,8 +62,7 @@ def parse_units(text: str) -> list[Unit]:
         elif m and 2 <= int(m[1]) <= 65536:
             out.append(Unit("bpe", int(m[1])))
         else:
-            raise CharnnError(f"--units {text!r}: each unit is char or bpe:K with K from 2 to 65536 "
-                              f"(e.g. char,bpe:256,bpe:1024)")
+            raise CharnnError(f"--units {text!r}: each unit is char or bpe:K with K from 2 to 65536 (e.g. char,bpe:256,bpe:1024)")
     if len(set(out)) != len(out) or not 1 <= len(out) <= MAX_UNITS:
         raise CharnnError(f"--units {text!r}: give 1 to {MAX_UNITS} different units")
     return out
@@ -73,8 +72,7 @@ def parse_models(text: str) -> list[str]:
     """'lstm,gru,transformer' -> the cells to compare."""
     out = [p.strip() for p in text.split(",")]
     if any(c not in CELLS for c in out) or len(set(out)) != len(out):
-        raise CharnnError(f"--models {text!r}: give different models from {', '.join(CELLS)} "
-                          f"(e.g. lstm,gru,transformer)")
+        raise CharnnError(f"--models {text!r}: give different models from {', '.join(CELLS)} (e.g. lstm,gru,transformer)")
     return out
 
 
@@ -123,8 +121,9 @@ def plan(text: str, units: list[Unit], settings: Settings, progress=None, models
     """Each unit's vocabulary (tokenising the text once: cached) and, for each model, the hidden
     size (a transformer's width) that gives it the parameter budget."""
     if not 1 <= len(units) * len(models) <= MAX_UNITS:
-        raise CharnnError(f"{len(units)} units x {len(models)} models is {len(units) * len(models)} runs; "
-                          f"compare at most {MAX_UNITS} at once")
+        raise CharnnError(
+            f"{len(units)} units x {len(models)} models is {len(units) * len(models)} runs; compare at most {MAX_UNITS} at once"
+        )
     from charnn.config import RunConfig
     from charnn.data import prepare
 
@@ -159,8 +158,13 @@ def run_config(entry: Entry, text: str, settings: Settings, threads: int):
         m.embed = m.hidden = entry.hidden
     else:
         m.cell, m.layers, m.hidden, m.embed = entry.cell, settings.layers, entry.hidden, settings.embed
-    for k, v in {"max_time": settings.max_time, "max_steps": settings.max_steps, "threads": threads,
-                 "seed": settings.seed, **settings.extra}.items():
+    for k, v in {
+        "max_time": settings.max_time,
+        "max_steps": settings.max_steps,
+        "threads": threads,
+        "seed": settings.seed,
+        **settings.extra,
+    }.items():
         setattr(cfg.train, k, v)
     return cfg.complete().validate()
 
@@ -184,17 +188,26 @@ def measure(run: Path, settings: Settings) -> dict:
     rates = [r["chars_per_s"] for r in read_jsonl(run / "metrics.jsonl") if "chars_per_s" in r]  # units per second
     last = ckpt.load(run, "last").meta
     length = math.ceil(settings.sample_chars / per_unit * 1.25) + 8
-    samples = [s[:settings.sample_chars] for s in
-               sample_text(model, vocab, length=length, num=settings.samples, seed=0, temperature=settings.temperature)]
+    samples = [
+        s[: settings.sample_chars]
+        for s in sample_text(model, vocab, length=length, num=settings.samples, seed=0, temperature=settings.temperature)
+    ]
     train_text = vocab.decode(train_ids)
     heldout = vocab.decode(model_text(loaded, split="val").ids)
     st = evaluate_samples(samples, train_text, heldout, lengths=(10, 20))
-    return {"test_loss": test.loss, "test_bpc": test.bpc, "test_chars": test.chars,
-            "test_units": test.tokens if test.tokens is not None else test.chars,
-            "chars_per_unit": per_unit, "steps": last.get("step"),
-            "chars_per_s": (sum(rates) / len(rates)) * per_unit if rates else float("nan"),
-            "novel_10": st.novelty.get(10, float("nan")), "novel_20": st.novelty.get(20, float("nan")),
-            "longest_copy": st.longest_copy, "sample": samples[0][:300] if samples else ""}
+    return {
+        "test_loss": test.loss,
+        "test_bpc": test.bpc,
+        "test_chars": test.chars,
+        "test_units": test.tokens if test.tokens is not None else test.chars,
+        "chars_per_unit": per_unit,
+        "steps": last.get("step"),
+        "chars_per_s": (sum(rates) / len(rates)) * per_unit if rates else float("nan"),
+        "novel_10": st.novelty.get(10, float("nan")),
+        "novel_20": st.novelty.get(20, float("nan")),
+        "longest_copy": st.longest_copy,
+        "sample": samples[0][:300] if samples else "",
+    }
 
 
 def _train_and_measure(entry: Entry, text: str, out: Path, settings: Settings, threads: int) -> dict:
@@ -206,18 +219,26 @@ def _train_and_measure(entry: Entry, text: str, out: Path, settings: Settings, t
         return json.loads(result_file.read_text())
     cfg = run_config(entry, text, settings, threads)
     train_in_child(run, lambda: run_config(entry, text, settings, threads), f"compare run {entry.label}")
-    res = {"unit": entry.unit.label, "model": cfg.model.describe(), "cell": entry.cell, "vocab": entry.vocab,
-           "hidden": entry.hidden, "params": entry.params, "layers": cfg.model.layers, "run": entry.name,
-           **measure(run, settings)}
+    res = {
+        "unit": entry.unit.label,
+        "model": cfg.model.describe(),
+        "cell": entry.cell,
+        "vocab": entry.vocab,
+        "hidden": entry.hidden,
+        "params": entry.params,
+        "layers": cfg.model.layers,
+        "run": entry.name,
+        **measure(run, settings),
+    }
     write_atomic(result_file, json.dumps(res))
     return res
 
 
-def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs: int = 1, progress=None
-            ) -> list[dict]:
+def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs: int = 1, progress=None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "settings.json", json.dumps({"text": text, **asdict(settings),
-                                                    "runs": [e.label for e in entries]}, indent=1))
+    write_atomic(
+        out / "settings.json", json.dumps({"text": text, **asdict(settings), "runs": [e.label for e in entries]}, indent=1)
+    )
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results = []
     # spawn: a fresh interpreter per run (forking a process that holds torch's threads is unsafe)
@@ -230,11 +251,19 @@ def compare(text: str, out: Path, entries: list[Entry], settings: Settings, jobs
     return results
 
 
-COLUMNS = [("unit", "unit", "{}"), ("model", "model", "{}"), ("vocab", "vocabulary", "{:,}"),
-           ("params", "parameters", "{:,}"), ("steps", "steps", "{:,}"), ("test_bpc", "test bits/char", "{:.4f}"),
-           ("test_loss", "test nats/unit", "{:.4f}"), ("chars_per_unit", "chars/unit", "{:.2f}"),
-           ("chars_per_s", "training chars/s", "{:,.0f}"), ("novel_20", "novel 20-char spans", "{:.1%}"),
-           ("longest_copy", "longest copy", "{}")]
+COLUMNS = [
+    ("unit", "unit", "{}"),
+    ("model", "model", "{}"),
+    ("vocab", "vocabulary", "{:,}"),
+    ("params", "parameters", "{:,}"),
+    ("steps", "steps", "{:,}"),
+    ("test_bpc", "test bits/char", "{:.4f}"),
+    ("test_loss", "test nats/unit", "{:.4f}"),
+    ("chars_per_unit", "chars/unit", "{:.2f}"),
+    ("chars_per_s", "training chars/s", "{:,.0f}"),
+    ("novel_20", "novel 20-char spans", "{:.1%}"),
+    ("longest_copy", "longest copy", "{}"),
+]
 
 
 CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run", "cell", "hidden"]
@@ -270,8 +299,9 @@ def table(results: list[dict]) -> tuple[str, str]:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER)
     for r in results:
-        w.writerow([r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"],
-                                                    r["cell"], r["hidden"]])
+        w.writerow(
+            [r[k] for k, _, _ in COLUMNS] + [r["test_chars"], r["test_units"], r["novel_10"], r["run"], r["cell"], r["hidden"]]
+        )
     return md.getvalue(), buf.getvalue()
 
 
@@ -283,19 +313,37 @@ def plot(results: list[dict], path, title: str) -> None:
 
     labels = [r["unit"] if r["cell"] == CELL else f"{r['cell']}\n{r['unit']}" for r in results]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    for ax, key, name in zip(axes, ("test_bpc", "chars_per_s", "novel_20"),
-                             ("test bits per character (lower is better)", "training characters per second",
-                              "novel 20-character spans in samples")):
+    for ax, key, name in zip(
+        axes,
+        ("test_bpc", "chars_per_s", "novel_20"),
+        ("test bits per character (lower is better)", "training characters per second", "novel 20-character spans in samples"),
+    ):
         vals = [r[key] for r in results]
-        ax.bar(labels, vals, color=[("tab:blue" if r["unit"] == "char" else "tab:orange") if r["cell"] == CELL
-                                    else "tab:green" if r["cell"] == "transformer" else "tab:purple" for r in results])
+        ax.bar(
+            labels,
+            vals,
+            color=[
+                ("tab:blue" if r["unit"] == "char" else "tab:orange")
+                if r["cell"] == CELL
+                else "tab:green"
+                if r["cell"] == "transformer"
+                else "tab:purple"
+                for r in results
+            ],
+        )
         ax.set_title(name, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if key == "test_bpc":
             ax.set_ylim(min(vals) * 0.9, max(vals) * 1.03)
         for x, v in enumerate(vals):
-            ax.text(x, v, f"{v:.3f}" if key == "test_bpc" else f"{v:,.0f}" if key == "chars_per_s" else f"{v:.0%}",
-                    ha="center", va="bottom", fontsize=8)
+            ax.text(
+                x,
+                v,
+                f"{v:.3f}" if key == "test_bpc" else f"{v:,.0f}" if key == "chars_per_s" else f"{v:.0%}",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110, metadata={"Description": PNG_MARKER.decode()})

@@ -36,8 +36,14 @@ class ContextReport:
     ngram: list[dict] = field(default_factory=list)  # {"order", "loss"}
 
     def to_dict(self) -> dict:
-        return {"train_seq_len": self.train_seq_len, "unlimited": self.unlimited, "context": self.context,
-                "ngram": self.ngram, "positions": self.positions, "text": self.what}
+        return {
+            "train_seq_len": self.train_seq_len,
+            "unlimited": self.unlimited,
+            "context": self.context,
+            "ngram": self.ngram,
+            "positions": self.positions,
+            "text": self.what,
+        }
 
     def to_csv(self) -> str:
         lines = [CSV_MARKER] + [f"model,{c['k']},{c['loss']:.6f}" for c in self.context]
@@ -53,15 +59,23 @@ def limited_loss(model, history: np.ndarray, targets: np.ndarray, k: int) -> flo
     windows = history[targets[:, None] - k + np.arange(k)[None, :]]  # (P, k)
     total = 0.0
     for b in range(0, len(targets), BATCH):
-        x = torch.as_tensor(windows[b:b + BATCH], dtype=torch.long)
+        x = torch.as_tensor(windows[b : b + BATCH], dtype=torch.long)
         logits, _ = model(x)
-        y = torch.as_tensor(history[targets[b:b + BATCH]], dtype=torch.long)
+        y = torch.as_tensor(history[targets[b : b + BATCH]], dtype=torch.long)
         total += float(torch.nn.functional.cross_entropy(logits[:, -1].float(), y, reduction="sum"))
     return total / len(targets)
 
 
-def context_use(run, which: str = "best", split: str = "val", chars: int = 50_000, positions: int = 2000,
-                max_k: int = 1024, orders=tuple(range(1, 10)), progress=None) -> ContextReport:
+def context_use(
+    run,
+    which: str = "best",
+    split: str = "val",
+    chars: int = 50_000,
+    positions: int = 2000,
+    max_k: int = 1024,
+    orders=tuple(range(1, 10)),
+    progress=None,
+) -> ContextReport:
     """The losses for the first `chars` characters of `split` (0: all), scored at `positions`
     places spread evenly over them, each with at least max_k characters before it."""
     say = progress or (lambda _m: None)
@@ -74,8 +88,9 @@ def context_use(run, which: str = "best", split: str = "val", chars: int = 50_00
     history = np.concatenate([before, ids])
     lo = max_k  # every scored character has max_k characters before it
     if len(history) <= lo + 1:
-        raise CharnnError(f"{source.what} is too short for contexts of {max_k} characters; lower --max-context "
-                          f"or use another split")
+        raise CharnnError(
+            f"{source.what} is too short for contexts of {max_k} characters; lower --max-context or use another split"
+        )
     targets = np.unique(np.linspace(lo, len(history) - 1, min(positions, len(history) - lo)).astype(np.int64))
     rep = ContextReport(loaded.config.train.seq_len, len(targets), source.what)
     say("the model reading everything")
@@ -100,12 +115,23 @@ def plot(rep: ContextReport, path, title: str) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
-    ax.plot([c["k"] for c in rep.context], [c["loss"] for c in rep.context], marker="o", ms=3,
-            label="the model, reading only the last k characters")
+    ax.plot(
+        [c["k"] for c in rep.context],
+        [c["loss"] for c in rep.context],
+        marker="o",
+        ms=3,
+        label="the model, reading only the last k characters",
+    )
     ax.axhline(rep.unlimited, color="C0", ls=":", label=f"the model, reading everything ({rep.unlimited:.3f})")
     grams = [g for g in rep.ngram if g["order"] > 1]
-    ax.plot([g["order"] - 1 for g in grams], [g["loss"] for g in grams], marker="s", ms=3, color="C1",
-            label="n-gram models (context n - 1)")
+    ax.plot(
+        [g["order"] - 1 for g in grams],
+        [g["loss"] for g in grams],
+        marker="s",
+        ms=3,
+        color="C1",
+        label="n-gram models (context n - 1)",
+    )
     ax.axvline(rep.train_seq_len, color="grey", ls="--", lw=1, label=f"training window (--seq-len {rep.train_seq_len})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("characters of context k")

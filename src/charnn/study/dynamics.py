@@ -53,19 +53,34 @@ class DynamicsReport:
     ngram_loss: dict[int, float] = field(default_factory=dict)  # order -> nats per char on the same text
 
     def to_dict(self) -> dict:
-        return {"orders": self.orders, "chars": self.chars, "text": self.what,
-                "ngram_loss": {str(k): v for k, v in self.ngram_loss.items()},
-                "checkpoints": [{"step": c["step"], "val_loss": c["val_loss"], "closest_order": c["closest_order"],
-                                 "divergence": {str(k): v for k, v in c["divergence"].items()},
-                                 "js": {str(k): v for k, v in c["js"].items()}} for c in self.checkpoints]}
+        return {
+            "orders": self.orders,
+            "chars": self.chars,
+            "text": self.what,
+            "ngram_loss": {str(k): v for k, v in self.ngram_loss.items()},
+            "checkpoints": [
+                {
+                    "step": c["step"],
+                    "val_loss": c["val_loss"],
+                    "closest_order": c["closest_order"],
+                    "divergence": {str(k): v for k, v in c["divergence"].items()},
+                    "js": {str(k): v for k, v in c["js"].items()},
+                }
+                for c in self.checkpoints
+            ],
+        }
 
     def to_csv(self) -> str:
         head = [CSV_MARKER] + [f"skl_{n}" for n in self.orders] + [f"js_{n}" for n in self.orders]
         lines = [",".join(head)]
         for c in self.checkpoints:
-            lines.append(",".join([str(c["step"]), f"{c['val_loss']:.6f}", str(c["closest_order"])] +
-                                  [f"{c['divergence'][n]:.6f}" for n in self.orders] +
-                                  [f"{c['js'][n]:.6f}" for n in self.orders]))
+            lines.append(
+                ",".join(
+                    [str(c["step"]), f"{c['val_loss']:.6f}", str(c["closest_order"])]
+                    + [f"{c['divergence'][n]:.6f}" for n in self.orders]
+                    + [f"{c['js'][n]:.6f}" for n in self.orders]
+                )
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -74,11 +89,10 @@ def _model_distributions(model, history: np.ndarray, targets_from: int) -> np.nd
     x = torch.as_tensor(np.asarray(history[:-1], dtype=np.int64))[None]
     with torch.no_grad():
         logits, _ = model(x)
-    return torch.softmax(logits[0, targets_from - 1:].double(), -1).numpy()
+    return torch.softmax(logits[0, targets_from - 1 :].double(), -1).numpy()
 
 
-def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 20_000, progress=None
-             ) -> DynamicsReport:
+def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 20_000, progress=None) -> DynamicsReport:
     """The comparison for every kept checkpoint of `run` (RUN/checkpoints, see `--keep-checkpoints`)."""
     steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
@@ -107,9 +121,15 @@ def dynamics(run, orders=tuple(range(1, 10)), split: str = "val", chars: int = 2
         js: dict[int, float] = {}
         for n in report.orders:
             div[n], js[n] = divergences(p, grams[n])
-        report.checkpoints.append({
-            "step": step, "divergence": div, "js": js, "closest_order": min(report.orders, key=lambda n: div[n]),
-            "val_loss": float(-np.log(np.maximum(p[np.arange(len(targets)), targets], FLOOR)).mean())})
+        report.checkpoints.append(
+            {
+                "step": step,
+                "divergence": div,
+                "js": js,
+                "closest_order": min(report.orders, key=lambda n: div[n]),
+                "val_loss": float(-np.log(np.maximum(p[np.arange(len(targets)), targets], FLOOR)).mean()),
+            }
+        )
     return report
 
 
@@ -122,8 +142,14 @@ def plot(rep: DynamicsReport, path, title: str) -> None:
     steps = [c["step"] for c in rep.checkpoints]
     cmap = plt.get_cmap("viridis")
     for k, n in enumerate(rep.orders):
-        ax.plot(steps, [c["divergence"][n] for c in rep.checkpoints], marker="o", ms=3,
-                color=cmap(k / max(1, len(rep.orders) - 1)), label=f"{n}-gram")
+        ax.plot(
+            steps,
+            [c["divergence"][n] for c in rep.checkpoints],
+            marker="o",
+            ms=3,
+            color=cmap(k / max(1, len(rep.orders) - 1)),
+            label=f"{n}-gram",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training step (kept checkpoints)")
     ax.set_ylabel("symmetric KL to the n-gram model (nats/char)")

@@ -40,10 +40,14 @@ class EmergenceReport:
 
     def to_dict(self) -> dict:
         clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
-        return {"text": self.what, "chars": self.chars,
-                "checkpoints": [{"step": c["step"], "features": {n: {k: clean(v) for k, v in f.items()}
-                                                                 for n, f in c["features"].items()}}
-                                for c in self.checkpoints]}
+        return {
+            "text": self.what,
+            "chars": self.chars,
+            "checkpoints": [
+                {"step": c["step"], "features": {n: {k: clean(v) for k, v in f.items()} for n, f in c["features"].items()}}
+                for c in self.checkpoints
+            ],
+        }
 
     def first_steps(self, name: str) -> tuple[int | None, int | None]:
         """(first step where the probe is halfway from chance to perfect, first step where a single
@@ -99,7 +103,7 @@ def probe_score(x: torch.Tensor, y: np.ndarray, kind: str, fit: np.ndarray) -> f
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(zf), yf, weight=weight) + 1e-4 * (lin.weight ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(lin(zf), yf, weight=weight) + 1e-4 * (lin.weight**2).sum()
         loss.backward()
         return loss
 
@@ -122,8 +126,9 @@ def _chance(y: np.ndarray, kind: str, fit: np.ndarray) -> float:
     return 1.0 / max(1, len(np.unique(y[fit])))
 
 
-def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None,
-              progress=None, parts: str | None = None) -> EmergenceReport:
+def emergence(
+    run, split: str = "val", chars: int = 20_000, user_features=(), feature_file=None, progress=None, parts: str | None = None
+) -> EmergenceReport:
     steps, last = ckpt.kept_for_analysis(run)
     say = progress or (lambda _msg: None)
     require_characters(last, "charnn analyze emergence")
@@ -142,8 +147,10 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
     if parts:
         y = feats.part_labels(text, parts)
         if len(np.unique(y[_halves(len(ids))])) < 2:
-            raise CharnnError(f"--parts {parts!r} starts {int(y[-1])} new part(s) in the {len(ids):,} characters "
-                              f"read; the probe needs at least two parts: read more (--chars) or match more often")
+            raise CharnnError(
+                f"--parts {parts!r} starts {int(y[-1])} new part(s) in the {len(ids):,} characters "
+                f"read; the probe needs at least two parts: read more (--chars) or match more often"
+            )
         ys["part"] = (y, "labels")
         rep.features["part"] = f"which part of the text (each match of {parts!r} starts one)"
     fit = _halves(len(ids))
@@ -159,10 +166,16 @@ def emergence(run, split: str = "val", chars: int = 20_000, user_features=(), fe
         features: dict[str, dict] = {}
         row = {"step": step, "val_loss": loaded.meta.get("val_loss"), "features": features}
         for name, (y, kind) in ys.items():
-            scores = [probe_score(torch.cat([acts[q][layer, n0:] for q in qs], 1), y, kind, fit)
-                      for layer in range(model.cfg.layers)]
+            scores = [
+                probe_score(torch.cat([acts[q][layer, n0:] for q in qs], 1), y, kind, fit) for layer in range(model.cfg.layers)
+            ]
             k = int(np.nanargmax(scores)) if not all(math.isnan(s) for s in scores) else 0
-            features[name] = {"best_cell_r": best.get(name, float("nan")), "probe_score": scores[k],
-                                     "probe_layer": k, "probe_kind": kind, "probe_baseline": _chance(y, kind, fit)}
+            features[name] = {
+                "best_cell_r": best.get(name, float("nan")),
+                "probe_score": scores[k],
+                "probe_layer": k,
+                "probe_kind": kind,
+                "probe_baseline": _chance(y, kind, fit),
+            }
         rep.checkpoints.append(row)
     return rep

@@ -43,6 +43,7 @@ PROTOCOL = {"seq_len": 32, "batch_size": 32, "warmup_steps": 50, "optimizer": "a
 @dataclass
 class Settings:
     """What every run of a grid shares (besides PROTOCOL)."""
+
     embed: int = 64
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     dropout: float = 0.0
@@ -134,8 +135,14 @@ def run_config(entry: "Cell", text: str, settings: Settings, threads: int):
     if entry.cell == "transformer":
         m.embed, m.heads, m.block = entry.hidden, STUDY_HEADS, STUDY_BLOCK
         protocol.update(seq_len=STUDY_BLOCK, windows="random")
-    for k, v in {**protocol, "lr": settings.lr, "max_time": settings.max_time, "max_steps": settings.max_steps,
-                 "threads": threads, **settings.extra}.items():
+    for k, v in {
+        **protocol,
+        "lr": settings.lr,
+        "max_time": settings.max_time,
+        "max_steps": settings.max_steps,
+        "threads": threads,
+        **settings.extra,
+    }.items():
         setattr(cfg.train, k, v)
     return cfg
 
@@ -159,7 +166,11 @@ def _train_or_finish(run: Path, make_config, name: str) -> None:
     from charnn.trainer import train
 
     if (run / ckpt.LAST).is_file() and ckpt.load(run, "last").meta.get("stopped_by") in (
-            "max-steps", "max-time", "max-epochs", "patience"):
+        "max-steps",
+        "max-time",
+        "max-epochs",
+        "patience",
+    ):
         return
     try:
         if (run / ckpt.LAST).is_file():  # a crashed or interrupted run: finish its budget
@@ -182,14 +193,21 @@ def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads:
     train_in_child(run, lambda: run_config(entry, text, settings, threads), f"grid run {entry.name}")
     loaded = ckpt.load(run, "best")
     s = evaluate(loaded.build_model(), model_text(loaded, split="test").ids)
-    res = {"cell": entry.cell, "layers": entry.layers, "budget": entry.budget, "hidden": entry.hidden,
-           "params": entry.params, "test_loss": s.loss, "test_bpc": s.bpc, "run": entry.name}
+    res = {
+        "cell": entry.cell,
+        "layers": entry.layers,
+        "budget": entry.budget,
+        "hidden": entry.hidden,
+        "params": entry.params,
+        "test_loss": s.loss,
+        "test_bpc": s.bpc,
+        "run": entry.name,
+    }
     write_atomic(result_file, json.dumps(res))
     return res
 
 
-def run_grid(text: str, out: Path, entries: list["Cell"], settings: Settings, jobs: int = 1,
-             progress=None) -> list[dict]:
+def run_grid(text: str, out: Path, entries: list["Cell"], settings: Settings, jobs: int = 1, progress=None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results: list[dict] = []
@@ -222,8 +240,18 @@ def table(results: list[dict]) -> tuple[str, str]:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["budget", "layers", "cell", "hidden", "params", "test_loss", "test_bpc", "run"])
     for r in sorted(results, key=lambda r: (r["budget"], r["layers"], r["cell"])):
-        w.writerow([r["budget"], r["layers"], r["cell"], r["hidden"], r["params"], f"{r['test_loss']:.6f}",
-                    f"{r['test_bpc']:.6f}", r["run"]])
+        w.writerow(
+            [
+                r["budget"],
+                r["layers"],
+                r["cell"],
+                r["hidden"],
+                r["params"],
+                f"{r['test_loss']:.6f}",
+                f"{r['test_bpc']:.6f}",
+                r["run"],
+            ]
+        )
     return md.getvalue(), buf.getvalue()
 
 
@@ -243,8 +271,7 @@ def plot(results: list[dict], path: Path) -> None:
         width = 0.8 / max(len(cells), 1)
         for k, c in enumerate(cells):
             xs = [d + (k - (len(cells) - 1) / 2) * width for d in depths]
-            ys = [next((r["test_loss"] for r in results if r["cell"] == c and r["layers"] == d), float("nan"))
-                  for d in depths]
+            ys = [next((r["test_loss"] for r in results if r["cell"] == c and r["layers"] == d), float("nan")) for d in depths]
             ax.bar(xs, ys, width, label=c.upper())
         ax.set_xticks(depths, [f"{d} layer{'s' * (d > 1)}" for d in depths])
         ax.set_ylim(min(r["test_loss"] for r in results) * 0.95, max(r["test_loss"] for r in results) * 1.02)

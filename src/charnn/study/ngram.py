@@ -58,7 +58,7 @@ def _keys(ids: np.ndarray, vocab_size: int, max_order: int):
         prev = keys
         keys = np.empty_like(prev)
         keys[: n - 1] = 0  # incomplete n-grams at the start
-        keys[n - 1:] = _extend(prev[n - 2:-1], ids[n - 1:] + np.uint64(1), n, vocab_size)
+        keys[n - 1 :] = _extend(prev[n - 2 : -1], ids[n - 1 :] + np.uint64(1), n, vocab_size)
         yield n, keys
 
 
@@ -74,6 +74,7 @@ def _extend(prev: np.ndarray, unit: np.ndarray, n: int, vocab_size: int) -> np.n
 @dataclass
 class _Order:
     """Sorted n-gram keys with their (raw or continuation) counts, and per-context totals."""
+
     gram_keys: np.ndarray  # (G,) sorted
     gram_counts: np.ndarray  # (G,)
     ctx_keys: np.ndarray  # (C,) sorted
@@ -119,8 +120,9 @@ def _modified_discounts(counts: np.ndarray) -> tuple[float, float, float]:
 
 
 class KneserNey:
-    def __init__(self, order: int, vocab_size: int, discount: float | None = None, uniform_floor: bool = True,
-                 modified: bool = False):
+    def __init__(
+        self, order: int, vocab_size: int, discount: float | None = None, uniform_floor: bool = True, modified: bool = False
+    ):
         if order < 1:
             raise CharnnError(f"--order must be at least 1, got {order}")
         if vocab_size < 1:
@@ -165,20 +167,24 @@ class KneserNey:
         level = _Order(gram_keys, gram_counts, ctx_keys, totals, types, self._discounted(gram_counts))
         if self.modified:
             level.discounts = _modified_discounts(gram_counts)
-            level.ctx_n123 = np.stack([np.bincount(inv, weights=(gram_counts == 1), minlength=len(ctx_keys)),
-                                       np.bincount(inv, weights=(gram_counts == 2), minlength=len(ctx_keys)),
-                                       np.bincount(inv, weights=(gram_counts >= 3), minlength=len(ctx_keys))],
-                                      axis=1).astype(np.int32)
+            level.ctx_n123 = np.stack(
+                [
+                    np.bincount(inv, weights=(gram_counts == 1), minlength=len(ctx_keys)),
+                    np.bincount(inv, weights=(gram_counts == 2), minlength=len(ctx_keys)),
+                    np.bincount(inv, weights=(gram_counts >= 3), minlength=len(ctx_keys)),
+                ],
+                axis=1,
+            ).astype(np.int32)
         return level
 
     def _raw_level(self, n, keys, ctx_keys_all) -> _Order:
         """Highest order: raw counts c(hw)."""
-        valid = keys[n - 1:]
+        valid = keys[n - 1 :]
         gram_keys, first, counts = np.unique(valid, return_index=True, return_counts=True)
         if n == 1:
             ctx = np.zeros(len(gram_keys), dtype=np.uint64)
         else:
-            ctx = ctx_keys_all[n - 2:-1][first]  # the context of each n-gram (its first occurrence)
+            ctx = ctx_keys_all[n - 2 : -1][first]  # the context of each n-gram (its first occurrence)
         return self._group(n, gram_keys, counts.astype(np.int32), ctx)
 
     def _continuation_level(self, n, keys, ctx_keys_all, longer) -> _Order:
@@ -284,9 +290,17 @@ class KneserNey:
             if lv.ctx_n123 is not None:
                 tensors[f"{n}.ctx_n123"] = np.ascontiguousarray(lv.ctx_n123)
             levels.append({"discount": lv.discount, "discounts": list(lv.discounts)})
-        meta = {"format": NGRAM_FORMAT, "order": str(self.order), "vocab_size": str(self.vocab_size),
-                "vocab": vocab_json, "levels": json.dumps(levels), "train_chars": str(self.train_chars),
-                "uniform_floor": str(self.uniform_floor), "modified": str(self.modified), "about": about}
+        meta = {
+            "format": NGRAM_FORMAT,
+            "order": str(self.order),
+            "vocab_size": str(self.vocab_size),
+            "vocab": vocab_json,
+            "levels": json.dumps(levels),
+            "train_chars": str(self.train_chars),
+            "uniform_floor": str(self.uniform_floor),
+            "modified": str(self.modified),
+            "about": about,
+        }
         write_atomic(Path(path), to_bytes(tensors, metadata=meta))
 
     @classmethod
@@ -301,15 +315,19 @@ class KneserNey:
                 meta = f.metadata() or {}
                 if meta.get("format") != NGRAM_FORMAT:
                     raise CharnnError(f"{path} is not an n-gram model saved by `charnn ngram --save`")
-                m = cls(int(meta["order"]), int(meta["vocab_size"]), uniform_floor=meta["uniform_floor"] == "True",
-                        modified=meta["modified"] == "True")
+                m = cls(
+                    int(meta["order"]),
+                    int(meta["vocab_size"]),
+                    uniform_floor=meta["uniform_floor"] == "True",
+                    modified=meta["modified"] == "True",
+                )
                 m.train_chars = int(meta["train_chars"])
                 for n, lv in enumerate(json.loads(meta["levels"]), start=1):
-                    arrays = {k: f.get_tensor(f"{n}.{k}") for k in
-                              ("gram_keys", "gram_counts", "ctx_keys", "ctx_totals", "ctx_types")}
+                    arrays = {
+                        k: f.get_tensor(f"{n}.{k}") for k in ("gram_keys", "gram_counts", "ctx_keys", "ctx_totals", "ctx_types")
+                    }
                     n123 = f.get_tensor(f"{n}.ctx_n123") if f"{n}.ctx_n123" in f.keys() else None
-                    m.orders.append(_Order(**arrays, discount=lv["discount"], discounts=tuple(lv["discounts"]),
-                                           ctx_n123=n123))
+                    m.orders.append(_Order(**arrays, discount=lv["discount"], discounts=tuple(lv["discounts"]), ctx_n123=n123))
                 return m, meta["vocab"]
         except (SafetensorError, OSError, KeyError, ValueError) as e:
             raise CharnnError(f"cannot read n-gram model {path} ({str(e).splitlines()[0] if str(e) else e})") from None
@@ -331,13 +349,26 @@ class NgramReport:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"order": self.order, "train_chars": self.train_chars, "seconds": self.seconds,
-                **{k: {"loss": v, "bpc": v / math.log(2), "chars": c} for k, (v, c) in self.losses.items()}}
+        return {
+            "order": self.order,
+            "train_chars": self.train_chars,
+            "seconds": self.seconds,
+            **{k: {"loss": v, "bpc": v / math.log(2), "chars": c} for k, (v, c) in self.losses.items()},
+        }
 
 
-def train_and_score(text: str, order: int, split=(0.9, 0.05, 0.05), include: str = "*", unit: str = "char",
-                    encoding_errors: str = "strict", seed: int = 1337, discount: float | None = None,
-                    modified: bool = True, save: str | None = None) -> NgramReport:
+def train_and_score(
+    text: str,
+    order: int,
+    split=(0.9, 0.05, 0.05),
+    include: str = "*",
+    unit: str = "char",
+    encoding_errors: str = "strict",
+    seed: int = 1337,
+    discount: float | None = None,
+    modified: bool = True,
+    save: str | None = None,
+) -> NgramReport:
     """Fit on the training split of TEXT; score the validation and test splits, each read with
     the text before it as context (as the RNN is evaluated)."""
     import time
@@ -347,8 +378,7 @@ def train_and_score(text: str, order: int, split=(0.9, 0.05, 0.05), include: str
     t0 = time.perf_counter()
     enc = prepare(text, include, unit, encoding_errors, seed)
     parts = enc.splits(split)
-    model = KneserNey(order, len(enc.vocab), discount, modified=modified and discount is None).fit(
-        np.asarray(parts["train"]))
+    model = KneserNey(order, len(enc.vocab), discount, modified=modified and discount is None).fit(np.asarray(parts["train"]))
     if save:
         model.save(save, enc.vocab.to_json(), about=f"{order}-gram of the training split {split} of {text}")
     losses = {}
@@ -357,7 +387,7 @@ def train_and_score(text: str, order: int, split=(0.9, 0.05, 0.05), include: str
         piece = parts[name]
         if len(piece):
             lead = max(0, start - order)  # enough history for the first character
-            history = np.asarray(enc.ids[lead:start + len(piece)])
+            history = np.asarray(enc.ids[lead : start + len(piece)])
             losses[name] = (model.loss(history, start - lead), len(piece))
         start += len(piece)
     return NgramReport(order, model.train_chars, losses, time.perf_counter() - t0)

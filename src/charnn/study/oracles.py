@@ -74,8 +74,7 @@ def ngram_probs(subject: Subject, train: np.ndarray, orders=range(1, MAX_NGRAM +
     """P(ids[t]) for t >= 0 of the subject's text under n-gram models trained on `train` ids."""
     from charnn.study.ngram import KneserNey
 
-    return {n: ngram_probs_over(subject, KneserNey(n, len(subject.vocab), modified=True).fit(train))
-            for n in orders}
+    return {n: ngram_probs_over(subject, KneserNey(n, len(subject.vocab), modified=True).fit(train)) for n in orders}
 
 
 def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], train_words: Counter) -> np.ndarray:
@@ -108,7 +107,7 @@ def categorise(text: str, p_model: np.ndarray, p_ngrams: dict[int, np.ndarray], 
     starts = np.zeros(n, dtype=bool)
     for m in re.finditer(r"\w+", text):
         if train_words.get(m.group(), 0) <= RARE:
-            in_rare[m.start():m.end()] = True
+            in_rare[m.start() : m.end()] = True
         if m.start() == 0 or text[m.start() - 1] in WORD_START_AFTER:
             starts[m.start()] = True
     hit = left & in_rare
@@ -130,8 +129,10 @@ def load_ngram_for(subject: Subject, path):
 
     model, vocab_json = KneserNey.load(path)
     if Vocab.from_json(vocab_json) != subject.vocab:
-        raise CharnnError(f"the n-gram model {path} was trained with another vocabulary than this run's; "
-                          f"save one with `charnn ngram` on the run's own text")
+        raise CharnnError(
+            f"the n-gram model {path} was trained with another vocabulary than this run's; "
+            f"save one with `charnn ngram` on the run's own text"
+        )
     return model
 
 
@@ -172,8 +173,14 @@ def plot(rep: ErrorReport, path: Path, title: str, other_label: str = "") -> Non
     if rep.compare:
         ax.bar(x, [rep.compare[c][1] for c in CATEGORIES], color="tab:orange", label=f"of them right in {other_label}")
     for k, c in enumerate(CATEGORIES):
-        ax.annotate(f"{100 * rep.share(c):.0f}%", (k, rep.counts.get(c, 0)), textcoords="offset points",
-                    xytext=(0, 3), ha="center", fontsize=8)
+        ax.annotate(
+            f"{100 * rep.share(c):.0f}%",
+            (k, rep.counts.get(c, 0)),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xticks(x, CATEGORIES)
     ax.set_ylabel("errors (p < 0.5)")
     ax.set_title(title)
@@ -184,5 +191,4 @@ def plot(rep: ErrorReport, path: Path, title: str, other_label: str = "") -> Non
 
 
 def write(rep: ErrorReport, out: Path, title: str, other_label: str = "") -> tuple[Path, Path]:
-    return write_outputs(out, "errors", PNG_MARKER, CSV_HEADER, lambda p: plot(rep, p, title, other_label),
-                         rep.to_csv())
+    return write_outputs(out, "errors", PNG_MARKER, CSV_HEADER, lambda p: plot(rep, p, title, other_label), rep.to_csv())

@@ -55,33 +55,51 @@ def _out_dir(out: Path, marker_files: dict[str, bytes]) -> Path:
 
 def _no_labels(cfg) -> None:
     if cfg.labels:
-        raise CharnnError("this model is conditioned on labels (--label), which the exports do not carry yet; "
-                          "sample it with charnn sample --label NAME")
+        raise CharnnError(
+            "this model is conditioned on labels (--label), which the exports do not carry yet; "
+            "sample it with charnn sample --label NAME"
+        )
 
 
 def export_web(run, out, which: str = "best") -> list[Path]:
     loaded = ckpt.load(run, which)
     if loaded.vocab.unit == "bpe":  # the page encodes and decodes characters; it has no tokenizer
-        raise CharnnError(f"{loaded.path} reads byte-pair tokens (--unit bpe), and the web export runs character "
-                          f"and byte models only; use --format onnx (model.json then holds the tokenizer)")
+        raise CharnnError(
+            f"{loaded.path} reads byte-pair tokens (--unit bpe), and the web export runs character "
+            f"and byte models only; use --format onnx (model.json then holds the tokenizer)"
+        )
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
     _no_labels(cfg)
     out = _out_dir(out, {"index.html": WEB_MARKER, "model.js": JS_MARKER, "model.json": b'"format": "' + FORMAT.encode()})
     layout, blob = _tensors(model)
-    about = {"format": FORMAT, "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-                                          "embed": cfg.embed, "vocab_size": len(loaded.vocab), "heads": cfg.heads,
-                                          "block": cfg.block, "describe": cfg.describe()},
-             "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(), "tensors": layout,
-             "weights": "weights.bin (little-endian float32, at each tensor's offset in bytes)",
-             "step": loaded.meta.get("step"), "val_loss": loaded.meta.get("val_loss")}
+    about = {
+        "format": FORMAT,
+        "config": {
+            "cell": cfg.cell,
+            "layers": cfg.layers,
+            "hidden": cfg.hidden,
+            "embed": cfg.embed,
+            "vocab_size": len(loaded.vocab),
+            "heads": cfg.heads,
+            "block": cfg.block,
+            "describe": cfg.describe(),
+        },
+        "unit": loaded.vocab.unit,
+        "vocab": loaded.vocab.codes.tolist(),
+        "tensors": layout,
+        "weights": "weights.bin (little-endian float32, at each tensor's offset in bytes)",
+        "step": loaded.meta.get("step"),
+        "val_loss": loaded.meta.get("val_loss"),
+    }
     script = dict(about, data=base64.b64encode(blob).decode())
     title = f"charnn: {Path(run).resolve().name} ({cfg.describe()})"
-    written = [write_atomic(out / "weights.bin", blob),
-               write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n"),
-               write_atomic(out / "model.js", f"{JS_MARKER.decode()}\nwindow.CHARNN_MODEL = "
-                                              f"{_json_for_script(script)};\n"),
-               write_atomic(out / "index.html", _fill("export.html", {"__TITLE__": html.escape(title)}))]
+    written = [
+        write_atomic(out / "weights.bin", blob),
+        write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n"),
+        write_atomic(out / "model.js", f"{JS_MARKER.decode()}\nwindow.CHARNN_MODEL = {_json_for_script(script)};\n"),
+        write_atomic(out / "index.html", _fill("export.html", {"__TITLE__": html.escape(title)})),
+    ]
     return written
 
 
@@ -104,8 +122,7 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it too)
     except ImportError:
-        raise CharnnError("--format onnx needs the onnx package: pip install 'charnn[onnx]' (or pip install onnx)") \
-            from None
+        raise CharnnError("--format onnx needs the onnx package: pip install 'charnn[onnx]' (or pip install onnx)") from None
     loaded = ckpt.load(run, which)
     model = loaded.build_model("cpu")
     cfg = loaded.config.model
@@ -117,8 +134,8 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
     ids = torch.zeros(1, dtype=torch.long)
     h = torch.zeros(cfg.layers, 1, cfg.hidden)
     args = (ids, h, torch.zeros_like(h)) if cfg.cell == "lstm" else (ids, h)
-    names_in = ["ids", "h", "c"][:len(args)]
-    names_out = ["logits", "h_out", "c_out"][:len(args)]
+    names_in = ["ids", "h", "c"][: len(args)]
+    names_out = ["logits", "h_out", "c_out"][: len(args)]
     axes = {"ids": {0: "batch"}, "logits": {0: "batch"}}
     axes.update({n: {1: "batch"} for n in names_in[1:] + names_out[1:]})
     import io
@@ -131,20 +148,39 @@ def export_onnx(run, out, which: str = "best") -> list[Path]:
         # The TorchScript exporter: it turns nn.LSTM / GRU / RNN into ONNX's own LSTM / GRU / RNN
         # operators with the state as inputs (its warnings are about batch sizes this graph handles).
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, args, buf,  # type: ignore[arg-type]  # a file object works (torch's docs)
-                          input_names=names_in, output_names=names_out, dynamic_axes=axes, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            step,
+            args,
+            buf,  # type: ignore[arg-type]  # a file object works (torch's docs)
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
     graph = onnx.load_from_string(buf.getvalue())
     graph.producer_name, graph.producer_version = "charnn", "1"
     graph.doc_string = f"one step of a charnn {cfg.cell} {cfg.layers}x{cfg.hidden}; see model.json"
-    about = {"format": "charnn-onnx-1", "inputs": names_in, "outputs": names_out,
-             "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embed": cfg.embed,
-                        "vocab_size": len(loaded.vocab)},
-             "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
-             **({"tokenizer": json.loads(loaded.vocab.json)} if isinstance(loaded.vocab, TokenVocab) else {}),
-             "state": "zeros of shape (layers, batch, hidden) at the start; feed each step's h_out (and c_out) back"}
-    return [write_atomic(out / "model.onnx", graph.SerializeToString()),
-            write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]
+    about = {
+        "format": "charnn-onnx-1",
+        "inputs": names_in,
+        "outputs": names_out,
+        "config": {
+            "cell": cfg.cell,
+            "layers": cfg.layers,
+            "hidden": cfg.hidden,
+            "embed": cfg.embed,
+            "vocab_size": len(loaded.vocab),
+        },
+        "unit": loaded.vocab.unit,
+        "vocab": loaded.vocab.codes.tolist(),
+        **({"tokenizer": json.loads(loaded.vocab.json)} if isinstance(loaded.vocab, TokenVocab) else {}),
+        "state": "zeros of shape (layers, batch, hidden) at the start; feed each step's h_out (and c_out) back",
+    }
+    return [
+        write_atomic(out / "model.onnx", graph.SerializeToString()),
+        write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n"),
+    ]
 
 
 class _CachedStep(torch.nn.Module):
@@ -174,26 +210,51 @@ def _export_cached_onnx(loaded, model, out: Path) -> list[Path]:
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes this graph reads from its inputs
-        torch.onnx.export(_CachedStep(model).eval(), (ids, kv), buf,  # type: ignore[arg-type]  # as above
-                          input_names=["ids", "kv"],
-                          output_names=["logits", "kv_out"], opset_version=17, dynamo=False,
-                          dynamic_axes={"ids": {0: "batch"}, "logits": {0: "batch"},
-                                        "kv": {2: "batch", 4: "past"}, "kv_out": {2: "batch", 4: "past_and_one"}})
+        torch.onnx.export(
+            _CachedStep(model).eval(),
+            (ids, kv),
+            buf,  # type: ignore[arg-type]  # as above
+            input_names=["ids", "kv"],
+            output_names=["logits", "kv_out"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={
+                "ids": {0: "batch"},
+                "logits": {0: "batch"},
+                "kv": {2: "batch", 4: "past"},
+                "kv_out": {2: "batch", 4: "past_and_one"},
+            },
+        )
     graph = onnx.load_from_string(buf.getvalue())
     graph.producer_name, graph.producer_version = "charnn", "1"
     graph.doc_string = f"one step of a charnn {cfg.describe()}; see model.json"
-    about = {"format": "charnn-onnx-1", "inputs": ["ids", "kv"], "outputs": ["logits", "kv_out"],
-             "config": {"cell": cfg.cell, "layers": cfg.layers, "heads": cfg.heads, "embed": cfg.embed,
-                        "block": cfg.block, "vocab_size": len(loaded.vocab)},
-             "unit": loaded.vocab.unit, "vocab": loaded.vocab.codes.tolist(),
-             **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
-             "state": (f"kv: zeros of shape (layers, 2, batch, heads, 0, embed / heads) at the start; feed each step's "
-                       f"kv_out back. The cache holds at most block = {cfg.block} characters: before a step that "
-                       f"would pass it, start from an empty kv again and feed the last {cfg.block // 2} characters "
-                       f"(block // 2; their logits are not needed). That is charnn's sliding window, so the "
-                       f"logits equal charnn's")}
-    return [write_atomic(out / "model.onnx", graph.SerializeToString()),
-            write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n")]
+    about = {
+        "format": "charnn-onnx-1",
+        "inputs": ["ids", "kv"],
+        "outputs": ["logits", "kv_out"],
+        "config": {
+            "cell": cfg.cell,
+            "layers": cfg.layers,
+            "heads": cfg.heads,
+            "embed": cfg.embed,
+            "block": cfg.block,
+            "vocab_size": len(loaded.vocab),
+        },
+        "unit": loaded.vocab.unit,
+        "vocab": loaded.vocab.codes.tolist(),
+        **({"tokenizer": json.loads(loaded.vocab.json)} if loaded.vocab.unit == "bpe" else {}),
+        "state": (
+            f"kv: zeros of shape (layers, 2, batch, heads, 0, embed / heads) at the start; feed each step's "
+            f"kv_out back. The cache holds at most block = {cfg.block} characters: before a step that "
+            f"would pass it, start from an empty kv again and feed the last {cfg.block // 2} characters "
+            f"(block // 2; their logits are not needed). That is charnn's sliding window, so the "
+            f"logits equal charnn's"
+        ),
+    }
+    return [
+        write_atomic(out / "model.onnx", graph.SerializeToString()),
+        write_atomic(out / "model.json", json.dumps(about, indent=1) + "\n"),
+    ]
 
 
 def reference_logits(run, text: str, which: str = "best") -> np.ndarray:

@@ -85,8 +85,7 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     probs = ch.logp.exp()  # (N, V)
     top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
     table = display_chars(subject.vocab)
-    top5 = [[[table[i], round(float(p), 4)] for i, p in zip(ri.tolist(), rp.tolist())]
-            for ri, rp in zip(top_i, top_p)]
+    top5 = [[[table[i], round(float(p), 4)] for i, p in zip(ri.tolist(), rp.tolist())] for ri, rp in zip(top_i, top_p)]
     nxt = torch.from_numpy(np.append(np.asarray(subject.ids[1:], dtype=np.int64), subject.ids[-1]))
     pnext = probs.gather(1, nxt[:, None])[:, 0]
     order = ("c", "h") + tuple(q for q in qs if q not in ("c", "h")) if cell == "lstm" else qs
@@ -99,11 +98,19 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
                 jumps.append({"feature": res.name, "layer": t.layer, "cell": t.cell, "quantity": t.quantity, "r": t.r})
     c = subject.loaded.config.model
     units = "tokens" if isinstance(subject.vocab, TokenVocab) else "characters"
-    title = (f"charnn cells: {c.describe()} reading {n:,} {units} of {subject.what}")
-    return {"title": title, "unit": "token" if isinstance(subject.vocab, TokenVocab) else "character",
-            "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()], "layers": c.layers, "hidden": c.units,
-            "quantities": quantities, "acts": acts, "top5": top5,
-            "pnext": [round(float(p), 4) for p in pnext.tolist()], "jump": jumps}
+    title = f"charnn cells: {c.describe()} reading {n:,} {units} of {subject.what}"
+    return {
+        "title": title,
+        "unit": "token" if isinstance(subject.vocab, TokenVocab) else "character",
+        "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()],
+        "layers": c.layers,
+        "hidden": c.units,
+        "quantities": quantities,
+        "acts": acts,
+        "top5": top5,
+        "pnext": [round(float(p), 4) for p in pnext.tolist()],
+        "jump": jumps,
+    }
 
 
 def cells_page_html(subject: Subject) -> str:
@@ -118,6 +125,7 @@ def write_cells_page(subject: Subject, out: str | Path) -> Path:
 
 # ---- a transformer's attention ------------------------------------------------------------
 
+
 def attention_page_data(subject: Subject, top: int = 3) -> dict:
     """Everything the attention page shows: each head's weights (one byte each) while reading
     the text, how much context each character had, and the heads ranked by pattern."""
@@ -127,16 +135,32 @@ def attention_page_data(subject: Subject, top: int = 3) -> dict:
     size = c.layers * c.heads * n * c.block
     if size > MAX_ATTENTION_BYTES:
         most = MAX_ATTENTION_BYTES // (c.layers * c.heads * c.block)
-        raise CharnnError(f"{n:,} characters of {c.layers * c.heads} heads over a block of {c.block} is too much for "
-                          f"one page; use --chars {most} or fewer")
+        raise CharnnError(
+            f"{n:,} characters of {c.layers * c.heads} heads over a block of {c.block} is too much for "
+            f"one page; use --chars {most} or fewer"
+        )
     a = read_attention(subject)
     q = np.clip(np.rint(a.att * 255), 0, 255).astype(np.uint8)
-    ranking = [{"name": r.name, "about": r.about, "queries": r.queries,
-                "top": [{"layer": s.layer, "head": s.head, "score": round(s.score, 4), "chance": round(s.chance, 4)}
-                        for s in r.top]} for r in rank_heads(a, top)]
+    ranking = [
+        {
+            "name": r.name,
+            "about": r.about,
+            "queries": r.queries,
+            "top": [{"layer": s.layer, "head": s.head, "score": round(s.score, 4), "chance": round(s.chance, 4)} for s in r.top],
+        }
+        for r in rank_heads(a, top)
+    ]
     title = f"charnn attention: {c.describe()} reading {n:,} characters of {subject.what}"
-    return {"title": title, "text": list(subject.text), "layers": c.layers, "heads": c.heads, "block": c.block,
-            "context": a.context.tolist(), "att": base64.b64encode(q.tobytes()).decode(), "ranking": ranking}
+    return {
+        "title": title,
+        "text": list(subject.text),
+        "layers": c.layers,
+        "heads": c.heads,
+        "block": c.block,
+        "context": a.context.tolist(),
+        "att": base64.b64encode(q.tobytes()).decode(),
+        "ranking": ranking,
+    }
 
 
 def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tuple[Path, dict]:
@@ -146,6 +170,7 @@ def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tup
 
 
 # ---- training evolution -------------------------------------------------------------------
+
 
 def loss_curves_png(metrics: list[dict], snapshots: list[int], path: Path | None = None) -> bytes:
     """Training and validation loss against step, with the snapshot steps marked; PNG bytes."""
@@ -195,14 +220,18 @@ def _kept_line(k: dict | None) -> str:
     """The kept checkpoint's own numbers for a snapshot: its loss and its best cell per feature."""
     if not k:
         return ""
-    cells = "; ".join(f"{html.escape(name)}: layer {layer} cell {cell} {q} (r = {r:+.2f})"
-                      for name, (layer, cell, q, r) in k["cells"].items())
-    return (f'<p class="kept" data-testid="kept"><b>kept checkpoint</b>: loss {k["loss"]:.3f} nats on '
-            f'{k["chars"]:,} characters; best cells: {cells or "-"}</p>')
+    cells = "; ".join(
+        f"{html.escape(name)}: layer {layer} cell {cell} {q} (r = {r:+.2f})" for name, (layer, cell, q, r) in k["cells"].items()
+    )
+    return (
+        f'<p class="kept" data-testid="kept"><b>kept checkpoint</b>: loss {k["loss"]:.3f} nats on '
+        f"{k['chars']:,} characters; best cells: {cells or '-'}</p>"
+    )
 
 
-def write_evolution_page(run: str | Path, out: str | Path, kept: dict[int, dict] | None = None,
-                         dynamics_png: bytes | None = None) -> Path:
+def write_evolution_page(
+    run: str | Path, out: str | Path, kept: dict[int, dict] | None = None, dynamics_png: bytes | None = None
+) -> Path:
     """The samples recorded during training beside the loss curves, as the blog's War and Peace section.
 
     kept: step -> {"loss": nats on the analysed text, "chars": how many, "cells": {feature: (layer,
@@ -227,26 +256,43 @@ def write_evolution_page(run: str | Path, out: str | Path, kept: dict[int, dict]
         val_txt = f"{val:.3f} nats ({val / math.log(2):.2f} bpc)" if isinstance(val, (int, float)) else "-"
         tl = s.get("train_loss")
         tl_txt = f"{tl:.3f}" if isinstance(tl, (int, float)) and math.isfinite(tl) else "-"
-        novel = (f' &middot; {100 * s["novel_20"]:.0f}% of its 20-character pieces new'
-                 if isinstance(s.get("novel_20"), (int, float)) else "")
-        return (f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
-                f'<small>epoch {s.get("epoch", 0):.2f} &middot; train loss {tl_txt} &middot; '
-                f'validation {val_txt} &middot; temperature {s.get("temperature", "")}{novel}</small></h3>'
-                f'{_kept_line(kept.get(s["step"]))}<pre>{html.escape(s.get("text", ""))}</pre></section>')
+        novel = (
+            f" &middot; {100 * s['novel_20']:.0f}% of its 20-character pieces new"
+            if isinstance(s.get("novel_20"), (int, float))
+            else ""
+        )
+        return (
+            f'<section class="snap" data-step="{s["step"]}"><h3>step {s["step"]} '
+            f"<small>epoch {s.get('epoch', 0):.2f} &middot; train loss {tl_txt} &middot; "
+            f"validation {val_txt} &middot; temperature {s.get('temperature', '')}{novel}</small></h3>"
+            f"{_kept_line(kept.get(s['step']))}<pre>{html.escape(s.get('text', ''))}</pre></section>"
+        )
 
     shown = "".join(section(s) for s in samples if s["step"] in milestones)
     rest = [s for s in samples if s["step"] not in milestones]
     if rest:
-        shown += (f'<details data-testid="more"><summary>the other {len(rest)} samples (one per evaluation)</summary>'
-                  + "".join(section(s) for s in rest) + "</details>")
+        shown += (
+            f'<details data-testid="more"><summary>the other {len(rest)} samples (one per evaluation)</summary>'
+            + "".join(section(s) for s in rest)
+            + "</details>"
+        )
     title = f"charnn training evolution: {run.resolve().name}"
-    dyn = ("" if dynamics_png is None else
-           '<h3>divergence from n-gram models, per kept checkpoint</h3><img alt="training dynamics" '
-           f'data-testid="dynamics" src="data:image/png;base64,{base64.b64encode(dynamics_png).decode()}">')
-    page = _fill("evolution.html", {"__TITLE__": html.escape(title), "__PNG__": base64.b64encode(png).decode(),
-                                    "__DYNAMICS__": dyn,
-                                    "__COUNT__": str(len(samples)),
-                                    "__SAMPLES__": shown or "<p>No samples were recorded in this run.</p>"})
+    dyn = (
+        ""
+        if dynamics_png is None
+        else '<h3>divergence from n-gram models, per kept checkpoint</h3><img alt="training dynamics" '
+        f'data-testid="dynamics" src="data:image/png;base64,{base64.b64encode(dynamics_png).decode()}">'
+    )
+    page = _fill(
+        "evolution.html",
+        {
+            "__TITLE__": html.escape(title),
+            "__PNG__": base64.b64encode(png).decode(),
+            "__DYNAMICS__": dyn,
+            "__COUNT__": str(len(samples)),
+            "__SAMPLES__": shown or "<p>No samples were recorded in this run.</p>",
+        },
+    )
     return _write(out, page, EVOLUTION_MARKER)
 
 
@@ -254,8 +300,14 @@ def write_teach_page(lesson, out: str | Path) -> Path:
     """`charnn teach hello --out`: the lesson as a page that trains the same network in the browser,
     one update at a time, for the word typed in (offline; lesson: a ``charnn.teach.Lesson``)."""
     data = {"word": lesson.word, "init": lesson.init, "lr": lesson.lr}
-    page = _fill("teach.html", {"__TITLE__": html.escape(f'charnn teach: a tiny RNN learns to spell "{lesson.word}"'),
-                                "__WORD__": html.escape(lesson.word, quote=True),
-                                "__HIDDEN__": str(len(lesson.init["b_h"])), "__LR__": f"{lesson.lr:g}",
-                                "__DATA__": _json_for_script(data)})
+    page = _fill(
+        "teach.html",
+        {
+            "__TITLE__": html.escape(f'charnn teach: a tiny RNN learns to spell "{lesson.word}"'),
+            "__WORD__": html.escape(lesson.word, quote=True),
+            "__HIDDEN__": str(len(lesson.init["b_h"])),
+            "__LR__": f"{lesson.lr:g}",
+            "__DATA__": _json_for_script(data),
+        },
+    )
     return _write(Path(out), page, TEACH_MARKER)

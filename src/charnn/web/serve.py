@@ -57,10 +57,12 @@ WHICH_HELP = "best, last or step:N (a kept checkpoint); default: the one the ser
 
 # ---- the runs ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Served:
     """One run directory, known to clients by its name; its model is (re)loaded when its
     checkpoint file changes."""
+
     name: str
     folder: Path
     which: str = "best"
@@ -88,13 +90,24 @@ class Served:
         loaded, model = self.current()
         m, c = loaded.meta, loaded.config.model
         best = m.get("best_val_loss", m.get("val_loss"))
-        return {"name": self.name, "cell": c.cell, "layers": c.layers, "hidden": c.hidden,
-                "units": c.units, "describe": c.describe(), "vocab_size": len(loaded.vocab), "params": model.num_params,
-                "steps": m.get("step"), "best_val_loss": best if best is not None and math.isfinite(best) else None,
-                "unit": loaded.vocab.unit, "quantities": list(QUANTITIES.get(c.cell, ())),
-                "checkpoint": loaded.path.name if loaded.path else None,
-                "labels": m.get("labels") or [], "documents": bool(m.get("lead_in")),
-                "kept_steps": ckpt.kept_steps(self.folder)}
+        return {
+            "name": self.name,
+            "cell": c.cell,
+            "layers": c.layers,
+            "hidden": c.hidden,
+            "units": c.units,
+            "describe": c.describe(),
+            "vocab_size": len(loaded.vocab),
+            "params": model.num_params,
+            "steps": m.get("step"),
+            "best_val_loss": best if best is not None and math.isfinite(best) else None,
+            "unit": loaded.vocab.unit,
+            "quantities": list(QUANTITIES.get(c.cell, ())),
+            "checkpoint": loaded.path.name if loaded.path else None,
+            "labels": m.get("labels") or [],
+            "documents": bool(m.get("lead_in")),
+            "kept_steps": ckpt.kept_steps(self.folder),
+        }
 
 
 def open_runs(folders, which: str = "best") -> dict[str, Served]:
@@ -106,8 +119,10 @@ def open_runs(folders, which: str = "best") -> dict[str, Served]:
             raise CharnnError(f"{f} is not a run directory; serve the folders charnn train --out wrote")
         name = folder.resolve().name
         if name in runs:
-            raise CharnnError(f"two runs are named {name!r} ({runs[name].folder} and {f}); clients name runs by "
-                              f"their folder's name, so rename or copy one")
+            raise CharnnError(
+                f"two runs are named {name!r} ({runs[name].folder} and {f}); clients name runs by "
+                f"their folder's name, so rename or copy one"
+            )
         runs[name] = Served(name, folder, which)
         runs[name].current()
     if not runs:
@@ -117,12 +132,14 @@ def open_runs(folders, which: str = "best") -> dict[str, Served]:
 
 # ---- requests ------------------------------------------------------------------------------------
 
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class SampleRequest(_Body):
     """The options of `charnn sample`, with its defaults."""
+
     prime: str = Field("", max_length=MAX_LENGTH, description="text to start from (included in each sample)")
     temperature: float = Field(0.8, ge=0, le=100, allow_inf_nan=False, description="0 picks the most likely")
     top_k: int = Field(0, ge=0, le=1 << 20, description="sample from the k most likely (0: off)")
@@ -131,11 +148,16 @@ class SampleRequest(_Body):
     num: int = Field(1, ge=1, le=MAX_NUM, description="samples drawn together")
     seed: int = Field(0, ge=0, le=(1 << 63) - 1, description="same seed, same text")
     stop: str | None = Field(None, min_length=1, max_length=100, description="end a sample after this string")
-    clamp: str | None = Field(None, max_length=MAX_CLAMP, description="LAYER:CELL=VALUE[,...]: hold cells at a "
-                              "value at every step (an LSTM's tanh(c), a GRU's or RNN's h), as charnn sample --clamp")
+    clamp: str | None = Field(
+        None,
+        max_length=MAX_CLAMP,
+        description="LAYER:CELL=VALUE[,...]: hold cells at a "
+        "value at every step (an LSTM's tanh(c), a GRU's or RNN's h), as charnn sample --clamp",
+    )
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
-    label: str | None = Field(None, min_length=1, max_length=200,
-                              description="a run trained with --label: write documents in this label's style")
+    label: str | None = Field(
+        None, min_length=1, max_length=200, description="a run trained with --label: write documents in this label's style"
+    )
 
 
 class EvalRequest(_Body):
@@ -161,6 +183,7 @@ class ActivationsRequest(_Body):
 
 # ---- the work (run in the pool) ------------------------------------------------------------------
 
+
 def _ids(loaded: ckpt.Checkpoint, text: str) -> np.ndarray:
     return np.asarray(loaded.vocab.encode(text), dtype=np.int64)  # unknown characters: CharnnError
 
@@ -170,22 +193,44 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
     if loaded.meta.get("lead_in"):  # a run of documents: whole documents (in a label's style)
         if req.stop:
             raise CharnnError("a document ends at its end symbol; drop stop")
-        docs, capped = sample_documents(model, loaded.vocab, loaded.meta["lead_in"], req.num, req.length, req.prime,
-                                        req.seed, *label_numbers(loaded.meta, req.label), temperature=req.temperature,
-                                        top_k=req.top_k, top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
+        docs, capped = sample_documents(
+            model,
+            loaded.vocab,
+            loaded.meta["lead_in"],
+            req.num,
+            req.length,
+            req.prime,
+            req.seed,
+            *label_numbers(loaded.meta, req.label),
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+            pins=parse_clamp(req.clamp, loaded.config.model),
+        )
         return {"samples": docs, "capped": capped}
     if req.label is not None:
         raise CharnnError("label: this run was trained without labels")
-    texts = sample_text(model, loaded.vocab, length=req.length, num=req.num, stop=req.stop, prime=req.prime,
-                        seed=req.seed, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                        pins=parse_clamp(req.clamp, loaded.config.model))
+    texts = sample_text(
+        model,
+        loaded.vocab,
+        length=req.length,
+        num=req.num,
+        stop=req.stop,
+        prime=req.prime,
+        seed=req.seed,
+        temperature=req.temperature,
+        top_k=req.top_k,
+        top_p=req.top_p,
+        pins=parse_clamp(req.clamp, loaded.config.model),
+    )
     return {"samples": [req.prime + t for t in texts]}
 
 
 def _unlabelled(loaded) -> None:
     if loaded.config.model.labels:
-        raise CharnnError("this run is conditioned on labels, which this endpoint does not take yet; /sample and "
-                          "/sample/stream do (with label)")
+        raise CharnnError(
+            "this run is conditioned on labels, which this endpoint does not take yet; /sample and /sample/stream do (with label)"
+        )
 
 
 def do_eval(run: Served, req: EvalRequest) -> dict:
@@ -205,11 +250,12 @@ def do_next(run: Served, req: NextRequest) -> dict:
     _unlabelled(loaded)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
-    got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top,
-                     pins=parse_clamp(req.clamp, loaded.config.model))
+    got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top, pins=parse_clamp(req.clamp, loaded.config.model))
     shown = display_chars(loaded.vocab)
-    return {"candidates": [shown[i] for i in got["candidates"]],
-            "probs": {f"{t:g}": [round(p, 6) for p in ps] for t, ps in got["probs"].items()}}
+    return {
+        "candidates": [shown[i] for i in got["candidates"]],
+        "probs": {f"{t:g}": [round(p, 6) for p in ps] for t, ps in got["probs"].items()},
+    }
 
 
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
@@ -222,8 +268,10 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
         raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
     ids = _ids(loaded, req.text)
     if len(ids) * cfg.units > MAX_VALUES:
-        raise CharnnError(f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
-                          f"send at most {MAX_VALUES // cfg.units:,} characters")
+        raise CharnnError(
+            f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
+            f"send at most {MAX_VALUES // cfg.units:,} characters"
+        )
     clamps = Clamp.from_pins(parse_clamp(req.clamp, cfg), cfg.cell)
     rec = record_all(model, ids, quantities=(req.quantity,), clamps=clamps)
     values = np.round(rec.acts[req.quantity][req.layer].numpy().astype(np.float64), 4)  # (N, H), c as tanh(c)
@@ -234,10 +282,14 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     shown = display_chars(loaded.vocab)
     chars = []
     for i, cid in enumerate(ids.tolist()):
-        chars.append({"char": shown[cid], "values": values[i].tolist(),
-                      "top": [{"char": shown[j], "p": round(math.exp(lp), 5)}
-                              for lp, j in zip(top_lp[i].tolist(), top_id[i].tolist())],
-                      "loss": None if loss[i] is None else round(loss[i], 5)})
+        chars.append(
+            {
+                "char": shown[cid],
+                "values": values[i].tolist(),
+                "top": [{"char": shown[j], "p": round(math.exp(lp), 5)} for lp, j in zip(top_lp[i].tolist(), top_id[i].tolist())],
+                "loss": None if loss[i] is None else round(loss[i], 5),
+            }
+        )
     return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.units, "characters": chars}
 
 
@@ -264,13 +316,18 @@ def read_log(path: Path, since: int) -> list[dict]:
 def do_progress(run: Served, since: int) -> dict:
     """A run's training so far, from its logs: what the page's Train view draws as the run grows."""
     metrics = read_log(run.folder / "metrics.jsonl", since)
-    samples = [{k: r.get(k) for k in ("step", "train_loss", "val_loss", "temperature", "text")}
-               for r in read_log(run.folder / "samples.jsonl", since)]
-    return {"metrics": [{k: r[k] for k in ("step", "train_loss", "val_loss", "elapsed") if k in r} for r in metrics],
-            "samples": samples[-50:]}
+    samples = [
+        {k: r.get(k) for k in ("step", "train_loss", "val_loss", "temperature", "text")}
+        for r in read_log(run.folder / "samples.jsonl", since)
+    ]
+    return {
+        "metrics": [{k: r[k] for k in ("step", "train_loss", "val_loss", "elapsed") if k in r} for r in metrics],
+        "samples": samples[-50:],
+    }
 
 
 # ---- admission and the pool ----------------------------------------------------------------------
+
 
 class Workers:
     """A bounded pool for model work, and admission control in front of it."""
@@ -282,8 +339,9 @@ class Workers:
 
     def admit(self) -> None:
         if self.active >= self.limit:
-            raise HTTPException(503, f"the server is busy ({self.active} requests in progress); try again shortly",
-                                headers={"Retry-After": "1"})
+            raise HTTPException(
+                503, f"the server is busy ({self.active} requests in progress); try again shortly", headers={"Retry-After": "1"}
+            )
         self.active += 1
 
     def release(self) -> None:
@@ -343,33 +401,43 @@ class _RequireToken:
             given = (query.get("token") or [""])[0].encode()
         if hmac.compare_digest(given, self.token):
             return await self.app(scope, receive, send)
-        body = json.dumps({"detail": "this server needs its token: open the address charnn serve printed "
-                                     "(.../?token=...), or send Authorization: Bearer TOKEN"}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
+        body = json.dumps(
+            {
+                "detail": "this server needs its token: open the address charnn serve printed "
+                "(.../?token=...), or send Authorization: Bearer TOKEN"
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 async def _too_large(send, limit: int) -> None:
     body = json.dumps({"detail": f"the request body is over {limit:,} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 # ---- the app -------------------------------------------------------------------------------------
 
-def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token: str | None = None) -> FastAPI:
-    """token: when given, every request must carry it (``_RequireToken``)."""
-    app = FastAPI(title="charnn", description="Sample, score and look inside character-level language models.",
-                  version="1")
-    pool = Workers(workers, queue)
-    app.state.workers = pool
-    app.state.streaming = 0  # samples being streamed now (tests watch it fall back to 0)
-    app.add_middleware(_LimitBody)
-    if token:
-        app.add_middleware(_RequireToken, token=token)  # added last: it runs first
+
+def _answer_bad_requests(app: FastAPI) -> None:
+    """A request the server refuses gets a 4xx and one message: bad input 400, a malformed body 422."""
 
     @app.exception_handler(CharnnError)
     async def _bad_input(request: Request, exc: CharnnError):
@@ -382,6 +450,18 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
             problems.append(f"{where}: {e.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token: str | None = None) -> FastAPI:
+    """token: when given, every request must carry it (``_RequireToken``)."""
+    app = FastAPI(title="charnn", description="Sample, score and look inside character-level language models.", version="1")
+    pool = Workers(workers, queue)
+    app.state.workers = pool
+    app.state.streaming = 0  # samples being streamed now (tests watch it fall back to 0)
+    app.add_middleware(_LimitBody)
+    if token:
+        app.add_middleware(_RequireToken, token=token)  # added last: it runs first
+    _answer_bad_requests(app)
 
     def run_named(name: str) -> Served:
         if name not in runs:
@@ -406,8 +486,7 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
         return [await pool.run(r.describe) for r in runs.values()]
 
     @app.get("/api/runs/{name}/progress")
-    async def progress(name: str, since: int = Query(0, ge=0, le=1 << 62,
-                                                     description="only records after this step")) -> dict:
+    async def progress(name: str, since: int = Query(0, ge=0, le=1 << 62, description="only records after this step")) -> dict:
         """The run's loss records and sample snapshots (metrics.jsonl, samples.jsonl) after `since`."""
         return await work(do_progress, run_named(name), since)
 
@@ -428,10 +507,17 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
     async def activations(name: str, req: ActivationsRequest) -> dict:
         return await work(do_activations, run_named(name), req)
 
-    @app.post("/api/runs/{name}/sample/stream", response_class=StreamingResponse,
-              responses={200: {"content": {"text/event-stream": {}},
-                               "description": "one `data: {\"text\": piece}` event per generated piece, then "
-                                              "`event: end` with the number of characters"}})
+    @app.post(
+        "/api/runs/{name}/sample/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": 'one `data: {"text": piece}` event per generated piece, then '
+                "`event: end` with the number of characters",
+            }
+        },
+    )
     async def sample_stream(name: str, req: SampleRequest, request: Request):
         run = run_named(name)
         if req.num != 1:
@@ -440,16 +526,26 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
         pieces = _stream_pieces(loaded, model, req)  # checks the prime
         pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
         pool.release()
-        return StreamingResponse(_events(pool, pieces, request, app), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _events(pool, pieces, request, app),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     return app
 
 
 def _stream_pieces(loaded, model, req: SampleRequest):
     """The pieces /sample/stream sends: one sample, or for a run of documents one document."""
-    opts: dict[str, Any] = dict(prime=req.prime, length=req.length, seed=req.seed, temperature=req.temperature, top_k=req.top_k,
-                top_p=req.top_p, pins=parse_clamp(req.clamp, loaded.config.model))
+    opts: dict[str, Any] = dict(
+        prime=req.prime,
+        length=req.length,
+        seed=req.seed,
+        temperature=req.temperature,
+        top_k=req.top_k,
+        top_p=req.top_p,
+        pins=parse_clamp(req.clamp, loaded.config.model),
+    )
     if loaded.meta.get("lead_in"):  # ended at its end symbol
         return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
     if req.label is not None:
