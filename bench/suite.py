@@ -263,7 +263,7 @@ def _trainer(device: str, tmp: Path, name: str, layers: int, hidden: int, embed:
     cfg.data.text = str(text)
     cfg.model.layers, cfg.model.hidden, cfg.model.embed, cfg.model.dropout = layers, hidden, embed, 0.0
     t = cfg.train
-    t.batch_size, t.seq_len, t.device, t.eval_every, t.checkpoint_every = batch, seq, device, 10 ** 9, 0
+    t.batch_size, t.seq_len, t.device, t.eval_every, t.checkpoint_seconds = batch, seq, device, 10 ** 9, 0
     t.snapshot_steps, t.cuda_graph = (), graph
     (tmp / name).mkdir()
     trainer = Trainer(cfg, tmp / name, False, None, {}, False, None, Dist())

@@ -142,6 +142,8 @@ def test_find_and_clamp_match_the_command_line(quote_model, capsys):
     (dict(lr=float("nan")), "expected float"),
     (dict(compile=1), "expected bool"),
     (dict(lr=-1.0), "--lr"),
+    (dict(checkpoint_every=60), "is now called 'checkpoint_seconds'"),
+    (dict(checkpoint_seconds=-1.0), "--checkpoint-every must not be negative"),
     (dict(cell="transformer", heads=3, embed=32), "heads"),
 ])
 def test_bad_settings_raise_one_line(tmp_path, settings, says):

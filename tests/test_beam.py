@@ -139,10 +139,10 @@ def test_a_beam_of_one_with_held_cells_is_the_greedy_clamped_sample(cell):
 
     for seed in range(3):
         m = model(cell, seed)
-        pins = parse_clamp("0:1=0.9,0:3=-0.9" if cell == "lstm" else "0:1=3,0:5=-2", m.cfg)
-        greedy = sample_text(m, VOCAB, length=20, temperature=0, prime="ab", pins=pins)[0]
-        assert beam_search(m, VOCAB, "ab", 20, 1, pins=pins)[0] == greedy
-        assert beam_search(m, VOCAB, "ab", 20, 4, pins=pins)[1] >= beam_search(m, VOCAB, "ab", 20, 1, pins=pins)[1]
+        clamped = parse_clamp("0:1=0.9,0:3=-0.9" if cell == "lstm" else "0:1=3,0:5=-2", m.cfg)
+        greedy = sample_text(m, VOCAB, length=20, temperature=0, prime="ab", clamped=clamped)[0]
+        assert beam_search(m, VOCAB, "ab", 20, 1, clamped=clamped)[0] == greedy
+        assert beam_search(m, VOCAB, "ab", 20, 4, clamped=clamped)[1] >= beam_search(m, VOCAB, "ab", 20, 1, clamped=clamped)[1]
     free = [beam_search(model(cell, s), VOCAB, "ab", 20, 1)[0] for s in range(3)]
-    held = [beam_search(model(cell, s), VOCAB, "ab", 20, 1, pins=pins)[0] for s in range(3)]
+    held = [beam_search(model(cell, s), VOCAB, "ab", 20, 1, clamped=clamped)[0] for s in range(3)]
     assert free != held  # the held cells change what is written

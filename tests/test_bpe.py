@@ -154,9 +154,9 @@ def test_token_runs_refuse_what_needs_characters(runs, tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
         assert "byte-pair tokens" in p.stderr
     p = charnn("train", runs / "t.txt", "--out", tmp_path / "r", "--vocab-size", "300")
-    assert p.returncode == 2 and "--vocab-size is for --unit bpe" in p.stderr
-    p = charnn("train", runs / "t.txt", "--out", tmp_path / "r", "--unit", "bpe", "--vocab-size", "1")
-    assert p.returncode == 2 and "--vocab-size must be between 2 and 65,536" in p.stderr
+    assert p.returncode == 2 and "--bpe-vocab is for --unit bpe" in p.stderr
+    p = charnn("train", runs / "t.txt", "--out", tmp_path / "r", "--unit", "bpe", "--bpe-vocab", "1")
+    assert p.returncode == 2 and "--bpe-vocab must be between 2 and 65,536" in p.stderr
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 

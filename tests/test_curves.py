@@ -56,7 +56,7 @@ def test_curves_equal_the_logs(text_file, tmp_path):
 
 def test_a_resumed_run_shows_every_step_once(text_file, tmp_path):
     cfg = tiny_config(text_file, max_steps=80, eval_every=20, tensorboard=True, snapshot_steps=())
-    cfg.train.checkpoint_every = 0  # saves only at evaluations: the kill at 55 loses steps 41-55
+    cfg.train.checkpoint_seconds = 0  # saves only at evaluations: the kill at 55 loses steps 41-55
 
     def kill(step):
         if step == 55:

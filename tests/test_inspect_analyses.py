@@ -197,7 +197,7 @@ def test_clamping_the_quote_cells_makes_the_model_write_as_if_inside_or_outside(
     def upper(prime, held=()):
         spec = ",".join(f"{layer}:{cell}={value}" for layer, cell, value in held)
         return _upper_share(sample_text(m, v, length=60, num=16, seed=1, prime=prime, temperature=0.8,
-                                        pins=parse_clamp(spec, cfg)))
+                                        clamped=parse_clamp(spec, cfg)))
 
     closed, opened = "abc de fgh ", 'abc "ABC DE '
     free_closed, free_open = upper(closed), upper(opened)
@@ -233,8 +233,8 @@ def test_a_clamp_to_the_value_a_cell_holds_anyway_changes_no_sample():
     vocab = Vocab([10, 97, 98, 99, 100, 101])
     own = float(np.tanh(np.tanh(0.5)))
     free = sample_text(m, vocab, length=300, num=4, seed=3)
-    held = sample_text(m, vocab, length=300, num=4, seed=3, pins=parse_clamp(f"0:2={own}", m.cfg))
-    other = sample_text(m, vocab, length=300, num=4, seed=3, pins=parse_clamp("0:2=-0.9", m.cfg))
+    held = sample_text(m, vocab, length=300, num=4, seed=3, clamped=parse_clamp(f"0:2={own}", m.cfg))
+    other = sample_text(m, vocab, length=300, num=4, seed=3, clamped=parse_clamp("0:2=-0.9", m.cfg))
     assert held == free and other != free
 
 

@@ -160,9 +160,9 @@ def test_clamped_cells_hold_their_value_and_the_reader_and_the_sampler_agree(cel
 
     torch.manual_seed(3)
     m = CharRNN(ModelConfig(cell=cell, layers=2, hidden=12, embed=6, vocab_size=9)).eval()
-    pins = parse_clamp("0:3=0.9,1:0=-0.5,1:7=0.25", m.cfg)
+    clamped = parse_clamp("0:3=0.9,1:0=-0.5,1:7=0.25", m.cfg)
     ids = torch.randint(0, 9, (40,))
-    stepper = Stepper(m, m.init_state(1), pins)
+    stepper = Stepper(m, m.init_state(1), clamped)
     logits = []
     for i in ids:
         logits.append(stepper.step(i[None])[0])
@@ -170,7 +170,7 @@ def test_clamped_cells_hold_their_value_and_the_reader_and_the_sampler_agree(cel
                  "rnn": lambda k: stepper.h[k][0]}[cell]
         assert torch.allclose(shown(0)[3], torch.tensor(0.9), atol=1e-6)
         assert torch.allclose(shown(1)[[0, 7]], torch.tensor([-0.5, 0.25]), atol=1e-6)
-    rec = record_all(m, ids.numpy(), quantities=("h",), clamps=Clamp.from_pins(pins, cell))
+    rec = record_all(m, ids.numpy(), quantities=("h",), clamps=Clamp.from_clamped(clamped, cell))
     assert torch.allclose(torch.log_softmax(torch.stack(logits), -1), rec.logp, atol=1e-5)
     free = torch.log_softmax(m(ids[None])[0][0], -1)
     assert not torch.allclose(free, rec.logp, atol=1e-3)  # holding cells changes the predictions

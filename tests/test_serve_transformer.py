@@ -91,10 +91,10 @@ def test_activations_are_the_mlp_neurons_and_clamps_hold_them(client, run):
                        json={"text": text, "layer": 1, "quantity": "m", "clamp": "1:5=2.5"}).json()
     assert all(c["values"][5] == 2.5 for c in held["characters"])
     assert [c["loss"] for c in held["characters"]] != [c["loss"] for c in got["characters"]]
-    pins = parse_clamp("1:5=2.5", cfg)
-    want = record_all(model, np.asarray(loaded.vocab.encode(text)), clamps=Clamp.from_pins(pins, cfg.cell))
+    clamped = parse_clamp("1:5=2.5", cfg)
+    want = record_all(model, np.asarray(loaded.vocab.encode(text)), clamps=Clamp.from_clamped(clamped, cfg.cell))
     assert np.allclose([c["values"] for c in held["characters"]], want.acts["m"][1].numpy(), atol=1e-4)
     s = client.post("/api/runs/gpt/sample", json={"length": 40, "temperature": 0, "clamp": "0:3=3"}).json()
-    assert s["samples"][0] == sample_text(model, loaded.vocab, 40, temperature=0, pins=parse_clamp("0:3=3", cfg))[0]
+    assert s["samples"][0] == sample_text(model, loaded.vocab, 40, temperature=0, clamped=parse_clamp("0:3=3", cfg))[0]
     r = client.post("/api/runs/gpt/activations", json={"text": "one two", "layer": 0, "quantity": "h"})
     assert r.status_code == 400 and "has no quantity 'h'; it has m" in r.text

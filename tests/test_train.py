@@ -401,7 +401,7 @@ def test_last_checkpoint_is_saved_at_start_evaluations_and_every_interval(text_f
         return real(path, cfg, vocab, model, meta, extra)
 
     monkeypatch.setattr(ckpt, "save", spy)
-    train(tiny_config(text_file, max_steps=12, eval_every=eval_every, checkpoint_every=every), tmp_path / "r",
+    train(tiny_config(text_file, max_steps=12, eval_every=eval_every, checkpoint_seconds=every), tmp_path / "r",
           progress=False)
     assert saved == expected
 
@@ -425,7 +425,7 @@ def test_the_training_step_reads_nothing_back_from_the_device_between_log_steps(
             marks[step] = dict(calls)
         return False
 
-    cfg = tiny_config(text_file, max_steps=45, eval_every=1000, checkpoint_every=0)
+    cfg = tiny_config(text_file, max_steps=45, eval_every=1000, checkpoint_seconds=0)
     cfg.train.snapshot_steps = ()
     train(cfg, tmp_path / "run", progress=False, on_step=on_step)
     between = {k: marks[39][k] - marks[11][k] for k in calls}
@@ -446,7 +446,7 @@ def test_kept_steps_are_the_snapshots_then_each_doubling_and_every_n():
 
 
 def _kept_config(text_file):
-    c = tiny_config(text_file, max_steps=45, eval_every=15, checkpoint_every=0)
+    c = tiny_config(text_file, max_steps=45, eval_every=15, checkpoint_seconds=0)
     c.train.snapshot_steps = (5, 10)  # then 20, 40
     return c
 
@@ -572,8 +572,21 @@ def test_validate_only_checks_and_complete_fills_in_the_defaults():
     assert cfg.data.bpe_vocab == DEFAULT_BPE_VOCAB
     assert cfg.data.split == (0.8, 0.1, 0.1) and cfg.train.snapshot_steps == (10, 20)
     cfg.data.bpe_vocab = 1
-    with pytest.raises(CharnnError, match="--vocab-size must be between 2"):
+    with pytest.raises(CharnnError, match="--bpe-vocab must be between 2"):
         cfg.validate()
     cfg.data.bpe_vocab, cfg.train.snapshot_steps = 0, (10, 2.5)
     with pytest.raises(CharnnError, match="snapshot_steps must be whole numbers"):
+        cfg.validate()
+
+
+def test_a_run_saved_before_a_setting_was_renamed_still_loads_and_messages_name_the_flag():
+    """checkpoint_every became checkpoint_seconds (it counts seconds, beside eval_every's steps): a
+    config.json written with the old name loads with its value, and a bad value is reported under
+    the flag a user types (--checkpoint-every), not the field's name."""
+    old = RunConfig().to_dict()
+    old["train"]["checkpoint_every"] = old["train"].pop("checkpoint_seconds") * 0 + 42.0
+    assert RunConfig.from_dict(old).train.checkpoint_seconds == 42.0
+    cfg = RunConfig()
+    cfg.train.checkpoint_seconds = -1
+    with pytest.raises(CharnnError, match="^--checkpoint-every must not be negative"):
         cfg.validate()

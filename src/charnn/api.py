@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_preset
+from charnn.config import RENAMED, DataConfig, ModelConfig, RunConfig, TrainConfig, apply_preset
 from charnn.errors import CharnnError
 
 if TYPE_CHECKING:  # the trainer loads torch and more: imported when train() runs
@@ -69,6 +69,8 @@ def build_config(text: str | Path = "stdlib", preset: str | None = None, **setti
     the rules that tie a transformer's width and windows to its embedding and block. Checked when
     training starts (``RunConfig.validate``)."""
     unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown and unknown[0] in RENAMED:
+        raise CharnnError(f"the setting {unknown[0]!r} is now called {RENAMED[unknown[0]]!r}")
     if unknown:
         raise CharnnError(
             f"unknown setting {unknown[0]!r}: the settings are the fields of ModelConfig, DataConfig "
@@ -187,7 +189,7 @@ class Model:
         self.net = net if net is not None else loaded.build_model(device)
         self.vocab = loaded.vocab
         self.config: ModelConfig = loaded.config.model
-        self.pins = parse_clamp(clamp, self.config)
+        self.clamped = parse_clamp(clamp, self.config)
         self._clamped = clamp or ""
 
     @property
@@ -230,7 +232,7 @@ class Model:
         from charnn.sample import stream as stream_pieces
 
         check_options(temperature, top_k, top_p, length, num)
-        opts: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, pins=self.pins)
+        opts: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, clamped=self.clamped)
         meta = self.loaded.meta
         if label is not None and not meta.get("labels"):
             raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
@@ -263,8 +265,8 @@ class Model:
         if label is not None and not meta.get("labels"):
             raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
         if meta.get("lead_in"):
-            return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.pins)
-        return beam_search(self.net, self.vocab, prime, length, width, self.pins)
+            return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.clamped)
+        return beam_search(self.net, self.vocab, prime, length, width, self.clamped)
 
     def next(self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10) -> dict[float, dict[str, float]]:
         """The next character's most likely candidates after `prime` at each temperature:
@@ -277,7 +279,7 @@ class Model:
 
         if not temperatures or any(not math.isfinite(t) or t < 0 or t > 100 for t in temperatures):
             raise CharnnError(f"temperatures {temperatures!r}: each must be from 0 (argmax) to 100")
-        got = next_probs(self.net, self.vocab, prime, temperatures, top=top, pins=self.pins)
+        got = next_probs(self.net, self.vocab, prime, temperatures, top=top, clamped=self.clamped)
         shown = display_chars(self.vocab)
         return {t: dict(zip((shown[i] for i in got["candidates"]), p)) for t, p in got["probs"].items()}
 

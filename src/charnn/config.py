@@ -21,6 +21,15 @@ MAX_BPE_VOCAB = 65536  # token ids are stored as uint16
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 
 
+# the fields whose command-line flag is not the field's name with dashes
+FLAGS = {"checkpoint_seconds": "--checkpoint-every"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag that sets the config field `name` (for messages)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 @dataclass
 class ModelConfig:
     cell: str = "lstm"
@@ -70,7 +79,7 @@ class ModelConfig:
         _positive("embed", self.embed)
         for name in ("dropout", "weight_drop", "embed_drop", "variational"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise CharnnError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+                raise CharnnError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.recurrent:
             if self.heads or self.block:
                 raise CharnnError(
@@ -86,7 +95,7 @@ class ModelConfig:
                 f"choose a width that is a multiple of the heads (e.g. --embed "
                 f"{-(-self.embed // self.heads) * self.heads})"
             )
-        used = [f"--{n.replace('_', '-')}" for n in ("weight_drop", "embed_drop", "variational") if getattr(self, n)]
+        used = [flag(n) for n in ("weight_drop", "embed_drop", "variational") if getattr(self, n)]
         if used:
             raise CharnnError(
                 f"{', '.join(used)}: for recurrent cells only (AWD-LSTM's regularisers of the "
@@ -129,7 +138,7 @@ class DataConfig:
     text: str = "stdlib"  # a file, a folder or a built-in corpus name
     include: str = "*"  # glob for files inside a folder
     unit: str = "char"  # "char" (Unicode code points), "bytes", or "bpe" (byte-pair tokens)
-    bpe_vocab: int = 0  # with unit "bpe": tokens to learn from the training split (0: 1024); flag --vocab-size
+    bpe_vocab: int = 0  # with unit "bpe": tokens to learn from the training split (0: 1024); flag --bpe-vocab
     encoding_errors: str = "strict"  # or "replace"
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     # (a folder's files are read in an order shuffled by the run's seed, TrainConfig.seed)
@@ -142,10 +151,10 @@ class DataConfig:
             raise CharnnError(f"--unit must be 'char', 'bytes' or 'bpe', got {self.unit!r}")
         if self.unit == "bpe":
             if self.bpe_vocab and not 2 <= self.bpe_vocab <= MAX_BPE_VOCAB:  # 0: the default (complete())
-                raise CharnnError(f"--vocab-size must be between 2 and {MAX_BPE_VOCAB:,}, got {self.bpe_vocab}")
+                raise CharnnError(f"--bpe-vocab must be between 2 and {MAX_BPE_VOCAB:,}, got {self.bpe_vocab}")
         elif self.bpe_vocab:
             raise CharnnError(
-                f"--vocab-size is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
+                f"--bpe-vocab is for --unit bpe (tokens); with --unit {self.unit} the vocabulary is "
                 f"the text's own {'characters' if self.unit == 'char' else 'bytes'}"
             )
         if self.encoding_errors not in ("strict", "replace"):
@@ -187,7 +196,7 @@ class TrainConfig:
     patience: int = 0  # evaluations without improvement before stopping; 0 disables
     eval_every: int = 200
     eval_chars: int = 2_000_000  # cap on validation characters per evaluation during training; 0: the whole split
-    checkpoint_every: float = 300.0  # seconds between saves of the training state besides evaluations; 0: only those
+    checkpoint_seconds: float = 300.0  # seconds between saves of the training state besides evaluations; 0: only those
     seed: int = 1337  # weights, dropout, and the order of a folder's files
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
@@ -224,11 +233,11 @@ class TrainConfig:
             "warmup_steps",
             "eval_chars",
             "weight_decay",
-            "checkpoint_every",
+            "checkpoint_seconds",
             "threads",
         ):
             if getattr(self, name) < 0:
-                raise CharnnError(f"--{name.replace('_', '-')} must not be negative")
+                raise CharnnError(f"{flag(name)} must not be negative")
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise CharnnError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -261,7 +270,7 @@ class RunConfig:
 
     def complete(self) -> "RunConfig":
         """Fill in what the settings left to a default or gave loosely: the number of byte-pair
-        tokens (--unit bpe without --vocab-size), the split and the kept steps as tuples (a
+        tokens (--unit bpe without --bpe-vocab), the split and the kept steps as tuples (a
         command line or JSON gives lists). A run completes its settings, then validates them."""
         d = self.data
         if d.unit == "bpe" and not d.bpe_vocab:
@@ -320,8 +329,13 @@ class RunConfig:
         return cls.from_dict(d)
 
 
+# settings saved under an earlier name (a run made before the rename still loads and resumes)
+RENAMED = {"checkpoint_every": "checkpoint_seconds"}
+
+
 def _build(kind, d: dict):
     known = {f.name for f in fields(kind)}
+    d = {RENAMED.get(k, k): v for k, v in d.items()}
     kwargs = {k: v for k, v in d.items() if k in known}  # ignore keys from newer versions
     obj = kind(**kwargs)
     for f in fields(kind):

@@ -193,26 +193,26 @@ def lstm_memory(gates: dict[str, torch.Tensor], c: torch.Tensor) -> torch.Tensor
 
 
 def cell_step(
-    cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor, b_hh: torch.Tensor, hold=None
+    cell: str, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor, b_hh: torch.Tensor, clamp=None
 ):
     """One time step of one layer. xw_t (B, G*H) is the step's input part; h, c (B, H) the state
-    (c is None except for an LSTM). hold(name, tensor) -> tensor, if given, pins cells (ablation):
-    it sees the LSTM's c as soon as it is computed (so h follows the pinned c) and then h.
+    (c is None except for an LSTM). clamp(name, tensor) -> tensor, if given, holds cells at values (ablation, --clamp):
+    it sees the LSTM's c as soon as it is computed (so h follows the clamped c) and then h.
     Returns h, c and the step's gates."""
     hw = h @ w_hh.T + b_hh  # (B, G*H)
     gates = cell_gates(cell, xw_t, hw)
     if cell == "lstm":
         assert c is not None, "an LSTM step needs its cell state"
         c = lstm_memory(gates, c)
-        if hold is not None:
-            c = hold("c", c)
+        if clamp is not None:
+            c = clamp("c", c)
         h = gates["o"] * torch.tanh(c)
     elif cell == "gru":
         h = (1 - gates["z"]) * gates["n"] + gates["z"] * h
     else:
         h = torch.tanh(xw_t + hw)
-    if hold is not None:
-        h = hold("h", h)
+    if clamp is not None:
+        h = clamp("h", h)
     return h, c, gates
 
 

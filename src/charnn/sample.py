@@ -86,11 +86,11 @@ def check_options(temperature: float, top_k: int, top_p: float, length: int, num
         raise CharnnError(f"--num must be at least 1, got {num}")
 
 
-Pins = dict  # layer -> (cells (K,) int64, values (K,) float32): what --clamp holds
+Clamped = dict  # layer -> (cells (K,) int64, values (K,) float32): what --clamp holds
 
 
-def parse_clamp(spec: str | None, cfg) -> Pins:
-    """`LAYER:CELL=VALUE[,...]` -> pins for ``generate`` and ``Stepper``.
+def parse_clamp(spec: str | None, cfg) -> Clamped:
+    """`LAYER:CELL=VALUE[,...]` -> the clamped cells of each layer, for ``generate`` and ``Stepper``.
 
     VALUE is on the scale the pages show: tanh(c) for an LSTM (strictly between -1 and 1; its
     cell state c is held at atanh(VALUE), and h follows from it), h for a GRU or RNN (-1 to 1),
@@ -118,11 +118,11 @@ def parse_clamp(spec: str | None, cfg) -> Pins:
         if cell in found.setdefault(layer, {}):
             raise CharnnError(f"--clamp names layer {layer} {unit} {cell} twice")
         found[layer][cell] = value
-    pins = {}
+    clamped = {}
     for layer, cells in found.items():
         values = torch.tensor(list(cells.values()), dtype=torch.float32)
-        pins[layer] = (torch.tensor(list(cells), dtype=torch.long), torch.atanh(values) if lstm else values)
-    return pins
+        clamped[layer] = (torch.tensor(list(cells), dtype=torch.long), torch.atanh(values) if lstm else values)
+    return clamped
 
 
 MLP_CLAMP = 10.0  # bound on a transformer neuron's held value: GELU outputs of a trained model stay well inside
@@ -156,12 +156,12 @@ def generate(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    pins: Pins | None = None,
+    clamped: Clamped | None = None,
 ) -> Iterator[list[int]]:
     """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
 
     The prime is fed first (its characters must be in the vocabulary); with no prime the model
-    starts from a newline if it knows one, else from its first vocabulary entry. `pins`
+    starts from a newline if it knows one, else from its first vocabulary entry. `clamped`
     (``parse_clamp``) hold cells at fixed values while the prime is read and at every step.
     """
     check_options(temperature, top_k, top_p, length, num)
@@ -171,7 +171,7 @@ def generate(
             "or load it with Checkpoint.build_model()"
         )
     x = _start(model, vocab, prime).expand(num, -1)  # raises here, before anything is generated, on unknown characters
-    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, pins)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, clamped)
 
 
 def generate_labelled(
@@ -187,7 +187,7 @@ def generate_labelled(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    pins: Pins | None = None,
+    clamped: Clamped | None = None,
 ) -> Iterator[list[int]]:
     """``generate`` for a model conditioned on labels: it reads `lead_in` as written by a
     document labelled `lead_label` (its last character, the end symbol, carries `label`, since it
@@ -203,7 +203,7 @@ def generate_labelled(
         temperature,
         top_k,
         top_p,
-        pins,
+        clamped,
         offset=model.cfg.vocab_size * label,
     )
 
@@ -225,12 +225,12 @@ def _start(model: Model, vocab: Vocab, prime: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _read_prime(model: Model, x: torch.Tensor, pins: Pins | None) -> tuple[torch.Tensor, Stepper]:
+def _read_prime(model: Model, x: torch.Tensor, clamped: Clamped | None) -> tuple[torch.Tensor, Stepper]:
     """Read x (num, P) -> the logits (num, V) after it and a Stepper to go on from there."""
     device = model.head.weight.device
-    if pins:  # the prime is read with the cells held too, one step at a time
-        pins = {k: (idx.to(device), val.to(device)) for k, (idx, val) in pins.items()}
-        stepper = make_stepper(model, model.init_state(x.shape[0], device), pins)
+    if clamped:  # the prime is read with the cells held too, one step at a time
+        clamped = {k: (idx.to(device), val.to(device)) for k, (idx, val) in clamped.items()}
+        stepper = make_stepper(model, model.init_state(x.shape[0], device), clamped)
         for t in range(x.shape[1]):
             last = stepper.step(x[:, t])
         return last, stepper
@@ -238,10 +238,10 @@ def _read_prime(model: Model, x: torch.Tensor, pins: Pins | None) -> tuple[torch
     return logits[:, -1], make_stepper(model, state)  # then one fused cell op per layer and character
 
 
-def _generate(model, x, length, gen, temperature, top_k, top_p, pins=None, offset: int = 0) -> Iterator[list[int]]:
+def _generate(model, x, length, gen, temperature, top_k, top_p, clamped=None, offset: int = 0) -> Iterator[list[int]]:
     """x: (num, P) prime ids. The model is only read: it must already be in eval mode. offset:
     what turns a character into the model's input id (a label's, see generate_labelled)."""
-    last, stepper = _read_prime(model, x, pins)
+    last, stepper = _read_prime(model, x, clamped)
     device = last.device
     for _ in range(length):
         nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
@@ -272,12 +272,12 @@ def stream(
     top_k: int = 0,
     top_p: float = 1.0,
     stop: str | None = None,
-    pins: Pins | None = None,
+    clamped: Clamped | None = None,
 ) -> Iterator[str]:
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
     a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
     `length` units, or right after the first occurrence of `stop` (which it includes)."""
-    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p, pins)  # checks the prime now
+    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p, clamped)  # checks the prime now
     return _pieces(ids_iter, vocab.stream_decoder(), stop)
 
 
@@ -297,14 +297,14 @@ def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
 
 @torch.no_grad()
 def next_probs(
-    model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8, pins: Pins | None = None
+    model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8, clamped: Clamped | None = None
 ) -> dict:
     """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
     (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
     candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
     if model.training:
         raise ValueError("next_probs needs the model in eval mode (dropout off)")
-    logits = _read_prime(model, _start(model, vocab, prime), pins)[0][0].cpu().double()  # MPS has no float64
+    logits = _read_prime(model, _start(model, vocab, prime), clamped)[0][0].cpu().double()  # MPS has no float64
     order = torch.argsort(logits, descending=True)[:top]
     probs = {}
     for t in temperatures:
@@ -382,15 +382,15 @@ MAX_BEAM = 64
 
 @torch.no_grad()
 def beam_search(
-    model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4, pins: Pins | None = None
+    model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4, clamped: Clamped | None = None
 ) -> tuple[str, float]:
     """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
     -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
     greedy path on the way and end below it; the greedy continuation is searched too, and the
-    likelier of the two is returned, so a beam never does worse than greedy. `pins` hold cells
+    likelier of the two is returned, so a beam never does worse than greedy. `clamped` holds cells
     as in ``generate``."""
     _check_beam(model, width)
-    ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, pins)
+    ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, clamped)
     return vocab.decode(ids), nats
 
 
@@ -403,7 +403,7 @@ def beam_document(
     prime: str = "",
     cap: int = 500,
     width: int = 4,
-    pins: Pins | None = None,
+    clamped: Clamped | None = None,
 ) -> tuple[str | None, float]:
     """The most likely whole document (after `prime`) that a beam of `width` finds, for a run
     trained with --documents: started as ``sample_documents`` starts one, finished by the end
@@ -421,7 +421,9 @@ def beam_document(
         )
     lab, lead = label_numbers(meta, label)
     x = _labelled_start(model, vocab, lab, meta.get("lead_in", ""), lead, prime)
-    ids, nats, ended = _best_of(model, x, cap + 1, width, pins, offset=model.cfg.vocab_size * lab, end=int(vocab.encode(END)[0]))
+    ids, nats, ended = _best_of(
+        model, x, cap + 1, width, clamped, offset=model.cfg.vocab_size * lab, end=int(vocab.encode(END)[0])
+    )
     return (prime + vocab.decode(ids), nats) if ended else (None, -math.inf)
 
 
@@ -432,23 +434,23 @@ def _check_beam(model: Model, width: int) -> None:
         raise ValueError("beam search needs the model in eval mode (dropout off)")
 
 
-def _best_of(model, x, length, width, pins, offset=0, end=None) -> tuple[list[int], float, bool]:
+def _best_of(model, x, length, width, clamped, offset=0, end=None) -> tuple[list[int], float, bool]:
     """The beam's best and greedy's, whichever is likelier (an ended text before an open one)."""
-    best = _beam(model, x, length, width, pins, offset, end)
+    best = _beam(model, x, length, width, clamped, offset, end)
     if width > 1:
-        best = max(best, _beam(model, x, length, 1, pins, offset, end), key=lambda r: (r[2], r[1]))
+        best = max(best, _beam(model, x, length, 1, clamped, offset, end), key=lambda r: (r[2], r[1]))
     return best
 
 
 def _beam(
-    model: Model, x: torch.Tensor, length: int, width: int, pins: Pins | None, offset: int, end: int | None
+    model: Model, x: torch.Tensor, length: int, width: int, clamped: Clamped | None, offset: int, end: int | None
 ) -> tuple[list[int], float, bool]:
     """A beam of `width` from the prime ids x (1, P) for up to `length` units: -> (the best
     text's character ids, its nats, whether it ended at `end`, which is left out of the ids).
     offset: what turns a character into the model's input id (a label's)."""
     from charnn.model import select_state
 
-    last, stepper = _read_prime(model, x, pins)
+    last, stepper = _read_prime(model, x, clamped)
     lp = torch.log_softmax(last.double(), -1)  # (B, V)
     scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
     seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
@@ -468,7 +470,7 @@ def _beam(
             if not len(live) or done[0] >= float(scores[live].max()):
                 return done[1], done[0], True
             beam, char, scores, seqs = beam[live], char[live], scores[live], seqs[live]
-        stepper = make_stepper(model, select_state(model, stepper.state(), beam), stepper.pins)
+        stepper = make_stepper(model, select_state(model, stepper.state(), beam), stepper.clamped)
         lp = torch.log_softmax(stepper.step(char + offset).double(), -1)
     if done[0] > -math.inf:
         return done[1], done[0], True

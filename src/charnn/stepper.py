@@ -26,12 +26,12 @@ _CELL_OPS: dict[str, Callable[..., Any]] = {"lstm": torch.lstm_cell, "gru": torc
 class Stepper:
     """step(ids (B,)) -> logits (B, V), carrying the state between calls."""
 
-    def __init__(self, model: CharRNN, state: State, pins: dict | None = None):
-        """pins: layer -> (cells (K,), values (K,)) held at every step (``sample.parse_clamp``):
-        an LSTM's cell state c, or a GRU's / RNN's hidden state. A pinned layer runs the cell
+    def __init__(self, model: CharRNN, state: State, clamped: dict | None = None):
+        """clamped: layer -> (cells (K,), values (K,)) held at every step (``sample.parse_clamp``):
+        an LSTM's cell state c, or a GRU's / RNN's hidden state. A clamped layer runs the cell
         equations of ``model.cell_step`` instead of the fused op."""
         self.model = model
-        self.pins = pins or {}
+        self.clamped = clamped or {}
         self.cell = model.cfg.cell
         self.op = _CELL_OPS[self.cell]
         rnn = model.rnn
@@ -56,8 +56,8 @@ class Stepper:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed[ids] if self.labels is None else self.embed[ids % len(self.embed)] + self.labels[ids // len(self.embed)]
         for k, w in enumerate(self.weights):
-            if k in self.pins:
-                self._pinned_step(k, x, w)
+            if k in self.clamped:
+                self._clamped_step(k, x, w)
             elif self.c is not None:
                 self.h[k], self.c[k] = self.op(x, (self.h[k], self.c[k]), *w)
             else:
@@ -65,19 +65,19 @@ class Stepper:
             x = self.h[k]
         return torch.addmm(self.head_b, x, self.head_w.T)  # (B, V)
 
-    def _pinned_step(self, k: int, x: torch.Tensor, w) -> None:
-        cells, values = self.pins[k]
-        pinned = "c" if self.c is not None else "h"
+    def _clamped_step(self, k: int, x: torch.Tensor, w) -> None:
+        cells, values = self.clamped[k]
+        held = "c" if self.c is not None else "h"
 
-        def hold(name, v):
-            if name != pinned:
+        def clamp(name, v):
+            if name != held:
                 return v
             v = v.clone()
             v[:, cells] = values
             return v
 
         c = self.c[k] if self.c is not None else None
-        self.h[k], c, _ = cell_step(self.cell, x @ w[0].T + w[2], self.h[k], c, w[1], w[3], hold)
+        self.h[k], c, _ = cell_step(self.cell, x @ w[0].T + w[2], self.h[k], c, w[1], w[3], clamp)
         if self.c is not None:
             self.c[k] = c
 
@@ -86,8 +86,8 @@ class Stepper:
         return (h, torch.stack(self.c)) if self.c is not None else h
 
 
-def make_stepper(model: Model, state, pins: dict | None = None):
+def make_stepper(model: Model, state, clamped: dict | None = None):
     """The fast one-character-at-a-time path for this model, going on from `state`."""
     if isinstance(model, CharRNN):
-        return Stepper(model, state, pins)
-    return CacheStepper(model, state, pins)
+        return Stepper(model, state, clamped)
+    return CacheStepper(model, state, clamped)

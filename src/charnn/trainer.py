@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from charnn import checkpoint as ckpt
 from charnn import cudagraph, curves
-from charnn.config import RunConfig
+from charnn.config import RunConfig, flag
 from charnn.data import RandomWindows, StreamBatcher, prepare
 from charnn.devices import (
     autocast,
@@ -71,7 +71,7 @@ RESUMABLE = {
     "precision",
     "compile",
     "cuda_graph",
-    "checkpoint_every",
+    "checkpoint_seconds",
     "keep_checkpoints",
     "keep_every",
     "tensorboard",
@@ -414,7 +414,7 @@ def check_resume(saved: RunConfig, asked: dict, meta: dict) -> RunConfig:
                 continue
         same = tuple(now) == tuple(value) if isinstance(now, (tuple, list)) and isinstance(value, (tuple, list)) else now == value
         if not same:
-            wrong.append(f"--{key.replace('_', '-')} (saved {_show(now)}, given {_show(value)})")
+            wrong.append(f"{flag(key)} (saved {_show(now)}, given {_show(value)})")
     if wrong:
         raise CharnnError(
             f"--resume continues the run as it was configured; these differ from it: "
@@ -433,7 +433,7 @@ class Trainer:
     """One run: set up from a new config or a saved checkpoint, then step until a stop rule fires.
 
     Saves: ``last.safetensors`` (the full state) at step 0, at every evaluation, at least every
-    ``checkpoint_every`` seconds and at the end; ``best.safetensors`` when validation improves.
+    ``checkpoint_seconds`` seconds and at the end; ``best.safetensors`` when validation improves.
     A non-finite loss, gradient or weight is never saved: the run stops with `Diverged`.
     """
 
@@ -913,7 +913,7 @@ class Trainer:
         """Log, evaluate, snapshot and save as the step number and the clock ask."""
         t, st = self.cfg.train, self.state
         log_step = st.step % LOG_EVERY == 0
-        due = bool(t.checkpoint_every) and time.perf_counter() - self.last_save >= t.checkpoint_every
+        due = bool(t.checkpoint_seconds) and time.perf_counter() - self.last_save >= t.checkpoint_seconds
         if self.dd.active:  # rank 0's clock decides, every LOG_EVERY steps (a broadcast waits for the device)
             due = log_step and bool(self.dd.broadcast(float(due), self.device))
         keep = keep_step(t, st.step)

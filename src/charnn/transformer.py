@@ -41,7 +41,7 @@ class Probe:
 
     att, mlp, resid: keep each layer's attention rows, MLP neurons (after the GELU: the units
     ``ModelConfig.units`` counts) and residual stream after the block.
-    hold: layer -> (neurons (K,), values (K,)): MLP neurons held at these values at every position
+    clamped: layer -> (neurons (K,), values (K,)): MLP neurons held at these values at every position
     (``charnn sample --clamp``, ablation); the rest of the model sees the held values.
     mute: layer -> heads (K,): heads whose output is replaced by zero (head ablation).
     """
@@ -49,12 +49,12 @@ class Probe:
     att: bool = False
     mlp: bool = False
     resid: bool = False
-    hold: dict = field(default_factory=dict)
+    clamped: dict = field(default_factory=dict)
     mute: dict = field(default_factory=dict)
 
     def edits(self) -> "Probe":
         """The same holds and mutes, keeping nothing (for re-reading the kept characters on a slide)."""
-        return Probe(hold=self.hold, mute=self.mute)
+        return Probe(clamped=self.clamped, mute=self.mute)
 
 
 class Attention(nn.Module):
@@ -122,8 +122,8 @@ class Block(nn.Module):
         a, kv, att = self.attn(self.ln1(x), past, probe)
         x = x + a
         m = F.gelu(self.fc(self.ln2(x)))
-        if probe is not None and self.index in probe.hold:
-            neurons, values = probe.hold[self.index]
+        if probe is not None and self.index in probe.clamped:
+            neurons, values = probe.clamped[self.index]
             m = m.clone()
             m[..., neurons] = values.to(m.dtype)
         keep = m if probe is not None and probe.mlp else None
@@ -311,12 +311,12 @@ class CacheStepper:
     cache allocated once at the block's length, so that nothing is copied per character but the
     new keys and values (the forward's cache is rebuilt by concatenation: fine for a window of
     text, costly one character at a time). It slides as the module's docstring says; tests check
-    it against ``CharTransformer.forward``. pins: layer -> (neurons, values), MLP neurons held at
+    it against ``CharTransformer.forward``. clamped: layer -> (neurons, values), MLP neurons held at
     every step (``charnn sample --clamp``; the same holds as a ``Probe``'s)."""
 
-    def __init__(self, model: CharTransformer, state: Cache, pins: dict | None = None):
+    def __init__(self, model: CharTransformer, state: Cache, clamped: dict | None = None):
         self.model, c = model, model.cfg
-        self.pins = pins or {}
+        self.clamped = clamped or {}
         ids, kv = state
         B, P = ids.shape
         self.ids = ids.new_zeros(B, c.block)
@@ -354,7 +354,7 @@ class CacheStepper:
         if self.P >= m.cfg.block:  # full: rebuild from the last block/2 characters, as forward does
             self.ids[:, : m.keep] = self.ids[:, self.P - m.keep : self.P].clone()
             if m.keep:
-                self.kv[..., : m.keep, :] = m.trunk(self.ids[:, : m.keep], None, Probe(hold=self.pins))[1]
+                self.kv[..., : m.keep, :] = m.trunk(self.ids[:, : m.keep], None, Probe(clamped=self.clamped))[1]
             self.P = m.keep
         P, B, E, heads = self.P, ids.shape[0], self.shape, m.cfg.heads
         h = (m._inputs(ids) if m.cfg.labels else m.embed.weight[ids]) + m.pos.weight[P]  # (B, E); indexing: per character
@@ -365,8 +365,8 @@ class CacheStepper:
             y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, : P + 1], values[:, :, : P + 1])  # (B, nh, 1, hd)
             h = h + F.linear(y.view(B, -1), aw, ab)
             m_i = F.gelu(F.linear(F.layer_norm(h, E, ln2w, ln2b), fcw, fcb))  # (B, 4E)
-            if i in self.pins:
-                m_i[:, self.pins[i][0]] = self.pins[i][1].to(m_i.dtype)
+            if i in self.clamped:
+                m_i[:, self.clamped[i][0]] = self.clamped[i][1].to(m_i.dtype)
             h = h + F.linear(m_i, pw, pb)
         self.ids[:, P] = ids
         self.P += 1

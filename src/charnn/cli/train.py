@@ -36,7 +36,8 @@ def _add_data_flags(g) -> None:
         "training split; a token model's losses are also given in bits per character",
     )
     g.add_argument(
-        "--vocab-size",
+        "--bpe-vocab",
+        "--vocab-size",  # its first name, kept so that older commands still run
         dest="bpe_vocab",
         type=flags.count,
         default=None,
@@ -167,6 +168,7 @@ def _add_stopping_flags(g) -> None:
     )
     g.add_argument(
         "--checkpoint-every",
+        dest="checkpoint_seconds",
         type=flags.duration,
         default=None,
         metavar="DURATION",
@@ -430,13 +432,13 @@ def cmd_sample(args) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         stop=args.stop,
-        pins=api_model.pins,
+        clamped=api_model.clamped,
     )
     out = sys.stdout
     if args.beam is not None:
         return _beam(args, api_model)
     if args.show_probs:
-        return _show_probs(args, model, loaded, opts["pins"])
+        return _show_probs(args, model, loaded, opts["clamped"])
     if args.label is not None and not loaded.meta.get("labels"):
         raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     if args.documents is not None or loaded.meta.get("lead_in"):
@@ -551,7 +553,7 @@ def _sample_documents(args, model, loaded, opts) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        pins=opts["pins"],
+        clamped=opts["clamped"],
     )
     if args.json:
         print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))
@@ -572,7 +574,7 @@ def _sample_documents(args, model, loaded, opts) -> int:
     return 0
 
 
-def _show_probs(args, model, loaded, pins) -> int:
+def _show_probs(args, model, loaded, clamped) -> int:
     from charnn.sample import next_probs
     from charnn.subject import display_chars
 
@@ -582,7 +584,7 @@ def _show_probs(args, model, loaded, pins) -> int:
         raise CharnnError(f"--temperatures {args.temperatures!r}: give numbers separated by commas, e.g. 0.2,0.5,1") from None
     if not temps or any(not math.isfinite(t) or t < 0 or t > 100 for t in temps):
         raise CharnnError(f"--temperatures {args.temperatures!r}: each must be from 0 (argmax) to 100")
-    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, pins=pins)
+    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, clamped=clamped)
     shown = display_chars(loaded.vocab)
     name = {"\n": "\\n", "\t": "\\t", " ": "' '"}
     if args.json:

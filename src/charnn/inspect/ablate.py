@@ -136,7 +136,7 @@ def ablate(
         idx = torch.tensor([c for a, c in cells if a == layer])
         if value is not None:  # as charnn sample --clamp: an LSTM's c held at atanh(V) (h follows), else h at V
             v = torch.full((len(idx),), value)
-            clamps.update(Clamp.from_pins({layer: (idx, torch.atanh(v) if model.cfg.cell == "lstm" else v)}, model.cfg.cell))
+            clamps.update(Clamp.from_clamped({layer: (idx, torch.atanh(v) if model.cfg.cell == "lstm" else v)}, model.cfg.cell))
             continue
         if mode == "zero":
             hv = cv = torch.zeros(len(idx))

@@ -91,7 +91,7 @@ class Chunk:
 @dataclass
 class Clamp:
     """Hold some cells of one layer at fixed values at every step: indices (K,), h and c (K,).
-    None leaves that part free (steering an LSTM pins c alone; h follows it). For a transformer
+    None leaves that part free (steering an LSTM clamps c alone; h follows it). For a transformer
     the units are MLP neurons and h holds their values (c is unused)."""
 
     cells: torch.Tensor
@@ -99,9 +99,9 @@ class Clamp:
     c: torch.Tensor | None
 
     @classmethod
-    def from_pins(cls, pins: dict, cell: str) -> dict[int, "Clamp"]:
-        """``sample.parse_clamp``'s pins as clamps: what `charnn sample --clamp` holds."""
-        return {k: cls(idx, None, val) if cell == "lstm" else cls(idx, val, None) for k, (idx, val) in pins.items()}
+    def from_clamped(cls, clamped: dict, cell: str) -> dict[int, "Clamp"]:
+        """``sample.parse_clamp``'s cells as clamps: what `charnn sample --clamp` holds."""
+        return {k: cls(idx, None, val) if cell == "lstm" else cls(idx, val, None) for k, (idx, val) in clamped.items()}
 
 
 def _layer(model: CharRNN, layer: int) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -130,7 +130,7 @@ def _clamped_steps(cell: str, inp, h, c, w, clamp: Clamp):
     w_ih, w_hh, b_ih, b_hh = w
     xw = inp @ w_ih.T + b_ih  # (B, T, G*H)
 
-    def hold(name, v):
+    def held(name, v):
         value = clamp.c if name == "c" else clamp.h
         if value is None:
             return v
@@ -140,7 +140,7 @@ def _clamped_steps(cell: str, inp, h, c, w, clamp: Clamp):
 
     out = []
     for t in range(inp.shape[1]):
-        h, c, _ = cell_step(cell, xw[:, t], h, c, w_hh, b_hh, hold)
+        h, c, _ = cell_step(cell, xw[:, t], h, c, w_hh, b_hh, held)
         out.append(h)
     return torch.stack(out, dim=1), h, c
 
@@ -238,7 +238,7 @@ def record(
 
 def _record_transformer(model, ids, lay: _Layout, chunk: int, clamps: dict[int, Clamp], mute) -> Iterator[Chunk]:
     """``record`` for a CharTransformer: its MLP neurons, read as evaluation reads."""
-    probe = Probe(mlp=True, hold={k: (c.cells, c.h) for k, c in clamps.items()}, mute=mute or {})
+    probe = Probe(mlp=True, clamped={k: (c.cells, c.h) for k, c in clamps.items()}, mute=mute or {})
     device = model.head.weight.device
     state = None
     for pos, valid, x in lay.columns(ids, chunk):

@@ -205,7 +205,7 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
             temperature=req.temperature,
             top_k=req.top_k,
             top_p=req.top_p,
-            pins=parse_clamp(req.clamp, loaded.config.model),
+            clamped=parse_clamp(req.clamp, loaded.config.model),
         )
         return {"samples": docs, "capped": capped}
     if req.label is not None:
@@ -221,7 +221,7 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
         temperature=req.temperature,
         top_k=req.top_k,
         top_p=req.top_p,
-        pins=parse_clamp(req.clamp, loaded.config.model),
+        clamped=parse_clamp(req.clamp, loaded.config.model),
     )
     return {"samples": [req.prime + t for t in texts]}
 
@@ -250,7 +250,9 @@ def do_next(run: Served, req: NextRequest) -> dict:
     _unlabelled(loaded)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
-    got = next_probs(model, loaded.vocab, req.text, req.temperatures, req.top, pins=parse_clamp(req.clamp, loaded.config.model))
+    got = next_probs(
+        model, loaded.vocab, req.text, req.temperatures, req.top, clamped=parse_clamp(req.clamp, loaded.config.model)
+    )
     shown = display_chars(loaded.vocab)
     return {
         "candidates": [shown[i] for i in got["candidates"]],
@@ -272,7 +274,7 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
             f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
             f"send at most {MAX_VALUES // cfg.units:,} characters"
         )
-    clamps = Clamp.from_pins(parse_clamp(req.clamp, cfg), cfg.cell)
+    clamps = Clamp.from_clamped(parse_clamp(req.clamp, cfg), cfg.cell)
     rec = record_all(model, ids, quantities=(req.quantity,), clamps=clamps)
     values = np.round(rec.acts[req.quantity][req.layer].numpy().astype(np.float64), 4)  # (N, H), c as tanh(c)
     logp = rec.logp  # (N, V)
@@ -544,7 +546,7 @@ def _stream_pieces(loaded, model, req: SampleRequest):
         temperature=req.temperature,
         top_k=req.top_k,
         top_p=req.top_p,
-        pins=parse_clamp(req.clamp, loaded.config.model),
+        clamped=parse_clamp(req.clamp, loaded.config.model),
     )
     if loaded.meta.get("lead_in"):  # ended at its end symbol
         return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
