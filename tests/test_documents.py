@@ -123,6 +123,31 @@ def test_eval_reads_a_file_as_documents_framed_like_training(run, tmp_path):
     assert json.loads(r.stdout)["chars"] == len("bada" + END + "kemo" + END)
 
 
+def test_serve_and_the_api_read_a_documents_run_as_eval_and_sample_do(run):
+    """/eval scores a text's documents framed as `charnn eval --text` frames a file of them (it read
+    the raw characters before); /next and Model.next read the prime where a document starts, as
+    sampling does: a document's first character is one of the grammar's consonants, a vowel
+    follows a consonant."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import charnn as api
+    from charnn.web.serve import create_app, open_runs
+
+    model = api.load(run / "run")
+    with TestClient(create_app(open_runs([run / "run"]), workers=1, queue=2)) as client:
+        got = client.post("/api/runs/run/eval", json={"text": "bada\nkemo\n"}).json()
+        assert got["chars"] == len("bada" + END + "kemo" + END)
+        assert got["loss"] == pytest.approx(model.score("bada\nkemo\n").loss, rel=1e-6)
+        first = client.post("/api/runs/run/next", json={"text": "", "top": 5}).json()
+        assert set(first["candidates"]) == set("bdkmt"), first
+        assert first["probs"]["1"] == pytest.approx(list(model.next("", top=5)[1.0].values()), abs=1e-6)
+        after = client.post("/api/runs/run/next", json={"text": "k", "top": 5}).json()
+        assert set(after["candidates"]) == set("aeiou"), after
+        r = client.post("/api/runs/run/next", json={"text": "k", "label": "x"})
+        assert r.status_code == 400 and "trained without labels" in r.text
+
+
 def test_a_documents_run_resumes_bit_identically(tmp_path):
     (tmp_path / "n.txt").write_text(names(400, seed=2))
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import pytest
 
+import charnn as charnn_api
 from charnn import checkpoint as ckpt
 from charnn.data import prepare
 from charnn.documents import END
@@ -81,8 +82,14 @@ def test_serve_offers_the_labels_and_writes_in_each_ones_style(alpha):
         assert text and set(text) <= set("abc"), text
         r = client.post("/api/runs/run/sample", json={"label": "middle"})
         assert r.status_code == 400 and "not one of this run's labels: high, low" in r.text
-        r = client.post("/api/runs/run/eval", json={"text": "abcab"})
-        assert r.status_code == 400 and "conditioned on labels" in r.text
+        r = client.post("/api/runs/run/eval", json={"text": "abcab"})  # labels from a file: none in a text
+        assert r.status_code == 400 and "--labels" in r.text and "charnn attribute" in r.text
+        for name, alphabet in (("high", "xyz"), ("low", "abc")):  # a document's first character, in the label's style
+            got = client.post("/api/runs/run/next", json={"label": name, "top": 3, "temperatures": [1]}).json()
+            assert set(got["candidates"]) == set(alphabet), got
+            assert got["probs"]["1"] == pytest.approx(list(charnn_api.load(alpha / "run").next("", [1.0], 3, name)[1.0].values()))
+        r = client.post("/api/runs/run/next", json={"text": "ab"})
+        assert r.status_code == 400 and "give --label NAME, one of high, low" in r.text
 
 
 @pytest.mark.slow
@@ -109,6 +116,8 @@ def test_the_label_alone_decides_the_alphabet(alpha):
     assert r.returncode == 2 and "conditioned on labels, which it does not support yet" in r.stderr
     ev = json.loads(charnn("eval", tmp_path / "run", "--split", "val", "--json").stdout)
     assert ev["loss"] == pytest.approx(ckpt.load(tmp_path / "run").meta["val_loss"], rel=1e-5)
+    r = charnn("sample", tmp_path / "run", "--show-probs", "--label", "low", "--json", "--temperatures", "1")
+    assert r.returncode == 0 and set(json.loads(r.stdout)["candidates"][:3]) == set("abc"), r.stdout + r.stderr
     r = charnn("sample", tmp_path / "run", "--label", "middle")
     assert r.returncode == 2 and "--label 'middle' is not one of this run's labels: high, low" in r.stderr
     r = charnn("sample", tmp_path / "run")

@@ -268,9 +268,12 @@ class Model:
             return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.clamped)
         return beam_search(self.net, self.vocab, prime, length, width, self.clamped)
 
-    def next(self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10) -> dict[float, dict[str, float]]:
+    def next(
+        self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10, label: str | None = None
+    ) -> dict[float, dict[str, float]]:
         """The next character's most likely candidates after `prime` at each temperature:
-        {T: {character: probability}}, most likely first.
+        {T: {character: probability}}, most likely first. A run of documents reads `prime` where
+        a document starts (as sampling does), in `label`'s style for a run trained with labels.
 
             model.next("Hello worl")[1.0]   # {'d': 0.97, ...}
         """
@@ -279,7 +282,9 @@ class Model:
 
         if not temperatures or any(not math.isfinite(t) or t < 0 or t > 100 for t in temperatures):
             raise CharnnError(f"temperatures {temperatures!r}: each must be from 0 (argmax) to 100")
-        got = next_probs(self.net, self.vocab, prime, temperatures, top=top, clamped=self.clamped)
+        got = next_probs(
+            self.net, self.vocab, prime, temperatures, top=top, clamped=self.clamped, meta=self.loaded.meta, label=label
+        )
         shown = display_chars(self.vocab)
         return {t: dict(zip((shown[i] for i in got["candidates"]), p)) for t, p in got["probs"].items()}
 

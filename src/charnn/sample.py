@@ -218,6 +218,19 @@ def _labelled_start(model: Model, vocab: Vocab, label: int, lead_in: str, lead_l
     return torch.as_tensor(ids, dtype=torch.long, device=model.head.weight.device)[None]
 
 
+def start_ids(model: Model, vocab: Vocab, meta: dict, prime: str = "", label: str | None = None) -> torch.Tensor:
+    """(1, P) ids a model reads before what follows `prime`, as sampling reads them: for a run of
+    documents the lead-in first (where training starts a document) and the prime, in `label`'s
+    style for a run conditioned on labels; for one stream of text the prime alone. meta: the
+    checkpoint's."""
+    if label is not None and not meta.get("labels"):
+        raise CharnnError("label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    if meta.get("lead_in"):
+        lab, lead = label_numbers(meta, label)
+        return _labelled_start(model, vocab, lab, meta["lead_in"], lead, prime)
+    return _start(model, vocab, prime)
+
+
 def _start(model: Model, vocab: Vocab, prime: str) -> torch.Tensor:
     """(1, P) ids the model reads first: the prime, else a newline if it knows one, else id 0."""
     start = vocab.encode(prime) if prime else vocab.start_ids()
@@ -297,14 +310,24 @@ def _pieces(ids_iter, decode, stop: str | None) -> Iterator[str]:
 
 @torch.no_grad()
 def next_probs(
-    model: Model, vocab: Vocab, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 8, clamped: Clamped | None = None
+    model: Model,
+    vocab: Vocab,
+    prime: str,
+    temperatures=(0.2, 0.5, 1.0, 1.5),
+    top: int = 8,
+    clamped: Clamped | None = None,
+    meta: dict | None = None,
+    label: str | None = None,
 ) -> dict:
     """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
     (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
-    candidate]}}: what `sample --show-probs` prints and the page shows on hover."""
+    candidate]}}: what `sample --show-probs` prints and the page shows on hover. meta (the
+    checkpoint's): a run of documents reads the prime where a document starts, in `label`'s style
+    for a labelled run (``start_ids``), as sampling does."""
     if model.training:
         raise ValueError("next_probs needs the model in eval mode (dropout off)")
-    logits = _read_prime(model, _start(model, vocab, prime), clamped)[0][0].cpu().double()  # MPS has no float64
+    x = start_ids(model, vocab, meta or {}, prime, label)
+    logits = _read_prime(model, x, clamped)[0][0].cpu().double()  # MPS has no float64
     order = torch.argsort(logits, descending=True)[:top]
     probs = {}
     for t in temperatures:

@@ -437,10 +437,10 @@ def cmd_sample(args) -> int:
     out = sys.stdout
     if args.beam is not None:
         return _beam(args, api_model)
-    if args.show_probs:
-        return _show_probs(args, model, loaded, opts["clamped"])
     if args.label is not None and not loaded.meta.get("labels"):
         raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    if args.show_probs:
+        return _show_probs(args, model, loaded, opts["clamped"])
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
     kw = dict(
@@ -584,7 +584,7 @@ def _show_probs(args, model, loaded, clamped) -> int:
         raise CharnnError(f"--temperatures {args.temperatures!r}: give numbers separated by commas, e.g. 0.2,0.5,1") from None
     if not temps or any(not math.isfinite(t) or t < 0 or t > 100 for t in temps):
         raise CharnnError(f"--temperatures {args.temperatures!r}: each must be from 0 (argmax) to 100")
-    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, clamped=clamped)
+    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, clamped=clamped, meta=loaded.meta, label=args.label)
     shown = display_chars(loaded.vocab)
     name = {"\n": "\\n", "\t": "\\t", " ": "' '"}
     if args.json:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
-from charnn.evaluate import score_text
+from charnn.evaluate import score_text, string_ids
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
 from charnn.sample import label_numbers, next_probs, parse_clamp, sample_documents, sample_text, stream, stream_document
@@ -166,11 +166,14 @@ class EvalRequest(_Body):
 
 
 class NextRequest(_Body):
-    text: str = Field("", max_length=MAX_SHOWN, description="what the model has read (empty: its start)")
+    text: str = Field(
+        "", max_length=MAX_SHOWN, description="what the model has read (empty: its start; a run of documents: a document's start)"
+    )
     temperatures: list[float] = Field([0.2, 0.5, 1.0, 1.5], min_length=1, max_length=8)
     top: int = Field(8, ge=1, le=50)
     clamp: str | None = Field(None, max_length=MAX_CLAMP)
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
+    label: str | None = Field(None, min_length=1, max_length=200, description="a run trained with --label: in this label's style")
 
 
 class ActivationsRequest(_Body):
@@ -229,14 +232,16 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
 def _unlabelled(loaded) -> None:
     if loaded.config.model.labels:
         raise CharnnError(
-            "this run is conditioned on labels, which this endpoint does not take yet; /sample and /sample/stream do (with label)"
+            "this run is conditioned on labels, which this endpoint does not take yet; /sample, /sample/stream, /next "
+            "(with label) and /eval do"
         )
 
 
 def do_eval(run: Served, req: EvalRequest) -> dict:
+    """The text scored as `charnn eval --text` scores a file holding it (``string_ids``: a run of
+    documents reads its documents framed as in training, a labelled run each with its label)."""
     loaded, model = run.current(req.checkpoint)
-    _unlabelled(loaded)
-    ids = _ids(loaded, req.text)
+    ids = string_ids(loaded, req.text)
     if len(ids) < 2:
         raise CharnnError("the text holds fewer than 2 characters; nothing to score")
     score = score_text(model, loaded.vocab, ids)
@@ -247,11 +252,17 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
 
 def do_next(run: Served, req: NextRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
-    _unlabelled(loaded)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
     got = next_probs(
-        model, loaded.vocab, req.text, req.temperatures, req.top, clamped=parse_clamp(req.clamp, loaded.config.model)
+        model,
+        loaded.vocab,
+        req.text,
+        req.temperatures,
+        req.top,
+        clamped=parse_clamp(req.clamp, loaded.config.model),
+        meta=loaded.meta,
+        label=req.label,
     )
     shown = display_chars(loaded.vocab)
     return {
