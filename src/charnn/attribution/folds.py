@@ -139,7 +139,7 @@ def _gzip_verdicts(train: list[tuple[str, str]], test: list[str], k: int) -> lis
     for doc in test:
         c = size(doc)
         dist = [(size(doc + " " + d) - min(c, s)) / max(c, s) for (d, _), s in zip(train, sizes)]
-        near = np.argsort(dist)[:k]
+        near = np.argsort(dist, kind="stable")[:k]  # equal distances (sizes are whole bytes): the earlier document
         votes = Counter(train[i][1] for i in near)
         top = max(votes.values())
         out.append(next(train[i][1] for i in near if votes[train[i][1]] == top))  # a tie: the nearest
