@@ -164,6 +164,14 @@ GRIDS = {
     # 10 minutes with Muon (2026-12-06): the 10-minute pair's plain 4x192 against charnn at that shape
     "10min-muon": {"plain": ["lr=3e-3,layers=4,width=192,heads=6"],
                    "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
+    # the 10-minute plain sweep (2026-12-06, round 1 of it): around the pairs' plain 4x192 at 3e-3
+    # (1.52-1.53 twice): lower and higher learning rates, Muon's batch of 24, and depth
+    "10min-sweep-2": {"plain": ["lr=2e-3,layers=4,width=192,heads=6", "lr=5e-3,layers=4,width=192,heads=6",
+                                "lr=3e-3,layers=4,width=192,heads=6,batch=24", "lr=3e-3,layers=6,width=192,heads=6"],
+                      "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
+    # the 10-minute sweep's best (plain 4x192 at 2e-3) and a lower rate, against charnn, rounds 2-3
+    "10min-best": {"plain": ["lr=1.5e-3,layers=4,width=192,heads=6", "lr=2e-3,layers=4,width=192,heads=6"],
+                   "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
     # to sweep next: depth, width and context at 10 minutes
     "10min-sweep": {"plain": ["lr=3e-3", "lr=3e-3,layers=2,width=192,heads=6",
                               "lr=3e-3,layers=6,width=192,heads=6,block=128",
