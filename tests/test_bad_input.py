@@ -85,6 +85,8 @@ CATALOGUE = [
     (T + ["--documents", "("], "--documents '(' is not a valid regular expression"),
     (T + ["--documents", "^Chapter [IVX]+$"], "matches nothing in the text, so there are no documents"),
     (T + ["--documents", "line", "--unit", "bytes"], "--documents reads characters (--unit char)"),
+    (T + ["--documents", "line", "--max-document", "5"], "is over --max-document 5: check that --documents 'line'"),
+    (T + ["--documents", "line", "--max-document", "0"], "--max-document must be from 1 to 10,000,000 characters"),
     (["sample", "{d}/run", "--prime-file", "{d}/nothing.txt"], "nothing.txt: no such file"),
     (["sample", "{d}/run", "--prime-file", "{d}/bad.txt"], "is not UTF-8 text"),
     (["sample", "{d}/run", "--prime-file", "{d}/samples.txt", "--prime", "x"], "give --prime TEXT or --prime-file"),

@@ -166,3 +166,18 @@ def test_a_documents_run_resumes_bit_identically(tmp_path):
 
 def test_documents_and_framing_agree():
     assert framed(["a", "bc"]) == "a" + END + "bc" + END
+
+
+def test_a_document_over_the_cap_is_refused_naming_its_length_and_start():
+    from charnn.documents import check_lengths
+    from charnn.vocab import Vocab
+
+    docs = ["ab", "a" * 7 + "b", "bbb"]  # the longest: 8 characters
+    text = framed(docs)
+    vocab = Vocab(sorted(set(map(ord, text))), "char")
+    plain = vocab.encode(text)
+    labelled = plain + len(vocab) * torch.randint(0, 3, (len(plain),)).numpy()  # labels do not change lengths
+    for ids in (plain, labelled):
+        check_lengths(ids, vocab, 8, "line")  # at the cap: taken
+        with pytest.raises(CharnnError, match="a document of 8 characters \\(it starts 'aaaaaaab'\\) is over --max-document 7"):
+            check_lengths(ids, vocab, 7, "line")

@@ -18,6 +18,7 @@ OPTIMIZERS = ("adamw", "rmsprop", "muon")
 SCHEDULES = ("cosine", "epoch-decay", "constant")
 DEFAULT_BPE_VOCAB = 1024
 MAX_BPE_VOCAB = 65536  # token ids are stored as uint16
+MAX_DOCUMENT = 10_000_000  # --max-document's bound: a "document" longer than this is a whole corpus
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 
 
@@ -145,6 +146,7 @@ class DataConfig:
     documents: str = ""  # "", "line", "blank" or a regex matching each document's start (charnn.documents)
     label: str = ""  # documents: a regex whose first group, first match inside a document, is its label
     labels_file: str = ""  # documents: or a file with one label a line, one per document
+    max_document: int = 100_000  # documents: the longest a run takes, in characters (a longer one is refused)
 
     def validate(self) -> None:
         if self.unit not in ("char", "bytes", "bpe"):
@@ -174,6 +176,8 @@ class DataConfig:
             raise CharnnError("--label and --labels label documents: give --documents SPLIT too")
         if self.label and self.labels_file:
             raise CharnnError("give --label REGEX or --labels FILE, not both")
+        if not (isinstance(self.max_document, int) and 1 <= self.max_document <= MAX_DOCUMENT):
+            raise CharnnError(f"--max-document must be from 1 to {MAX_DOCUMENT:,} characters, got {self.max_document}")
 
 
 @dataclass

@@ -145,3 +145,23 @@ def novelty(docs: list[str], train_docs) -> float:
     """The share of generated documents not found verbatim among the training documents."""
     known = set(train_docs)
     return float(np.mean([d not in known for d in docs])) if docs else float("nan")
+
+
+def check_lengths(ids: np.ndarray, vocab, cap: int, spec: str) -> None:
+    """Refuse a framed text (ids of documents each followed by END; labelled ids are char + V *
+    label) holding a document longer than `cap` characters: at that length a "document" is most
+    likely a --documents SPLIT that does not cut the text where documents start, and sampling could
+    never write one whole."""
+    v = len(vocab)
+    ends = np.flatnonzero(np.asarray(ids) % v == int(vocab.encode(END)[0]))
+    if not len(ends):
+        return
+    lengths = np.diff(ends, prepend=-1) - 1
+    k = int(lengths.argmax())
+    if lengths[k] > cap:
+        start = int(ends[k] - lengths[k])
+        head = vocab.decode((np.asarray(ids[start : start + min(30, int(lengths[k]))]) % v).tolist())
+        raise CharnnError(
+            f"a document of {int(lengths[k]):,} characters (it starts {head!r}) is over --max-document {cap:,}: "
+            f"check that --documents {spec!r} matches where each document starts, or raise --max-document"
+        )

@@ -44,6 +44,7 @@ from charnn.devices import (
     wide_float,
 )
 from charnn.distributed import Dist
+from charnn.documents import check_lengths
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
@@ -562,6 +563,8 @@ class Trainer:
             documents=d.documents,
             label=(d.label, d.labels_file),
         )
+        if d.documents:
+            check_lengths(enc.ids, enc.vocab, d.max_document, d.documents)
         self.lead_in, self.labels, self.lead_label = enc.lead_in, list(enc.labels), enc.lead_label
         self.label_counts = list(enc.label_counts)
         if self.labels and init_from is not None:

@@ -80,6 +80,14 @@ def _add_data_flags(g) -> None:
         "or a regular expression matching each document's start; each ends with an end symbol, the "
         "splits cut between documents (shuffled by --seed) and samples are whole documents",
     )
+    g.add_argument(
+        "--max-document",
+        type=int,
+        default=None,
+        metavar="CHARS",
+        help="with --documents: the longest document a run takes (default 100,000 characters); a longer "
+        "one is refused, as it most likely means SPLIT does not cut the text where documents start",
+    )
 
 
 def _add_train(sub) -> None:
