@@ -112,8 +112,6 @@ def test_the_label_alone_decides_the_alphabet(alpha):
     assert got["one.txt"]["verdict"] == "low" and got["two.txt"]["verdict"] == "high"
     assert got["one.txt"]["bpc"]["low"] < got["one.txt"]["bpc"]["high"] and got["one.txt"]["chars"] == 9
     check_calibration(tmp_path / "run", got)
-    r = charnn("inspect", "find", tmp_path / "run")
-    assert r.returncode == 2 and "conditioned on labels, which it does not support yet" in r.stderr
     ev = json.loads(charnn("eval", tmp_path / "run", "--split", "val", "--json").stdout)
     assert ev["loss"] == pytest.approx(ckpt.load(tmp_path / "run").meta["val_loss"], rel=1e-5)
     r = charnn("sample", tmp_path / "run", "--show-probs", "--label", "low", "--json", "--temperatures", "1")
@@ -250,3 +248,53 @@ def test_calibration_needs_the_training_text_and_says_how_to_do_without(tmp_path
     r = charnn("attribute", run, tmp_path / "q.txt", "--calibrate", "0", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["calibrated_on"] == 0
+
+
+def test_a_labelled_run_is_opened_up_reading_each_document_under_its_label(alpha, tmp_path):
+    """inspect reads a labelled run's text with each document's label: the cells page shows the
+    characters, the ablation's losses are evaluate's (the unit is predicted, not the label), and
+    where a document starts the model expects its label's alphabet, which only the label can tell."""
+    from charnn.evaluate import char_losses as evaluate_losses
+    from charnn.inspect import open_subject
+    from charnn.inspect.ablate import char_losses
+    from charnn.web.pages import cells_page_data
+
+    s = open_subject(alpha / "run", split="val", labelled_ok=True)
+    assert (np.asarray(s.ids) >= len(s.vocab)).any() and set(s.text) <= set("abcxyz" + END)
+    nll, _ = char_losses(s.model, s.ids, streams=1)
+    np.testing.assert_allclose(nll[:-1], evaluate_losses(s.model, np.asarray(s.ids), streams=1)[:-1], atol=1e-4)
+    page = cells_page_data(s, jump=False)
+    assert "".join(page["text"]) == s.text
+    starts = [t for t in range(len(s.text) - 1) if s.text[t] == END]
+    on_alphabet = [sum(p for c, p in page["top5"][t] if c in ("abc" if s.text[t + 1] in "abc" else "xyz"))
+                   for t in starts]
+    assert np.mean(on_alphabet) > 0.9, np.mean(on_alphabet)  # a label-blind model: about 0.5
+    assert np.nanmean(nll[starts]) < 1.4  # ln 3 = 1.10 knowing the alphabet, ln 6 = 1.79 not
+    page_file = tmp_path / "cells.html"
+    r = charnn("inspect", "cells", alpha / "run", "--out", page_file)
+    assert r.returncode == 0 and page_file.stat().st_size > 0, r.stderr
+    r = charnn("analyze", "errors", alpha / "run", "--out", tmp_path / "err")  # n-gram analyses: not yet, one line
+    assert r.returncode == 2 and "conditioned on labels" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_reads_cells_in_the_label_asked_for(alpha, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from charnn.web.serve import create_app, open_runs
+
+    plain = tmp_path / "plain"
+    (plain / "t.txt").parent.mkdir()
+    (plain / "t.txt").write_text("abcxyz\n" * 200)
+    train(tiny_config(plain / "t.txt", max_steps=5, eval_every=5), plain / "plainrun", progress=False)
+    with TestClient(create_app(open_runs([alpha / "run", plain / "plainrun"]), workers=1, queue=2)) as client:
+        ask = lambda label, run="run": client.post(  # noqa: E731
+            f"/api/runs/{run}/activations", json={"text": END + "ab", "label": label, "quantity": "h"})
+        for name, alphabet in (("high", "xyz"), ("low", "abc")):  # after an end symbol: the label's first characters
+            got = ask(name).json()["characters"]
+            assert [c["char"] for c in got] == [END, "a", "b"]
+            assert {t["char"] for t in got[0]["top"][:3]} == set(alphabet), got[0]["top"]
+        r = ask(None)
+        assert r.status_code == 400 and "give --label NAME, one of high, low" in r.text
+        r = ask("low", run="plainrun")
+        assert r.status_code == 400 and "trained without labels" in r.text

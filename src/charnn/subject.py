@@ -29,6 +29,12 @@ class Subject:
     context: str = ""  # up to CONTEXT characters of the corpus just before `text`, for features
     context_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the same, as ids
 
+    @property
+    def chars(self) -> np.ndarray:
+        """The units the model predicts and a page shows, one per id: a labelled run's ids are
+        unit + V * label (what the model reads), its units ids % V; any other run's are its ids."""
+        return np.asarray(self.ids, dtype=np.int64) % len(self.vocab)
+
 
 def display_chars(vocab: Vocab) -> list[str]:
     """One printable-or-whitespace character per id, for pages and features (a token model: each
@@ -60,15 +66,19 @@ def open_subject(
     device: str = "cpu",
     tokens_ok: bool = False,
     what: str = "this analysis",
+    labelled_ok: bool = False,
 ) -> Subject:
     """Load a run's model and the text to inspect: a file (`text`) or a split of its own corpus.
     A token model is refused (see ``require_characters``) unless `tokens_ok`: then `chars` counts
-    tokens and the subject's text is the tokens' text, which is not one character per id."""
+    tokens and the subject's text is the tokens' text, which is not one character per id.
+    labelled_ok: a run conditioned on labels is read with each document's label (its split's, or
+    the one --label finds in each document of a file); otherwise it is refused (the analyses
+    that set n-gram models of characters beside the model do not read labels yet)."""
     loaded = ckpt.load(run, which)
     if not tokens_ok:
         require_characters(loaded, what)
     model = loaded.build_model(device)
-    source = model_text(loaded, text, split, context=CONTEXT)
+    source = model_text(loaded, text, split, context=CONTEXT, labelled_ok=labelled_ok)
     ids, what, before = source.ids, source.what, source.before
     if chars and len(ids) > chars:
         ids = ids[:chars]
@@ -89,9 +99,9 @@ def _subject(loaded: ckpt.Checkpoint, model: Model, ids: np.ndarray, what: str, 
         loaded.vocab,
         loaded,
         ids,
-        "".join(table[ids.astype(np.int64)]),
+        "".join(table[ids.astype(np.int64) % len(table)]),
         what,
-        "".join(table[before.astype(np.int64)]),
+        "".join(table[before.astype(np.int64) % len(table)]),
         before.astype(np.int64),
     )
 

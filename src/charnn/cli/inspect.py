@@ -282,6 +282,7 @@ def _subject(args, tokens_ok: bool = False):
         which=args.checkpoint,
         tokens_ok=tokens_ok,
         what=f"charnn inspect {args.inspect_command}",
+        labelled_ok=True,
     )
 
 

@@ -77,6 +77,7 @@ class Report:
 
 def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
     """Per-position loss of predicting ids[t+1] after ids[..t] (NaN at the end), and per-cell means.
+    (A labelled run's ids are unit + V * label: the unit is what is predicted.)
 
     Long texts are read as `streams` parallel pieces (see activations.streams_for).
     """
@@ -84,7 +85,7 @@ def char_losses(model, ids, streams: int = 16, **kw) -> tuple[np.ndarray, dict]:
     streams = streams_for(n, streams)
     nll = np.full(n, np.nan)
     sums: dict[str, torch.Tensor] = {}
-    target = torch.from_numpy(np.append(np.asarray(ids[1:], dtype=np.int64), 0))
+    target = torch.from_numpy(np.append(np.asarray(ids[1:], dtype=np.int64) % model.cfg.vocab_size, 0))
     for ch in record(model, ids, streams=streams, chunk=1024, **kw):
         pos = torch.from_numpy(ch.positions)
         lp = ch.logp.gather(1, target[pos][:, None])[:, 0].double()

@@ -86,7 +86,8 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
     table = display_chars(subject.vocab)
     top5 = [[[table[i], round(float(p), 4)] for i, p in zip(ri.tolist(), rp.tolist())] for ri, rp in zip(top_i, top_p)]
-    nxt = torch.from_numpy(np.append(np.asarray(subject.ids[1:], dtype=np.int64), subject.ids[-1]))
+    chars = subject.chars
+    nxt = torch.from_numpy(np.append(chars[1:], chars[-1]))
     pnext = probs.gather(1, nxt[:, None])[:, 0]
     order = ("c", "h") + tuple(q for q in qs if q not in ("c", "h")) if cell == "lstm" else qs
     quantities = [{"key": q, "name": NAMES[q], "lo": RANGES[q][0], "hi": RANGES[q][1]} for q in order]
@@ -102,7 +103,7 @@ def cells_page_data(subject: Subject, jump: bool = True) -> dict:
     return {
         "title": title,
         "unit": "token" if isinstance(subject.vocab, TokenVocab) else "character",
-        "text": [table[i] for i in np.asarray(subject.ids, dtype=np.int64).tolist()],
+        "text": [table[i] for i in chars.tolist()],
         "layers": c.layers,
         "hidden": c.units,
         "quantities": quantities,

@@ -182,6 +182,9 @@ class ActivationsRequest(_Body):
     quantity: Literal["h", "c", "i", "f", "g", "o", "r", "z", "n", "m"] = "c"
     clamp: str | None = Field(None, max_length=MAX_CLAMP, description="cells held while reading, as in /sample")
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
+    label: str | None = Field(
+        None, min_length=1, max_length=200, description="a run trained with --label: read in this label's style"
+    )
 
 
 # ---- the work (run in the pool) ------------------------------------------------------------------
@@ -229,14 +232,6 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
     return {"samples": [req.prime + t for t in texts]}
 
 
-def _unlabelled(loaded) -> None:
-    if loaded.config.model.labels:
-        raise CharnnError(
-            "this run is conditioned on labels, which this endpoint does not take yet; /sample, /sample/stream, /next "
-            "(with label) and /eval do"
-        )
-
-
 def do_eval(run: Served, req: EvalRequest) -> dict:
     """The text scored as `charnn eval --text` scores a file holding it (``string_ids``: a run of
     documents reads its documents framed as in training, a labelled run each with its label)."""
@@ -273,13 +268,15 @@ def do_next(run: Served, req: NextRequest) -> dict:
 
 def do_activations(run: Served, req: ActivationsRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
-    _unlabelled(loaded)
     cfg = loaded.config.model
     if req.layer >= cfg.layers:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
     if req.quantity not in QUANTITIES[cfg.cell]:
         raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
-    ids = _ids(loaded, req.text)
+    if req.label is not None and not loaded.meta.get("labels"):
+        raise CharnnError("label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    chars = _ids(loaded, req.text)
+    ids = chars + len(loaded.vocab) * label_numbers(loaded.meta, req.label)[0]  # a labelled run reads unit + V * label
     if len(ids) * cfg.units > MAX_VALUES:
         raise CharnnError(
             f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
@@ -290,12 +287,12 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
     values = np.round(rec.acts[req.quantity][req.layer].numpy().astype(np.float64), 4)  # (N, H), c as tanh(c)
     logp = rec.logp  # (N, V)
     top_lp, top_id = torch.topk(logp, min(TOP, logp.shape[-1]), dim=-1)
-    nxt = torch.from_numpy(ids[1:])
+    nxt = torch.from_numpy(chars[1:])
     loss = (-logp[:-1].gather(1, nxt[:, None])[:, 0]).tolist() + [None]
     shown = display_chars(loaded.vocab)
-    chars = []
-    for i, cid in enumerate(ids.tolist()):
-        chars.append(
+    out = []
+    for i, cid in enumerate(chars.tolist()):
+        out.append(
             {
                 "char": shown[cid],
                 "values": values[i].tolist(),
@@ -303,7 +300,7 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
                 "loss": None if loss[i] is None else round(loss[i], 5),
             }
         )
-    return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.units, "characters": chars}
+    return {"layer": req.layer, "quantity": req.quantity, "cells": cfg.units, "characters": out}
 
 
 MAX_RECORDS = 5000  # log records per progress answer (the newest)
