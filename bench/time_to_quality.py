@@ -122,6 +122,15 @@ GRIDS = {
     "60s-2": {"plain": ["layers=1,hidden=512,dropout=0,lr=5e-3,precision=bf16",
                         "layers=1,hidden=512,dropout=0,lr=8e-3,precision=bf16"],
               "charnn": ["default:", "default:optimizer=muon,lr=6e-3", "default:optimizer=muon,lr=8e-3,batch_size=64"]},
+    # 10 minutes (2026-12-06): the plain recipe in bf16 around the old 10-minute reference (2x512, dropout
+    # 0.2, 3e-3) and the shape of charnn's `large` (1x768, dropout 0.25) at two rates; charnn's `large` as
+    # it is (fp32, AdamW), with bf16 where the CPU has it, and with bf16 and Muon (64 streams, as `default`)
+    "10min": {"plain": ["layers=1,hidden=768,dropout=0.25,lr=3e-3,precision=bf16",
+                        "layers=1,hidden=768,dropout=0.25,lr=6e-3,precision=bf16",
+                        "layers=2,hidden=512,dropout=0.2,lr=3e-3,precision=bf16"],
+              "charnn": ["large:", "large:precision=auto", "large:precision=auto,optimizer=muon,batch_size=64"]},
+    # characters against byte-pair tokens at 10 minutes (issue #38), charnn's `large` preset either way
+    "units-10min": {"plain": [], "charnn": ["large:", "large:unit=bpe,bpe_vocab=256", "large:unit=bpe,bpe_vocab=512"]},
     # characters against byte-pair tokens at 60 s (issue #38), charnn's default preset either way
     "units-60s": {"plain": [], "charnn": ["default:", "default:unit=bpe,bpe_vocab=256", "default:unit=bpe,bpe_vocab=512",
                                           "default:unit=bpe,bpe_vocab=1024"]},
