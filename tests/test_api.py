@@ -162,3 +162,30 @@ def test_import_charnn_is_light_and_exports_the_api():
     assert out == ["True", "True", "True", "True"]
     with pytest.raises(AttributeError):
         charnn.no_such_thing  # noqa: B018
+
+
+def test_attention_is_the_command_lines_ranking_and_the_models_own_rows(tmp_path, capsys):
+    from charnn.inspect.attention import read_attention
+    from charnn.subject import open_subject
+
+    text = "def f(x):\n    return (x + 1)\n" * 20
+    (tmp_path / "t.txt").write_text(text)
+    run = charnn.train(str(tmp_path / "t.txt"), str(tmp_path / "run"), cell="transformer", layers=2, heads=2, embed=16,
+                       block=32, max_steps=30, eval_every=30, seq_len=32, batch_size=8, progress=False)
+    a = run.load().attention(text, top=2)
+    rows = a.weights.sum(-1)
+    assert a.weights.shape == (2, 2, len(text), 32) and np.allclose(rows, 1, atol=1e-5)  # each row is a distribution
+    visible = np.arange(32)[None, :] <= a.context[:, None]
+    assert (a.weights[:, :, ~visible] == 0).all()  # nothing on characters it could not see
+    same = read_attention(open_subject(tmp_path / "run", text=str(tmp_path / "t.txt")))
+    assert np.array_equal(a.weights, same.att)
+    assert main(["inspect", "attention", str(tmp_path / "run"), "--text", str(tmp_path / "t.txt"), "--top", "2",
+                 "--out", str(tmp_path / "a.html"), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)["ranking"]
+    assert [(p.name, [(s.layer, s.head) for s in p.top]) for p in a.ranking] == \
+        [(p["name"], [(s["layer"], s["head"]) for s in p["top"]]) for p in cli]
+    assert [s.score for p in a.ranking for s in p.top] == pytest.approx([s["score"] for p in cli for s in p["top"]], abs=1e-4)
+    assert 'content="charnn attention page"' in a.html() and a._repr_html_().startswith("<iframe srcdoc=")
+    lstm = charnn.train(str(tmp_path / "t.txt"), str(tmp_path / "lstm"), **TINY, max_steps=2, progress=False).load()
+    with pytest.raises(charnn.CharnnError, match="reads a transformer's attention"):
+        lstm.attention(text)

@@ -8,6 +8,7 @@
     cells = model.cells(open("some.txt").read())   # arrays; in Jupyter, the cells page
     top = model.find(text)[0].top[0]               # the cell most like the first feature
     model.clamp({(top.layer, top.cell): 0.9}).sample(length=200)
+    model.attention(text).ranking                  # a transformer: its heads, ranked by what they attend to
 
 The command line calls these functions (``charnn train``, ``sample``, ``eval``), so the two give
 the same text and numbers for the same settings and seeds. Bad input raises ``CharnnError``
@@ -367,6 +368,54 @@ class Model:
         silenced = parse_cells(hspec, c.layers, c.heads, "heads", "heads") if hspec else []
         return ablate(self._subject(text), chosen, mode, list(features), heads=silenced)
 
+    def attention(self, text: str, top: int = 3) -> Attention:
+        """A transformer's attention while it reads `text`: every head's weights over the characters
+        before each one, and the heads ranked by what they attend to (the previous character, the
+        line's start, the matching opener, copying), as ``charnn inspect attention`` ranks them.
+
+            a = model.attention(text); a.ranking[0].top[0]   # the head that most follows the previous character
+            a.weights[0, 1, 40, 1]                           # layer 0, head 1: character 40's weight on 39
+        """
+        from charnn.inspect.attention import rank_heads, read_attention
+
+        subject = self._subject(text)
+        a = read_attention(subject)  # a recurrent model: one line naming inspect cells
+        return Attention(a.text, a.att, a.context, rank_heads(a, max(1, top)), subject, max(1, top))
+
+
+def _iframe(page: str, height: int) -> str:
+    # A page runs its own script and styles: inside an iframe it cannot touch the notebook's.
+    return (
+        f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;'
+        f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>'
+    )
+
+
+class Attention:
+    """What a transformer's heads attended to while reading a text (``Model.attention``).
+    ``weights`` is (layers, heads, characters, block): ``weights[l, h, t, j]`` is the weight head h
+    of layer l put, reading character t, on character t - j (j = 0: itself); ``context[t]``
+    characters before t were visible, and the columns past it are 0;
+    ``ranking`` is one result per pattern (.name, .about, .queries, .top: layer, head, score and
+    chance, best first). In Jupyter it shows the attention page."""
+
+    def __init__(self, text: str, weights: np.ndarray, context: np.ndarray, ranking: list, subject, top: int):
+        self.text, self.weights, self.context, self.ranking = text, weights, context, ranking
+        self._subject, self._top = subject, top
+
+    def __repr__(self) -> str:
+        layers, heads = self.weights.shape[:2]
+        return f"Attention({len(self.text):,} characters, {layers} layers x {heads} heads)"
+
+    def html(self) -> str:
+        """The attention page (self-contained: nothing loaded from the network) as one HTML string."""
+        from charnn.web.pages import attention_page_html
+
+        return attention_page_html(self._subject, self._top)[0]
+
+    def _repr_html_(self) -> str:
+        return _iframe(self.html(), 620)
+
 
 class Cells:
     """What each unit did while a model read a text: ``cells[q]`` is a numpy array (layers,
@@ -418,8 +467,4 @@ class Cells:
         return cells_page_html(self._subject)
 
     def _repr_html_(self) -> str:
-        # The page runs its own script and styles: inside an iframe it cannot touch the notebook's.
-        return (
-            f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:560px;'
-            f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>'
-        )
+        return _iframe(self.html(), 560)

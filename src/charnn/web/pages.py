@@ -164,9 +164,14 @@ def attention_page_data(subject: Subject, top: int = 3) -> dict:
     }
 
 
-def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tuple[Path, dict]:
+def attention_page_html(subject: Subject, top: int = 3) -> tuple[str, dict]:
+    """The attention page as one self-contained HTML string, and its data."""
     data = attention_page_data(subject, top)
-    page = _fill("attention.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)})
+    return _fill("attention.html", {"__TITLE__": html.escape(data["title"]), "__DATA__": _json_for_script(data)}), data
+
+
+def write_attention_page(subject: Subject, out: str | Path, top: int = 3) -> tuple[Path, dict]:
+    page, data = attention_page_html(subject, top)
     return _write(Path(out), page, ATTENTION_MARKER), data
 
 
