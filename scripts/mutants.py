@@ -160,6 +160,12 @@ MUTANTS = [
            "tests/test_serve_browser.py", "token"),
     Mutant("the API's sample ignores its seed", "api.py", "stop=stop, prime=prime, seed=seed, **opts)",
            "stop=stop, prime=prime, seed=0, **opts)", "tests/test_api.py", "samples_equal"),
+    Mutant("the API's errors drop the model to compare with", "api.py",
+           "rep = oracles.analyze_errors(subject, other, order)", "rep = oracles.analyze_errors(subject, None, order)",
+           "tests/test_api.py", "errors_and_braces"),
+    Mutant("the API's analyses read n-gram orders wrong", "api.py",
+           'return parse_orders(orders if isinstance(orders, str) else ",".join(str(int(n)) for n in orders))',
+           'return parse_orders(orders if isinstance(orders, str) else "1")', "tests/test_api.py", "context_dynamics"),
 ]
 
 

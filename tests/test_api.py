@@ -189,3 +189,92 @@ def test_attention_is_the_command_lines_ranking_and_the_models_own_rows(tmp_path
     lstm = charnn.train(str(tmp_path / "t.txt"), str(tmp_path / "lstm"), **TINY, max_steps=2, progress=False).load()
     with pytest.raises(charnn.CharnnError, match="reads a transformer's attention"):
         lstm.attention(text)
+
+
+# ---- the paper's analyses: the same numbers and files as charnn analyze ... ----------------------
+
+def code_text(n_lines: int = 1500, seed: int = 1) -> str:
+    """Short C-like lines with braces, brackets and quotes, learnable in a few steps."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        body = " ".join(["one(two);"] * rng.randint(1, 3))
+        lines.append(f'if (x) {{ {body} "three" }}' if rng.random() < 0.7 else f"{{ {body} {{ four; }} }}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def analysed_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("analyses")
+    (d / "code.txt").write_text(code_text(), encoding="utf-8")
+    charnn.train(d / "code.txt", d / "run", max_steps=60, keep_every=20, progress=False, **TINY)
+    return d / "run"
+
+
+def test_errors_and_braces_write_what_the_cli_writes(analysed_run, capsys, tmp_path):
+    model = charnn.load(analysed_run)
+    errors = model.errors(split="val", chars=3000, baseline=3)
+    cli(capsys, "analyze", "errors", analysed_run, "--out", tmp_path / "e", "--split", "val", "--chars", "3000",
+        "--baseline", "3")
+    assert (tmp_path / "e" / "errors.csv").read_text() == errors.report.to_csv()
+    cats = errors.to_dict()["categories"]
+    assert sum(c["errors"] for c in cats.values()) == errors.report.errors > 0
+    assert all(0 <= c["fixed_by_other"] <= c["errors"] for c in cats.values())
+    itself = model.errors(split="val", chars=3000, compare=analysed_run)  # the same model fixes none of its errors
+    assert itself.report.counts == errors.report.counts
+    assert all(c["fixed_by_other"] == 0 for c in itself.to_dict()["categories"].values())
+    assert errors._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # Jupyter shows the plot inline
+
+    braces = model.braces(split="val", order=4)
+    cli(capsys, "analyze", "braces", analysed_run, "--out", tmp_path / "b", "--split", "val", "--order", "4")
+    assert (tmp_path / "b" / "braces.csv").read_text() == braces.report.to_csv()
+    rows = braces.to_dict()["rows"]
+    assert sum(r["braces"] for r in rows) == braces.report.braces > 0
+    assert all(a["to"] < b["from"] for a, b in zip(rows, rows[1:]))  # by distance back to the '{' 
+    png, csv_path = braces.save(tmp_path / "api")
+    assert png.read_bytes()[:4] == b"\x89PNG" and csv_path.read_text() == braces.report.to_csv()
+
+
+def test_context_dynamics_and_emergence_equal_the_cli_json(analysed_run, capsys, tmp_path):
+    model = charnn.load(analysed_run)
+    ctx = model.context(chars=3000, positions=100, max_context=16, orders=[1, 2, 3])
+    shown = json.loads(cli(capsys, "analyze", "context", analysed_run, "--out", tmp_path / "c", "--chars", "3000",
+                           "--positions", "100", "--max-context", "16", "--orders", "1-3", "--json"))
+    assert shown == {k: ctx.to_dict()[k] for k in shown}
+    assert [c["k"] for c in ctx.report.context] == [1, 2, 4, 8, 16] and len(ctx.report.ngram) == 3
+    assert ctx.png()[:4] == b"\x89PNG"
+
+    dyn = model.dynamics(chars=2000, orders="1-2")
+    shown = json.loads(cli(capsys, "analyze", "dynamics", analysed_run, "--out", tmp_path / "d", "--chars", "2000",
+                           "--orders", "1-2", "--json"))
+    assert [c["step"] for c in dyn.report.checkpoints] == [c["step"] for c in shown["checkpoints"]] == [20, 40, 60]
+    assert shown["checkpoints"] == [{k: c[k] for k in shown["checkpoints"][0]} for c in dyn.to_dict()["checkpoints"]]
+
+    em = model.emergence(chars=2500)
+    shown = json.loads(cli(capsys, "analyze", "emergence", analysed_run, "--out", tmp_path / "m", "--chars", "2500",
+                           "--json"))
+    got = em.to_dict()["checkpoints"]
+    assert [c["step"] for c in got] == [20, 40, 60] and {"quotes", "brace_depth"} <= set(got[0]["features"])
+    assert shown["checkpoints"] == [
+        {"step": c["step"], "features": {n: {k: f[k] for k in ("best_cell_r", "probe_score")}
+                                         for n, f in c["features"].items()}} for c in got]
+    assert em.png() is None and json.loads((tmp_path / "m" / "emergence.json").read_text()) == json.loads(
+        json.dumps(em.to_dict()))
+
+
+def test_the_analyses_refuse_bad_settings_in_one_line(analysed_run):
+    model = charnn.load(analysed_run)
+    with pytest.raises(charnn.CharnnError, match="load the model from its run folder"):
+        charnn.load(analysed_run / "best.safetensors").dynamics()
+    with pytest.raises(charnn.CharnnError, match="baseline or compare, not both"):
+        model.errors(baseline=3, compare=analysed_run)
+    with pytest.raises(charnn.CharnnError, match="an order 1-30"):
+        model.errors(baseline=31)
+    with pytest.raises(charnn.CharnnError, match="power of 2"):
+        model.context(max_context=12)
+    with pytest.raises(charnn.CharnnError, match="orders run from 1 to 20"):
+        model.dynamics(orders=[0, 3])
+    with pytest.raises(charnn.CharnnError, match="not one of train, val, test"):
+        model.braces(split="validation")

@@ -8,6 +8,7 @@ import sys
 import pytest
 from helpers import cache_at, tiny_config
 
+from charnn import checkpoint as ckpt
 from charnn.study.context import context_use
 
 D = 40  # the copy distance
@@ -41,7 +42,7 @@ def copy_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_loss_stays_high_below_the_copy_distance_and_falls_above_it_unlike_the_ngrams(copy_run):
-    rep = context_use(copy_run, positions=1000, max_k=256, orders=(1, 2, 4, 8), chars=20_000)
+    rep = context_use(ckpt.load(copy_run), positions=1000, max_k=256, orders=(1, 2, 4, 8), chars=20_000)
     loss = {c["k"]: c["loss"] for c in rep.context}
     assert sorted(loss) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     short = min(v for k, v in loss.items() if k < D)

@@ -11,7 +11,7 @@ internal. Importing charnn is cheap: the API (and torch) load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["CharnnError", "Run", "Model", "Cells", "Attention", "train", "load", "build_config", "__version__"]
+__all__ = ["CharnnError", "Run", "Model", "Cells", "Attention", "Analysis", "train", "load", "build_config", "__version__"]
 
 
 def __getattr__(name: str):

@@ -9,8 +9,9 @@
     top = model.find(text)[0].top[0]               # the cell most like the first feature
     model.clamp({(top.layer, top.cell): 0.9}).sample(length=200)
     model.attention(text).ranking                  # a transformer: its heads, ranked by what they attend to
+    model.context().report.context                 # the paper's analyses (errors, braces, dynamics, ...)
 
-The command line calls these functions (``charnn train``, ``sample``, ``eval``), so the two give
+The command line calls these functions (``charnn train``, ``sample``, ``analyze ...``), so the two give
 the same text and numbers for the same settings and seeds. Bad input raises ``CharnnError``
 with the same one-line message the command line prints.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from charnn.errors import CharnnError
 if TYPE_CHECKING:  # the trainer loads torch and more: imported when train() runs
     from charnn.trainer import TrainResult
 
-__all__ = ["CharnnError", "Run", "Model", "Cells", "train", "load", "build_config"]
+__all__ = ["CharnnError", "Run", "Model", "Cells", "Attention", "Analysis", "train", "load", "build_config"]
 
 # setting name -> the config section that holds it: every field of the three sections but those
 # the data fills in (the text is train's first argument)
@@ -175,7 +177,9 @@ def load(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> Mode
     from charnn import checkpoint as ckpt
     from charnn.devices import pick_device
 
-    return Model(ckpt.load(run, checkpoint), pick_device(device))
+    model = Model(ckpt.load(run, checkpoint), pick_device(device))
+    model.run_dir = Path(run) if Path(run).is_dir() else None
+    return model
 
 
 class Model:
@@ -192,6 +196,7 @@ class Model:
         self.config: ModelConfig = loaded.config.model
         self.clamped = parse_clamp(clamp, self.config)
         self._clamped = clamp or ""
+        self.run_dir: Path | None = None  # the run folder it was loaded from (None: a lone checkpoint file)
 
     @property
     def labels(self) -> list[str]:
@@ -297,7 +302,9 @@ class Model:
             model.clamp({(0, 42): 0.9}).sample(length=300)
         """
         spec = cells if isinstance(cells, str) else ",".join(f"{a}:{b}={float(v)!r}" for (a, b), v in cells.items())
-        return Model(self.loaded, net=self.net, clamp=spec)
+        held = Model(self.loaded, net=self.net, clamp=spec)
+        held.run_dir = self.run_dir
+        return held
 
     # ---- measuring -----------------------------------------------------------------------------
 
@@ -381,6 +388,189 @@ class Model:
         subject = self._subject(text)
         a = read_attention(subject)  # a recurrent model: one line naming inspect cells
         return Attention(a.text, a.att, a.context, rank_heads(a, max(1, top)), subject, max(1, top))
+
+    # ---- the paper's analyses (charnn analyze ...) --------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The run's folder name (or the checkpoint file's), as plots title it."""
+        if self.run_dir is not None:
+            return Path(self.run_dir).resolve().name
+        return Path(self.loaded.path).stem if self.loaded.path else "model"
+
+    def _read(self, what: str, text: str | None, split: str, chars: int):
+        """The subject of an analysis that sets n-gram models of characters beside the model: a
+        string, or the first `chars` characters of a split of the run's corpus."""
+        from charnn.evaluate import require_unlabelled
+        from charnn.subject import require_characters, subject_of_split, subject_of_string
+
+        require_characters(self.loaded, what)
+        require_unlabelled(self.loaded)
+        if text is not None:
+            return subject_of_string(self.loaded, self.net, text[:chars] if chars else text)
+        if split not in ("train", "val", "test"):
+            raise CharnnError(f"split: {split!r} is not one of train, val, test")
+        return subject_of_split(self.loaded, self.net, split, chars)
+
+    def _kept_run(self, what: str) -> Path:
+        if self.run_dir is None:
+            raise CharnnError(f"{what} reads the run's kept checkpoints: load the model from its run folder (charnn.load(RUN))")
+        return Path(self.run_dir)
+
+    def errors(
+        self, text: str | None = None, *, split: str = "test", chars: int = 100_000, baseline=None, compare=None
+    ) -> Analysis:
+        """Where the model's errors (characters given p < 0.5) come from, the paper's oracles peeled
+        in order (``charnn analyze errors``) on `text` or the first `chars` of `split`. baseline:
+        an n-gram order (1-30, trained on the run's training split) or a file from ``charnn ngram
+        --save``; compare: another Model (or run folder) on the same text. Either one says how
+        many of each category's errors it gets right.
+
+            model.errors().report.share("n-gram")     # the share of errors a 1-9-gram gets right
+        """
+        from charnn.study import oracles
+
+        if baseline is not None and compare is not None:
+            raise CharnnError("give baseline or compare, not both")
+        order: int | str = 0
+        if baseline is not None:
+            if isinstance(baseline, (str, Path)) and Path(baseline).is_file():
+                order = str(baseline)
+            elif str(baseline).isdigit() and 1 <= int(baseline) <= 30:
+                order = int(baseline)
+            else:
+                raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
+        subject = self._read("charnn analyze errors", text, split, chars)
+        other = None
+        if compare is not None:
+            other_model = compare if isinstance(compare, Model) else load(compare)
+            other = other_model._read("charnn analyze errors", text, split, chars)
+        rep = oracles.analyze_errors(subject, other, order)
+        label = (other_model.name if compare is not None else f"the n-gram {baseline}") if order or compare else ""
+        title = f"errors of {self.name}: {rep.errors:,} of {rep.chars:,} characters"
+        return Analysis(
+            "errors",
+            rep,
+            subject.what,
+            lambda f: oracles.plot(rep, f, title, label),
+            lambda out: oracles.write(rep, out, title, label),
+        )
+
+    def braces(self, text: str | None = None, *, split: str = "test", chars: int = 0, order: int = 20, ngram=None) -> Analysis:
+        """The loss on each '}' by how far back its '{' is, the model against an n-gram model of
+        `order` (trained on the run's training split) or the one saved in `ngram`
+        (``charnn analyze braces``): for a model of code.
+
+            model.braces().report.rows   # (from, to, braces, model's loss, n-gram's loss) per distance
+        """
+        from charnn.study import braces
+
+        if not 1 <= order <= 30:
+            raise CharnnError(f"--order must be between 1 and 30, got {order}")
+        subject = self._read("charnn analyze braces", text, split, chars)
+        rep = braces.brace_losses(subject, order, ngram)
+        title = f"'}}' after its '{{': {self.config.describe()} vs {rep.order}-gram, {rep.braces:,} braces"
+        return Analysis(
+            "braces", rep, subject.what, lambda f: braces.plot(rep, f, title), lambda out: braces.write(rep, out, title)
+        )
+
+    def context(
+        self,
+        *,
+        split: str = "val",
+        chars: int = 50_000,
+        positions: int = 2000,
+        max_context: int = 1024,
+        orders="1-9",
+        progress=None,
+    ) -> Analysis:
+        """The loss when the model may read only the last k characters (k = 1, 2, 4, ...
+        `max_context`), at `positions` characters of `split`, beside n-gram models of `orders`
+        ("1-9", "1,2,4" or a list): how much context it uses (``charnn analyze context``).
+        progress: called with a line as each part starts (e.g. print).
+
+            [c["loss"] for c in model.context().report.context]   # by k
+        """
+        from charnn.study.context import context_use, plot, write
+
+        rep = context_use(self.loaded, self.net, split, chars, positions, max_context, _orders(orders), progress)
+        title = f"{self.name}: loss by context length ({rep.positions:,} characters of {split})"
+        return Analysis("context", rep, rep.what, lambda f: plot(rep, f, title), lambda out: write(rep, out, title))
+
+    def dynamics(self, *, split: str = "val", chars: int = 20_000, orders="1-9", progress=None) -> Analysis:
+        """Each checkpoint the run kept over training against n-gram models of `orders`: which
+        order it predicts like as it learns (``charnn analyze dynamics``). Reads the run folder
+        this model was loaded from.
+
+            [c["closest_order"] for c in model.dynamics().report.checkpoints]
+        """
+        from charnn.study.dynamics import dynamics, plot, write
+
+        rep = dynamics(self._kept_run("charnn analyze dynamics"), _orders(orders), split, chars, progress=progress)
+        title = f"{self.name}: divergence from n-gram models over training ({rep.chars:,} characters of {split})"
+        return Analysis("dynamics", rep, rep.what, lambda f: plot(rep, f, title), lambda out: write(rep, out, title))
+
+    def emergence(
+        self,
+        *,
+        split: str = "val",
+        chars: int = 20_000,
+        features=(),
+        feature_file: str | Path | None = None,
+        parts: str | None = None,
+        progress=None,
+    ) -> Analysis:
+        """Per kept checkpoint and feature (quotes, brackets, ... and `features`, "NAME=REGEX"):
+        the best single cell's |r| and a linear probe's score, so when interpretable cells
+        emerge (``charnn analyze emergence``). feature_file: lines "START LABEL" (character
+        offsets); parts: a regex whose matches start new parts. Reads the run folder this model
+        was loaded from. No picture: ``.report.first_steps(name)`` says when each appears.
+        """
+        from charnn.study.emergence import emergence, write
+
+        run = self._kept_run("charnn analyze emergence")
+        ff = str(feature_file) if feature_file is not None else None
+        rep = emergence(run, split, chars, list(features), ff, progress=progress, parts=parts)
+        return Analysis("emergence", rep, rep.what, None, lambda out: write(rep, out))
+
+
+def _orders(orders) -> list[int]:
+    from charnn.study.dynamics import parse_orders
+
+    return parse_orders(orders if isinstance(orders, str) else ",".join(str(int(n)) for n in orders))
+
+
+class Analysis:
+    """One of the paper's analyses of a model (``Model.errors``, ``braces``, ``context``,
+    ``dynamics``, ``emergence``): ``report`` holds its numbers (what ``charnn analyze NAME``
+    prints), ``to_dict()`` them as plain data, ``png()`` its plot and ``save(folder)`` writes
+    NAME.png and NAME.csv (emergence: emergence.json) as ``--out`` does. In Jupyter the plot
+    shows inline."""
+
+    def __init__(self, name: str, report, what: str, draw, save):
+        self.name, self.report, self.what = name, report, what
+        self._draw, self._save = draw, save
+
+    def __repr__(self) -> str:
+        return f"Analysis({self.name} on {self.what})"
+
+    def to_dict(self) -> dict:
+        return self.report.to_dict()
+
+    def png(self) -> bytes | None:
+        """The plot as PNG bytes (None for emergence, which has none)."""
+        if self._draw is None:
+            return None
+        buf = io.BytesIO()
+        self._draw(buf)
+        return buf.getvalue()
+
+    def save(self, folder: str | Path):
+        """Write the files ``charnn analyze NAME --out FOLDER`` writes (never over files charnn did not write)."""
+        return self._save(Path(folder))
+
+    def _repr_png_(self) -> bytes | None:
+        return self.png()
 
 
 def _iframe(page: str, height: int) -> str:

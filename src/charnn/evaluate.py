@@ -29,6 +29,16 @@ class Text:
     before: np.ndarray
 
 
+def require_unlabelled(loaded) -> None:
+    """Refuse a model conditioned on labels in an analysis that sets n-gram models of characters
+    beside it (its ids carry labels: char + V * label)."""
+    if loaded.config.model.labels:
+        raise CharnnError(
+            "this analysis reads a model conditioned on labels, which it does not support yet; "
+            "charnn eval, sample --label and attribute do"
+        )
+
+
 def model_text(loaded, text: str | None = None, split: str | None = None, context: int = 0, labelled_ok: bool = False) -> Text:
     """A file (`text`) or a split of the run's own corpus (default val), encoded as the run was and
     in the model's vocabulary (a character the model never saw is an error naming it).
@@ -37,11 +47,8 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
     tokenised with the model's own tokenizer, exactly as training cut it.
     """
     d = loaded.config.data
-    if loaded.config.model.labels and not labelled_ok:  # its ids carry labels: char + V * label
-        raise CharnnError(
-            "this analysis reads a model conditioned on labels, which it does not support yet; "
-            "charnn eval, sample --label and attribute do"
-        )
+    if not labelled_ok:
+        require_unlabelled(loaded)
     before = np.zeros(0, dtype=np.int64)
     tokens = loaded.vocab if isinstance(loaded.vocab, TokenVocab) else None
     unit = "char" if tokens is not None else d.unit

@@ -77,7 +77,14 @@ def open_subject(
     loaded = ckpt.load(run, which)
     if not tokens_ok:
         require_characters(loaded, what)
-    model = loaded.build_model(device)
+    return subject_of_split(loaded, loaded.build_model(device), split, chars, text, labelled_ok)
+
+
+def subject_of_split(
+    loaded: ckpt.Checkpoint, model: Model, split: str | None, chars: int = 0, text: str | None = None, labelled_ok: bool = False
+) -> Subject:
+    """A subject from a loaded model: the first `chars` characters (0: all) of a split of its own
+    corpus or of a file (`text`), with the corpus before it as context."""
     source = model_text(loaded, text, split, context=CONTEXT, labelled_ok=labelled_ok)
     ids, what, before = source.ids, source.what, source.before
     if chars and len(ids) > chars:

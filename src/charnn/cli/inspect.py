@@ -222,23 +222,14 @@ def _say_what(command: str, choices: str):
 
 
 def cmd_errors(args) -> int:
-    from charnn.errors import CharnnError
-    from charnn.inspect import open_subject
-    from charnn.study.oracles import CATEGORIES, analyze_errors, write
+    from charnn.api import load
+    from charnn.study.oracles import CATEGORIES
 
-    baseline = args.baseline
-    if baseline is not None and not Path(baseline).is_file():
-        if not baseline.isdigit() or not 1 <= int(baseline) <= 30:
-            raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
-        baseline = int(baseline)
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint, what="charnn inspect errors")
-    other = open_subject(args.compare, split=args.split, chars=args.chars, what="charnn inspect errors") if args.compare else None
-    rep = analyze_errors(subject, other, baseline or 0)
-    label = args.compare or (f"the n-gram {args.baseline}" if args.baseline else "")
-    png, csv_path = write(
-        rep, Path(args.out), f"errors of {Path(args.run).name}: {rep.errors:,} of {rep.chars:,} characters", label
-    )
-    print(f"{rep.errors:,} errors (p < 0.5) in {rep.chars:,} characters of {subject.what}")
+    # the Python API's Model.errors: one path for both (its checks and messages too)
+    a = load(args.run, args.checkpoint).errors(split=args.split, chars=args.chars, baseline=args.baseline, compare=args.compare)
+    rep = a.report
+    png, csv_path = a.save(args.out)
+    print(f"{rep.errors:,} errors (p < 0.5) in {rep.chars:,} characters of {a.what}")
     head = f"{'category':16} {'errors':>8} {'share':>7}" + (f" {'right in other':>15}" if rep.compare else "")
     print(head)
     for c in CATEGORIES:
@@ -252,17 +243,13 @@ def cmd_errors(args) -> int:
 
 
 def cmd_braces(args) -> int:
-    from charnn.errors import CharnnError
-    from charnn.inspect import open_subject
-    from charnn.study.braces import brace_losses, fmt, write
+    from charnn.api import load
+    from charnn.study.braces import fmt
 
-    if not 1 <= args.order <= 30:
-        raise CharnnError(f"--order must be between 1 and 30, got {args.order}")
-    subject = open_subject(args.run, split=args.split, chars=args.chars, which=args.checkpoint, what="charnn analyze braces")
-    rep = brace_losses(subject, args.order, args.ngram)
-    c = subject.loaded.config.model
-    png, csv_path = write(rep, Path(args.out), f"'}}' after its '{{': {c.describe()} vs {rep.order}-gram, {rep.braces:,} braces")
-    print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {subject.what})")
+    a = load(args.run, args.checkpoint).braces(split=args.split, chars=args.chars, order=args.order, ngram=args.ngram)
+    rep = a.report
+    png, csv_path = a.save(args.out)
+    print(f"loss on '}}' by distance back to its '{{' ({rep.braces:,} braces in {a.what})")
     print(f"{'distance':>10} {'braces':>7} {'RNN':>7} {f'{rep.order}-gram':>8}")
     for lo, hi, n, r, g in rep.rows:
         span = f"{lo}-{hi}" if hi < 10**8 else f"{lo}+"
@@ -484,22 +471,13 @@ def _evolution_analyses(args) -> tuple[dict, bytes]:
 
 
 def cmd_dynamics(args) -> int:
-    from charnn.study.dynamics import dynamics, fmt, parse_orders, write
+    from charnn.api import load
+    from charnn.study.dynamics import fmt
 
-    orders = parse_orders(args.orders)
-    rep = dynamics(
-        args.run,
-        orders,
-        args.split,
-        args.chars,
-        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
-    )
-    png, csv_path = write(
-        rep,
-        Path(args.out),
-        f"{Path(args.run).resolve().name}: divergence from n-gram models over "
-        f"training ({rep.chars:,} characters of {args.split})",
-    )
+    say = None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    a = load(args.run, "latest").dynamics(split=args.split, chars=args.chars, orders=args.orders, progress=say)
+    rep = a.report
+    png, csv_path = a.save(args.out)
     if args.json:
         d = rep.to_dict()
         print(
@@ -526,29 +504,14 @@ def cmd_dynamics(args) -> int:
 
 
 def cmd_context(args) -> int:
-    from charnn.errors import CharnnError
-    from charnn.study.context import context_use, write
-    from charnn.study.dynamics import parse_orders
+    from charnn.api import load
 
-    if args.max_context < 1 or args.max_context > 8192 or args.max_context & (args.max_context - 1):
-        raise CharnnError(f"--max-context must be a power of 2 from 1 to 8192, got {args.max_context}")
-    if not 1 <= args.positions <= 100_000:
-        raise CharnnError(f"--positions must be from 1 to 100000, got {args.positions}")
-    rep = context_use(
-        args.run,
-        args.checkpoint,
-        args.split,
-        args.chars,
-        args.positions,
-        args.max_context,
-        parse_orders(args.orders),
-        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
-    )
-    png, csv_path = write(
-        rep,
-        Path(args.out),
-        f"{Path(args.run).resolve().name}: loss by context length ({rep.positions:,} characters of {args.split})",
-    )
+    say = None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    model = load(args.run, args.checkpoint)
+    kw = dict(positions=args.positions, max_context=args.max_context, orders=args.orders, progress=say)
+    a = model.context(split=args.split, chars=args.chars, **kw)
+    rep = a.report
+    png, csv_path = a.save(args.out)
     if args.json:
         d = rep.to_dict()
         print(json.dumps({k: d[k] for k in ("train_seq_len", "unlimited", "context", "ngram")}))
@@ -564,25 +527,20 @@ def cmd_context(args) -> int:
 
 
 def cmd_emergence(args) -> int:
-    from charnn.files import refuse_foreign, write_atomic
-    from charnn.study.emergence import emergence
+    from charnn.api import load
+    from charnn.files import refuse_foreign
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
-    refuse_foreign(out / "emergence.json", b'"checkpoints"')
-    rep = emergence(
-        args.run,
-        args.split,
-        args.chars,
-        args.feature,
-        args.feature_file,
-        parts=args.parts,
-        progress=None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True)),
-    )
+    refuse_foreign(out / "emergence.json", b'"checkpoints"')  # before the work, as well as when writing
+    say = None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    model = load(args.run, "latest")
+    kw = dict(features=args.feature, feature_file=args.feature_file, parts=args.parts, progress=say)
+    a = model.emergence(split=args.split, chars=args.chars, **kw)
+    rep = a.report
     d = rep.to_dict()
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "emergence.json", json.dumps(d, indent=1) + "\n")
+    a.save(out)
     if args.json:
         print(
             json.dumps(

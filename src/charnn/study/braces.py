@@ -37,6 +37,13 @@ class BraceReport:
     rows: list[tuple[int, int, int, float, float]] = field(default_factory=list)  # from, to, n, rnn, ngram
     braces: int = 0
 
+    def to_dict(self) -> dict:
+        return {
+            "order": self.order,
+            "braces": self.braces,
+            "rows": [{"from": a, "to": b, "braces": n, "rnn": r, "ngram": g} for a, b, n, r, g in self.rows],
+        }
+
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

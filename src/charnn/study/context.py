@@ -66,9 +66,17 @@ def limited_loss(model, history: np.ndarray, targets: np.ndarray, k: int) -> flo
     return total / len(targets)
 
 
+def check_options(positions: int, max_k: int) -> None:
+    """The bounds on --positions and --max-context, in one line each."""
+    if max_k < 1 or max_k > 8192 or max_k & (max_k - 1):
+        raise CharnnError(f"--max-context must be a power of 2 from 1 to 8192, got {max_k}")
+    if not 1 <= positions <= 100_000:
+        raise CharnnError(f"--positions must be from 1 to 100000, got {positions}")
+
+
 def context_use(
-    run,
-    which: str = "best",
+    loaded: ckpt.Checkpoint,
+    model=None,
     split: str = "val",
     chars: int = 50_000,
     positions: int = 2000,
@@ -76,12 +84,13 @@ def context_use(
     orders=tuple(range(1, 10)),
     progress=None,
 ) -> ContextReport:
-    """The losses for the first `chars` characters of `split` (0: all), scored at `positions`
-    places spread evenly over them, each with at least max_k characters before it."""
+    """The losses of `loaded`'s model (built here unless given) for the first `chars` characters of
+    `split` (0: all), scored at `positions` places spread evenly over them, each with at least
+    max_k characters before it."""
+    check_options(positions, max_k)
     say = progress or (lambda _m: None)
-    loaded = ckpt.load(run, which)
     require_characters(loaded, "charnn analyze context")
-    model = loaded.build_model()
+    model = model if model is not None else loaded.build_model()
     source = model_text(loaded, split=split, context=max_k)
     before = np.asarray(source.before, dtype=np.int64)
     ids = np.asarray(source.ids[:chars] if chars else source.ids, dtype=np.int64)

@@ -12,8 +12,10 @@ recognised: chance is 1 / classes however rare a feature is), R^2 for counts (de
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import model_text
+from charnn.files import refuse_foreign, write_atomic
 from charnn.inspect import features as feats
 from charnn.inspect.activations import held, record_all
 from charnn.inspect.find import find_cells
@@ -179,3 +182,14 @@ def emergence(
             }
         rep.checkpoints.append(row)
     return rep
+
+
+def write(rep: EmergenceReport, out) -> Path:
+    """`out/emergence.json`, never over a file charnn did not write."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
+    refuse_foreign(out / "emergence.json", b'"checkpoints"')
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "emergence.json", json.dumps(rep.to_dict(), indent=1) + "\n")
+    return out / "emergence.json"

@@ -48,6 +48,14 @@ class ErrorReport:
     def share(self, cat: str) -> float:
         return self.counts.get(cat, 0) / self.errors if self.errors else 0.0
 
+    def to_dict(self) -> dict:
+        d: dict = {"chars": self.chars, "errors": self.errors, "categories": {}}
+        for c in CATEGORIES:
+            d["categories"][c] = {"errors": self.counts.get(c, 0), "share": self.share(c)}
+            if self.compare:
+                d["categories"][c]["fixed_by_other"] = self.compare[c][1]
+        return d
+
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
