@@ -112,8 +112,7 @@ MUTANTS = [
            "out[e] += V * doc_labels[min(k + 1, len(doc_labels) - 1)]", "out[e] += V * doc_labels[k]",
            "tests/test_labels.py", "end_symbol"),
     Mutant("serve's cells read without the label asked for", "web/serve.py",
-           "ids = chars + len(loaded.vocab) * label_numbers(loaded.meta, req.label)[0]",
-           "ids = chars + 0 * label_numbers(loaded.meta, req.label)[0]", "tests/test_labels.py", "cells_in_the_label"),
+           "ids = chars + len(loaded.vocab) * label", "ids = chars + 0 * label", "tests/test_labels.py", "cells_in_the_label"),
     Mutant("a document over the cap taken", "documents.py", "    if lengths[k] > cap:", "    if lengths[k] > 10 * cap:",
            "tests/test_documents.py", "over_the_cap"),
     Mutant("a fold trains on what it scores", "attribution/folds.py",
@@ -166,6 +165,9 @@ MUTANTS = [
     Mutant("the API's analyses read n-gram orders wrong", "api.py",
            'return parse_orders(orders if isinstance(orders, str) else ",".join(str(int(n)) for n in orders))',
            'return parse_orders(orders if isinstance(orders, str) else "1")', "tests/test_api.py", "context_dynamics"),
+    Mutant("a label given to an unlabelled run is ignored", "sample.py",
+           '    if name is not None and not meta.get("labels"):\n', "    if False:\n",
+           "tests/test_documents.py", "serve_and_the_api"),
 ]
 
 

@@ -144,8 +144,11 @@ def test_serve_and_the_api_read_a_documents_run_as_eval_and_sample_do(run):
         assert first["probs"]["1"] == pytest.approx(list(model.next("", top=5)[1.0].values()), abs=1e-6)
         after = client.post("/api/runs/run/next", json={"text": "k", "top": 5}).json()
         assert set(after["candidates"]) == set("aeiou"), after
-        r = client.post("/api/runs/run/next", json={"text": "k", "label": "x"})
-        assert r.status_code == 400 and "trained without labels" in r.text
+        asks = {"next": {"text": "k"}, "activations": {"text": "k"}, "sample": {"prime": "k", "length": 20}}
+        for endpoint, body in asks.items():  # a label is never silently ignored
+            r = client.post(f"/api/runs/run/{endpoint}", json={**body, "label": "x"})
+            assert r.status_code == 400 and "trained without labels" in r.text, endpoint
+            assert client.post(f"/api/runs/run/{endpoint}", json=body).status_code == 200, endpoint
 
 
 def test_a_documents_run_resumes_bit_identically(tmp_path):

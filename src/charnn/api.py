@@ -70,7 +70,11 @@ def build_config(text: str | Path = "stdlib", preset: str | None = None, **setti
     """A run's configuration: the preset (default "default"; "gpt-cpu" when cell="transformer"),
     then the settings (names of ``ModelConfig``, ``DataConfig`` and ``TrainConfig`` fields), then
     the rules that tie a transformer's width and windows to its embedding and block. Checked when
-    training starts (``RunConfig.validate``)."""
+    training starts (``RunConfig.validate``).
+
+        cfg = charnn.build_config("notes.txt", preset="large", dropout=0.3)
+        cfg.model.describe()
+    """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown and unknown[0] in RENAMED:
         raise CharnnError(f"the setting {unknown[0]!r} is now called {RENAMED[unknown[0]]!r}")
@@ -117,7 +121,10 @@ class Run:
     result: TrainResult | None = field(default=None, repr=False)  # everything the trainer reported (signal, ...)
 
     def load(self, checkpoint: str = "best", device: str = "cpu") -> Model:
-        """The run's model: checkpoint "best", "last" or "step:N" (a kept one)."""
+        """The run's model: checkpoint "best", "last" or "step:N" (a kept one).
+
+        model = run.load("last")
+        """
         return load(self.dir, checkpoint, device)
 
     def __repr__(self) -> str:
@@ -173,7 +180,11 @@ def train(
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> Model:
     """A trained model from a run directory (checkpoint "best", "last" or "step:N") or a
-    .safetensors file; device "cpu", "cuda", "mps" or "auto"."""
+    .safetensors file; device "cpu", "cuda", "mps" or "auto".
+
+        model = charnn.load("runs/demo")              # its best checkpoint
+        early = charnn.load("runs/demo", "step:300")  # one it kept over training
+    """
     from charnn import checkpoint as ckpt
     from charnn.devices import pick_device
 
@@ -205,6 +216,7 @@ class Model:
 
     @property
     def params(self) -> int:
+        """The number of trained parameters."""
         return self.net.num_params
 
     def __repr__(self) -> str:
@@ -234,14 +246,20 @@ class Model:
 
             model.sample("ROMEO:", length=300, temperature=0.5, seed=1)[0]
         """
-        from charnn.sample import check_options, label_numbers, sample_documents, sample_text, stream_document
+        from charnn.sample import (
+            check_options,
+            label_numbers,
+            refuse_label_unless_labelled,
+            sample_documents,
+            sample_text,
+            stream_document,
+        )
         from charnn.sample import stream as stream_pieces
 
         check_options(temperature, top_k, top_p, length, num)
         opts: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, clamped=self.clamped)
         meta = self.loaded.meta
-        if label is not None and not meta.get("labels"):
-            raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
+        refuse_label_unless_labelled(meta, label)
         if meta.get("lead_in"):
             if stop:
                 raise CharnnError("stop: a document ends at its end symbol; drop stop for a documents run")
@@ -265,11 +283,10 @@ class Model:
 
             text, nats = model.beam("ROMEO:", width=8, length=100)
         """
-        from charnn.sample import beam_document, beam_search
+        from charnn.sample import beam_document, beam_search, refuse_label_unless_labelled
 
         meta = self.loaded.meta
-        if label is not None and not meta.get("labels"):
-            raise CharnnError("label: this run was trained without labels (train with documents=..., label=...)")
+        refuse_label_unless_labelled(meta, label)
         if meta.get("lead_in"):
             return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.clamped)
         return beam_search(self.net, self.vocab, prime, length, width, self.clamped)
@@ -349,7 +366,10 @@ class Model:
         """The cells (MLP neurons, for a transformer) whose values correlate most with each
         feature of `text` (quotes, brackets, line position, ... and `features`, "NAME=REGEX"):
         a list of results, each with .name, .about and .top (layer, cell, quantity, r), best
-        first."""
+        first.
+
+            best = model.find(text, top=3)[0]   # the first feature: best.name, best.top[0].cell
+        """
         from charnn.inspect import find_cells
         from charnn.subject import require_characters
 
@@ -359,7 +379,10 @@ class Model:
     def ablate(self, text: str, cells=(), heads=(), mode: str = "zero", features=()):
         """How much the loss on `text` rises when `cells` [(layer, cell), ...] are held at zero
         (mode "zero", "mean" or "value:V") or a transformer's `heads` [(layer, head), ...] are
-        silenced: a report with .overall (.base, .ablated, .delta) and per-feature splits."""
+        silenced: a report with .overall (.base, .ablated, .delta) and per-feature splits.
+
+            model.ablate(text, cells=[(0, 42)]).overall.delta   # nats per character lost without cell 42
+        """
         from charnn.inspect import ablate, parse_cells
         from charnn.subject import require_characters
 
@@ -525,6 +548,8 @@ class Model:
         emerge (``charnn analyze emergence``). feature_file: lines "START LABEL" (character
         offsets); parts: a regex whose matches start new parts. Reads the run folder this model
         was loaded from. No picture: ``.report.first_steps(name)`` says when each appears.
+
+            model.emergence().report.first_steps("quotes")   # (probe's first step, a single cell's)
         """
         from charnn.study.emergence import emergence, write
 
@@ -555,6 +580,7 @@ class Analysis:
         return f"Analysis({self.name} on {self.what})"
 
     def to_dict(self) -> dict:
+        """The report as plain data (JSON-ready): what ``--json`` prints, and more."""
         return self.report.to_dict()
 
     def png(self) -> bytes | None:
@@ -622,6 +648,7 @@ class Cells:
 
     @property
     def quantities(self) -> list[str]:
+        """The recorded quantities' names, e.g. ["c", "h", "i", "f", "o", "g"] for an LSTM."""
         return list(self.values)
 
     def cell(self, layer: int, cell: int, quantity: str | None = None) -> np.ndarray:

@@ -223,8 +223,7 @@ def start_ids(model: Model, vocab: Vocab, meta: dict, prime: str = "", label: st
     documents the lead-in first (where training starts a document) and the prime, in `label`'s
     style for a run conditioned on labels; for one stream of text the prime alone. meta: the
     checkpoint's."""
-    if label is not None and not meta.get("labels"):
-        raise CharnnError("label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    refuse_label_unless_labelled(meta, label)
     if meta.get("lead_in"):
         lab, lead = label_numbers(meta, label)
         return _labelled_start(model, vocab, lab, meta["lead_in"], lead, prime)
@@ -386,9 +385,18 @@ def sample_documents(
     return done, capped
 
 
+def refuse_label_unless_labelled(meta: dict, name: str | None, flag: str = "label") -> None:
+    """A label name given to a run trained without labels is a mistake (it would be ignored): one
+    line, the same from the command line (flag "--label"), the API and the server."""
+    if name is not None and not meta.get("labels"):
+        raise CharnnError(f"{flag}: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+
+
 def label_numbers(meta: dict, name: str | None) -> tuple[int, int]:
     """(the label's number, the lead-in's label's number) for a labelled run; (0, 0) otherwise.
-    A labelled run needs a known label name. meta: the checkpoint's."""
+    A labelled run needs a known label name, and an unlabelled one takes none. meta: the
+    checkpoint's."""
+    refuse_label_unless_labelled(meta, name)
     names = meta.get("labels") or []
     if not names:
         return 0, 0

@@ -423,7 +423,7 @@ def cmd_sample(args) -> int:
     from charnn import checkpoint as ckpt
     from charnn.api import Model
     from charnn.devices import pick_device
-    from charnn.sample import check_options
+    from charnn.sample import check_options, refuse_label_unless_labelled
 
     check_options(args.temperature, args.top_k, args.top_p, args.length, args.num)
     if args.prime_file is not None:
@@ -443,10 +443,9 @@ def cmd_sample(args) -> int:
         clamped=api_model.clamped,
     )
     out = sys.stdout
+    refuse_label_unless_labelled(loaded.meta, args.label, "--label")
     if args.beam is not None:
         return _beam(args, api_model)
-    if args.label is not None and not loaded.meta.get("labels"):
-        raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     if args.show_probs:
         return _show_probs(args, model, loaded, opts["clamped"])
     if args.documents is not None or loaded.meta.get("lead_in"):
@@ -519,8 +518,6 @@ def _prime_file(args) -> str:
 
 
 def _beam(args, api_model) -> int:
-    if args.label is not None and not api_model.labels:
-        raise CharnnError("--label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
     text, nats = api_model.beam(args.prime, width=args.beam, length=args.length, label=args.label)
     if api_model.loaded.meta.get("lead_in"):  # the most likely whole document
         if text is None:

@@ -39,7 +39,16 @@ from charnn.errors import CharnnError
 from charnn.evaluate import score_text, string_ids
 from charnn.inspect.activations import QUANTITIES, Clamp, record_all
 from charnn.model import CharRNN
-from charnn.sample import label_numbers, next_probs, parse_clamp, sample_documents, sample_text, stream, stream_document
+from charnn.sample import (
+    label_numbers,
+    next_probs,
+    parse_clamp,
+    refuse_label_unless_labelled,
+    sample_documents,
+    sample_text,
+    stream,
+    stream_document,
+)
 from charnn.subject import display_chars
 
 MAX_BODY = 2 << 20  # bytes of a request body: a 1 MB text is up to ~1M characters of JSON
@@ -214,8 +223,7 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
             clamped=parse_clamp(req.clamp, loaded.config.model),
         )
         return {"samples": docs, "capped": capped}
-    if req.label is not None:
-        raise CharnnError("label: this run was trained without labels")
+    refuse_label_unless_labelled(loaded.meta, req.label)
     texts = sample_text(
         model,
         loaded.vocab,
@@ -273,10 +281,9 @@ def do_activations(run: Served, req: ActivationsRequest) -> dict:
         raise CharnnError(f"layer {req.layer} does not exist: this model has layers 0 to {cfg.layers - 1}")
     if req.quantity not in QUANTITIES[cfg.cell]:
         raise CharnnError(f"a {cfg.cell} has no quantity {req.quantity!r}; it has {', '.join(QUANTITIES[cfg.cell])}")
-    if req.label is not None and not loaded.meta.get("labels"):
-        raise CharnnError("label: this run was trained without labels (train with --documents SPLIT --label REGEX)")
+    label = label_numbers(loaded.meta, req.label)[0]
     chars = _ids(loaded, req.text)
-    ids = chars + len(loaded.vocab) * label_numbers(loaded.meta, req.label)[0]  # a labelled run reads unit + V * label
+    ids = chars + len(loaded.vocab) * label  # a labelled run reads unit + V * label
     if len(ids) * cfg.units > MAX_VALUES:
         raise CharnnError(
             f"{len(ids):,} characters x {cfg.units} units a layer is too much for one answer; "
@@ -558,8 +565,7 @@ def _stream_pieces(loaded, model, req: SampleRequest):
     )
     if loaded.meta.get("lead_in"):  # ended at its end symbol
         return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
-    if req.label is not None:
-        raise CharnnError("label: this run was trained without labels")
+    refuse_label_unless_labelled(loaded.meta, req.label)
     return stream(model, loaded.vocab, stop=req.stop, **opts)
 
 
