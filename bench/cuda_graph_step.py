@@ -1,7 +1,7 @@
 """The probe that led to `--cuda-graph`: can the default model's whole training step (forward,
 backward, clipping, fused AdamW, the carried state) be captured in one CUDA graph, does it give
 the eager step's numbers, and how much faster is it? On a GPU the default-size eager step is bound
-by the host launching kernels (docs/benchmarks.md). charnn's own version (charnn.cudagraph) keeps
+by the host launching kernels (docs/notes.md). charnn's own version (charnn.cudagraph) keeps
 the optimiser's step out of the graph; this probe measures the whole step in one.
 
     python bench/cuda_graph_step.py     # CUDA only; elsewhere it says so and exits 0

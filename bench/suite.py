@@ -614,7 +614,7 @@ def main() -> int:
     if want("serve"):
         serving()
     if want("ttq"):
-        # the best plain recipe of the 60 s sweep (time_to_quality.GRIDS "60s", "60s-2"; docs/benchmarks.md)
+        # the best plain recipe of the 60 s sweep (time_to_quality.GRIDS "60s", "60s-2"; docs/notes.md)
         time_to_quality(60, "default", {"layers": 1, "hidden": 512, "dropout": 0.0, "lr": 8e-3, "precision": "bf16"},
                         1.50, 0.95)
     if want("ttq10"):

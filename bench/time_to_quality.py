@@ -107,7 +107,7 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
 # The sweeps, as data (issue #38): "plain" entries are plain_recipe's keyword arguments, "charnn"
 # entries a preset and settings over it ("preset:key=value,..."). --grid picks one; every round
 # runs them alternated (plain, charnn, plain, ...) and prints best against best. The results and
-# the reasons for each grid are in docs/benchmarks.md.
+# the reasons for each grid are in docs/notes.md.
 GRIDS = {
     # 60 s (2026-12-06): learning rate x shape for the plain recipe (no dropout at this budget), fp32
     # and bf16; charnn's default preset with AdamW and with Muon

@@ -358,7 +358,7 @@ def _positive(name: str, value: int) -> None:
 # (the best measured at 10 minutes) were chosen on tiny Shakespeare on a 2-core CPU; "long" (the
 # best measured at 30 minutes on War and Peace, 2.5M training characters) is "large" without
 # dropout, with a longer weight average and the learning rate decayed to 5%, for multi-MB corpora
-# trained for half an hour or more, where the model underfits. docs/benchmarks.md
+# trained for half an hour or more, where the model underfits. docs/notes.md
 # lists what was measured. On such a CPU one wide layer beat two narrower ones at both budgets:
 # it does the same arithmetic in fewer, larger matrix products. bf16 where the CPU has it: at 10
 # minutes 1.42x the steps of fp32 and a lower loss (bf16 1.3880 and 1.3843 in two rounds, fp32 1.3963 in the
@@ -384,7 +384,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # the dataclass defaults above (one place holds them), with bf16 where the CPU has it (measured
     # 1.4x the steps and 1.5% lower loss at 60 s, the same loss at equal steps) and Muon on the
     # recurrent matrices at 8e-3 with 64 streams (2% lower than AdamW at 60 s in two alternated
-    # rounds; Muon's Newton-Schulz cost is per step, so a larger batch pays) (docs/benchmarks.md)
+    # rounds; Muon's Newton-Schulz cost is per step, so a larger batch pays) (docs/notes.md)
     "default": {"train": {"precision": "auto", "optimizer": "muon", "lr": 8e-3, "batch_size": 64}},
     "large": _LARGE,
     "long": {

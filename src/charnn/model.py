@@ -340,7 +340,7 @@ def fp32_recurrence(device_type: str) -> bool:
     wrapper for RNNs has cast them to fp16 whatever dtype was asked for, and fp16 without a
     gradient scaler underflows (MPS follows CUDA's rule, unmeasured). On a CPU the recurrence runs
     in bf16 through oneDNN's RNN kernel, 1.3-1.45x the characters per second of fp32 measured on
-    this project's AVX-512-bf16 CPU (docs/benchmarks.md); the read-out runs in the autocast dtype
+    this project's AVX-512-bf16 CPU (docs/notes.md); the read-out runs in the autocast dtype
     everywhere."""
     return device_type != "cpu"
 
