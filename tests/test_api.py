@@ -278,3 +278,5 @@ def test_the_analyses_refuse_bad_settings_in_one_line(analysed_run):
         model.dynamics(orders=[0, 3])
     with pytest.raises(charnn.CharnnError, match="not one of train, val, test"):
         model.braces(split="validation")
+    with pytest.raises(charnn.CharnnError, match="not one of train, val, test"):
+        model.context(split="validation")

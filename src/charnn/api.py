@@ -431,8 +431,6 @@ class Model:
         require_unlabelled(self.loaded)
         if text is not None:
             return subject_of_string(self.loaded, self.net, text[:chars] if chars else text)
-        if split not in ("train", "val", "test"):
-            raise CharnnError(f"split: {split!r} is not one of train, val, test")
         return subject_of_split(self.loaded, self.net, split, chars)
 
     def _kept_run(self, what: str) -> Path:
@@ -464,12 +462,11 @@ class Model:
             else:
                 raise CharnnError(f"--baseline {baseline!r}: give a file saved by `charnn ngram --save` or an order 1-30")
         subject = self._read("charnn analyze errors", text, split, chars)
-        other = None
+        other, label = None, f"the n-gram {baseline}" if order else ""
         if compare is not None:
             other_model = compare if isinstance(compare, Model) else load(compare)
-            other = other_model._read("charnn analyze errors", text, split, chars)
+            other, label = other_model._read("charnn analyze errors", text, split, chars), other_model.name
         rep = oracles.analyze_errors(subject, other, order)
-        label = (other_model.name if compare is not None else f"the n-gram {baseline}") if order or compare else ""
         title = f"errors of {self.name}: {rep.errors:,} of {rep.chars:,} characters"
         return Analysis(
             "errors",

@@ -66,6 +66,8 @@ def model_text(loaded, text: str | None = None, split: str | None = None, contex
         ids = np.asarray(enc.remap(loaded.vocab, text).ids) if tokens is None else tokens.encode(enc.vocab.decode(enc.ids))
         return Text(ids, text, before)
     split = split or "val"
+    if split not in ("train", "val", "test"):
+        raise CharnnError(f"split: {split!r} is not one of train, val, test")
     enc = prepare(
         d.text,
         d.include,

@@ -528,12 +528,10 @@ def cmd_context(args) -> int:
 
 def cmd_emergence(args) -> int:
     from charnn.api import load
-    from charnn.files import refuse_foreign
+    from charnn.study.emergence import check_out
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
-    refuse_foreign(out / "emergence.json", b'"checkpoints"')  # before the work, as well as when writing
+    check_out(out)  # before the work, as well as when writing
     say = None if args.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     model = load(args.run, "latest")
     kw = dict(features=args.feature, feature_file=args.feature_file, parts=args.parts, progress=say)

@@ -184,12 +184,18 @@ def emergence(
     return rep
 
 
-def write(rep: EmergenceReport, out) -> Path:
-    """`out/emergence.json`, never over a file charnn did not write."""
+def check_out(out) -> None:
+    """--out must be a folder whose emergence.json, if any, charnn wrote."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CharnnError(f"{out} is a file; --out takes a folder for emergence.json")
     refuse_foreign(out / "emergence.json", b'"checkpoints"')
+
+
+def write(rep: EmergenceReport, out) -> Path:
+    """`out/emergence.json`, never over a file charnn did not write."""
+    out = Path(out)
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "emergence.json", json.dumps(rep.to_dict(), indent=1) + "\n")
     return out / "emergence.json"
