@@ -168,6 +168,9 @@ MUTANTS = [
     Mutant("a label given to an unlabelled run is ignored", "sample.py",
            '    if name is not None and not meta.get("labels"):\n', "    if False:\n",
            "tests/test_documents.py", "serve_and_the_api"),
+    Mutant("a CPU transformer attends in bf16 under autocast", "transformer.py",
+           '    if q.device.type != "cpu" or q.dtype != torch.bfloat16:\n', "    if True:\n",
+           "tests/test_devices.py", "attends_in_fp32"),
 ]
 
 

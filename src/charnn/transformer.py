@@ -83,13 +83,29 @@ class Attention(nn.Module):
             att = attention_rows(q, k, P)
             y = att @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=not P and T > 1)
+            y = attend(q, k, v, mask, drop, is_causal=not P and T > 1)
             att = None
         if probe is not None and self.index in probe.mute:
             y = y.clone()
             y[:, probe.mute[self.index]] = 0
         y = y.transpose(1, 2).reshape(B, T, E)
         return self.drop(self.proj(y)), torch.stack([k, v]), att
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, dropout: float, is_causal: bool) -> torch.Tensor:
+    """scaled_dot_product_attention, in fp32 when the CPU would run it in bf16 (under --precision
+    bf16's autocast), returned in the inputs' dtype. PyTorch's CPU flash attention takes about 3x
+    as long backward in bf16 as in fp32 (18 against 6.5 ms for a batch of 24 x 6 heads x 64 x 32,
+    measured with torch 2.13; docs/notes.md), which made a bf16 step of the gpt-muon model no
+    faster than fp32 although its matrix products ran twice as fast; the attention's own
+    arithmetic is small. On a GPU bf16 attention is the fast path and stays."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+    with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs back to bf16
+        y = F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout, is_causal=is_causal
+        )
+    return y.to(q.dtype)
 
 
 def causal_mask(past: int, new: int, device) -> torch.Tensor:
