@@ -1,9 +1,11 @@
 """fp32 against bf16 on this CPU (issue #38): the matrix-multiply peak of each precision, charnn's
-training step in each (chars/s and the share of that precision's peak), and, with --quality, the
-default preset trained in each at equal steps and at equal time on tiny Shakespeare 90/10.
+training step in each (chars/s and the share of that precision's peak), and, with --quality,
+a preset (default: `default`) trained in each at equal steps and at equal time on tiny Shakespeare
+90/10.
 
     python bench/precision.py                       # the speed rows (about a minute)
     python bench/precision.py --quality --steps 1000 --seeds 2,4,5 --time 60 --rounds 2
+    python bench/precision.py --quality --preset gpt-muon --no-speed --steps 600 --seeds 2,4 --rounds 0
 
 Runs alternate fp32 and bf16 so that both see the same machine (its speed moves by 2x).
 """
@@ -20,13 +22,20 @@ import torch
 from suite import _paired_times
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-# (cell, layers, hidden, batch, window): the default preset's model, the large one's, the paper's 2x512
-SHAPES = [("lstm", 1, 384, 32, 32), ("lstm", 1, 768, 32, 32), ("lstm", 2, 512, 50, 50), ("gru", 1, 384, 32, 32)]
+# (cell, layers, hidden, batch, window): the default preset's model, the large one's, the paper's 2x512,
+# and the gpt-muon preset's transformer (2 blocks x 192, 6 heads, block 64)
+SHAPES = [("lstm", 1, 384, 32, 32), ("lstm", 1, 768, 32, 32), ("lstm", 2, 512, 50, 50), ("gru", 1, 384, 32, 32),
+          ("transformer", 2, 192, 24, 64)]
 
 
-def train_flops(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
+def train_flops(cell: str, layers: int, hidden: int, embed: int, vocab: int, block: int = 0) -> float:
     """FLOPs per character of one training step (forward + backward = 3x forward): each layer's
-    gate products (4 gates for an LSTM, 3 for a GRU) and the read-out."""
+    gate products (4 gates for an LSTM, 3 for a GRU) and the read-out. A transformer's (embed =
+    hidden = width): each block's products (query/key/value, output, the MLP's two at 4x:
+    12 width^2 multiply-adds) and its attention over the block (counted as if full: what
+    scaled_dot_product_attention's causal kernel is charged for here)."""
+    if cell == "transformer":
+        return 3 * (layers * (2 * 12 * hidden * hidden + 2 * 2 * embed * hidden) + 2 * hidden * vocab)
     gates = 4 if cell == "lstm" else 3
     fwd = sum(2 * gates * hidden * ((embed if k == 0 else hidden) + hidden) for k in range(layers))
     return 3 * (fwd + 2 * hidden * vocab)
@@ -52,7 +61,8 @@ def step_times(cell: str, layers: int, hidden: int, B: int, T: int) -> tuple[flo
 
     V = 65
     torch.manual_seed(0)
-    model = build(ModelConfig(cell=cell, layers=layers, hidden=hidden, embed=64, vocab_size=V)).train()
+    shape = dict(embed=hidden, heads=hidden // 32, block=T, dropout=0.0) if cell == "transformer" else dict(embed=64)
+    model = build(ModelConfig(cell=cell, layers=layers, hidden=hidden, vocab_size=V, **shape)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
 
@@ -64,7 +74,7 @@ def step_times(cell: str, layers: int, hidden: int, B: int, T: int) -> tuple[flo
         opt.step()
 
     t32, t16 = _paired_times(lambda: step("fp32"), lambda: step("bf16"), repeats=7)
-    return t32, t16, train_flops(cell, layers, hidden, 64, V) * B * T
+    return t32, t16, train_flops(cell, layers, hidden, shape.get("embed", 64), V, T) * B * T
 
 
 def speed() -> None:
@@ -78,12 +88,12 @@ def speed() -> None:
               f"{100 * flops / t32 / 1e9 / p32:.0f}% | {100 * flops / t16 / 1e9 / p16:.0f}% |", flush=True)
 
 
-def _run(precision: str, seed: int, **train) -> tuple[float, int]:
+def _run(precision: str, seed: int, preset: str = "default", **train) -> tuple[float, int]:
     from charnn.config import RunConfig, apply_preset
     from charnn.trainer import train as train_run
 
     cfg = RunConfig()
-    apply_preset(cfg, "default")
+    apply_preset(cfg, preset)
     cfg.data.text, cfg.data.split = str(DATA), (0.9, 0.1, 0.0)
     cfg.train.precision, cfg.train.seed = precision, seed
     cfg.train.eval_every, cfg.train.snapshot_steps, cfg.train.keep_checkpoints = 10 ** 9, (), "none"
@@ -94,22 +104,24 @@ def _run(precision: str, seed: int, **train) -> tuple[float, int]:
     return r.best_val_loss_whole or r.best_val_loss, r.steps
 
 
-def quality(steps: int, seeds: list[int], budget: float, rounds: int) -> None:
+def quality(steps: int, seeds: list[int], budget: float, rounds: int, preset: str = "default") -> None:
     if not DATA.exists():
         print(f"skipped: {DATA} is absent", file=sys.stderr)
         return
     print("\n| run | fp32 (nats, steps) | bf16 (nats, steps) |\n|---|---|---|")
     for seed in seeds:
-        a, b = _run("fp32", seed, max_steps=steps), _run("bf16", seed, max_steps=steps)
+        a, b = _run("fp32", seed, preset, max_steps=steps), _run("bf16", seed, preset, max_steps=steps)
         print(f"| {steps} steps, seed {seed} | {a[0]:.4f} | {b[0]:.4f} |", flush=True)
     for r in range(rounds):
-        a, b = _run("fp32", 1337, max_time=budget), _run("bf16", 1337, max_time=budget)
+        a, b = _run("fp32", 1337, preset, max_time=budget), _run("bf16", 1337, preset, max_time=budget)
         print(f"| {budget:g} s, round {r} | {a[0]:.4f} ({a[1]:,}) | {b[0]:.4f} ({b[1]:,}) |", flush=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quality", action="store_true", help="also train the default preset in each precision")
+    ap.add_argument("--quality", action="store_true", help="also train a preset in each precision")
+    ap.add_argument("--preset", default="default", help="with --quality: the preset (default: default)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed rows")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", default="2,4,5")
     ap.add_argument("--time", type=float, default=60.0)
@@ -117,9 +129,10 @@ def main() -> int:
     args = ap.parse_args()
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         print("note: this CPU has no native bf16: bf16 is emulated here, and --precision auto picks fp32")
-    speed()
+    if not args.no_speed:
+        speed()
     if args.quality:
-        quality(args.steps, [int(s) for s in args.seeds.split(",")], args.time, args.rounds)
+        quality(args.steps, [int(s) for s in args.seeds.split(",")], args.time, args.rounds, args.preset)
     return 0
 
 

@@ -172,6 +172,25 @@ GRIDS = {
     # the 10-minute sweep's best (plain 4x192 at 2e-3) and a lower rate, against charnn, rounds 2-3
     "10min-best": {"plain": ["lr=1.5e-3,layers=4,width=192,heads=6", "lr=2e-3,layers=4,width=192,heads=6"],
                    "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24"]},
+    # bf16 (2026-12-07): the attention kept fp32 on the CPU made charnn's bf16 step 1.5-1.6x its fp32 one
+    # (bench/precision.py); the plain recipe's best of round 5 in fp32 and in bf16 (a user would switch
+    # it on), against charnn's gpt-muon settings in each precision
+    "60s-bf16": {"plain": ["lr=3e-3,layers=2,width=192,heads=6", "lr=3e-3,layers=2,width=192,heads=6,precision=bf16"],
+                 "charnn": ["lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24",
+                            "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24,"
+                            "precision=bf16"]},
+    # rounds 2-4 of it: the best plain (bf16) against charnn's bf16 with 24 windows and with 32 (Muon's
+    # fixed cost per step spread over more characters)
+    "60s-bf16-2": {"plain": ["lr=3e-3,layers=2,width=192,heads=6,precision=bf16"],
+                   "charnn": ["lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24,"
+                              "precision=bf16",
+                              "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=32,"
+                              "precision=bf16"]},
+    # the same at 10 minutes: the swept best plain recipe (4x192 at 2e-3) in fp32 and in bf16, against
+    # charnn's 10-minute Muon settings in bf16
+    "10min-bf16": {"plain": ["lr=2e-3,layers=4,width=192,heads=6", "lr=2e-3,layers=4,width=192,heads=6,precision=bf16"],
+                   "charnn": ["lr=5e-3,ema=0.999,layers=4,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24,"
+                              "precision=bf16"]},
     # to sweep next: depth, width and context at 10 minutes
     "10min-sweep": {"plain": ["lr=3e-3", "lr=3e-3,layers=2,width=192,heads=6",
                               "lr=3e-3,layers=6,width=192,heads=6,block=128",
@@ -201,11 +220,13 @@ def sampling(length: int = 1000) -> None:
     """charnn's cached sampling against a loop that re-reads the whole context (up to the block)
     for every character, at batch 1; both draw the same characters (checked)."""
     print("| model | cached chars/s | re-reading chars/s | ratio | same text |\n|---|---|---|---|---|")
-    _sampling_row("gpt-cpu 4x128 block 64", 4, 4, 128, 64, length)
-    _sampling_row("gpt 6x384 block 256", 6, 6, 384, 256, length)
+    for name, shape in (("gpt-cpu 4x128 block 64", (4, 4, 128, 64)), ("gpt 6x384 block 256", (6, 6, 384, 256))):
+        c, r, same = sampling_speeds(*shape, length)
+        print(f"| {name} | {c:,.0f} | {r:,.0f} | x{c / r:.1f} | {'yes' if same else 'NO'} |", flush=True)
 
 
-def _sampling_row(name: str, layers: int, heads: int, width: int, block: int, length: int) -> None:
+def sampling_speeds(layers: int, heads: int, width: int, block: int, length: int) -> tuple[float, float, bool]:
+    """(cached chars/s, re-reading chars/s, whether both drew the same characters) at batch 1."""
     from charnn.config import ModelConfig
     from charnn.model import build
     from charnn.sample import generate, sample_next
@@ -233,8 +254,7 @@ def _sampling_row(name: str, layers: int, heads: int, width: int, block: int, le
 
     same = reread() == cached()
     tc, tr = _paired_times(cached, reread, repeats=3, warmup=0)
-    c, r = length / tc, length / tr
-    print(f"| {name} | {c:,.0f} | {r:,.0f} | x{c / r:.1f} | {'yes' if same else 'NO'} |", flush=True)
+    return length / tc, length / tr, same
 
 
 def main() -> int:

@@ -299,6 +299,7 @@ def test_precision_auto_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch):
     assert devices.resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(devices.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert devices.resolve_precision("auto", "cpu") == "fp32"  # emulated bf16 would be slower
-    measured = ("default", "large", "long")  # chosen by measurement: at 60 s, and at 10 minutes (docs/benchmarks.md)
+    # chosen by measurement: at 60 s, and at 10 minutes (docs/notes.md, docs/transformer-benchmarks.md)
+    measured = ("default", "large", "long", "gpt-muon")
     assert all(PRESETS[k]["train"]["precision"] == "auto" for k in measured)
     assert all(p.get("train", {}).get("precision", "fp32") == "fp32" for k, p in PRESETS.items() if k not in measured)

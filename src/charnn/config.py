@@ -420,14 +420,16 @@ PRESETS: dict[str, dict[str, dict]] = {
             "windows": "random",
         },
     },
-    # charnn's best transformer at 60 s on a 2-core CPU (docs/transformer-benchmarks.md, round 5):
-    # wider and shallower than gpt-cpu, Muon on the blocks' matrices with a batch of 24 (its cost
-    # per step is fixed), weights averaged; x0.93-0.95 the best swept plain transformer's loss
+    # charnn's best transformer at 60 s on a 2-core CPU (docs/transformer-benchmarks.md, rounds 5-6):
+    # wider and shallower than gpt-cpu, Muon on the blocks' matrices, weights averaged, bf16 where
+    # the CPU has it (its attention kept fp32: transformer.attend; 1.5-1.6x the fp32 step), and a batch
+    # of 32 windows over which Muon's fixed cost per step is spread: x0.91 the best swept plain
+    # transformer's loss at 1.2-1.3x its training characters per second, in three rounds
     "gpt-muon": {
         "model": {"cell": "transformer", "layers": 2, "heads": 6, "embed": 192, "hidden": 192, "block": 64, "dropout": 0.0},
         "train": {
             "seq_len": 64,
-            "batch_size": 24,
+            "batch_size": 32,
             "lr": 6e-3,
             "optimizer": "muon",
             "min_lr_frac": 0.1,
@@ -435,6 +437,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             "warmup_steps": 100,
             "windows": "random",
             "ema": 0.995,
+            "precision": "auto",
         },
     },
     "gpt": {

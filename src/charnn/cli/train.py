@@ -202,9 +202,10 @@ def _add_run_flags(g) -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default=None,
-        help="fp32, bf16 autocast (on a CPU the recurrence too, through oneDNN's bf16 RNN; on a GPU "
-        "the embedding and read-out only), or auto: bf16 on a CPU with bf16 units, else fp32 "
-        "(default: auto with the default preset, fp32 with the others)",
+        help="fp32, bf16 autocast (on a CPU the recurrence too, through oneDNN's bf16 RNN, and a "
+        "transformer's attention kept fp32; on a GPU the recurrence stays fp32), or auto: bf16 on a CPU "
+        "with bf16 units, else fp32 (default: auto with the default, large, long and gpt-muon presets, "
+        "fp32 with the others)",
     )
     g.add_argument(
         "--compile",

@@ -4,8 +4,9 @@
 Every unit and model trains on the same text and split, for the same wall time (or steps), and,
 as near as whole cells allow, with the same parameters (a bigger vocabulary costs embedding and
 read-out weights, so a token model gets fewer cells). A recurrent model trains with the default
-preset's settings (``--layers`` of them); a transformer with the ``gpt-cpu`` preset's (4 layers,
-4 heads, block 64), its width chosen to meet the parameter budget. Each is scored on the
+preset's settings (``--layers`` of them); a transformer with the ``gpt-muon`` preset's (2 layers,
+6 heads, block 64, Muon, bf16 where the CPU has it, as the default preset), its width chosen to
+meet the parameter budget. Each is scored on the
 same test text (cut on characters, then tokenised) in bits per character: total nats / characters.
 Also: training speed in characters per second, and the novelty of its samples. Windows count
 units (32 tokens read more text than 32 characters): part of what tokens buy, and measured.
