@@ -23,7 +23,7 @@ CHECKS = ["train fp32", "train bf16", "bf16 autocast runs the recurrence as char
 
 @pytest.mark.slow
 def test_every_check_of_gpu_check_passes_when_rehearsed_on_the_cpu(capsys):
-    rc = gpu_check.main(["--device", "cpu", "--steps", "150", "--hidden", "64"])
+    rc = gpu_check.main(["--device", "cpu", "--steps", "60", "--hidden", "64"])
     out = capsys.readouterr().out
     verdicts = [x for x in out.splitlines() if x.startswith(("ok  ", "FAIL"))]
     assert rc == 0, out
