@@ -179,8 +179,8 @@ GRIDS = {
                  "charnn": ["lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24",
                             "lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24,"
                             "precision=bf16"]},
-    # rounds 2-4 of it: the best plain (bf16) against charnn's bf16 with 24 windows and with 32 (Muon's
-    # fixed cost per step spread over more characters)
+    # a second grid (three more rounds): the best plain (bf16) against charnn's bf16 with 24 windows
+    # and with 32 (Muon's fixed cost per step spread over more characters)
     "60s-bf16-2": {"plain": ["lr=3e-3,layers=2,width=192,heads=6,precision=bf16"],
                    "charnn": ["lr=6e-3,ema=0.995,layers=2,embed=192,hidden=192,heads=6,optimizer=muon,batch_size=24,"
                               "precision=bf16",

@@ -49,6 +49,15 @@ def test_under_bf16_autocast_a_cpu_runs_the_recurrence_in_bf16_and_a_gpu_keeps_i
     assert torch.allclose(h.float(), h32, atol=0.02)  # the same function, to bf16's precision
 
 
+def _loss_and_grads(m, x, y, precision):
+    """One fixed batch's loss and every weight's gradient, under `precision`'s autocast on the CPU."""
+    m.zero_grad()
+    with devices.autocast("cpu", precision):
+        loss, _ = m.loss(x, y)
+    loss.backward()
+    return loss.item(), {k: p.grad.clone() for k, p in m.named_parameters()}
+
+
 def test_bf16_gradients_are_fp32_gradients_to_bf16_precision():
     """One fixed batch through the whole model: the gradient of every weight under bf16 autocast
     (the recurrence in bf16 on a CPU) against fp32, within what bf16's 8-bit mantissa allows."""
@@ -56,15 +65,8 @@ def test_bf16_gradients_are_fp32_gradients_to_bf16_precision():
     m = CharRNN(ModelConfig(cell="lstm", layers=2, hidden=64, embed=16, vocab_size=30))
     x, y = torch.randint(0, 30, (8, 40)), torch.randint(0, 30, (8, 40))
 
-    def grads(precision):
-        m.zero_grad()
-        with devices.autocast("cpu", precision):
-            loss, _ = m.loss(x, y)
-        loss.backward()
-        return loss.item(), {k: p.grad.clone() for k, p in m.named_parameters()}
-
-    l32, g32 = grads("fp32")
-    l16, g16 = grads("bf16")
+    l32, g32 = _loss_and_grads(m, x, y, "fp32")
+    l16, g16 = _loss_and_grads(m, x, y, "bf16")
     assert abs(l16 - l32) < 0.01 * l32
     for k in g32:
         rel = (g16[k] - g32[k]).norm() / g32[k].norm()
@@ -89,16 +91,9 @@ def test_under_bf16_autocast_a_cpu_transformer_attends_in_fp32_and_multiplies_in
     linear = []
     m.blocks[0].attn.qkv.register_forward_hook(lambda mod, inp, out: linear.append(out.dtype))
 
-    def grads(precision):
-        m.zero_grad()
-        with devices.autocast("cpu", precision):
-            loss, _ = m.loss(x, y)
-        loss.backward()
-        return loss.item(), {k: p.grad.clone() for k, p in m.named_parameters()}
-
-    l16, g16 = grads("bf16")
+    l16, g16 = _loss_and_grads(m, x, y, "bf16")
     assert seen == [torch.float32, torch.float32] and linear == [torch.bfloat16]
-    l32, g32 = grads("fp32")
+    l32, g32 = _loss_and_grads(m, x, y, "fp32")
     assert abs(l16 - l32) < 0.01 * l32
     for k in g32:
         assert (g16[k] - g32[k]).norm() / g32[k].norm() < 0.05, k
