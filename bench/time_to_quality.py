@@ -134,6 +134,11 @@ GRIDS = {
     # characters against byte-pair tokens at 60 s (issue #38), charnn's default preset either way
     "units-60s": {"plain": [], "charnn": ["default:", "default:unit=bpe,bpe_vocab=256", "default:unit=bpe,bpe_vocab=512",
                                           "default:unit=bpe,bpe_vocab=1024"]},
+    # how far the x0.95 targets are (issue #38): charnn alone at longer budgets (--budget 180, 300,
+    # 1800), to read how many times a budget's time charnn needs to reach x0.95 of the plain recipe
+    "ladder": {"plain": [], "charnn": ["default:", "large:"]},
+    "ladder-default": {"plain": [], "charnn": ["default:"]},
+    "ladder-large": {"plain": [], "charnn": ["large:"]},
 }
 
 
