@@ -100,7 +100,7 @@ def main() -> int:
                f"--params {args.params} --corpora {args.corpora} --lr {args.lr} --dropout {args.dropout}")
     lines = [f"# The paper's study, reproduced with {args.per_run} of training per model", "",
              f"Made by `{command}` on this project's 2-core CPU machine. Budget: every grid model trained for "
-             f"{args.per_run} of wall time with the same optimiser (AdamW, peak learning rate {args.lr}, cosine "
+             f"{args.per_run} of wall time with the same optimiser in fp32 (AdamW, peak learning rate {args.lr}, cosine "
              f"decay, dropout {args.dropout}); the paper trained for days on GPUs, so a small budget leaves our "
              "losses far above the paper's: the point is the protocol and the comparisons, which anyone can rerun "
              "at a larger budget.", ""]

@@ -56,6 +56,7 @@ def test_a_grid_transformer_reads_its_block_at_random_under_the_grid_protocol(tm
     assert (m.cell, m.layers, m.heads, m.block, m.embed, m.hidden) == ("transformer", 2, 4, 64, e.hidden, e.hidden)
     assert (t.seq_len, t.windows, t.lr, t.batch_size, t.warmup_steps, t.optimizer) == (64, "random", 0.004, 32, 50,
                                                                                      "adamw")
+    assert t.precision == "fp32"  # the committed report's protocol, whatever the default preset's precision
 
 
 def test_bad_budgets():
