@@ -142,6 +142,9 @@ GRIDS = {
                         "layers=1,hidden=512,dropout=0,lr=1.6e-2,precision=bf16",
                         "layers=2,hidden=256,dropout=0,lr=8e-3,precision=bf16"],
               "charnn": ["default:", "default:hidden=448", "default:hidden=512", "default:batch_size=128"]},
+    # 10 minutes (2026-12-07): a wider `large` with more dropout, in bf16 as the preset now trains (in
+    # fp32 with AdamW it lost: 1x1024, dropout 0.3, 1.4261 against 1.4139), against the preset
+    "10min-wide": {"plain": [], "charnn": ["large:", "large:hidden=1024,dropout=0.3"]},
     # how far the x0.95 targets are (issue #38): charnn alone at longer budgets (--budget 180, 300,
     # 1800), to read how many times a budget's time charnn needs to reach x0.95 of the plain recipe
     "ladder-default": {"plain": [], "charnn": ["default:"]},
