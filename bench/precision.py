@@ -30,12 +30,13 @@ SHAPES = [("lstm", 1, 384, 32, 32), ("lstm", 1, 768, 32, 32), ("lstm", 2, 512, 5
 
 def train_flops(cell: str, layers: int, hidden: int, embed: int, vocab: int, block: int = 0) -> float:
     """FLOPs per character of one training step (forward + backward = 3x forward): each layer's
-    gate products (4 gates for an LSTM, 3 for a GRU) and the read-out. A transformer's (embed =
-    hidden = width): each block's products (query/key/value, output, the MLP's two at 4x:
-    12 width^2 multiply-adds) and its attention over the block (counted as if full: what
-    scaled_dot_product_attention's causal kernel is charged for here)."""
+    gate products (4 gates for an LSTM, 3 for a GRU) and the read-out. A transformer's (width =
+    hidden): each block's products (query/key/value, output, the MLP's two at 4x: 12 width^2
+    multiply-adds) and its attention over the `block` keys (scores and weighted values, 2 x block x
+    width multiply-adds, counted as if full: what scaled_dot_product_attention's causal kernel is
+    charged for here)."""
     if cell == "transformer":
-        return 3 * (layers * (2 * 12 * hidden * hidden + 2 * 2 * embed * hidden) + 2 * hidden * vocab)
+        return 3 * (layers * (2 * 12 * hidden * hidden + 2 * 2 * block * hidden) + 2 * hidden * vocab)
     gates = 4 if cell == "lstm" else 3
     fwd = sum(2 * gates * hidden * ((embed if k == 0 else hidden) + hidden) for k in range(layers))
     return 3 * (fwd + 2 * hidden * vocab)

@@ -509,6 +509,11 @@ def transformer_time_to_quality(budget: float, plain: str, ours: str, target_rat
     ROWS[-1]["target_text"] = f"ours <= x{target_ratio:g} the plain loss, at no fewer chars/s: {verdict}"
 
 
+def _peak_note(flops: float, t32: float, t16: float, p32: float, p16: float) -> str:
+    return (f"fp32 reaches {100 * flops / t32 / 1e9 / p32:.0f}% of its {p32:.0f} GFLOP/s matmul peak, bf16 "
+            f"{100 * flops / t16 / 1e9 / p16:.0f}% of its {p16:.0f}")
+
+
 def precision_speed():
     """charnn's training step in bf16 against fp32 (bench/precision.py) for the default preset's LSTM
     and the gpt-muon transformer, with each one's share of its own matrix-multiply peak measured in
@@ -519,14 +524,11 @@ def precision_speed():
     B, T = 32, 32
     t32, t16, flops = pr.step_times("lstm", 1, 384, B, T)
     row("training step in bf16 (CPU recurrence included), default model 1x384, 32 x 32, chars/s, vs fp32",
-        B * T / t16, B * T / t32, "chars/s",
-        note=f"fp32 reaches {100 * flops / t32 / 1e9 / p32:.0f}% of its {p32:.0f} GFLOP/s matmul peak, bf16 "
-             f"{100 * flops / t16 / 1e9 / p16:.0f}% of its {p16:.0f}")
+        B * T / t16, B * T / t32, "chars/s", note=_peak_note(flops, t32, t16, p32, p16))
     B, T = 24, 64  # the gpt-muon preset's transformer: the attention stays fp32 on the CPU (transformer.attend)
     t32, t16, flops = pr.step_times("transformer", 2, 192, B, T)
     row("training step in bf16, gpt-muon transformer 2x192, 24 x 64, chars/s, vs fp32", B * T / t16, B * T / t32,
-        "chars/s", note=f"fp32 reaches {100 * flops / t32 / 1e9 / p32:.0f}% of its {p32:.0f} GFLOP/s matmul peak, bf16 "
-                        f"{100 * flops / t16 / 1e9 / p16:.0f}% of its {p16:.0f}")
+        "chars/s", note=_peak_note(flops, t32, t16, p32, p16))
 
 
 # ---- a corpus larger than memory ------------------------------------------------------------
