@@ -62,6 +62,31 @@ def test_hashed_keys_beyond_64_bits_are_still_exact_ngram_identities():
             assert len(set(grams.values())) == len(grams)  # distinct n-grams, distinct keys
 
 
+def test_hashed_keys_keep_apart_ngrams_that_share_their_context():
+    # Real text: one context followed by many characters, many contexts differing in their last
+    # character. The keys past the exact orders once XOR-ed the last unit into the context's key,
+    # which merged such n-grams (and at order 12 of tiny Shakespeare, probabilities summed to 22).
+    text = learnable_text(800) + "".join(chr(97 + (i * 7 + i // 26) % 26) for i in range(3000))
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text])
+    vocab = 1000  # declared wide, so that keys are exact only up to 6-grams
+    for n, keys in _keys(ids, vocab, 12):
+        if n >= 7:
+            grams = {tuple(ids[i - n + 1:i + 1]): keys[i] for i in range(n - 1, len(ids))}
+            assert len(set(grams.values())) == len(grams)
+    m = KneserNey(12, vocab, modified=True).fit(ids[:4000])
+    rows = m.distributions(ids[3900:4300], 1)
+    assert np.allclose(rows.sum(1), 1.0, atol=1e-9)
+
+
+def test_a_file_saved_with_the_old_colliding_keys_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"1.gram_keys": np.zeros(1, dtype=np.uint64)}, str(tmp_path / "old.ngram"), metadata={"format": "charnn-ngram-1"})
+    with pytest.raises(CharnnError, match="older charnn whose keys for long n-grams collided; count it again"):
+        KneserNey.load(tmp_path / "old.ngram")
+
+
 def test_longer_context_helps_on_structured_text():
     text = learnable_text(600)
     chars = sorted(set(text))

@@ -41,15 +41,16 @@ import numpy as np
 
 from charnn.errors import CharnnError
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-NGRAM_FORMAT = "charnn-ngram-1"  # odd multiplier for the rolling hash (golden ratio)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for the hashed keys (golden ratio)
+NGRAM_FORMAT = "charnn-ngram-2"  # 2: the hashed keys of 2026-12-07 (a file of format 1 is refused)
 
 
 def _keys(ids: np.ndarray, vocab_size: int, max_order: int):
     """Yield (n, keys) for n = 1..max_order: keys[i] identifies ids[i-n+1 .. i] (i >= n-1).
 
-    Exact (base-V digits) while V**n < 2**63; beyond, a rolling 64-bit hash of the exact key,
-    whose collisions are negligible (~ distinct^2 / 2**65: under 1e-3 for 1e8 distinct n-grams).
+    Exact (base-V digits) while V**n < 2**63; beyond, a 64-bit hash of the shorter key and the
+    last unit (``_extend``), whose collisions are negligible (~ distinct^2 / 2**65: under 1e-3
+    for 1e8 distinct n-grams).
     """
     ids = ids.astype(np.uint64)
     keys = ids + np.uint64(1)
@@ -64,11 +65,23 @@ def _keys(ids: np.ndarray, vocab_size: int, max_order: int):
 
 def _extend(prev: np.ndarray, unit: np.ndarray, n: int, vocab_size: int) -> np.ndarray:
     """Keys of n-grams from the keys of their first n-1 units and their last unit (its id + 1):
-    exact base-(V+1) digits while they fit in 63 bits, else the rolling hash."""
+    exact base-(V+1) digits while they fit in 63 bits, else a 64-bit hash of (prev, unit).
+
+    The hash multiplies prev by an odd constant before adding the unit, so that two different
+    pairs collide only when their keys differ by one of 2V particular 64-bit numbers (chance
+    ~1e-19 per pair), then scrambles the bits (splitmix64's finaliser, a bijection) so that the
+    next order's product sees all of them. (Until 2026-12-07 it was (prev ^ unit) * constant:
+    the XOR made an n-gram's key equal another's that differed in the last two units' low bits,
+    so at the hashed orders of real text (11 and up for tiny Shakespeare) contexts merged and
+    the probabilities summed to more than one.)
+    """
     with np.errstate(over="ignore"):
         if n <= int(63 // math.log2(vocab_size + 1)):
             return prev * np.uint64(vocab_size + 1) + unit
-        return (prev ^ unit) * _MIX + np.uint64(n)
+        z = prev * _MIX + unit
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 @dataclass
@@ -313,6 +326,11 @@ class KneserNey:
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = f.metadata() or {}
+                if meta.get("format") == "charnn-ngram-1":
+                    raise CharnnError(
+                        f"{path} was saved by an older charnn whose keys for long n-grams collided; "
+                        f"count it again with `charnn ngram TEXT --order N --save FILE`"
+                    )
                 if meta.get("format") != NGRAM_FORMAT:
                     raise CharnnError(f"{path} is not an n-gram model saved by `charnn ngram --save`")
                 m = cls(
