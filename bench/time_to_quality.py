@@ -25,6 +25,9 @@ import torch
 from charnn.config import ModelConfig, RunConfig, apply_preset
 from charnn.data import prepare
 from charnn.evaluate import evaluate
+from charnn.study.mixture import fit as fit_mixture
+from charnn.study.mixture import fit_run
+from charnn.study.ngram import KneserNey
 from charnn.trainer import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -32,8 +35,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespear
 
 def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layers: int = 2, hidden: int = 512,
                  embed: int = 64, dropout: float = 0.2, batch: int = 32, seq: int = 64, lr: float = 3e-3,
-                 warmup: int = 100, weight_decay: float = 0.01, char_rnn: bool = False, precision: str = "fp32"
-                 ) -> tuple[float, int]:
+                 warmup: int = 100, weight_decay: float = 0.01, char_rnn: bool = False, precision: str = "fp32",
+                 ngram_mix: int = 0) -> tuple[float, int]:
     """The strongest plain recipes we know, in a few lines of PyTorch (issue #16).
 
     Default: the recipe that drew level with charnn's old `large` preset at 10 minutes: 2x512 with
@@ -43,10 +46,13 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
     (PyTorch's default 0.01 unless given).
     precision="bf16": the forward and backward under CPU bf16 autocast (nn.LSTM included), as a user
     would switch it on for a CPU with bf16 units; weights and AdamW stay float32, scored in float32.
+    ngram_mix=N: the model mixed with the training split's Kneser-Ney N-gram as charnn's --ngram-mix
+    mixes it (the n-gram's counting time taken from the budget), scored as it scores charnn's.
     char_rnn=True: char-rnn's defaults (2x128, one-hot input, 50 x 50, RMSprop 2e-3 with decay
     0.95, the rate multiplied by 0.97 each epoch after the 10th, gradients clamped at 5).
     """
     torch.manual_seed(0)
+    budget -= ngram_seconds(ids, n_train, vocab, ngram_mix)
     if char_rnn:
         layers, hidden, embed, dropout, batch, seq, lr = 2, 128, vocab, 0.0, 50, 50, 2e-3
     emb = torch.nn.Embedding(vocab, embed)
@@ -101,7 +107,20 @@ def plain_recipe(ids: np.ndarray, n_train: int, vocab: int, budget: float, layer
             return head(out), state
 
     lstm.eval()
+    if ngram_mix:
+        mix, _ = fit_mixture(Wrapped().eval(), np.asarray(ids[:n_train]), np.asarray(ids[n_train:]), ngram_mix, vocab)
+        return mix.cross_fitted_loss, steps
     return evaluate(Wrapped().eval(), np.asarray(ids[n_train:])).loss, steps
+
+
+def ngram_seconds(ids, n_train: int, vocab: int, order: int) -> float:
+    """The time a Kneser-Ney n-gram of this order takes to count the training split (0 for no
+    order): a mixed run gives it up from its budget, so that the mixture's counting is paid for."""
+    if not order:
+        return 0.0
+    t0 = time.perf_counter()
+    KneserNey(order, vocab, modified=True).fit(np.asarray(ids[:n_train]))
+    return time.perf_counter() - t0
 
 
 # The sweeps, as data (issue #38): "plain" entries are plain_recipe's keyword arguments, "charnn"
@@ -149,6 +168,13 @@ GRIDS = {
     # 1800), to read how many times a budget's time charnn needs to reach x0.95 of the plain recipe
     "ladder-default": {"plain": [], "charnn": ["default:"]},
     "ladder-large": {"plain": [], "charnn": ["large:"]},
+    # the model mixed with its training text's Kneser-Ney n-gram (--ngram-mix, charnn.study.mixture), the
+    # plain recipe's best mixed with the same n-gram for the record (2026-12-07)
+    "60s-mix": {"plain": ["layers=1,hidden=512,dropout=0,lr=1.2e-2,precision=bf16",
+                          "layers=1,hidden=512,dropout=0,lr=1.2e-2,precision=bf16,ngram_mix=10"],
+                "charnn": ["default:", "default:ngram_mix=10"]},
+    "10min-mix": {"plain": ["layers=2,hidden=512,dropout=0.2,lr=3e-3,precision=bf16"],
+                  "charnn": ["large:ngram_mix=10"]},
 }
 
 
@@ -175,8 +201,14 @@ def charnn_run(text: Path, budget: float, preset: str = "default", **settings) -
     for k, v in settings.items():
         setattr(next(c for c in (cfg.model, cfg.data, cfg.train) if hasattr(c, k)), k, v)
     cfg.train.eval_chars = 0  # the end-of-run evaluation reads the whole split (so do the plain models')
+    if cfg.train.ngram_mix:  # the n-gram's counting comes out of the budget
+        enc = prepare(str(text))
+        cfg.train.max_time -= ngram_seconds(enc.ids, int(len(enc.ids) * 0.9), len(enc.vocab), cfg.train.ngram_mix)
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, Path(d) / "run", progress=False)
+        mix = fit_run(Path(d) / "run")  # --ngram-mix, as charnn.train fits it once a run has ended
+    if mix is not None:  # each half of the split at the weight fitted on the other half
+        return mix.cross_fitted_loss, res.steps
     if res.units != "chars":  # a token model: nats per character of the same validation text
         return res.best_bpc * math.log(2), res.steps
     return res.last_val_loss, res.steps

@@ -22,6 +22,7 @@ import dataclasses
 import html
 import io
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,10 @@ def train(
                 "--hidden/--embed/--dropout/--weight-drop/--embed-drop/--variational"
             )
         res = train_run(cfg, out, init_from=init_from, progress=progress)
+    if res.stopped_by != "interrupt" and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 fits it
+        from charnn.study.mixture import fit_run
+
+        res.mixture = fit_run(res.run_dir)  # --ngram-mix (None without it)
     best = res.best_val_loss_whole if res.best_val_loss_whole is not None else res.best_val_loss
     bpc = res.best_bpc if res.best_bpc is not None else (best / math.log(2) if res.units != "tokens" else None)
     return Run(Path(res.run_dir), res.steps, res.epoch, res.stopped_by, best, bpc, res)
@@ -223,6 +228,19 @@ class Model:
         held = f", clamped {self._clamped}" if self._clamped else ""
         return f"Model({self.config.describe()}, {self.params:,} parameters, {len(self.vocab)} symbols{held})"
 
+    def mixture(self):
+        """A ``study.mixture.Sampler`` when this is the best checkpoint of a run trained with --ngram-mix
+        (its n-gram counted once, on first use), else None."""
+        from charnn import checkpoint as ckpt
+        from charnn.study.mixture import sampler_for
+
+        path = self.loaded.path
+        if self.run_dir is None or path is None or Path(path).name != ckpt.BEST:
+            return None
+        if not hasattr(self, "_mixture"):
+            self._mixture = sampler_for(self.loaded, self.run_dir)
+        return self._mixture
+
     # ---- generating ----------------------------------------------------------------------------
 
     def sample(
@@ -238,11 +256,13 @@ class Model:
         stop: str | None = None,
         label: str | None = None,
         stream: bool = False,
+        mix: bool = True,
     ) -> list[str] | Iterator[str]:
         """`num` samples (without the prime), each `length` units long or cut after `stop`; the
         same seed gives the same text. stream=True (num 1): the pieces of one sample as they are
         written. A run trained with --documents gives whole documents instead (`length` caps one,
-        `label` picks a labelled run's style; ``documents`` says how many were cut off).
+        `label` picks a labelled run's style; ``documents`` says how many were cut off). The best
+        checkpoint of a run trained with --ngram-mix samples from its mixture unless mix=False.
 
             model.sample("ROMEO:", length=300, temperature=0.5, seed=1)[0]
         """
@@ -269,6 +289,8 @@ class Model:
                 self.net, self.vocab, meta["lead_in"], num, length, prime, seed, *label_numbers(meta, label), **opts
             )
             return docs
+        if mix:
+            opts["mix"] = self.mixture()
         if stream:
             if num != 1:
                 raise CharnnError("stream=True writes one sample: drop num or set it to 1")

@@ -216,6 +216,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights used to evaluate and keep; 0: off
     windows: str = "streams"  # consecutive windows of parallel streams (state carried), or "random" places (no state)
     tensorboard: bool = False  # also write the curves and samples as TensorBoard events under RUN/tensorboard
+    ngram_mix: int = 0  # at the end, mix the best model with a Kneser-Ney n-gram of this order (charnn.study.mixture); 0: off
 
     def validate(self) -> None:
         _positive("seq-len", self.seq_len)
@@ -260,6 +261,8 @@ class TrainConfig:
             raise CharnnError(f"--windows must be streams or random, got {self.windows!r}")
         if not (self.ema == 0 or 0 < self.ema < 1):
             raise CharnnError(f"--ema must be 0 (off) or between 0 and 1 (e.g. 0.999), got {self.ema}")
+        if not (isinstance(self.ngram_mix, int) and 0 <= self.ngram_mix <= 30):
+            raise CharnnError(f"--ngram-mix must be an n-gram order from 1 to 30 (0: off), got {self.ngram_mix}")
 
 
 @dataclass
@@ -295,6 +298,11 @@ class RunConfig:
             raise CharnnError(
                 f"--windows random reads unrelated windows, and --cell {m.cell} carries its state from one "
                 f"window to the next: use --windows streams (the default) with a recurrent cell"
+            )
+        if self.train.ngram_mix and (self.data.unit == "bpe" or self.data.documents):
+            raise CharnnError(
+                "--ngram-mix mixes a model of one running text's characters with their n-gram; "
+                f"{'--unit bpe' if self.data.unit == 'bpe' else '--documents'} is not supported with it yet: leave one out"
             )
         if not m.recurrent and self.train.seq_len != m.block:
             raise CharnnError(

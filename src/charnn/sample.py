@@ -157,12 +157,14 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     clamped: Clamped | None = None,
+    mix=None,
 ) -> Iterator[list[int]]:
     """Yield, for each new position, the ids chosen for the `num` streams (a list of length num).
 
     The prime is fed first (its characters must be in the vocabulary); with no prime the model
     starts from a newline if it knows one, else from its first vocabulary entry. `clamped`
-    (``parse_clamp``) hold cells at fixed values while the prime is read and at every step.
+    (``parse_clamp``) hold cells at fixed values while the prime is read and at every step. `mix`
+    (a ``study.mixture.Sampler``): draw from the model mixed with its run's n-gram (--ngram-mix).
     """
     check_options(temperature, top_k, top_p, length, num)
     if model.training:
@@ -171,7 +173,7 @@ def generate(
             "or load it with Checkpoint.build_model()"
         )
     x = _start(model, vocab, prime).expand(num, -1)  # raises here, before anything is generated, on unknown characters
-    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, clamped)
+    return _generate(model, x, length, torch.Generator().manual_seed(seed), temperature, top_k, top_p, clamped, mix=mix)
 
 
 def generate_labelled(
@@ -250,14 +252,20 @@ def _read_prime(model: Model, x: torch.Tensor, clamped: Clamped | None) -> tuple
     return logits[:, -1], make_stepper(model, state)  # then one fused cell op per layer and character
 
 
-def _generate(model, x, length, gen, temperature, top_k, top_p, clamped=None, offset: int = 0) -> Iterator[list[int]]:
+def _generate(model, x, length, gen, temperature, top_k, top_p, clamped=None, offset: int = 0, mix=None) -> Iterator[list[int]]:
     """x: (num, P) prime ids. The model is only read: it must already be in eval mode. offset:
-    what turns a character into the model's input id (a label's, see generate_labelled)."""
+    what turns a character into the model's input id (a label's, see generate_labelled). mix: a
+    ``study.mixture.Sampler``, which reads the last characters of each sample (kept here)."""
     last, stepper = _read_prime(model, x, clamped)
     device = last.device
+    recent = x.cpu().numpy() if mix is not None else None
     for _ in range(length):
+        if mix is not None:
+            last = mix.mix(last, recent)
         nxt = sample_next(last, gen, temperature, top_k, top_p)  # (num,) on the CPU
         yield nxt.tolist()
+        if mix is not None:
+            recent = np.concatenate([recent, nxt.numpy()[:, None]], 1)[:, -max(mix.context, 1) :]
         last = stepper.step((nxt + offset).to(device, non_blocking=True))
 
 
@@ -285,11 +293,12 @@ def stream(
     top_p: float = 1.0,
     stop: str | None = None,
     clamped: Clamped | None = None,
+    mix=None,
 ) -> Iterator[str]:
     """One sample as pieces of text, each as soon as it is generated (what a terminal prints and
     a server streams; a piece is empty while a multi-byte character is incomplete). It ends after
     `length` units, or right after the first occurrence of `stop` (which it includes)."""
-    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p, clamped)  # checks the prime now
+    ids_iter = generate(model, vocab, prime, length, 1, seed, temperature, top_k, top_p, clamped, mix)  # checks the prime now
     return _pieces(ids_iter, vocab.stream_decoder(), stop)
 
 

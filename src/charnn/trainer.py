@@ -76,6 +76,7 @@ RESUMABLE = {
     "keep_checkpoints",
     "keep_every",
     "tensorboard",
+    "ngram_mix",  # read only at the end of the run
 }
 
 
@@ -94,6 +95,9 @@ class TrainResult:
     val_chars: int = 0
     best_bpc: float | None = None  # bits per character of the best checkpoint (whole split when read)
     units: str = "chars"  # what the losses are per: chars, or tokens for a token model
+    # --ngram-mix: the best model mixed with an n-gram, scored on the validation split (a
+    # charnn.study.mixture.Mixture, which api.train fits once the run has ended)
+    mixture: Any = None
 
 
 def lr_at(cfg, step: int, epoch: float, progress: float) -> float:

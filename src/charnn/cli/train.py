@@ -144,6 +144,14 @@ def _add_optimisation_flags(g) -> None:
         "decay, e.g. 0.999 (default 0: off); the best and kept checkpoints hold the average",
     )
     g.add_argument(
+        "--ngram-mix",
+        type=flags.count,
+        default=None,
+        metavar="N",
+        help="at the end, mix the best model with a Kneser-Ney N-gram of the training split, its weight fitted "
+        "on the validation split, and report the mixture's loss (kept in RUN/mixture.json; default 0: off)",
+    )
+    g.add_argument(
         "--windows",
         choices=["streams", "random"],
         default=None,
@@ -275,6 +283,11 @@ def _add_sample(sub) -> None:
     s.add_argument("--seed", type=flags.count, default=0, help="same seed, same text")
     s.add_argument("--stop", default=None, metavar="STRING", help="end a sample when it produces STRING")
     s.add_argument(
+        "--no-mix",
+        action="store_true",
+        help="a run trained with --ngram-mix: sample from the model alone, not its mixture with the n-gram",
+    )
+    s.add_argument(
         "--show-probs",
         action="store_true",
         help="print the next character's most likely candidates after --prime at each --temperatures, instead of sampling",
@@ -377,6 +390,7 @@ def cmd_train(args) -> int:
     from charnn import api
     from charnn import checkpoint as ckpt
     from charnn.sample import sample_text
+    from charnn.study.mixture import sampler_for
 
     given = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
     progress = False if args.quiet else None
@@ -408,12 +422,22 @@ def cmd_train(args) -> int:
         f"best validation loss {said}{whole}",
         file=sys.stderr,
     )
+    if (mix := result.mixture) is not None:
+        print(
+            f"mixed with its training text's {mix.order}-gram (weight {mix.weight:.3f}): validation loss "
+            f"{mix.loss:.4f} nats = {mix.loss / math.log(2):.3f} bits per character (the {mix.order}-gram alone "
+            f"{mix.ngram_loss:.4f}; each half at the weight fitted on the other half {mix.cross_fitted_loss:.4f})",
+            file=sys.stderr,
+        )
     if args.samples and ckpt.load(result.run_dir, "best").meta.get("lead_in"):
         _final_documents(result.run_dir, args.samples)
     elif args.samples:
         loaded = ckpt.load(result.run_dir, "best")
         model = loaded.build_model("cpu")
-        for k, text in enumerate(sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8)):
+        mix = sampler_for(loaded, result.run_dir) if result.mixture is not None else None  # samples read as scored
+        for k, text in enumerate(
+            sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8, mix=mix)
+        ):
             print(f"--- sample {k + 1} (temperature 0.8) ---", file=sys.stderr)
             print(text)
     print(f"run saved in {result.run_dir}; try: charnn sample {result.run_dir}", file=sys.stderr)
@@ -432,6 +456,7 @@ def cmd_sample(args) -> int:
     loaded = ckpt.load(args.run, args.checkpoint)
     # the Python API's Model: its sample gives the same text for the same settings and seed
     api_model = Model(loaded, pick_device(args.device), clamp=args.clamp)
+    api_model.run_dir = Path(args.run) if Path(args.run).is_dir() else None  # where --ngram-mix keeps its mixture
     model = api_model.net
     opts = dict(
         prime=args.prime,
@@ -452,7 +477,13 @@ def cmd_sample(args) -> int:
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
     kw = dict(
-        length=args.length, seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop
+        length=args.length,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop=args.stop,
+        mix=not args.no_mix,
     )
     if args.num == 1:  # streamed as it is generated
         pieces = api_model.sample(args.prime, stream=True, **kw)  # a prime with unknown characters fails here
@@ -645,8 +676,16 @@ def cmd_eval(args) -> int:
             f"the model's loss on {what} is {score.loss} (its outputs overflow); the checkpoint is "
             f"unusable for scoring: use another one (charnn check {args.run})"
         )
+    mixed = None
+    if args.checkpoint == "best" and score.tokens is None:  # --ngram-mix fitted its weight for the best checkpoint
+        from charnn.study.mixture import score_run_text
+
+        mixed = score_run_text(loaded, model, Path(args.run), ids)
     if args.json:
-        print(json.dumps(score.to_dict()))
+        out = score.to_dict()
+        if mixed is not None:
+            out["mixture"] = {"order": mixed[0].order, "weight": mixed[0].weight, "loss": mixed[1]}
+        print(json.dumps(out))
     else:
         if score.tokens is not None:
             print(
@@ -658,6 +697,12 @@ def cmd_eval(args) -> int:
             print(
                 f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
                 f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}"
+            )
+        if mixed is not None:
+            mix, loss = mixed
+            print(
+                f"mixed with its training text's {mix.order}-gram (weight {mix.weight:.3f}): loss {loss:.4f} nats  "
+                f"{loss / math.log(2):.4f} bits/char  perplexity {math.exp(loss):.3f}"
             )
     return 0
 

@@ -1,0 +1,178 @@
+"""--ngram-mix: the best model mixed with its training text's Kneser-Ney n-gram (charnn.study.mixture)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from charnn import checkpoint as ckpt
+from charnn.errors import CharnnError
+from charnn.evaluate import evaluate
+from charnn.study.mixture import MIXTURE_FILE, Mixture, cross_fitted, fit_run, fit_weight, mixed_loss
+from charnn.study.ngram import KneserNey
+from helpers import TINY, charnn, tiny_config
+
+
+def _probs(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.01, 1, n), rng.uniform(0.01, 1, n)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fitted_weight_is_the_best_on_a_fine_grid(seed):
+    pm, pn = _probs(5000, seed)
+    pn = pn ** (1 + seed)  # a weaker n-gram each time: the best weight moves
+    w = fit_weight(pm, pn)
+    grid = np.linspace(0, 1, 2001)
+    best = grid[np.argmin([mixed_loss(pm, pn, g) for g in grid])]
+    assert abs(w - best) < 2e-3
+    assert mixed_loss(pm, pn, w) <= min(mixed_loss(pm, pn, g) for g in grid) + 1e-7
+
+
+def test_the_weight_goes_to_the_better_model_when_it_is_better_everywhere():
+    pm, _ = _probs(2000, 3)
+    assert fit_weight(pm, pm * 0.5) < 1e-3  # the n-gram halves every probability: no weight
+    assert fit_weight(pm * 0.5, pm) > 1 - 1e-3  # the model does: all weight on the n-gram
+
+
+def test_cross_fitting_scores_each_half_at_the_other_halfs_weight():
+    pm, pn = _probs(1001, 4)
+    pn[:500] = pn[:500] ** 3  # the halves want different weights
+    h = 500
+    want = (mixed_loss(pm[:h], pn[:h], fit_weight(pm[h:], pn[h:])) * h
+            + mixed_loss(pm[h:], pn[h:], fit_weight(pm[:h], pn[:h])) * (1001 - h)) / 1001
+    assert cross_fitted(pm, pn) == pytest.approx(want)
+    assert cross_fitted(pm, pn) > mixed_loss(pm, pn, fit_weight(pm, pn))  # a weight fitted elsewhere scores worse
+
+
+def test_a_mixture_file_round_trips_and_a_bad_one_is_refused(tmp_path):
+    m = Mixture(order=5, weight=0.25, chars=100, model_loss=1.5, ngram_loss=1.6, loss=1.4, cross_fitted_loss=1.41)
+    m.save(tmp_path)
+    assert Mixture.load(tmp_path) == m
+    assert Mixture.load(tmp_path / "nowhere") is None
+    (tmp_path / MIXTURE_FILE).write_text('{"order": 5}')
+    with pytest.raises(CharnnError, match="not a charnn mixture file"):
+        Mixture.load(tmp_path)
+    (tmp_path / MIXTURE_FILE).write_text(json.dumps({**m.__dict__, "weight": 1.5}))
+    with pytest.raises(CharnnError, match="impossible mixture"):
+        Mixture.load(tmp_path)
+
+
+def test_the_command_line_reports_the_mixture(text_file, tmp_path):
+    r = charnn("train", text_file, "--out", tmp_path / "run", *TINY, "--max-steps", "20", "--ngram-mix", "3",
+               "--samples", "0")
+    assert r.returncode == 0, r.stderr
+    mix = Mixture.load(tmp_path / "run")
+    assert f"mixed with its training text's 3-gram (weight {mix.weight:.3f}): validation loss {mix.loss:.4f}" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ngram-mix", "31"], "--ngram-mix must be an n-gram order from 1 to 30"),
+    (["--ngram-mix", "-1"], "--ngram-mix"),
+    (["--ngram-mix", "3", "--unit", "bpe"], "--unit bpe is not supported with it yet"),
+    (["--ngram-mix", "3", "--documents", "line"], "--documents is not supported with it yet"),
+])
+def test_a_bad_ngram_mix_is_one_line(text_file, tmp_path, args, message):
+    r = charnn("train", text_file, "--out", tmp_path / "run", *TINY, "--max-steps", "5", *args)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def words_text(seed: int = 0) -> str:
+    """Lines of words drawn at random: a 3-gram knows the spelling, a small model learns more than
+    that in 150 steps, and neither knows all: their mixture beats both."""
+    import random
+
+    rng = random.Random(seed)
+    words = "the king and queen of a far land rode to war with their men over hills under stars".split()
+    return "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(300)) + "\n"
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    """A run trained with --ngram-mix 3 for 150 steps on words_text."""
+    from charnn.trainer import train
+    from helpers import cache_at
+
+    d = tmp_path_factory.mktemp("mixed")
+    text = d / "text.txt"
+    text.write_text(words_text(), encoding="utf-8")
+    with cache_at(d / "cache"):
+        train(tiny_config(text, max_steps=150, eval_every=50, ngram_mix=3), d / "run", progress=False)
+        mix = fit_run(d / "run")  # what charnn.train and the command line do once a run has ended
+    return d / "run", mix
+
+
+def test_a_run_with_ngram_mix_scores_the_best_model_and_the_ngram_and_their_mixture(mixed_run):
+    from charnn.evaluate import model_text
+
+    run, mix = mixed_run
+    assert mix is not None and Mixture.load(run) == mix
+    best = ckpt.load(run, "best")
+    val, train_ids = model_text(best, split="val").ids, model_text(best, split="train").ids
+    assert mix.chars == len(val) - 1
+    # the model part is the best checkpoint's own validation loss, the n-gram part a 3-gram of the
+    # training split read over the same characters
+    assert mix.model_loss == pytest.approx(evaluate(best.build_model(), val).loss, rel=1e-5)
+    kn = KneserNey(3, len(best.vocab), modified=True).fit(train_ids)
+    assert mix.ngram_loss == pytest.approx(kn.loss(val, 1), rel=1e-9)
+    assert 0 < mix.weight < 1
+    assert mix.loss < min(mix.model_loss, mix.ngram_loss) - 1e-3  # each helps the other
+    assert mix.loss <= mix.cross_fitted_loss < min(mix.model_loss, mix.ngram_loss)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").open()][-1]
+    assert logged["mixture"]["weight"] == mix.weight
+
+
+def test_eval_scores_the_best_checkpoint_mixed_at_the_runs_weight(mixed_run):
+    run, mix = mixed_run
+    r = charnn("eval", run, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["mixture"]["weight"] == mix.weight
+    assert out["mixture"]["loss"] == pytest.approx(mix.loss, rel=1e-6)  # the same split at the same weight
+    assert out["mixture"]["loss"] < out["loss"]
+    r = charnn("eval", run, "--checkpoint", "last", "--json")  # the weight was fitted for the best one
+    assert r.returncode == 0 and "mixture" not in json.loads(r.stdout)
+
+
+def test_the_sampler_draws_from_the_mixture_of_the_model_and_the_ngram(mixed_run):
+    import torch
+
+    import charnn
+
+    run, mix = mixed_run
+    model = charnn.load(run)
+    sampler = model.mixture()
+    assert sampler is not None and sampler.weight == mix.weight
+    prime = "the king and qu"
+    ids = np.asarray(model.vocab.encode(prime))
+    with torch.no_grad():
+        logits, _ = model.net(torch.as_tensor(ids)[None])
+    want = (1 - mix.weight) * torch.softmax(logits[0, -1].double(), -1).numpy() + mix.weight * sampler.ngram.distribution(ids[-2:])
+    got = torch.exp(sampler.mix(logits[:, -1], ids[None])).numpy()[0]
+    assert np.allclose(got, want, atol=1e-9) and got.sum() == pytest.approx(1.0)
+    # at temperature 0 the sample follows the mixture's most likely character, with or without it
+    mixed = model.sample(prime, length=1, temperature=0)[0]
+    alone = model.sample(prime, length=1, temperature=0, mix=False)[0]
+    assert mixed == model.vocab.decode([int(np.argmax(want))])
+    assert alone == model.vocab.decode([int(torch.argmax(logits[0, -1]))])
+
+
+def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed_run, tmp_path):
+    import shutil
+
+    run, _ = mixed_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    text = run.parent / "text.txt"
+    moved = tmp_path / "away.txt"
+    shutil.move(text, moved)
+    try:
+        r = charnn("sample", copy, "--length", "60", "--seed", "3")
+        alone = charnn("sample", copy, "--length", "60", "--seed", "3", "--no-mix")
+    finally:
+        shutil.move(moved, text)
+    assert r.returncode == 0 and "needs its training text; using the model alone" in r.stderr
+    assert r.stdout == alone.stdout
+    mixed = charnn("sample", run, "--length", "60", "--seed", "3")
+    assert mixed.returncode == 0 and mixed.stdout != alone.stdout  # with the text, the mixture draws other characters
