@@ -86,7 +86,7 @@ class Mixture:
             d = json.loads(path.read_text(encoding="utf-8"))
             m = cls(**{k: d[k] for k in cls.__dataclass_fields__})
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it and evaluate the run again") from None
+            raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it to use the model alone") from None
         if not (1 <= m.order <= MAX_ORDER and 0 <= m.weight <= 1):
             raise CharnnError(f"{path} holds an impossible mixture (order {m.order}, weight {m.weight})")
         return m
