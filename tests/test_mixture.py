@@ -176,3 +176,14 @@ def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed
     assert r.stdout == alone.stdout
     mixed = charnn("sample", run, "--length", "60", "--seed", "3")
     assert mixed.returncode == 0 and mixed.stdout != alone.stdout  # with the text, the mixture draws other characters
+
+
+def test_a_run_resumed_without_ngram_mix_keeps_no_stale_mixture(text_file, tmp_path):
+    import charnn
+
+    settings = dict(preset="tiny", hidden=32, seq_len=20, batch_size=8, threads=1, progress=False)
+    run = charnn.train(text_file, tmp_path / "run", max_steps=20, ngram_mix=3, **settings)
+    assert run.result.mixture is not None and (tmp_path / "run" / MIXTURE_FILE).exists()
+    again = charnn.train(text_file, tmp_path / "run", resume=True, max_steps=40, ngram_mix=0, progress=False)
+    assert again.steps == 40 and again.result.mixture is None
+    assert not (tmp_path / "run" / MIXTURE_FILE).exists()  # its weight was fitted for an older best checkpoint

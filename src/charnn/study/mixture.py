@@ -143,7 +143,8 @@ def fit_run(run_dir: Path) -> Mixture | None:
 
     run_dir = Path(run_dir)
     order = ckpt.load(run_dir, "last").config.train.ngram_mix
-    if not order:
+    if not order:  # a run resumed without it: no weight fitted for an older best checkpoint stays behind
+        (run_dir / MIXTURE_FILE).unlink(missing_ok=True)
         return None
     best = ckpt.load(run_dir, "best")
     val = model_text(best, split="val").ids
