@@ -244,3 +244,24 @@ def _chen_goodman_raw(counts):
     n1, n2, n3, n4 = (sum(1 for c in counts if c == k) for k in (1, 2, 3, 4))
     y = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
     return [k - (k + 1) * y * nk / nk1 if nk1 else y for k, nk, nk1 in ((1, n2, n1), (2, n3, n2), (3, n4, n3))]
+
+
+@pytest.mark.parametrize("order, vocab, modified", [(3, 6, False), (12, 100, True)])
+def test_many_contexts_at_once_read_as_each_alone(order, vocab, modified):
+    """next_distributions (the mixture's sampler and scorer read it in batches) gives each row
+    what ``probs_of`` gives for that context alone, rows with fewer real units than the order
+    wants included (order 12 at 100 symbols: hashed keys past the 9th unit)."""
+    rng = np.random.default_rng(3)
+    text = np.tile(rng.integers(0, vocab, 300), 4)  # repeats: long contexts that were seen
+    m = KneserNey(order, vocab, modified=modified).fit(text)
+    starts = rng.integers(0, len(text) - order, 40)
+    rows = np.stack([text[s : s + order - 1] for s in starts])
+    avail = rng.integers(0, order, 40)
+    got = m.next_distributions(rows, avail=avail)
+    for row, a, d in zip(rows, avail, got):
+        ctx = row[len(row) - a :]
+        want = np.array([m.probs_of(np.append(ctx, w), len(ctx))[0] for w in range(vocab)])
+        assert np.allclose(d, want, rtol=0, atol=1e-12)
+    assert np.allclose(got.sum(1), 1.0)
+    assert np.allclose(got[avail == 0], m.distribution(np.array([], dtype=np.int64)))  # the padding is never read
+    assert not np.allclose(got[avail == order - 1], got[avail == order - 1][:1])  # the contexts are read

@@ -184,7 +184,7 @@ class Sampler:
         """logits (num, V), history (num, P) ids -> log((1 - w) softmax(logits) + w P_ngram), (num, V)."""
         p = torch.softmax(logits.detach().double().cpu(), -1)
         ctx = history[:, history.shape[1] - min(self.context, history.shape[1]) :]
-        q = np.stack([self.ngram.distributions(np.append(c, 0), len(c))[0] for c in ctx])
+        q = self.ngram.next_distributions(ctx)  # every sample's context in one batch
         out = torch.log((1 - self.weight) * p + self.weight * torch.from_numpy(q))
         return out.to(logits.device)
 

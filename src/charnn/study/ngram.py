@@ -260,25 +260,69 @@ class KneserNey:
 
     def distributions(self, history: np.ndarray, targets_from: int) -> np.ndarray:
         """The whole next-unit distribution at each target position: (T, V), rows summing to 1;
-        column ids[t] of row t is what ``probs_of`` gives. One pass over the text per unit."""
+        column ids[t] of row t is what ``probs_of`` gives. Read in pieces of 65,536 targets."""
         ids = np.asarray(history, dtype=np.int64)
         t = np.arange(targets_from, len(ids))
-        V = self.vocab_size
-        levels = dict(_keys(ids, V, self.order - 1)) if self.order > 1 else {}
-        before = {n: levels[n - 1][np.maximum(t - 1, 0)] for n in range(2, self.order + 1)}  # context keys
-        out = np.empty((len(t), V))
-        for w in range(V):
-            unit = np.full(len(t), np.uint64(w + 1))
-            if self.uniform_floor:
-                p = self._prob(1, unit, None, np.full(len(t), 1.0 / V))
-            else:
-                lv = self.orders[0]
-                p = _lookup(lv.gram_keys, lv.gram_counts, unit) / max(int(lv.ctx_totals.sum()), 1)
-            for n in range(2, self.order + 1):
-                ok = t >= n - 1
-                gram = np.where(ok, _extend(before[n], unit, n, V), 0)
-                p = np.where(ok, self._prob(n, gram, np.where(ok, before[n], 0), p), p)
-            out[:, w] = p
+        L = self.order - 1
+        padded = np.concatenate([np.zeros(L, dtype=np.int64), ids])
+        rows = np.lib.stride_tricks.sliding_window_view(padded, L)  # row t: the L units before ids[t]
+        out = np.empty((len(t), self.vocab_size))
+        for a in range(0, len(t), 65536):
+            at = t[a : a + 65536]
+            out[a : a + len(at)] = self.next_distributions(rows[at], avail=np.minimum(at, L))
+        return out
+
+    def next_distributions(self, contexts: np.ndarray, avail: np.ndarray | None = None) -> np.ndarray:
+        """P(w | context) for every unit w after each of many contexts at once: contexts (T, L) ids,
+        the units read before each target, oldest first (only the last order-1 count); avail (T,):
+        how many of a row's last units are text (rows at a text's start have fewer; the rest is
+        padding), all of them by default. -> (T, V), rows summing to 1.
+
+        Each order looks its contexts up once and then every unit's n-gram in one batch; contexts
+        the order never saw (nor longer ones, then) keep the lower order's distribution."""
+        ctx = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), -1)
+        T, V = len(ctx), self.vocab_size
+        L = min(ctx.shape[1], self.order - 1)
+        u = ctx[:, ctx.shape[1] - L :].astype(np.uint64) + np.uint64(1)
+        have = np.full(T, L) if avail is None else np.minimum(np.asarray(avail), L)
+        units = np.arange(1, V + 1, dtype=np.uint64)
+        if self.uniform_floor:
+            p = self._prob_rows(1, np.broadcast_to(units, (T, V)), np.zeros(T, dtype=np.uint64), np.full((T, V), 1.0 / V))
+        else:
+            lv = self.orders[0]
+            p = np.tile(_lookup(lv.gram_keys, lv.gram_counts, units) / max(int(lv.ctx_totals.sum()), 1), (T, 1))
+        for n in range(2, L + 2):
+            m = n - 1  # the context's length
+            key = u[:, L - m]
+            for k, j in enumerate(range(L - m + 1, L), start=2):
+                key = _extend(key, u[:, j], k, V)
+            p = self._prob_rows(n, _extend(key[:, None], units[None, :], n, V), key, p, have >= m)
+        return p
+
+    def _prob_rows(self, n: int, grams: np.ndarray, ctx: np.ndarray, lower: np.ndarray, rows=None) -> np.ndarray:
+        """``_prob`` for whole distributions: grams (T, V) keys, ctx (T,) their contexts' keys,
+        lower (T, V) the order below's distributions; rows (T,) bool: the rows this order may read."""
+        lv = self.orders[n - 1]
+        if len(lv.ctx_keys) == 0:
+            return lower
+        pos = np.minimum(np.searchsorted(lv.ctx_keys, ctx), len(lv.ctx_keys) - 1)
+        seen = lv.ctx_keys[pos] == ctx
+        r = np.flatnonzero(seen if rows is None else seen & rows)
+        if len(r) == 0:
+            return lower
+        V = grams.shape[1]
+        c = _lookup(lv.gram_keys, lv.gram_counts, np.ascontiguousarray(grams[r]).ravel()).reshape(len(r), V).astype(np.float64)
+        total = lv.ctx_totals[pos[r]].astype(np.float64)[:, None]
+        if lv.ctx_n123 is not None:  # modified: the discount depends on the count
+            d1, d2, d3 = lv.discounts
+            d = np.where(c >= 3, d3, np.where(c == 2, d2, np.where(c == 1, d1, 0.0)))
+            mass = (lv.ctx_n123[pos[r]].astype(np.float64) @ np.array([d1, d2, d3]))[:, None]
+            pr = (c - d) / total + mass / total * lower[r]
+        else:
+            types = lv.ctx_types[pos[r]].astype(np.float64)[:, None]
+            pr = np.maximum(c - lv.discount, 0.0) / total + lv.discount * types / total * lower[r]
+        out = np.array(lower, dtype=np.float64)  # lower may be a view the caller keeps
+        out[r] = pr
         return out
 
     def loss(self, history: np.ndarray, targets_from: int) -> float:
@@ -351,12 +395,9 @@ class KneserNey:
             raise CharnnError(f"cannot read n-gram model {path} ({str(e).splitlines()[0] if str(e) else e})") from None
 
     def distribution(self, context: np.ndarray) -> np.ndarray:
-        """P(w | context) for every w in the vocabulary, as (V,): for tests and for sampling."""
+        """P(w | context) for every w in the vocabulary, as (V,)."""
         ctx = np.asarray(context, dtype=np.int64)
-        out = np.empty(self.vocab_size)
-        for w in range(self.vocab_size):
-            out[w] = self.probs_of(np.append(ctx, w), len(ctx))[0]
-        return out
+        return self.next_distributions(ctx[None], avail=np.array([len(ctx)]))[0]
 
 
 @dataclass
