@@ -206,9 +206,9 @@ def charnn_run(text: Path, budget: float, preset: str = "default", **settings) -
         cfg.train.max_time -= ngram_seconds(enc.ids, int(len(enc.ids) * 0.9), len(enc.vocab), cfg.train.ngram_mix)
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, Path(d) / "run", progress=False)
-        mix = fit_run(Path(d) / "run")  # --ngram-mix, as charnn.train fits it once a run has ended
-    if mix is not None:  # each half of the split at the weight fitted on the other half
-        return mix.cross_fitted_loss, res.steps
+        fitted = fit_run(Path(d) / "run")  # --ngram-mix, as charnn.train fits it once a run has ended
+    if fitted is not None:  # each half of the split at what was fitted on the other half
+        return fitted[0].cross_fitted_loss, res.steps
     if res.units != "chars":  # a token model: nats per character of the same validation text
         return res.best_bpc * math.log(2), res.steps
     return res.last_val_loss, res.steps

@@ -8,7 +8,9 @@ import pytest
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
 from charnn.evaluate import evaluate
-from charnn.study.mixture import MIXTURE_FILE, Mixture, cross_fitted, fit_run, fit_weight, mixed_loss
+from charnn.study import mixture as mixture_mod
+from charnn.study.mixture import (
+    MIXTURE_FILE, Mixture, cross_fitted, fit_powers, fit_run, fit_weight, geometric_losses, mixed_loss)
 from charnn.study.ngram import KneserNey
 from helpers import TINY, charnn, tiny_config
 
@@ -63,7 +65,7 @@ def test_the_command_line_reports_the_mixture(text_file, tmp_path):
                "--samples", "0")
     assert r.returncode == 0, r.stderr
     mix = Mixture.load(tmp_path / "run")
-    assert f"mixed with its training text's 3-gram (weight {mix.weight:.3f}): validation loss {mix.loss:.4f}" in r.stderr
+    assert f"mixed with its training text's 3-gram ({mix.describe()}): validation loss {mix.loss:.4f}" in r.stderr
 
 
 @pytest.mark.parametrize("args,message", [
@@ -99,7 +101,7 @@ def mixed_run(tmp_path_factory):
     text.write_text(words_text(), encoding="utf-8")
     with cache_at(d / "cache"):
         train(tiny_config(text, max_steps=150, eval_every=50, ngram_mix=3), d / "run", progress=False)
-        mix = fit_run(d / "run")  # what charnn.train and the command line do once a run has ended
+        mix, _ = fit_run(d / "run")  # what charnn.train and the command line do once a run has ended
     return d / "run", mix
 
 
@@ -135,6 +137,14 @@ def test_eval_scores_the_best_checkpoint_mixed_at_the_runs_weight(mixed_run):
     assert r.returncode == 0 and "mixture" not in json.loads(r.stdout)
 
 
+def _mixed(mix, p, q):
+    """The mixture's distribution, written out from its definition."""
+    if mix.kind == "geometric":
+        r = p ** mix.powers[0] * q ** mix.powers[1]
+        return r / r.sum()
+    return (1 - mix.weight) * p + mix.weight * q
+
+
 def test_the_sampler_draws_from_the_mixture_of_the_model_and_the_ngram(mixed_run):
     import torch
 
@@ -143,12 +153,12 @@ def test_the_sampler_draws_from_the_mixture_of_the_model_and_the_ngram(mixed_run
     run, mix = mixed_run
     model = charnn.load(run)
     sampler = model.mixture()
-    assert sampler is not None and sampler.weight == mix.weight
+    assert sampler is not None and sampler.mixture == mix
     prime = "the king and qu"
     ids = np.asarray(model.vocab.encode(prime))
     with torch.no_grad():
         logits, _ = model.net(torch.as_tensor(ids)[None])
-    want = (1 - mix.weight) * torch.softmax(logits[0, -1].double(), -1).numpy() + mix.weight * sampler.ngram.distribution(ids[-2:])
+    want = _mixed(mix, torch.softmax(logits[0, -1].double(), -1).numpy(), sampler.ngram.distribution(ids[-2:]))
     got = torch.exp(sampler.mix(logits[:, -1], ids[None])).numpy()[0]
     assert np.allclose(got, want, atol=1e-9) and got.sum() == pytest.approx(1.0)
     # at temperature 0 the sample follows the mixture's most likely character, with or without it
@@ -187,3 +197,91 @@ def test_a_run_resumed_without_ngram_mix_keeps_no_stale_mixture(text_file, tmp_p
     again = charnn.train(text_file, tmp_path / "run", resume=True, max_steps=40, ngram_mix=0, progress=False)
     assert again.steps == 40 and again.result.mixture is None
     assert not (tmp_path / "run" / MIXTURE_FILE).exists()  # its weight was fitted for an older best checkpoint
+
+
+def _distributions(T, V, seed):
+    """(log P_model, log P_ngram, targets): two noisy views of a hidden distribution, each
+    wrong in its own way, so that their product scores better than either."""
+    rng = np.random.default_rng(seed)
+    truth = rng.dirichlet(np.full(V, 0.3), T)
+    tgt = np.array([rng.choice(V, p=row) for row in truth])
+    noisy = [np.log(truth + 0.05) + rng.normal(0, s, (T, V)) for s in (0.8, 1.2)]
+    lp, lq = (x - np.log(np.exp(x).sum(1, keepdims=True)) for x in noisy)
+    return lp, lq, tgt
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_fitted_powers_are_the_best_on_a_grid(seed):
+    lp, lq, tgt = _distributions(3000, 8, seed)
+    a, b = fit_powers(lp, lq, tgt)
+    fitted = geometric_losses(lp, lq, tgt, (a, b)).mean()
+    grid = [geometric_losses(lp, lq, tgt, (x, y)).mean() for x in np.linspace(0, 1.5, 31) for y in np.linspace(0, 1.5, 31)]
+    assert fitted <= min(grid) + 1e-9
+    assert fitted < min(geometric_losses(lp, lq, tgt, (1, 0)).mean(), geometric_losses(lp, lq, tgt, (0, 1)).mean())
+    # the definition: P ~ P_model^a P_ngram^b, normalised over the symbols
+    r = np.exp(a * lp[0] + b * lq[0])
+    assert geometric_losses(lp[:1], lq[:1], tgt[:1], (a, b))[0] == pytest.approx(-np.log(r[tgt[0]] / r.sum()))
+
+
+def test_a_mixture_file_from_before_geometric_mixtures_reads_as_linear(tmp_path):
+    old = {"order": 4, "weight": 0.3, "chars": 10, "model_loss": 1.5, "ngram_loss": 1.6, "loss": 1.4,
+           "cross_fitted_loss": 1.41}
+    (tmp_path / MIXTURE_FILE).write_text(json.dumps(old))
+    m = Mixture.load(tmp_path)
+    assert m.kind == "linear" and m.describe() == "weight 0.300"
+    import torch
+
+    logits = torch.randn(2, 5)
+    q = np.random.default_rng(0).dirichlet(np.ones(5), 2)
+    got = torch.exp(m.log_probs(logits, q)).numpy()
+    assert np.allclose(got, 0.7 * torch.softmax(logits.double(), -1).numpy() + 0.3 * q)
+    (tmp_path / MIXTURE_FILE).write_text(json.dumps({**old, "kind": "cubic"}))
+    with pytest.raises(CharnnError, match="impossible mixture"):
+        Mixture.load(tmp_path)
+
+
+def test_the_kind_kept_is_the_one_whose_cross_fitted_loss_is_lower(mixed_run):
+    """fit keeps the geometric mixture only where it scores lower on halves it was not fitted on,
+    and then the losses it reports are the geometric mixture's."""
+    from charnn.evaluate import model_text
+
+    run, mix = mixed_run
+    best = ckpt.load(run, "best")
+    val = np.asarray(model_text(best, split="val").ids)
+    model = best.build_model()
+    lp = mixture_mod._model_log_probs(model, val)
+    kn = KneserNey(3, len(best.vocab), modified=True).fit(model_text(best, split="train").ids)
+    lq = np.log(kn.distributions(val, 1))
+    tgt = val[1:]
+    pm, pn = np.exp(lp[np.arange(len(tgt)), tgt]), np.exp(lq[np.arange(len(tgt)), tgt])
+    linear, geometric = cross_fitted(pm, pn), mixture_mod.cross_fitted_powers(lp, lq, tgt)
+    assert mix.kind == ("geometric" if geometric < linear else "linear")
+    assert mix.cross_fitted_loss == pytest.approx(min(linear, geometric))
+    if mix.kind == "geometric":
+        assert mix.loss == pytest.approx(geometric_losses(lp, lq, tgt, mix.powers).mean())
+
+
+def test_a_validation_split_longer_than_the_fitting_part_is_scored_whole(mixed_run, monkeypatch):
+    """Past FIT_CHARS the mixture is fitted on the split's start but scored over all of it, read
+    as the model is read (score: the n-gram looked up window by window)."""
+    from charnn.evaluate import model_text
+
+    run, full = mixed_run
+    best = ckpt.load(run, "best")
+    val = np.asarray(model_text(best, split="val").ids)
+    train_ids = model_text(best, split="train").ids
+    model = best.build_model()
+    monkeypatch.setattr(mixture_mod, "FIT_CHARS", len(val) // 3)
+    mix, kn = mixture_mod.fit(model, train_ids, val, 3, len(best.vocab))
+    assert mix.chars == len(val) - 1
+    assert mix.model_loss == pytest.approx(full.model_loss, rel=1e-6) and mix.ngram_loss == pytest.approx(full.ngram_loss)
+    # the whole split, at what was fitted on its first third, equals the same mixture read in one piece
+    lp = mixture_mod._model_log_probs(model, val)
+    lq = np.log(kn.distributions(val, 1))
+    tgt = val[1:]
+    if mix.kind == "geometric":
+        want = geometric_losses(lp, lq, tgt, mix.powers).mean()
+    else:
+        want = mixed_loss(np.exp(lp[np.arange(len(tgt)), tgt]), np.exp(lq[np.arange(len(tgt)), tgt]), mix.weight)
+    assert mix.loss == pytest.approx(want, rel=1e-5)
+    assert mix.loss != pytest.approx(full.loss, rel=1e-7)  # fitted on less, so (slightly) other numbers

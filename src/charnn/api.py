@@ -177,7 +177,7 @@ def train(
     if res.stopped_by != "interrupt" and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 fits it
         from charnn.study.mixture import fit_run
 
-        res.mixture = fit_run(res.run_dir)  # --ngram-mix (None without it)
+        res.mixture, res.mixture_sampler = fit_run(res.run_dir) or (None, None)  # --ngram-mix (None without it)
     best = res.best_val_loss_whole if res.best_val_loss_whole is not None else res.best_val_loss
     bpc = res.best_bpc if res.best_bpc is not None else (best / math.log(2) if res.units != "tokens" else None)
     return Run(Path(res.run_dir), res.steps, res.epoch, res.stopped_by, best, bpc, res)

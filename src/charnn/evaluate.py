@@ -229,9 +229,11 @@ def score_text(model: Model, vocab, ids: np.ndarray, **kw) -> Score:
 
 
 @torch.no_grad()
-def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_len: int = 256) -> np.ndarray:
+def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_len: int = 256, adjust=None) -> np.ndarray:
     """(N,) loss in nats of predicting ids[t + 1] after ids[..t], read as ``evaluate`` reads it;
-    NaN at the last position (nothing follows it). The losses are read back once, at the end."""
+    NaN at the last position (nothing follows it). The losses are read back once, at the end.
+    adjust(logits (S, T, V), pos (S, T) input positions, scored (S, T) bool) -> log-probabilities
+    to score instead of the model's own (the n-gram mixture's, ``study.mixture``)."""
     _needs_eval_mode(model)
     device = model.head.weight.device
     nll = np.full(len(ids), np.nan)
@@ -239,6 +241,8 @@ def char_losses(model: Model, ids: np.ndarray, streams: int | None = None, seq_l
     state = None
     for x, y, pos in eval_windows(ids, streams or eval_streams(device.type), seq_len, _warmup(model), positions=True):
         logits, state = model(x.to(device), state)
+        if adjust is not None:
+            logits = adjust(logits.float(), pos, (y >= 0).numpy())
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             targets(model.cfg, y.to(device)).reshape(-1),

@@ -96,8 +96,10 @@ class TrainResult:
     best_bpc: float | None = None  # bits per character of the best checkpoint (whole split when read)
     units: str = "chars"  # what the losses are per: chars, or tokens for a token model
     # --ngram-mix: the best model mixed with an n-gram, scored on the validation split (a
-    # charnn.study.mixture.Mixture, which api.train fits once the run has ended)
+    # charnn.study.mixture.Mixture, which api.train fits once the run has ended), and a
+    # study.mixture.Sampler of it holding the n-gram it counted (for the end-of-run samples)
     mixture: Any = None
+    mixture_sampler: Any = None
 
 
 def lr_at(cfg, step: int, epoch: float, progress: float) -> float:

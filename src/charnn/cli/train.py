@@ -390,7 +390,6 @@ def cmd_train(args) -> int:
     from charnn import api
     from charnn import checkpoint as ckpt
     from charnn.sample import sample_text
-    from charnn.study.mixture import sampler_for
 
     given = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
     progress = False if args.quiet else None
@@ -424,9 +423,9 @@ def cmd_train(args) -> int:
     )
     if (mix := result.mixture) is not None:
         print(
-            f"mixed with its training text's {mix.order}-gram (weight {mix.weight:.3f}): validation loss "
+            f"mixed with its training text's {mix.order}-gram ({mix.describe()}): validation loss "
             f"{mix.loss:.4f} nats = {mix.loss / math.log(2):.3f} bits per character (the {mix.order}-gram alone "
-            f"{mix.ngram_loss:.4f}; each half at the weight fitted on the other half {mix.cross_fitted_loss:.4f})",
+            f"{mix.ngram_loss:.4f}; each half at what was fitted on the other half {mix.cross_fitted_loss:.4f})",
             file=sys.stderr,
         )
     if args.samples and ckpt.load(result.run_dir, "best").meta.get("lead_in"):
@@ -434,7 +433,7 @@ def cmd_train(args) -> int:
     elif args.samples:
         loaded = ckpt.load(result.run_dir, "best")
         model = loaded.build_model("cpu")
-        mix = sampler_for(loaded, result.run_dir) if result.mixture is not None else None  # samples read as scored
+        mix = result.mixture_sampler  # samples read as scored (None without --ngram-mix)
         for k, text in enumerate(
             sample_text(model, loaded.vocab, length=400, num=args.samples, seed=0, temperature=0.8, mix=mix)
         ):
@@ -476,15 +475,7 @@ def cmd_sample(args) -> int:
         return _show_probs(args, model, loaded, opts["clamped"])
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
-    kw = dict(
-        length=args.length,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop=args.stop,
-        mix=not args.no_mix,
-    )
+    kw = {k: opts[k] for k in ("length", "seed", "temperature", "top_k", "top_p", "stop")} | {"mix": not args.no_mix}
     if args.num == 1:  # streamed as it is generated
         pieces = api_model.sample(args.prime, stream=True, **kw)  # a prime with unknown characters fails here
         out.write(args.prime)
@@ -684,7 +675,8 @@ def cmd_eval(args) -> int:
     if args.json:
         out = score.to_dict()
         if mixed is not None:
-            out["mixture"] = {"order": mixed[0].order, "weight": mixed[0].weight, "loss": mixed[1]}
+            m = mixed[0]
+            out["mixture"] = {"order": m.order, "kind": m.kind, "weight": m.weight, "powers": list(m.powers), "loss": mixed[1]}
         print(json.dumps(out))
     else:
         if score.tokens is not None:
@@ -701,7 +693,7 @@ def cmd_eval(args) -> int:
         if mixed is not None:
             mix, loss = mixed
             print(
-                f"mixed with its training text's {mix.order}-gram (weight {mix.weight:.3f}): loss {loss:.4f} nats  "
+                f"mixed with its training text's {mix.order}-gram ({mix.describe()}): loss {loss:.4f} nats  "
                 f"{loss / math.log(2):.4f} bits/char  perplexity {math.exp(loss):.3f}"
             )
     return 0
