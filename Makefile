@@ -37,7 +37,7 @@ BENCH_ARGS ?=
 bench: install
 	$(VENV)/bin/python bench/suite.py $(if $(BIG_CORPUS),--big-corpus $(BIG_CORPUS)) $(BENCH_ARGS)
 
-# The paper's study at a small budget (about 17 minutes on 2 cores): report in docs/study/.
+# The paper's study at a small budget (about 23 minutes on 2 cores): report in docs/study/.
 study: install
 	$(VENV)/bin/python scripts/study.py --per-run 60s
 

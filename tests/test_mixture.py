@@ -285,3 +285,39 @@ def test_a_validation_split_longer_than_the_fitting_part_is_scored_whole(mixed_r
         want = mixed_loss(np.exp(lp[np.arange(len(tgt)), tgt]), np.exp(lq[np.arange(len(tgt)), tgt]), mix.weight)
     assert mix.loss == pytest.approx(want, rel=1e-5)
     assert mix.loss != pytest.approx(full.loss, rel=1e-7)  # fitted on less, so (slightly) other numbers
+
+
+def test_a_mixture_fitted_for_another_best_checkpoint_is_not_used(mixed_run, tmp_path):
+    """A resumed run stopped before it refitted keeps the mixture.json of its older best
+    checkpoint: sample and eval warn and read the model alone rather than a stale mixture."""
+    import shutil
+
+    run, mix = mixed_run
+    best = ckpt.load(run, "best")
+    assert mix.fitted_for == f"{best.config.run_id}:{best.meta['step']}"
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / MIXTURE_FILE).write_text(json.dumps({**json.loads((run / MIXTURE_FILE).read_text()),
+                                                 "fitted_for": f"{best.config.run_id}:7"}))
+    r = charnn("sample", copy, "--length", "60", "--seed", "3")
+    alone = charnn("sample", copy, "--length", "60", "--seed", "3", "--no-mix")
+    assert r.returncode == 0 and "fitted for another best checkpoint (step 7, this one is at step" in r.stderr
+    assert r.stdout == alone.stdout
+    e = charnn("eval", copy, "--json")
+    assert e.returncode == 0 and "mixture" not in json.loads(e.stdout)
+
+
+def test_a_transformer_mixes_as_the_lstm_does(tmp_path):
+    """The mixture reads the model's distributions through evaluate's windows, whatever the
+    family (a transformer's readout is tied to its embedding): its losses are the model's own."""
+    import charnn
+
+    (tmp_path / "t.txt").write_text(words_text(1), encoding="utf-8")
+    run = charnn.train(str(tmp_path / "t.txt"), str(tmp_path / "run"), cell="transformer", layers=1, heads=2, embed=16,
+                       block=32, max_steps=40, eval_every=40, seq_len=32, batch_size=8, ngram_mix=3, progress=False)
+    mix = run.result.mixture
+    best = ckpt.load(tmp_path / "run", "best")
+    from charnn.evaluate import model_text
+
+    assert mix.model_loss == pytest.approx(evaluate(best.build_model(), model_text(best, split="val").ids).loss, rel=1e-5)
+    assert mix.loss <= min(mix.model_loss, mix.ngram_loss) + 1e-12  # the fit can always take either alone

@@ -148,8 +148,9 @@ def _add_optimisation_flags(g) -> None:
         type=flags.count,
         default=None,
         metavar="N",
-        help="at the end, mix the best model with a Kneser-Ney N-gram of the training split, its weight fitted "
-        "on the validation split, and report the mixture's loss (kept in RUN/mixture.json; default 0: off)",
+        help="at the end, mix the best model with a Kneser-Ney N-gram of the training split (linear or geometric, "
+        "whichever scores lower), fitted on the validation split, and report the mixture's loss (kept in "
+        "RUN/mixture.json; default 0: off)",
     )
     g.add_argument(
         "--windows",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,7 @@ class Mixture:
     cross_fitted_loss: float  # each half at what was fitted on the other half (of the first FIT_CHARS)
     kind: str = "linear"  # or "geometric" (files written before 2026-12-07 are linear)
     powers: tuple[float, float] = (1.0, 0.0)  # geometric: P ~ P_model^a P_ngram^b
+    fitted_for: str = ""  # "RUN_ID:STEP" of the best checkpoint it was fitted for ("": before 2026-12-07)
 
     def describe(self) -> str:
         if self.kind == "geometric":
@@ -162,11 +163,12 @@ class Mixture:
             return None
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            m = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in ("kind", "powers")})
+            later = {f.name for f in fields(cls) if f.default is not MISSING}  # added since the first files
+            m = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in later})
             m.powers = (float(m.powers[0]), float(m.powers[1]))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it to use the model alone") from None
-        good = m.kind in ("linear", "geometric") and all(math.isfinite(x) for x in m.powers)
+        good = m.kind in ("linear", "geometric") and all(math.isfinite(x) for x in m.powers) and isinstance(m.fitted_for, str)
         if not (good and 1 <= m.order <= MAX_ORDER and 0 <= m.weight <= 1):
             raise CharnnError(
                 f"{path} holds an impossible mixture (order {m.order}, {m.kind}, weight {m.weight}, powers {m.powers})"
@@ -207,14 +209,16 @@ def _model_log_probs(model, ids: np.ndarray) -> np.ndarray:
     """(N-1, V): row t the model's log-probabilities for ids[t + 1] after ids[..t]."""
     from charnn.evaluate import char_losses
 
-    out = np.zeros((len(ids), model.head.out_features))
+    out: list[np.ndarray] = []  # (N, V) once the first window says V
 
     def keep(logits, pos, scored):
-        out[pos[scored]] = torch.log_softmax(logits, -1).cpu().numpy()[scored]
+        if not out:
+            out.append(np.zeros((len(ids), logits.shape[-1])))
+        out[0][pos[scored]] = torch.log_softmax(logits, -1).cpu().numpy()[scored]
         return logits
 
     char_losses(model, ids, adjust=keep)
-    return out[:-1]
+    return out[0][:-1]
 
 
 def fit(model, train_ids: np.ndarray, held_out: np.ndarray, order: int, vocab_size: int) -> tuple[Mixture, object]:
@@ -280,6 +284,7 @@ def fit_run(run_dir: Path) -> tuple[Mixture, Sampler] | None:
         return None
     model = best.build_model(pick_device(best.config.train.device))
     mix, ngram = fit(model, model_text(best, split="train").ids, val, order, len(best.vocab))
+    mix.fitted_for = _identity(best)
     mix.save(run_dir)
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": best.meta.get("step"), "mixture": asdict(mix)}) + "\n")
@@ -290,7 +295,7 @@ def score_run_text(loaded, model, run_dir: Path, ids: np.ndarray) -> tuple[Mixtu
     """A run's mixture (RUN/mixture.json, from --ngram-mix) scoring ids: (the mixture, its loss in
     nats per character over ids[1:]); None for a run without one. The n-gram is counted again
     from the run's training split, which must still be where it was."""
-    mix = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
+    mix = _load_for(loaded, run_dir)
     ngram = run_ngram(loaded, mix.order) if mix is not None else None
     if mix is None or ngram is None:
         return None
@@ -316,9 +321,29 @@ class Sampler:
 def sampler_for(loaded, run_dir: Path) -> Sampler | None:
     """The Sampler of a run trained with --ngram-mix (None without RUN/mixture.json); its n-gram is
     counted again from the run's training split."""
-    mix = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
+    mix = _load_for(loaded, run_dir)
     ngram = run_ngram(loaded, mix.order) if mix is not None else None
     return Sampler(ngram, mix) if ngram is not None and mix is not None else None
+
+
+def _identity(loaded) -> str:
+    return f"{loaded.config.run_id}:{loaded.meta.get('step')}"
+
+
+def _load_for(loaded, run_dir: Path) -> Mixture | None:
+    """RUN/mixture.json when it was fitted for this best checkpoint; None, with a warning, when
+    the best checkpoint has changed since (a resumed run that was stopped before it refitted)."""
+    from charnn.log import warn
+
+    mix = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
+    if mix is not None and mix.fitted_for and mix.fitted_for != _identity(loaded):
+        warn(
+            f"the run's n-gram mixture was fitted for another best checkpoint (step {mix.fitted_for.split(':')[-1]}, "
+            f"this one is at step {loaded.meta.get('step')}); using the model alone (charnn train --resume --out "
+            f"{run_dir} fits it again once it ends)"
+        )
+        return None
+    return mix
 
 
 def run_ngram(loaded, order: int):
