@@ -66,6 +66,7 @@ def test_the_command_line_reports_the_mixture(text_file, tmp_path):
     assert r.returncode == 0, r.stderr
     mix = Mixture.load(tmp_path / "run")
     assert f"mixed with its training text's 3-gram ({mix.describe()}): validation loss {mix.loss:.4f}" in r.stderr
+    assert f"each half at what was fitted on the other half {mix.cross_fitted_loss:.4f}" in r.stderr  # all of it fitted
 
 
 @pytest.mark.parametrize("args,message", [

@@ -423,10 +423,13 @@ def cmd_train(args) -> int:
         file=sys.stderr,
     )
     if (mix := result.mixture) is not None:
+        from charnn.study.mixture import FIT_CHARS
+
+        part = f"of its first {FIT_CHARS:,} characters " if mix.chars > FIT_CHARS else ""  # the part it was fitted on
         print(
             f"mixed with its training text's {mix.order}-gram ({mix.describe()}): validation loss "
             f"{mix.loss:.4f} nats = {mix.loss / math.log(2):.3f} bits per character (the {mix.order}-gram alone "
-            f"{mix.ngram_loss:.4f}; each half at what was fitted on the other half {mix.cross_fitted_loss:.4f})",
+            f"{mix.ngram_loss:.4f}; each half {part}at what was fitted on the other half {mix.cross_fitted_loss:.4f})",
             file=sys.stderr,
         )
     if args.samples and ckpt.load(result.run_dir, "best").meta.get("lead_in"):
