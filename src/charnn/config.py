@@ -261,8 +261,16 @@ class TrainConfig:
             raise CharnnError(f"--windows must be streams or random, got {self.windows!r}")
         if not (self.ema == 0 or 0 < self.ema < 1):
             raise CharnnError(f"--ema must be 0 (off) or between 0 and 1 (e.g. 0.999), got {self.ema}")
-        if not (isinstance(self.ngram_mix, int) and 0 <= self.ngram_mix <= 30):
-            raise CharnnError(f"--ngram-mix must be an n-gram order from 1 to 30 (0: off), got {self.ngram_mix}")
+        check_ngram_mix(self.ngram_mix)
+
+
+NGRAM_MIX_MAX = 30  # the highest order --ngram-mix counts (as charnn ngram's --order)
+
+
+def check_ngram_mix(order: int) -> None:
+    """--ngram-mix's order: 0 (off) or 1..NGRAM_MIX_MAX; also for callers that skip validate (the bench)."""
+    if not (isinstance(order, int) and 0 <= order <= NGRAM_MIX_MAX):
+        raise CharnnError(f"--ngram-mix must be an n-gram order from 1 to {NGRAM_MIX_MAX} (0: off), got {order}")
 
 
 @dataclass

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charnn.config import NGRAM_MIX_MAX, check_ngram_mix
 from charnn.errors import CharnnError
 from charnn.files import write_atomic
 
 MIXTURE_FILE = "mixture.json"
-MAX_ORDER = 30  # as charnn ngram
 FIT_CHARS = 131_072  # validation characters the mixture is fitted on (both distributions kept: ~70 MB each)
 
 
@@ -169,16 +169,11 @@ class Mixture:
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it to use the model alone") from None
         good = m.kind in ("linear", "geometric") and all(math.isfinite(x) for x in m.powers) and isinstance(m.fitted_for, str)
-        if not (good and 1 <= m.order <= MAX_ORDER and 0 <= m.weight <= 1):
+        if not (good and 1 <= m.order <= NGRAM_MIX_MAX and 0 <= m.weight <= 1):
             raise CharnnError(
                 f"{path} holds an impossible mixture (order {m.order}, {m.kind}, weight {m.weight}, powers {m.powers})"
             )
         return m
-
-
-def check_order(order: int) -> None:
-    if not (isinstance(order, int) and 0 <= order <= MAX_ORDER):
-        raise CharnnError(f"--ngram-mix must be an n-gram order from 1 to {MAX_ORDER} (0: off), got {order}")
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +223,7 @@ def fit(model, train_ids: np.ndarray, held_out: np.ndarray, order: int, vocab_si
     from charnn.evaluate import char_losses
     from charnn.study.ngram import KneserNey
 
-    check_order(order)
+    check_ngram_mix(order)
     if len(held_out) < 3:
         raise CharnnError("the validation split is too short to fit the n-gram's weight on (3 characters at least)")
     held_out = np.asarray(held_out, dtype=np.int64)
