@@ -130,6 +130,8 @@ CATALOGUE = [
     (T + ["--seed", "99999999999999999999999"], "--seed must be a whole number from 0 to 9223372036854775807"),
     (T + ["--ema", "1.5"], "--ema must be 0 (off) or between 0 and 1"),
     (T + ["--min-lr-frac", "1.5"], "--min-lr-frac must be from 0 to 1"),
+    (T + ["--optimizer", "muon", "--muon-ns-steps", "0"], "--muon-ns-steps must be a whole number from 1 to 10"),
+    (T + ["--optimizer", "muon", "--muon-ns-steps", "100"], "--muon-ns-steps must be a whole number from 1 to 10"),
     (T + ["--seed", "-5"], "expected a number >= 0"),
     (T + ["--preset", "huge"], "unknown preset"),
     (T + ["--device", "cuda"], "no CUDA GPU"),

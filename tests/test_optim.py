@@ -49,6 +49,31 @@ def test_a_muon_update_is_orthogonal_where_adamw_would_keep_the_gradients_shape(
     assert torch.allclose(-b.detach(), 0.01 * torch.sign(b.grad), rtol=1e-3)  # AdamW's first step: lr * sign
 
 
+def _spread_after_one_update(ns_steps: int) -> float:
+    """The ratio of largest to smallest singular value of Muon's first update of a badly conditioned gradient."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(24, 12))
+    opt = MuonAdamW([w], [torch.nn.Parameter(torch.zeros(1))], lr=0.01, weight_decay=0.0, ns_steps=ns_steps)
+    u, _ = torch.linalg.qr(torch.randn(24, 12))
+    v, _ = torch.linalg.qr(torch.randn(12, 12))
+    w.grad = u @ torch.diag(torch.logspace(0, 3, 12)) @ v.T
+    opt.step()
+    s = torch.linalg.svdvals(w.detach())
+    return float(s.max() / s.min())
+
+
+def test_fewer_newton_schulz_iterations_leave_the_update_less_orthogonal_and_the_setting_reaches_torch():
+    # one iteration barely lifts the smallest direction; three bring it within a factor of a few; five nearly level
+    one, three, five = (_spread_after_one_update(n) for n in (1, 3, 5))
+    assert one > three > five and one > 10 * five
+    model = build(ModelConfig(cell="lstm", layers=1, embed=4, hidden=8, vocab_size=7))
+    opt = make_optimizer(tiny_config("unused", optimizer="muon", muon_ns_steps=3), model)
+    assert [g["ns_steps"] for g in opt.parts[0].param_groups] == [3]
+    cfg = RunConfig()
+    apply_preset(cfg, "default")
+    assert cfg.train.optimizer == "muon" and cfg.train.muon_ns_steps == 3  # measured: docs/notes.md
+
+
 def test_the_composite_state_round_trips_through_a_checkpoints_tensors_and_json():
     torch.manual_seed(0)
     model = build(ModelConfig(cell="lstm", layers=1, embed=4, hidden=8, vocab_size=7))

@@ -35,10 +35,16 @@ class MuonAdamW:
     numbers follow the first's)."""
 
     def __init__(
-        self, matrices: list[nn.Parameter], rest: list[nn.Parameter], lr: float, weight_decay: float, fused: bool | None = None
+        self,
+        matrices: list[nn.Parameter],
+        rest: list[nn.Parameter],
+        lr: float,
+        weight_decay: float,
+        fused: bool | None = None,
+        ns_steps: int = 5,
     ):
         self.parts = (
-            torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"),
+            torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw", ns_steps=ns_steps),
             torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=fused),
         )
 

@@ -138,7 +138,7 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
                 f"--optimizer muon needs torch 2.9 or later (this is {torch.__version__}): upgrade torch, "
                 "or pass --optimizer adamw"
             )
-        return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None)
+        return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None, ns_steps=t.muon_ns_steps)
     return torch.optim.AdamW(
         model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay, fused=fused_adamw_ok(device) or None
     )

@@ -118,6 +118,13 @@ def _add_optimisation_flags(g) -> None:
         default=None,
         help="muon: Muon on the hidden matrices, AdamW on the rest (one lr)",
     )
+    g.add_argument(
+        "--muon-ns-steps",
+        type=flags.count,
+        default=None,
+        metavar="N",
+        help="Newton-Schulz iterations per Muon update (default 5; the default preset 3: the same loss per step, 10%% faster)",
+    )
     g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
     g.add_argument(
         "--schedule",
