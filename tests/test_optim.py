@@ -7,6 +7,7 @@ import torch
 from helpers import tiny_config
 from safetensors.torch import load_file
 
+import charnn
 from charnn import checkpoint as ckpt
 from charnn.config import ModelConfig, RunConfig, apply_preset
 from charnn.model import build
@@ -72,6 +73,8 @@ def test_fewer_newton_schulz_iterations_leave_the_update_less_orthogonal_and_the
     cfg = RunConfig()
     apply_preset(cfg, "default")
     assert cfg.train.optimizer == "muon" and cfg.train.muon_ns_steps == 3  # measured: docs/notes.md
+    # the default preset's value is no request: switching its optimiser to AdamW is fine
+    assert charnn.build_config("stdlib", optimizer="adamw").train.optimizer == "adamw"
 
 
 def test_the_composite_state_round_trips_through_a_checkpoints_tensors_and_json():

@@ -93,6 +93,11 @@ def build_config(text: str | Path = "stdlib", preset: str | None = None, **setti
         _check_type(k, v, getattr(section, k))
         setattr(section, k, tuple(v) if isinstance(v, list) else v)
     _transformer_defaults(cfg, settings)
+    if "muon_ns_steps" in settings and cfg.train.optimizer != "muon":  # a preset's own value is no request
+        raise CharnnError(
+            f"--muon-ns-steps sets Muon's iterations, and this run trains with --optimizer {cfg.train.optimizer}: "
+            "add --optimizer muon, or drop --muon-ns-steps"
+        )
     return cfg
 
 
