@@ -64,9 +64,9 @@ def _spread_after_one_update(ns_steps: int) -> float:
 
 
 def test_fewer_newton_schulz_iterations_leave_the_update_less_orthogonal_and_the_setting_reaches_torch():
-    # one iteration barely lifts the smallest direction; three bring it within a factor of a few; five nearly level
+    # the gradient's singular values span x1,000; after one iteration the update's span ~x280, three ~x23, five ~x2
     one, three, five = (_spread_after_one_update(n) for n in (1, 3, 5))
-    assert one > three > five and one > 10 * five
+    assert one > 5 * three and three > 5 * five and five < 3
     model = build(ModelConfig(cell="lstm", layers=1, embed=4, hidden=8, vocab_size=7))
     opt = make_optimizer(tiny_config("unused", optimizer="muon", muon_ns_steps=3), model)
     assert [g["ns_steps"] for g in opt.parts[0].param_groups] == [3]

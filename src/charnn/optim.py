@@ -1,8 +1,9 @@
 """Muon for the hidden matrices, AdamW for the rest, behind one optimiser's interface.
 
 Muon (Jordan et al. 2024; torch.optim.Muon) replaces each update of a weight matrix by the
-nearest semi-orthogonal matrix to its momentum (five Newton-Schulz iterations), so every
-direction of the matrix learns at the same rate. It is meant for the matrices a hidden layer
+nearest semi-orthogonal matrix to its momentum (five Newton-Schulz iterations; fewer with
+--muon-ns-steps, three in the default preset), so every direction of the matrix learns at the
+same rate. It is meant for the matrices a hidden layer
 multiplies by; embeddings, the read-out, biases and norms keep AdamW. With Moonshot's
 "match_rms_adamw" scaling (Liu et al. 2025) its updates have AdamW's size, so one learning rate,
 one schedule and one weight decay serve both parts.
