@@ -494,10 +494,11 @@ def time_to_quality(budget: float, preset: str, plain: dict, target: float, targ
              f"x{share:.3f} the better plain recipe's loss")
     verdict = "met" if share <= target_ratio else "NOT met"
     ROWS[-1]["target_text"] = f"ours <= x{target_ratio:g} the better plain loss: {verdict}"
+    nanogpt = NANOGPT.get(budget, "not measured at this budget")
     row(f"time to quality, tiny Shakespeare, {budget / 60:g} min, val loss, vs char-rnn's defaults",
         res.last_val_loss, crnn_loss, "nats", higher_better=False,
         note=f"reference: char-rnn's recipe (2x128, one-hot, 50 x 50, RMSprop 2e-3), {crnn_steps} steps; "
-             f"for scale, nanoGPT's CPU recipe on this machine (issue #16, not rerun): {NANOGPT.get(budget, 'not measured at this budget')}")
+             f"for scale, nanoGPT's CPU recipe on this machine (issue #16, not rerun): {nanogpt}")
 
 
 def transformer_time_to_quality(budget: float, plain: str, ours: str, target_ratio: float):
