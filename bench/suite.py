@@ -82,21 +82,6 @@ def _paired_times(fa, fb, repeats=5, warmup=2) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def matmul_peak() -> float:
-    """GFLOP/s of a large fp32 matrix product on this machine: the fastest of 7 products, as a
-    peak is the best the hardware does (a median on this shared machine sometimes caught a slow
-    moment: 110 GFLOP/s in a run whose other rows measured 192, so shares read over 100%)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(7):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * 2048 ** 3 / min(times) / 1e9
-
-
 # ---- training throughput ------------------------------------------------------------------
 
 def _lstm_train_flops(layers, hidden, embed, vocab) -> float:
@@ -177,12 +162,14 @@ def throughput(layers, batch, seq, steps=8, warmup=2):
         opt2.step()
         losses.append(loss.item())
 
-    peak_before = matmul_peak()
+    import precision as pr
+
+    peak_before = pr.peak(torch.float32)
     t_our, t_ref = _paired_times(our_step, ref_step, repeats=steps, warmup=warmup)
     chars = batch * seq
     flops_ref = _lstm_train_flops(layers, H, E, V) * chars
     flops_our = _lstm_train_flops(layers, H, cfg.model.embed, V) * chars
-    peak = max(peak_before, matmul_peak())  # before and after the runs: the machine's speed moves
+    peak = max(peak_before, pr.peak(torch.float32))  # before and after the runs: the machine's speed moves
     name = f"training throughput, LSTM {layers}x512 batch {batch} seq {seq}"
     row(name, chars / t_our, chars / t_ref, "chars/s", target=None,
         note=f"{flops_our / t_our / 1e9:.0f} vs {flops_ref / t_ref / 1e9:.0f} GFLOP/s, "
