@@ -322,3 +322,24 @@ def test_a_transformer_mixes_as_the_lstm_does(tmp_path):
 
     assert mix.model_loss == pytest.approx(evaluate(best.build_model(), model_text(best, split="val").ids).loss, rel=1e-5)
     assert mix.loss <= min(mix.model_loss, mix.ngram_loss) + 1e-12  # the fit can always take either alone
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"weight": "x"}, "weight is not a number"),
+        ({"order": 5.5}, "order is not a whole number"),
+        ({"order": True}, "order is not a whole number"),
+        ({"chars": None}, "chars is not a whole number"),
+        ({"loss": [1]}, "loss is not a number"),
+        ({"kind": "geometric", "powers": [1e308, 1e308]}, "impossible mixture"),
+        ({"kind": "geometric", "powers": [0.5, float("nan")]}, "impossible mixture"),
+    ],
+)
+def test_a_mixture_file_with_a_field_of_the_wrong_kind_is_refused_in_one_line(tmp_path, change, says):
+    """Each of these once reached the sampler: a string weight or a fractional order as a
+    TypeError's traceback, exponents of 1e308 as non-finite probabilities blamed on the model."""
+    m = Mixture(order=5, weight=0.25, chars=100, model_loss=1.5, ngram_loss=1.6, loss=1.4, cross_fitted_loss=1.41)
+    (tmp_path / MIXTURE_FILE).write_text(json.dumps({**m.__dict__, **change}))
+    with pytest.raises(CharnnError, match=says):
+        Mixture.load(tmp_path)

@@ -33,6 +33,7 @@ from charnn.files import write_atomic
 
 MIXTURE_FILE = "mixture.json"
 FIT_CHARS = 131_072  # validation characters the mixture is fitted on (both distributions kept: ~70 MB each)
+MAX_POWER = 1e3  # a geometric mixture's exponents, fitted or read, stay within +-this (fitted ones are ~0-2)
 
 
 def fit_weight(p_model: np.ndarray, p_ngram: np.ndarray, iters: int = 100) -> float:
@@ -168,12 +169,27 @@ class Mixture:
             m.powers = (float(m.powers[0]), float(m.powers[1]))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it to use the model alone") from None
-        good = m.kind in ("linear", "geometric") and all(math.isfinite(x) for x in m.powers) and isinstance(m.fitted_for, str)
+        wrong = [f"{k} is not a whole number" for k in ("order", "chars") if not _is_int(getattr(m, k))]
+        wrong += [f"{k} is not a number" for k in _REAL_FIELDS if not _is_real(getattr(m, k))]
+        if wrong:
+            raise CharnnError(f"{path} is not a charnn mixture file ({wrong[0]}); delete it to use the model alone")
+        good = m.kind in ("linear", "geometric") and all(abs(x) <= MAX_POWER for x in m.powers) and isinstance(m.fitted_for, str)
         if not (good and 1 <= m.order <= NGRAM_MIX_MAX and 0 <= m.weight <= 1):
             raise CharnnError(
                 f"{path} holds an impossible mixture (order {m.order}, {m.kind}, weight {m.weight}, powers {m.powers})"
             )
         return m
+
+
+_REAL_FIELDS = ("weight", "model_loss", "ngram_loss", "loss", "cross_fitted_loss")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +261,7 @@ def fit(model, train_ids: np.ndarray, held_out: np.ndarray, order: int, vocab_si
         loss=mixed_loss(pm, pn, w),
         cross_fitted_loss=linear_x,
     )
-    if geometric_x < linear_x:
+    if geometric_x < linear_x and all(abs(x) <= MAX_POWER for x in powers):  # (beyond: degenerate, and unreadable)
         mix.kind, mix.powers, mix.cross_fitted_loss = "geometric", powers, geometric_x
         mix.loss = float(geometric_losses(lp, lq, tgt, powers).mean())
     if len(held_out) > len(part):  # the rest of the split too
