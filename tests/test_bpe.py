@@ -202,8 +202,10 @@ def test_compare_trains_each_unit_at_the_same_budget(runs, tmp_path):
     assert res["char"]["test_chars"] == pytest.approx(res["bpe:200"]["test_chars"], abs=8)  # the same test text
     assert {"compare.md", "compare.csv", "compare.png", "compare.json"} <= {f.name for f in out.iterdir()}
     assert "| bpe:200 |" in (out / "compare.md").read_text()
-    # a finished comparison is not trained again
+    # a finished comparison is not trained again; a damaged cached result is measured again
     before = (out / "char" / "last.safetensors").stat().st_mtime_ns
+    (out / "char" / "result.json").write_text('{"unit": "char", "run": "char"')
     assert charnn("compare", runs / "t.txt", "--out", out, "--units", "char,bpe:200", "--max-steps", "25",
                   "--params", "20k", "--split", "0.8,0.1,0.1").returncode == 0
     assert (out / "char" / "last.safetensors").stat().st_mtime_ns == before
+    assert json.loads((out / "char" / "result.json").read_text())["test_bpc"] == pytest.approx(res["char"]["test_bpc"])

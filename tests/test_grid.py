@@ -94,6 +94,27 @@ def test_grid_trains_scores_tabulates_and_resumes(tmp_path):
     assert r.returncode == 0 and "(1 already finished)" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "g").glob("*/last.safetensors")} == stamp
     assert rnn_result.is_file()
+    # a damaged result (a hand edit) is measured again, not read as finished nor a traceback
+    gru_result = next((tmp_path / "g").glob("gru-*/result.json"))
+    was = json.loads(gru_result.read_text())
+    gru_result.write_text(json.dumps({**was, "test_loss": "low"}))
+    r = charnn(*args, timeout=300)
+    assert r.returncode == 0 and "(1 already finished)" in r.stderr, r.stderr
+    assert json.loads(gru_result.read_text())["test_loss"] == pytest.approx(was["test_loss"])
+
+
+def test_a_cached_study_result_is_read_only_when_whole(tmp_path):
+    from charnn.files import cached_result
+
+    f = tmp_path / "result.json"
+    assert cached_result(f, "a", ("x",)) is None  # none yet
+    for damaged in ["{", "[1, 2]", '"a"', '{"run": "b", "x": 1}', '{"run": "a"}', '{"run": "a", "x": "1"}',
+                    '{"run": "a", "x": true}']:
+        f.write_text(damaged)
+        assert cached_result(f, "a", ("x",)) is None, damaged
+    f.write_text('{"run": "a", "x": NaN, "y": "text"}')  # NaN is what json writes for a rate never measured
+    got = cached_result(f, "a", ("x",))
+    assert got is not None and got["y"] == "text"
 
 
 @pytest.mark.parametrize("extra,msg", [

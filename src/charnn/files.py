@@ -125,6 +125,21 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def cached_result(path: Path, run: str, numbers: tuple[str, ...]) -> dict | None:
+    """A study's cached result for one run (RUN/result.json, written whole by write_atomic), or
+    None when there is none or it cannot be what charnn wrote: not a JSON object, for another run,
+    or one of `numbers` missing or not a number (a hand edit, a file from another version). None
+    means measure the run again: the run itself is intact, the cache is only its measurement."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or res.get("run") != run:
+        return None
+    ok = all(isinstance(res.get(k), (int, float)) and not isinstance(res.get(k), bool) for k in numbers)
+    return res if ok else None
+
+
 def keep_lines(path: Path, keep) -> int:
     """Rewrite the JSON-lines file `path` with only the lines for which keep(line) is true.
 

@@ -328,7 +328,7 @@ def cmd_grid(args) -> int:
     vocab = len(prepare(text).vocab)
     entries = grid.plan(cells, layers, budgets, vocab, args.embed)
     out = Path(args.out)
-    done = sum((out / e.name / "result.json").is_file() for e in entries)
+    done = sum(grid.cached_of(out, e) is not None for e in entries)
     print(f"grid: {len(entries)} runs ({done} already finished) on {args.text}, vocabulary {vocab}", file=sys.stderr)
     results = grid.run_grid(
         text,

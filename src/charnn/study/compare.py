@@ -27,7 +27,7 @@ from pathlib import Path
 
 from charnn.config import CELLS, PRESETS
 from charnn.errors import CharnnError
-from charnn.files import read_jsonl, refuse_foreign, write_atomic, write_outputs
+from charnn.files import cached_result, read_jsonl, refuse_foreign, write_atomic, write_outputs
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import train_in_child
 
@@ -216,8 +216,9 @@ def _train_and_measure(entry: Entry, text: str, out: Path, settings: Settings, t
     RUN/result.json so a comparison that was stopped resumes where it was."""
     run = out / entry.name
     result_file = run / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    cached = cached_result(result_file, entry.name, NUMBERS)
+    if cached is not None:
+        return cached
     cfg = run_config(entry, text, settings, threads)
     train_in_child(run, lambda: run_config(entry, text, settings, threads), f"compare run {entry.label}")
     res = {
@@ -267,6 +268,18 @@ COLUMNS = [
 ]
 
 
+NUMBERS = (
+    "vocab",
+    "params",
+    "steps",
+    "test_bpc",
+    "test_loss",
+    "chars_per_unit",
+    "chars_per_s",
+    "novel_20",
+    "longest_copy",
+    "hidden",
+)  # a cached result.json without any of these is measured again
 CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run", "cell", "hidden"]
 PNG_MARKER = b"charnn compare"
 MD_MARKER, JSON_MARKER = b"| unit |", b'"results"'

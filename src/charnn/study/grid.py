@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charnn.errors import CharnnError
-from charnn.files import write_atomic
+from charnn.files import cached_result, write_atomic
 from charnn.model import STUDY_BLOCK, STUDY_HEADS, count_params, match_hidden
 
 CELLS = ("rnn", "lstm", "gru", "transformer")  # the grid's columns, in this order
@@ -183,6 +183,15 @@ def _train_or_finish(run: Path, make_config, name: str) -> None:
         raise CharnnError(f"{name} failed: {e}") from None
 
 
+def cached_of(out: Path, entry: "Cell") -> dict | None:
+    """A run's result as the grid cached it (RUN/result.json), or None: not measured yet, or a
+    damaged file, which is measured again."""
+    return cached_result(out / entry.name / "result.json", entry.name, RESULT_NUMBERS)
+
+
+RESULT_NUMBERS = ("layers", "budget", "hidden", "params", "test_loss", "test_bpc")
+
+
 def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads: int) -> dict:
     """Train (or finish) one run and score its test split; returns its result (in a child process)."""
     from charnn import checkpoint as ckpt
@@ -190,8 +199,9 @@ def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads:
 
     run = out / entry.name
     result_file = run / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    cached = cached_of(out, entry)
+    if cached is not None:
+        return cached
     train_in_child(run, lambda: run_config(entry, text, settings, threads), f"grid run {entry.name}")
     loaded = ckpt.load(run, "best")
     s = evaluate(loaded.build_model(), model_text(loaded, split="test").ids)
