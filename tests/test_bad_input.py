@@ -88,6 +88,8 @@ CATALOGUE = [
     (T + ["--documents", "line", "--max-document", "5"], "is over --max-document 5: check that --documents 'line'"),
     (T + ["--documents", "line", "--max-document", "0"], "--max-document must be from 1 to 10,000,000 characters"),
     (["sample", "{d}/run", "--prime-file", "{d}/nothing.txt"], "nothing.txt: no such file"),
+    (["sample", "{d}/run", "--prime-file", "{d}"], "is a folder; give a text file"),
+    (["sample", "{d}/run", "--prime-file", "/dev/null"], "/dev/null is not a regular file"),
     (["sample", "{d}/run", "--prime-file", "{d}/bad.txt"], "is not UTF-8 text"),
     (["sample", "{d}/run", "--prime-file", "{d}/samples.txt", "--prime", "x"], "give --prime TEXT or --prime-file"),
     (["sample", "{d}/run", "--beam", "100"], "--beam must be from 1 to 64"),

@@ -541,14 +541,19 @@ def _prime_file(args) -> str:
     if args.prime:
         raise CharnnError("give --prime TEXT or --prime-file FILE, not both")
     path = Path(args.prime_file)
-    if not path.is_file():
+    if not path.exists():
         raise CharnnError(f"--prime-file {path}: no such file")
+    if not path.is_file():  # a folder, or a device such as /dev/zero that would never end
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise CharnnError(f"--prime-file {path} is {what}; give a text file")
     if path.stat().st_size > MAX_PRIME_FILE:
         raise CharnnError(f"--prime-file {path} is over 1 MB; a prime that long adds nothing (give its last part)")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise CharnnError(f"--prime-file {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise CharnnError(f"--prime-file {path}: cannot read it ({e.strerror or e})") from None
 
 
 def _beam(args, api_model) -> int:
