@@ -188,3 +188,12 @@ def test_show_probs_prints_softmax_of_the_logits_over_t_at_each_temperature(run)
     assert table.returncode == 0 and "T=0.2" in table.stdout and "\u2588" in table.stdout
     bad = charnn("sample", d / "run", "--show-probs", "--temperatures", "hot")
     assert bad.returncode == 2 and "--temperatures" in bad.stderr
+
+
+def test_a_run_without_a_validation_split_says_its_best_loss_is_the_training_splits(tmp_path):
+    (tmp_path / "text.txt").write_text(learnable_text(300))
+    r = charnn("train", tmp_path / "text.txt", "--out", tmp_path / "run", *TINY, "--max-steps", "3", "--split", "1,0,0",
+               "--samples", "0")
+    assert r.returncode == 0, r.stderr
+    assert "the validation split is empty" in r.stderr
+    assert "best loss on the training split (no validation split)" in r.stderr and "best validation loss" not in r.stderr

@@ -424,9 +424,10 @@ def cmd_train(args) -> int:
         said = f"{best:.4f} nats per token = {bpc} bits per character"
     else:
         said = f"{best:.4f} nats = {best / math.log(2):.3f} bits per character"
+    # an empty validation split: evaluations read the training split (charnn.trainer.Trainer.evaluate)
+    which = "best validation loss" if result.val_chars > 0 else "best loss on the training split (no validation split)"
     print(
-        f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); "
-        f"best validation loss {said}{whole}",
+        f"stopped by {result.stopped_by} after {result.steps} steps ({result.epoch:.2f} epochs); {which} {said}{whole}",
         file=sys.stderr,
     )
     if (mix := result.mixture) is not None:
