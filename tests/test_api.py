@@ -60,6 +60,9 @@ def test_samples_equal_the_cli_for_the_same_seed(api_run, capsys):
     assert cli(capsys, "sample", d / "run", "--length", "80", "--seed", "5") == "".join(pieces) + "\n"
     cut = model.sample(length=200, seed=5, stop=".")[0]
     assert cut.endswith(".") and cut.count(".") == 1
+    for bad in (float("nan"), float("inf"), -1.0):  # the command line's parser refuses these before charnn sees them
+        with pytest.raises(charnn.CharnnError, match="temperature must be 0 .argmax. or a positive finite number"):
+            model.sample(length=5, temperature=bad)
 
 
 def test_score_equals_charnn_eval_on_a_file(api_run, capsys):

@@ -74,8 +74,8 @@ class NonFiniteOutput(CharnnError):
 
 
 def check_options(temperature: float, top_k: int, top_p: float, length: int, num: int) -> None:
-    if temperature < 0:
-        raise CharnnError(f"--temperature must be 0 (argmax) or positive, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):  # NaN passes a "< 0" test (the API's callers)
+        raise CharnnError(f"--temperature must be 0 (argmax) or a positive finite number, got {temperature}")
     if top_k < 0:
         raise CharnnError(f"--top-k must be 0 (off) or positive, got {top_k}")
     if not 0 < top_p <= 1:
