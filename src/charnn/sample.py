@@ -73,6 +73,9 @@ class NonFiniteOutput(CharnnError):
     """The model produced NaN or infinite logits: its weights are unusable."""
 
 
+MAX_NUM = 10_000  # samples (or documents) drawn in one batch
+
+
 def check_options(temperature: float, top_k: int, top_p: float, length: int, num: int) -> None:
     if not (temperature >= 0 and math.isfinite(temperature)):  # NaN passes a "< 0" test (the API's callers)
         raise CharnnError(f"--temperature must be 0 (argmax) or a positive finite number, got {temperature}")
@@ -84,6 +87,8 @@ def check_options(temperature: float, top_k: int, top_p: float, length: int, num
         raise CharnnError(f"--length must not be negative, got {length}")
     if num < 1:
         raise CharnnError(f"--num must be at least 1, got {num}")
+    if num > MAX_NUM:  # one batch: a billion streams asked the allocator for 256 GB and died in a traceback
+        raise CharnnError(f"at most {MAX_NUM:,} samples are drawn together, got {num:,}; draw more with another --seed")
 
 
 Clamped = dict  # layer -> (cells (K,) int64, values (K,) float32): what --clamp holds
