@@ -276,7 +276,7 @@ def _add_sample(sub) -> None:
     s.add_argument(
         "--length", type=flags.count, default=500, help="characters to generate per sample (tokens, for a --unit bpe model)"
     )
-    s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch")
+    s.add_argument("--num", type=flags.count, default=1, help="samples to generate in one batch (at most 10,000)")
     s.add_argument(
         "--documents",
         type=flags.count,
