@@ -90,6 +90,7 @@ CATALOGUE = [
     (["sample", "{d}/run", "--prime-file", "{d}/nothing.txt"], "nothing.txt: no such file"),
     (["sample", "{d}/run", "--prime-file", "{d}"], "is a folder; give a text file"),
     (["sample", "{d}/run", "--num", "1000000000"], "at most 10,000 samples are drawn together"),
+    (["sample", "{d}/run", "--beam", "4", "--length", "100000000"], "--length with --beam must be from 0 to 10,000"),
     (["sample", "{d}/run", "--prime-file", "/dev/null"], "/dev/null is not a regular file"),
     (["sample", "{d}/run", "--prime-file", "{d}/bad.txt"], "is not UTF-8 text"),
     (["sample", "{d}/run", "--prime-file", "{d}/samples.txt", "--prime", "x"], "give --prime TEXT or --prime-file"),

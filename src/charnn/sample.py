@@ -423,6 +423,9 @@ def label_numbers(meta: dict, name: str | None) -> tuple[int, int]:
 
 
 MAX_BEAM = 64
+# a beam's hypotheses grow by copying (the search's time goes as the length squared): 10,000 units
+# take about 20 s on a small model, and a hundred million never ended
+MAX_BEAM_LENGTH = 10_000
 
 
 @torch.no_grad()
@@ -434,7 +437,7 @@ def beam_search(
     greedy path on the way and end below it; the greedy continuation is searched too, and the
     likelier of the two is returned, so a beam never does worse than greedy. `clamped` holds cells
     as in ``generate``."""
-    _check_beam(model, width)
+    _check_beam(model, width, length)
     ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, clamped)
     return vocab.decode(ids), nats
 
@@ -458,7 +461,7 @@ def beam_document(
     document with the prime in front, its nats), or (None, -inf) when none ended within the cap."""
     from charnn.documents import END
 
-    _check_beam(model, width)
+    _check_beam(model, width, cap)
     if END not in vocab.decode(range(len(vocab))):
         raise CharnnError(
             "this run was trained on one stream of text, not on documents (train with --documents "
@@ -472,9 +475,11 @@ def beam_document(
     return (prime + vocab.decode(ids), nats) if ended else (None, -math.inf)
 
 
-def _check_beam(model: Model, width: int) -> None:
+def _check_beam(model: Model, width: int, length: int) -> None:
     if not 1 <= width <= MAX_BEAM:
         raise CharnnError(f"--beam must be from 1 to {MAX_BEAM}, got {width}")
+    if not 0 <= length <= MAX_BEAM_LENGTH:
+        raise CharnnError(f"--length with --beam must be from 0 to {MAX_BEAM_LENGTH:,} units, got {length:,}")
     if model.training:
         raise ValueError("beam search needs the model in eval mode (dropout off)")
 

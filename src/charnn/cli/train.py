@@ -267,7 +267,7 @@ def _add_sample(sub) -> None:
         default=None,
         metavar="K",
         help="print the most likely continuation a beam of K finds (K = 1: greedy; never less likely "
-        "than greedy), with its log-likelihood; --length units. A documents run: the most likely "
+        "than greedy), with its log-likelihood; --length units (at most 10,000). A documents run: the most likely "
         "whole document (--label, --clamp apply; --length caps it)",
     )
     s.add_argument("--temperature", type=flags.number, default=0.8, help="0 picks the most likely character (default 0.8)")
