@@ -279,7 +279,7 @@ NUMBERS = (
     "novel_20",
     "longest_copy",
     "hidden",
-)  # a cached result.json without any of these is measured again
+)  # a cached result.json missing any of these, or holding one that is not a number, is measured again
 CSV_HEADER = [k for k, _, _ in COLUMNS] + ["test_chars", "test_units", "novel_10", "run", "cell", "hidden"]
 PNG_MARKER = b"charnn compare"
 MD_MARKER, JSON_MARKER = b"| unit |", b'"results"'

@@ -183,13 +183,13 @@ def _train_or_finish(run: Path, make_config, name: str) -> None:
         raise CharnnError(f"{name} failed: {e}") from None
 
 
+RESULT_NUMBERS = ("layers", "budget", "hidden", "params", "test_loss", "test_bpc")  # what a whole result.json holds
+
+
 def cached_of(out: Path, entry: "Cell") -> dict | None:
     """A run's result as the grid cached it (RUN/result.json), or None: not measured yet, or a
     damaged file, which is measured again."""
     return cached_result(out / entry.name / "result.json", entry.name, RESULT_NUMBERS)
-
-
-RESULT_NUMBERS = ("layers", "budget", "hidden", "params", "test_loss", "test_bpc")
 
 
 def _train_one(entry: "Cell", text: str, out: Path, settings: Settings, threads: int) -> dict:
