@@ -197,3 +197,27 @@ def test_a_run_without_a_validation_split_says_its_best_loss_is_the_training_spl
     assert r.returncode == 0, r.stderr
     assert "the validation split is empty" in r.stderr
     assert "best loss on the training split (no validation split)" in r.stderr and "best validation loss" not in r.stderr
+
+
+def _strict(text: str):
+    """json.loads as RFC 8259, JavaScript and jq read JSON: the bare words NaN and Infinity refused."""
+
+    def refuse(word):
+        raise ValueError(f"{word} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_with_null_for_what_was_not_measured(tmp_path):
+    from charnn.files import strict_json
+
+    assert _strict(strict_json({"a": float("nan"), "b": [1.5, float("inf")], "c": (2, {"d": -float("inf")})})) == {
+        "a": None, "b": [1.5, None], "c": [2, {"d": None}]}
+    (tmp_path / "t.txt").write_text(learnable_text(400))
+    # five steps log no training speed: compare's chars/s is not a number
+    r = charnn("compare", tmp_path / "t.txt", "--out", tmp_path / "cmp", "--units", "char", "--max-steps", "5",
+               "--params", "20k", "--split", "0.8,0.1,0.1", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    (res,) = _strict(r.stdout)["results"]
+    assert res["chars_per_s"] is None and res["test_bpc"] > 0
+    assert _strict((tmp_path / "cmp" / "compare.json").read_text())["results"][0]["chars_per_s"] is None

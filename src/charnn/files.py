@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -123,6 +124,23 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 raise CharnnError(f"{path} line {k + 1} is not JSON; was the file edited by hand?") from None
     return out
+
+
+def strict_json(obj, **kw) -> str:
+    """JSON that every parser reads: a NaN or an infinity (a measure that could not be taken, such
+    as a speed never logged) becomes null. Python's json writes them as the bare words NaN and
+    Infinity, which RFC 8259, JavaScript's JSON.parse and jq refuse."""
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
 def cached_result(path: Path, run: str, numbers: tuple[str, ...]) -> dict | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from charnn.cli import args as flags
 from charnn.errors import CharnnError
+from charnn.files import strict_json
 
 
 def add_parsers(sub) -> None:
@@ -318,7 +318,7 @@ def cmd_attention(args) -> int:
     subject = _subject(args)
     path, data = write_attention_page(subject, args.out, args.top)
     if args.json:
-        print(json.dumps({"page": str(path), "ranking": data["ranking"]}))
+        print(strict_json({"page": str(path), "ranking": data["ranking"]}))
         return 0
     for p in data["ranking"]:
         best = ", ".join(f"layer {s['layer']} head {s['head']} {s['score']:.2f}" for s in p["top"]) or "-"
@@ -341,7 +341,7 @@ def cmd_find(args) -> int:
         d["snippet"] = _snippet(subject, fvals[res.name], res.top[0]) if res.top else None
         out.append(d)
     if args.json:
-        print(json.dumps({"text": subject.what, "chars": len(subject.ids), "features": out}, ensure_ascii=False))
+        print(strict_json({"text": subject.what, "chars": len(subject.ids), "features": out}, ensure_ascii=False))
         return 0
     tty = sys.stdout.isatty()
     units = "cells" if subject.model.cfg.recurrent else "MLP neurons (a transformer's units; quantity m)"
@@ -411,7 +411,7 @@ def cmd_ablate(args) -> int:
     heads = parse_cells(args.heads, c.layers, c.heads, "--heads", "heads") if args.heads else []
     rep = ablate(subject, cells, args.mode, args.feature, heads=heads)
     if args.json:
-        print(json.dumps({"text": subject.what, **rep.to_dict()}))
+        print(strict_json({"text": subject.what, **rep.to_dict()}))
         return 0
     o = rep.overall
     held = {"zero": "zero", "mean": "their mean"}.get(args.mode, args.mode[6:])
@@ -481,7 +481,7 @@ def cmd_dynamics(args) -> int:
     if args.json:
         d = rep.to_dict()
         print(
-            json.dumps(
+            strict_json(
                 {
                     "orders": d["orders"],
                     "checkpoints": [
@@ -514,7 +514,7 @@ def cmd_context(args) -> int:
     png, csv_path = a.save(args.out)
     if args.json:
         d = rep.to_dict()
-        print(json.dumps({k: d[k] for k in ("train_seq_len", "unlimited", "context", "ngram")}))
+        print(strict_json({k: d[k] for k in ("train_seq_len", "unlimited", "context", "ngram")}))
         return 0
     print(f"loss (nats/char) at {rep.positions:,} characters of {rep.what}, reading only the last k characters")
     for c in rep.context:
@@ -541,7 +541,7 @@ def cmd_emergence(args) -> int:
     a.save(out)
     if args.json:
         print(
-            json.dumps(
+            strict_json(
                 {
                     "checkpoints": [
                         {

@@ -3,13 +3,13 @@ paper's study and of comparisons between models."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from charnn.cli import args as flags
 from charnn.errors import CharnnError
+from charnn.files import strict_json
 
 
 def add_parsers(sub) -> None:
@@ -250,7 +250,7 @@ def cmd_ngram(args) -> int:
         refuse_foreign(save, NGRAM_FORMAT.encode())
     rep = train_and_score(text, args.order, args.split, args.include, args.unit, discount=args.discount, save=args.save)
     if args.json:
-        print(json.dumps(rep.to_dict()))
+        print(strict_json(rep.to_dict()))
         return 0
     kind = f"Kneser-Ney (discount {args.discount:g})" if args.discount is not None else "modified Kneser-Ney"
     print(f"{kind} {args.order}-gram on {rep.train_chars:,} training characters of {args.text} ({rep.seconds:.1f} s)")
@@ -298,7 +298,7 @@ def cmd_compare(args) -> int:
     budget = f"{settings.max_time:g} s" if settings.max_time else f"{settings.max_steps} steps"
     md = compare.write(results, out, text, f"{Path(text).name}: {budget} per unit, ~{entries[0].params:,} parameters each")
     if args.json:
-        print(json.dumps({"text": text, "results": results}))
+        print(strict_json({"text": text, "results": results}))
     else:
         print(md, end="")
     say(f"wrote {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.json'} and {out / 'compare.png'}")
@@ -376,7 +376,7 @@ def cmd_attribute(args) -> int:
     res = attribute(loaded, loaded.build_model(), docs, args.prior, reference)
     if args.json:
         print(
-            json.dumps(
+            strict_json(
                 {
                     "run": str(args.run),
                     "prior": args.prior,
@@ -431,7 +431,7 @@ def _attribute_eval(args, calibrate: int) -> int:
     )
     result = evaluate_attribution(args.eval, out, s, progress=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
     else:
         print(table(result), end="")
     print(f"wrote {out / 'attribution.json'}, .csv, .png and folds.json", file=sys.stderr)
@@ -461,7 +461,7 @@ def cmd_evaluate_samples(args) -> int:
         train_text, heldout = train_text.replace(END, "\n"), heldout.replace(END, "\n")
     st = evaluate_samples(samples, train_text, heldout)
     if args.json:
-        print(json.dumps({**st.to_dict(), **({"documents": len(samples), "novel_documents": new} if new is not None else {})}))
+        print(strict_json({**st.to_dict(), **({"documents": len(samples), "novel_documents": new} if new is not None else {})}))
         return 0
     if new is not None:
         print(f"{len(samples)} documents, {new:.1%} of them not in the training split")

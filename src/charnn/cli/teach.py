@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from charnn.cli import args as flags
+from charnn.files import strict_json
 
 
 def add_parsers(sub) -> None:
@@ -44,7 +44,7 @@ def cmd_teach(args) -> int:
         path = write_teach_page(lesson, args.out)
         print(f"wrote {path}; open it in a browser", file=sys.stderr)
     if args.json:
-        print(json.dumps(lesson.to_dict()))
+        print(strict_json(lesson.to_dict()))
         return 0
     colour = sys.stdout.isatty()
     paint = (lambda s, up: f"\033[{32 if up else 31}m{s}\033[0m") if colour else (lambda s, up: s)

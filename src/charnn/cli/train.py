@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -14,6 +13,7 @@ from charnn.api import SETTINGS
 from charnn.cli import args as flags
 from charnn.config import CELLS, PRESETS
 from charnn.errors import CharnnError
+from charnn.files import strict_json
 
 # flag dest -> the config section whose field it sets: a flag named like a field sets that field
 # (the Python API's settings; TEXT is the positional argument, vocab_size and labels come from the data)
@@ -601,7 +601,7 @@ def _sample_documents(args, model, loaded, opts) -> int:
         clamped=opts["clamped"],
     )
     if args.json:
-        print(json.dumps({"documents": docs, "capped": capped}, ensure_ascii=False))
+        print(strict_json({"documents": docs, "capped": capped}, ensure_ascii=False))
     else:
         if docs:
             sys.stdout.write(("\n\n" if any("\n" in d for d in docs) else "\n").join(docs) + "\n")
@@ -634,7 +634,7 @@ def _show_probs(args, model, loaded, clamped) -> int:
     name = {"\n": "\\n", "\t": "\\t", " ": "' '"}
     if args.json:
         print(
-            json.dumps(
+            strict_json(
                 {
                     "prime": args.prime,
                     "candidates": [shown[i] for i in got["candidates"]],
@@ -694,7 +694,7 @@ def cmd_eval(args) -> int:
         if mixed is not None:
             m = mixed[0]
             out["mixture"] = {"order": m.order, "kind": m.kind, "weight": m.weight, "powers": list(m.powers), "loss": mixed[1]}
-        print(json.dumps(out))
+        print(strict_json(out))
     else:
         if score.tokens is not None:
             print(
@@ -737,7 +737,7 @@ def cmd_info(args) -> int:
         "kept_steps": ckpt.kept_steps(args.run) if Path(args.run).is_dir() else [],
     }
     if args.json:
-        print(json.dumps(info))
+        print(strict_json(info))
         return 0
     c = loaded.config
     print(f"run        {args.run}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from charnn.config import CELLS, PRESETS
 from charnn.errors import CharnnError
-from charnn.files import cached_result, read_jsonl, refuse_foreign, write_atomic, write_outputs
+from charnn.files import cached_result, read_jsonl, refuse_foreign, strict_json, write_atomic, write_outputs
 from charnn.model import count_params, match_hidden
 from charnn.study.grid import train_in_child
 
@@ -298,7 +298,7 @@ def write(results: list[dict], out: Path, text: str, title: str) -> str:
     md, csv_text = table(results)
     write_outputs(out, "compare", PNG_MARKER, CSV_HEADER, lambda f: plot(results, f, title), csv_text)
     write_atomic(out / "compare.md", md)
-    write_atomic(out / "compare.json", json.dumps({"text": text, "results": results}, indent=1))
+    write_atomic(out / "compare.json", strict_json({"text": text, "results": results}, indent=1))
     return md
 
 
