@@ -126,6 +126,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def is_number(x) -> bool:
+    """Whether a value read from JSON is a number (an int or a float; true and false are not)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def strict_json(obj, **kw) -> str:
     """JSON that every parser reads: a NaN or an infinity (a measure that could not be taken, such
     as a speed never logged) becomes null. Python's json writes them as the bare words NaN and
@@ -154,8 +159,7 @@ def cached_result(path: Path, run: str, numbers: tuple[str, ...]) -> dict | None
         return None
     if not isinstance(res, dict) or res.get("run") != run:
         return None
-    ok = all(isinstance(res.get(k), (int, float)) and not isinstance(res.get(k), bool) for k in numbers)
-    return res if ok else None
+    return res if all(is_number(res.get(k)) for k in numbers) else None
 
 
 def keep_lines(path: Path, keep) -> int:

@@ -29,7 +29,7 @@ import torch
 
 from charnn.config import NGRAM_MIX_MAX, check_ngram_mix
 from charnn.errors import CharnnError
-from charnn.files import write_atomic
+from charnn.files import is_number, write_atomic
 
 MIXTURE_FILE = "mixture.json"
 FIT_CHARS = 131_072  # validation characters the mixture is fitted on (both distributions kept: ~70 MB each)
@@ -169,8 +169,11 @@ class Mixture:
             m.powers = (float(m.powers[0]), float(m.powers[1]))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CharnnError(f"{path} is not a charnn mixture file ({e}); delete it to use the model alone") from None
-        wrong = [f"{k} is not a whole number" for k in ("order", "chars") if not _is_int(getattr(m, k))]
-        wrong += [f"{k} is not a number" for k in _REAL_FIELDS if not _is_real(getattr(m, k))]
+        value = {k: getattr(m, k) for k in ("order", "chars", *_REAL_FIELDS)}
+        wrong = [
+            f"{k} is not a whole number" for k in ("order", "chars") if not (is_number(value[k]) and isinstance(value[k], int))
+        ]
+        wrong += [f"{k} is not a number" for k in _REAL_FIELDS if not is_number(value[k])]
         if wrong:
             raise CharnnError(f"{path} is not a charnn mixture file ({wrong[0]}); delete it to use the model alone")
         good = m.kind in ("linear", "geometric") and all(abs(x) <= MAX_POWER for x in m.powers) and isinstance(m.fitted_for, str)
@@ -182,14 +185,6 @@ class Mixture:
 
 
 _REAL_FIELDS = ("weight", "model_loss", "ngram_loss", "loss", "cross_fitted_loss")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
