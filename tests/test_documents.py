@@ -25,6 +25,9 @@ def test_line_blank_and_regex_documents():
         split_documents(text, "^Chapter")
     with pytest.raises(CharnnError, match="is not a valid regular expression"):
         split_documents(text, "(")
+    with pytest.raises(CharnnError, match="matches at 34 of the text's 33 positions"):
+        split_documents(text, "x*")  # the empty string, everywhere
+    assert split_documents(text, "(?=No)") == split_documents(text, r"^No\. \d+$")  # an empty match is fine where documents start
     with pytest.raises(CharnnError, match="contains U\\+0003"):
         split_documents("a" + END + "b", "line")
 

@@ -51,6 +51,12 @@ def split_documents(text: str, spec: str) -> list[str]:
                 f"--documents {spec!r} matches nothing in the text, so there are no documents; "
                 f"give a regular expression that matches the start of each document"
             )
+        if len(starts) > len(text) // 2 + 1:  # e.g. 'x*', which matches the empty string everywhere
+            raise CharnnError(
+                f"--documents {spec!r} matches at {len(starts):,} of the text's {len(text):,} positions, so every "
+                f"document would be a character or two; give a regular expression that matches only where a "
+                f"document starts (e.g. '^[A-Z]+:')"
+            )
         docs = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
     docs = [d.strip("\r\n") for d in docs]
     return [d for d in docs if d.strip()]

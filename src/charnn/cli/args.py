@@ -62,6 +62,16 @@ def number(text: str) -> float:
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 
+def document_split(text: str) -> str:
+    """--documents: line, blank or a regular expression; an empty one would mean no documents."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "it is empty: give line, blank or a regular expression that matches the start of each document, "
+            "or leave --documents out for one stream of text"
+        )
+    return text
+
+
 def which(text: str) -> str:
     """--checkpoint: best, last, or step:N (weights the run kept at step N)."""
     if text in ("best", "last") or re.fullmatch(r"step:\d+", text):

@@ -152,6 +152,7 @@ def _add_evaluate_samples(sub) -> None:
     )
     es.add_argument(
         "--documents",
+        type=flags.document_split,
         default=None,
         metavar="SPLIT",
         help="the run's --documents: the samples are documents cut the same way (charnn sample prints "
@@ -188,7 +189,13 @@ def _add_attribute(sub) -> None:
         help="instead: measure attribution on CORPUS by K folds, charnn beside Kneser-Ney n-grams, gzip "
         "and Burrows' Delta (needs --documents, --label, --out)",
     )
-    at.add_argument("--documents", default=None, metavar="SPLIT", help="with --eval: how CORPUS is cut into documents")
+    at.add_argument(
+        "--documents",
+        type=flags.document_split,
+        default=None,
+        metavar="SPLIT",
+        help="with --eval: how CORPUS is cut into documents",
+    )
     at.add_argument("--label", default=None, metavar="REGEX", help="with --eval: each document's label (first group)")
     at.add_argument("--folds", type=flags.count, default=5, help="with --eval: folds (default 5)")
     at.add_argument(

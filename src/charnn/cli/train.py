@@ -74,6 +74,7 @@ def _add_data_flags(g) -> None:
     )
     g.add_argument(
         "--documents",
+        type=flags.document_split,
         default=None,
         metavar="SPLIT",
         help="a collection of short texts: line (one document a line), blank (separated by blank lines) "
