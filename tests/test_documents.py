@@ -90,6 +90,14 @@ def test_sample_prints_whole_documents_that_follow_the_grammar(run):
     r = charnn("sample", run / "run", "--documents", "3", "--length", "1", "--prime", "b")  # "b" needs a vowel yet
     assert r.returncode == 0 and "reached --length 1 without ending and were drawn again" in r.stderr, r.stderr
     assert all(len(line) == 2 and line[1] in "aeiou" for line in r.stdout.split()), r.stdout  # only ended ones
+    # how many: --documents N as --num N says it; 0, too many, or two different counts are one line each
+    r = charnn("sample", run / "run", "--num", "4", "--json", "--temperature", "0.5")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["documents"]) == 4, r.stderr
+    for args, said in [(["--documents", "0"], "--documents must be from 1 to 10,000"),
+                       (["--documents", "20000"], "--documents must be from 1 to 10,000"),
+                       (["--documents", "2", "--num", "3"], "--documents 2 and --num 3: give one of them")]:
+        r = charnn("sample", run / "run", *args)
+        assert r.returncode == 2 and said in r.stderr and len(r.stderr.splitlines()) == 1 and not r.stdout, r.stderr
 
 
 @pytest.mark.slow

@@ -583,15 +583,22 @@ def _beam(args, api_model) -> int:
 def _sample_documents(args, model, loaded, opts) -> int:
     """charnn sample on a run trained with --documents: whole documents, one a line (a blank line
     between them when they span lines)."""
-    from charnn.sample import label_numbers, sample_documents
+    from charnn.sample import MAX_NUM, label_numbers, sample_documents
 
     if args.stop:
         raise CharnnError("--stop: a document ends at its end symbol; drop --stop with --documents")
+    num = args.num
+    if args.documents is not None:  # --documents N says how many, as --num does
+        if args.num not in (1, args.documents):
+            raise CharnnError(f"--documents {args.documents} and --num {args.num}: give one of them")
+        if not 1 <= args.documents <= MAX_NUM:
+            raise CharnnError(f"--documents must be from 1 to {MAX_NUM:,} documents drawn together, got {args.documents:,}")
+        num = args.documents
     docs, capped = sample_documents(
         model,
         loaded.vocab,
         loaded.meta.get("lead_in", ""),
-        args.documents or args.num,
+        num,
         args.length,
         args.prime,
         args.seed,
@@ -610,11 +617,7 @@ def _sample_documents(args, model, loaded, opts) -> int:
         print(
             f"{capped} document{'s' * (capped != 1)} reached --length {args.length} without ending and "
             f"{'were' if capped != 1 else 'was'} drawn again"
-            + (
-                f"; {len(docs)} of {args.documents or args.num} complete: raise --length"
-                if len(docs) < (args.documents or args.num)
-                else ""
-            ),
+            + (f"; {len(docs)} of {num} complete: raise --length" if len(docs) < num else ""),
             file=sys.stderr,
         )
     return 0
