@@ -298,3 +298,26 @@ def test_serve_reads_cells_in_the_label_asked_for(alpha, tmp_path):
         assert r.status_code == 400 and "give --label NAME, one of high, low" in r.text
         r = ask("low", run="plainrun")
         assert r.status_code == 400 and "trained without labels" in r.text
+
+
+def test_text_read_under_a_runs_label_regex_says_which_documents_it_cannot_label(tmp_path):
+    """eval --text and the API's score read a file's documents with the run's --label regex: a file
+    with no document, documents the regex finds no label in, or labels the run never saw are each
+    one line naming that (not the training-time complaint that the user's --label matches nothing)."""
+    rng = random.Random(2)
+    lines = [f"{name}: " + "".join(rng.choice("abc") for _ in range(6)) for name in ["ann", "bob"] * 60]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(tmp_path / "t.txt", max_steps=3, eval_every=3)
+    cfg.data.documents, cfg.data.label = "line", r"^(\w+):"
+    train(cfg, tmp_path / "run", progress=False)
+    model = charnn_api.load(tmp_path / "run")
+    assert model.score("ann: abcabc\nbob: cab\n").chars > 0  # known labels: scored
+    for text, says in [("\n\n", r"holds no document \(this run cuts documents by --documents 'line'\)"),
+                       ("abc\nann: abc\n", r"1 of its 2 documents have no label \(the run's --label .* finds none\)"),
+                       ("cy: abc\n", "labels the run does not know: 'cy'")]:
+        with pytest.raises(charnn_api.CharnnError, match=says):
+            model.score(text)
+    (tmp_path / "other.txt").write_text("cy: abc\nabc\n")
+    r = charnn("eval", tmp_path / "run", "--text", tmp_path / "other.txt")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "1 of its 2 documents have no label" in r.stderr and "labels the run does not know: 'cy'" in r.stderr

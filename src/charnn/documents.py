@@ -89,9 +89,11 @@ def cut_indices(docs: list[str], fractions, seed: int) -> dict[str, list[int]]:
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}
 
 
-def doc_labels(docs: list[str], regex: str) -> list[str | None]:
+def doc_labels(docs: list[str], regex: str, training: bool = True) -> list[str | None]:
     """Each document's label: the first group of the regex's first match inside it (multi-line
-    mode), or None where it does not match. (``unlabelled`` cuts that match out of the text.)"""
+    mode), or None where it does not match. (``unlabelled`` cuts that match out of the text.)
+    training: a regex that labels no document is an error (the user's --label must be wrong);
+    False when reading other text with a run's regex, whose caller says what is missing."""
     try:
         rx = re.compile(regex, re.MULTILINE)
     except re.error as e:
@@ -100,7 +102,7 @@ def doc_labels(docs: list[str], regex: str) -> list[str | None]:
         raise CharnnError(f"--label {regex!r} has no group: put the label in parentheses, e.g. '^([A-Z]+):$'")
     found = [rx.search(d) for d in docs]
     labels = [m.group(1).strip() if m and m.group(1) and m.group(1).strip() else None for m in found]
-    if not any(labels):
+    if training and not any(labels):
         raise CharnnError(
             f"--label {regex!r} matches no document (or only empty groups); give a regular expression "
             f"whose first group is each document's label"

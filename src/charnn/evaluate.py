@@ -117,14 +117,16 @@ def _labelled_file(loaded, docs: list[str], what: str) -> np.ndarray:
             f"this run's labels came from --labels {d.labels_file}, so the documents of {what} have "
             f"none; score them under each label with charnn attribute"
         )
-    found = doc_labels(docs, d.label)
+    if not docs:
+        raise CharnnError(f"{what} holds no document (this run cuts documents by --documents {d.documents!r})")
+    found = doc_labels(docs, d.label, training=False)
     unknown = sorted({lab for lab in found if lab is not None and lab not in names})
     if unknown or None in found:
-        raise CharnnError(
-            f"{what}: {found.count(None)} documents have no label and {len(unknown)} labels are not "
-            f"the run's ({', '.join(map(repr, unknown[:5]))}); charnn attribute scores documents "
-            f"under each label"
-        )
+        n = found.count(None)
+        wrong = [f"{n} of its {len(docs)} documents have no label (the run's --label {d.label!r} finds none)"] if n else []
+        if unknown:
+            wrong.append(f"labels the run does not know: {', '.join(map(repr, unknown[:5]))}{' ...' * (len(unknown) > 5)}")
+        raise CharnnError(f"{what}: {'; '.join(wrong)}; charnn attribute scores documents under each of the run's labels")
     parts = [labelled_ids(loaded.vocab, unlabelled(doc, d.label), names.index(lab)) for doc, lab in zip(docs, found)]
     # each end symbol carries the label of the document after it, as in training
     return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
