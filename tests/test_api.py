@@ -157,6 +157,34 @@ def test_bad_settings_raise_one_line(tmp_path, settings, says):
     assert not (tmp_path / "run" / "last.safetensors").exists()
 
 
+def test_arguments_of_the_wrong_type_raise_one_line_naming_the_argument(api_run):
+    model = api_run[1].load()
+    for call, says in [
+        (lambda: model.sample(length="50"), "length='50': expected a whole number"),
+        (lambda: model.sample(length=True), "length=True: expected a whole number"),
+        (lambda: model.sample(5), "prime=5: expected text"),
+        (lambda: model.sample(stop=3), "stop=3: expected text or None"),
+        (lambda: model.sample(temperature="hot"), "temperature='hot': expected a number"),
+        (lambda: model.score(b"bytes"), "text=b'bytes': expected text"),
+        (lambda: model.cells(None), "text=None: expected text"),
+        (lambda: model.find("some text here", top="3"), "top='3': expected a whole number"),
+        (lambda: model.beam(width="2"), "width='2': expected a whole number"),
+        (lambda: model.next("a", temperatures="0.5"), "expected a list of numbers"),
+        (lambda: model.next("a", temperatures=[None]), r"temperatures\[0\]=None: expected a number"),
+        (lambda: model.clamp([1, 2]), "expected {.layer, cell.: value, ...} or 'LAYER:CELL=VALUE,...'"),
+        (lambda: model.clamp({0: 0.5}), "the key 0 is not a .layer, cell. pair"),
+        (lambda: model.clamp({(0, 1): "x"}), "value='x': expected a number"),
+        (lambda: model.errors("some text", chars="5"), "chars='5': expected a whole number"),
+    ]:
+        with pytest.raises(charnn.CharnnError, match=says) as got:
+            call()
+        assert "\n" not in str(got.value)
+    # numpy's numbers are numbers: a length from an array or a slider's float32 temperature
+    assert model.sample(length=np.int64(7), temperature=np.float32(0.5), seed=1) == model.sample(length=7, temperature=0.5, seed=1)
+    assert model.clamp({(np.int64(0), np.int64(1)): np.float32(0.5)}).sample(length=5, seed=1) == \
+        model.clamp({(0, 1): 0.5}).sample(length=5, seed=1)
+
+
 def test_import_charnn_is_light_and_exports_the_api():
     code = ("import sys, charnn; light = 'torch' not in sys.modules; "
             "from charnn import api; print(light, charnn.train is api.train, charnn.Model is api.Model, "

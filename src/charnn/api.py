@@ -22,6 +22,7 @@ import dataclasses
 import html
 import io
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,21 @@ def _check_type(name: str, value, default) -> None:
         ok = isinstance(value, str)
     if not ok:
         raise CharnnError(f"setting {name}={value!r}: expected {type(default).__name__} like {default!r}")
+
+
+def _need(kind: str, optional: bool = False, **args) -> None:
+    """A method's arguments have the kind it reads ("text", "whole number" or "number"; a bool is
+    no number, numpy's numbers are): one line naming the argument, not a TypeError from deep inside."""
+    for name, value in args.items():
+        if value is None and optional:
+            continue
+        if kind == "text":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, numbers.Integral if kind == "whole number" else numbers.Real) and not isinstance(value, bool)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise CharnnError(f"{name}={shown}: expected {'a ' if kind != 'text' else ''}{kind}{' or None' * optional}")
 
 
 def build_config(text: str | Path = "stdlib", preset: str | None = None, **settings) -> RunConfig:
@@ -281,6 +297,10 @@ class Model:
         )
         from charnn.sample import stream as stream_pieces
 
+        _need("text", prime=prime)
+        _need("text", optional=True, stop=stop, label=label)
+        _need("whole number", length=length, num=num, top_k=top_k, seed=seed)
+        _need("number", temperature=temperature, top_p=top_p)
         check_options(temperature, top_k, top_p, length, num)
         opts: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, clamped=self.clamped)
         meta = self.loaded.meta
@@ -312,6 +332,9 @@ class Model:
         """
         from charnn.sample import beam_document, beam_search, refuse_label_unless_labelled
 
+        _need("text", prime=prime)
+        _need("text", optional=True, label=label)
+        _need("whole number", width=width, length=length)
         meta = self.loaded.meta
         refuse_label_unless_labelled(meta, label)
         if meta.get("lead_in"):
@@ -330,6 +353,12 @@ class Model:
         from charnn.sample import next_probs
         from charnn.subject import display_chars
 
+        _need("text", prime=prime)
+        _need("text", optional=True, label=label)
+        _need("whole number", top=top)
+        if isinstance(temperatures, (str, bytes)) or not hasattr(temperatures, "__iter__"):
+            raise CharnnError(f"temperatures={temperatures!r}: expected a list of numbers, e.g. (0.5, 1.0)")
+        _need("number", **{f"temperatures[{i}]": t for i, t in enumerate(temperatures)})
         if not temperatures or any(not math.isfinite(t) or t < 0 or t > 100 for t in temperatures):
             raise CharnnError(f"temperatures {temperatures!r}: each must be from 0 (argmax) to 100")
         got = next_probs(
@@ -345,6 +374,13 @@ class Model:
 
             model.clamp({(0, 42): 0.9}).sample(length=300)
         """
+        if not isinstance(cells, (str, dict)):
+            raise CharnnError(f"cells={cells!r:.40}: expected {{(layer, cell): value, ...}} or 'LAYER:CELL=VALUE,...'")
+        for k, v in cells.items() if isinstance(cells, dict) else ():
+            if not (isinstance(k, tuple) and len(k) == 2):
+                raise CharnnError(f"cells: the key {k!r:.40} is not a (layer, cell) pair")
+            _need("whole number", layer=k[0], cell=k[1])
+            _need("number", value=v)
         spec = cells if isinstance(cells, str) else ",".join(f"{a}:{b}={float(v)!r}" for (a, b), v in cells.items())
         held = Model(self.loaded, net=self.net, clamp=spec)
         held.run_dir = self.run_dir
@@ -360,6 +396,7 @@ class Model:
         """
         from charnn.evaluate import score_text, string_ids
 
+        _need("text", text=text)
         ids = string_ids(self.loaded, text)
         if len(ids) < 2:
             raise CharnnError("the text holds fewer than 2 characters; nothing to score")
@@ -368,6 +405,7 @@ class Model:
     def _subject(self, text: str, what: str = "the text"):
         from charnn.subject import subject_of_string
 
+        _need("text", text=text)
         return subject_of_string(self.loaded, self.net, text, what)
 
     def cells(self, text: str, quantities=None) -> Cells:
@@ -401,6 +439,7 @@ class Model:
         from charnn.subject import require_characters
 
         require_characters(self.loaded, "find")
+        _need("whole number", top=top)
         return find_cells(self._subject(text), list(features), top=max(1, top))
 
     def ablate(self, text: str, cells=(), heads=(), mode: str = "zero", features=()):
@@ -435,6 +474,7 @@ class Model:
         """
         from charnn.inspect.attention import rank_heads, read_attention
 
+        _need("whole number", top=top)
         subject = self._subject(text)
         a = read_attention(subject)  # a recurrent model: one line naming inspect cells
         return Attention(a.text, a.att, a.context, rank_heads(a, max(1, top)), subject, max(1, top))
@@ -456,6 +496,8 @@ class Model:
 
         require_characters(self.loaded, what)
         require_unlabelled(self.loaded)
+        _need("text", optional=True, text=text)
+        _need("whole number", chars=chars)
         if text is not None:
             return subject_of_string(self.loaded, self.net, text[:chars] if chars else text)
         return subject_of_split(self.loaded, self.net, split, chars)
