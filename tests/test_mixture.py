@@ -189,6 +189,41 @@ def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed
     assert mixed.returncode == 0 and mixed.stdout != alone.stdout  # with the text, the mixture draws other characters
 
 
+def test_serve_samples_and_scores_the_mixture_as_sample_and_eval_do(mixed_run, tmp_path):
+    """serve reads a --ngram-mix run's best checkpoint as charnn sample and charnn eval do: mixed
+    with its n-gram ("mix": false, or another checkpoint: the model alone), the stream too."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import charnn as api
+    from charnn.web.serve import create_app, open_runs
+
+    run, mix = mixed_run
+    model = api.load(run)
+    with TestClient(create_app(open_runs([run]))) as client:
+        (listed,) = client.get("/api/runs").json()
+        assert listed["mixture"]["order"] == 3 and listed["mixture"]["loss"] == pytest.approx(mix.loss)
+        body = {"prime": "the ", "length": 80, "seed": 3, "temperature": 0.9}
+        got = client.post("/api/runs/run/sample", json=body).json()
+        assert got["mixed"] and got["samples"] == ["the " + t for t in model.sample("the ", length=80, seed=3, temperature=0.9)]
+        alone = client.post("/api/runs/run/sample", json=body | {"mix": False}).json()
+        assert not alone["mixed"] and alone["samples"] == ["the " + model.sample("the ", length=80, seed=3, temperature=0.9,
+                                                                                 mix=False)[0]]
+        assert got["samples"] != alone["samples"]
+        assert not client.post("/api/runs/run/sample", json=body | {"checkpoint": "last"}).json()["mixed"]
+        with client.stream("POST", "/api/runs/run/sample/stream", json=body) as r:
+            pieces = [json.loads(line[6:]).get("text", "") for line in r.iter_lines() if line.startswith("data: ")]
+        assert "the " + "".join(pieces) == got["samples"][0]
+        text = (run.parent / "text.txt").read_text()[:3000]
+        (tmp_path / "t.txt").write_text(text)
+        printed = json.loads(charnn("eval", run, "--text", tmp_path / "t.txt", "--json").stdout)
+        scored = client.post("/api/runs/run/eval", json={"text": text}).json()
+        assert scored["mixture"]["loss"] == pytest.approx(printed["mixture"]["loss"], rel=1e-6)
+        assert scored["mixture"]["loss"] < scored["loss"]  # (training text: the n-gram knows it)
+        assert scored["mixture"]["powers"] == printed["mixture"]["powers"]
+        assert "mixture" not in client.post("/api/runs/run/eval", json={"text": text, "mix": False}).json()
+
+
 def test_a_run_resumed_without_ngram_mix_keeps_no_stale_mixture(text_file, tmp_path):
     import charnn
 

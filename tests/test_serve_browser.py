@@ -309,3 +309,41 @@ def test_the_page_of_a_server_with_a_token_carries_it_on_every_call(runs, browse
         page.goto(srv.url + "/")  # without the token nothing comes
         assert page.text_content("body").count("needs its token") == 1
         page.close()
+
+
+@pytest.mark.slow
+def test_a_run_trained_with_ngram_mix_samples_its_mixture_unless_unticked(tmp_path, browser):
+    from charnn.study.mixture import fit_run
+    from charnn.trainer import train
+    from helpers import cache_at, learnable_text, tiny_config
+
+    (tmp_path / "text.txt").write_text(learnable_text(), encoding="utf-8")
+    with cache_at(tmp_path / "cache"):
+        train(tiny_config(tmp_path / "text.txt", max_steps=40, eval_every=40, ngram_mix=3), tmp_path / "mixed", progress=False)
+        fit_run(tmp_path / "mixed")
+        app = create_app(open_runs([tmp_path / "mixed"]))
+        with Server(app) as srv:
+            page = browser.new_page()
+            page.goto(srv.url + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            assert page.is_visible("[data-testid=mix]") and page.is_checked("[data-testid=mix]")
+            assert page.text_content("#mix-name") == "mixed with its 3-gram"
+            import httpx
+
+            body = {"prime": "one", "length": 200, "seed": 2, "temperature": 1}
+            shown = []
+            for tick, mixed in [(True, True), (False, False)]:
+                page.set_checked("[data-testid=mix]", tick)
+                page.fill("#prime", "one")
+                page.fill("#length", "200")
+                page.fill("#seed", "2")
+                page.fill("#temperature", "1")
+                page.click("[data-testid=go]")
+                page.wait_for_function("/characters/.test(document.getElementById('status').textContent)", timeout=30_000)
+                said = page.text_content("#status")
+                assert said.endswith("(the model mixed with its 3-gram)") == mixed, said
+                got = httpx.post(f"{srv.url}/api/runs/mixed/sample", json=body | {"mix": mixed}, timeout=30).json()
+                assert got["mixed"] == mixed and page.text_content("#output") == got["samples"][0]
+                shown.append(got["samples"][0])
+            assert shown[0] != shown[1]  # the box changes what is drawn
+            page.close()

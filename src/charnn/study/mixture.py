@@ -290,7 +290,7 @@ def fit_run(run_dir: Path) -> tuple[Mixture, Sampler] | None:
         return None
     model = best.build_model(pick_device(best.config.train.device))
     mix, ngram = fit(model, model_text(best, split="train").ids, val, order, len(best.vocab))
-    mix.fitted_for = _identity(best)
+    mix.fitted_for = checkpoint_identity(best)
     mix.save(run_dir)
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": best.meta.get("step"), "mixture": asdict(mix)}) + "\n")
@@ -332,7 +332,8 @@ def sampler_for(loaded, run_dir: Path) -> Sampler | None:
     return Sampler(ngram, mix) if ngram is not None and mix is not None else None
 
 
-def _identity(loaded) -> str:
+def checkpoint_identity(loaded) -> str:
+    """RUN_ID:STEP, what a mixture's fitted_for names: the checkpoint it was fitted for."""
     return f"{loaded.config.run_id}:{loaded.meta.get('step')}"
 
 
@@ -342,7 +343,7 @@ def _load_for(loaded, run_dir: Path) -> Mixture | None:
     from charnn.log import warn
 
     mix = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
-    if mix is not None and mix.fitted_for and mix.fitted_for != _identity(loaded):
+    if mix is not None and mix.fitted_for and mix.fitted_for != checkpoint_identity(loaded):
         warn(
             f"the run's n-gram mixture was fitted for another best checkpoint (step {mix.fitted_for.split(':')[-1]}, "
             f"this one is at step {loaded.meta.get('step')}); using the model alone (charnn train --resume --out "

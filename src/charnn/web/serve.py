@@ -11,6 +11,9 @@ Safety, by construction:
 Models are loaded once, in eval mode, and shared by every request (the inference code never
 changes a module; state lives in each call). A checkpoint that changes on disk (a run still
 training rewrites best.safetensors atomically) is reloaded at the next request that uses it.
+The best checkpoint of a run trained with --ngram-mix samples and scores as `charnn sample` and
+`charnn eval` do, mixed with its training text's n-gram (counted at the first request that needs
+it, again when the checkpoint or RUN/mixture.json changes); `"mix": false` asks for the model alone.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ MAX_CLAMP = 20_000  # characters of a clamp list (a few thousand cells)
 KEEP = 8  # checkpoints of one run held in memory at once (a slider over training visits several)
 WHICH = r"^(best|last|step:[0-9]{1,12})$"
 WHICH_HELP = "best, last or step:N (a kept checkpoint); default: the one the server was started with"
+MIX_HELP = (
+    "the best checkpoint of a run trained with --ngram-mix: mixed with its training text's n-gram, as charnn "
+    "sample and charnn eval read it (false: the model alone, as --no-mix)"
+)
 
 
 # ---- the runs ----------------------------------------------------------------------------------
@@ -77,6 +84,8 @@ class Served:
     which: str = "best"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)  # which -> (stamp, Checkpoint, CharRNN)
+    _mix_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _mix: tuple = field(default=(None, None), repr=False)  # (stamps of best and mixture.json, Sampler | None)
 
     def current(self, which: str | None = None) -> tuple[ckpt.Checkpoint, CharRNN]:
         """The model of `which` (best, last or step:N; default the served one), loaded once and
@@ -94,6 +103,25 @@ class Served:
             while len(self._loaded) > KEEP:
                 self._loaded.pop(next(iter(self._loaded)))
             return got[1], got[2]
+
+    def mixture(self, which: str | None = None):
+        """The run's --ngram-mix mixture (a ``study.mixture.Sampler``) when `which` is the best
+        checkpoint it was fitted for, else None. Its n-gram is counted from the run's training
+        text at the first call (seconds; a warning and None when the text has moved) and kept
+        until the checkpoint or the mixture file changes."""
+        from charnn.study.mixture import MIXTURE_FILE, sampler_for
+
+        which = which or self.which
+        path = ckpt.resolve_path(self.folder, which)
+        mix_file = self.folder / MIXTURE_FILE
+        if path.name != ckpt.BEST or not mix_file.is_file():
+            return None
+        loaded, _ = self.current(which)
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in (path, mix_file))
+        with self._mix_lock:
+            if self._mix[0] != stamp:
+                self._mix = (stamp, sampler_for(loaded, self.folder))
+            return self._mix[1]
 
     def describe(self) -> dict:
         loaded, model = self.current()
@@ -116,7 +144,22 @@ class Served:
             "labels": m.get("labels") or [],
             "documents": bool(m.get("lead_in")),
             "kept_steps": ckpt.kept_steps(self.folder),
+            "mixture": self._mixture_about(loaded),
         }
+
+    def _mixture_about(self, loaded) -> dict | None:
+        """What RUN/mixture.json says, when it was fitted for the served checkpoint (read, not counted)."""
+        from charnn.study.mixture import MIXTURE_FILE, Mixture, checkpoint_identity
+
+        if loaded.path is None or loaded.path.name != ckpt.BEST or not (self.folder / MIXTURE_FILE).is_file():
+            return None
+        try:
+            m = Mixture.load(self.folder)
+        except CharnnError:
+            return None
+        if m is None or (m.fitted_for and m.fitted_for != checkpoint_identity(loaded)):
+            return None
+        return {"order": m.order, "kind": m.kind, "describe": m.describe(), "loss": m.loss}
 
 
 def open_runs(folders, which: str = "best") -> dict[str, Served]:
@@ -167,11 +210,13 @@ class SampleRequest(_Body):
     label: str | None = Field(
         None, min_length=1, max_length=200, description="a run trained with --label: write documents in this label's style"
     )
+    mix: bool = Field(True, description=MIX_HELP)
 
 
 class EvalRequest(_Body):
     text: str = Field(..., min_length=2, max_length=MAX_TEXT)
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
+    mix: bool = Field(True, description=MIX_HELP)
 
 
 class NextRequest(_Body):
@@ -224,6 +269,7 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
         )
         return {"samples": docs, "capped": capped}
     refuse_label_unless_labelled(loaded.meta, req.label)
+    mix = run.mixture(req.checkpoint) if req.mix else None
     texts = sample_text(
         model,
         loaded.vocab,
@@ -236,8 +282,9 @@ def do_sample(run: Served, req: SampleRequest) -> dict:
         top_k=req.top_k,
         top_p=req.top_p,
         clamped=parse_clamp(req.clamp, loaded.config.model),
+        mix=mix,
     )
-    return {"samples": [req.prime + t for t in texts]}
+    return {"samples": [req.prime + t for t in texts], "mixed": mix is not None}
 
 
 def do_eval(run: Served, req: EvalRequest) -> dict:
@@ -250,7 +297,15 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
     score = score_text(model, loaded.vocab, ids)
     if not math.isfinite(score.loss):
         raise CharnnError("the model's loss on this text is not finite (its outputs overflow)")
-    return score.to_dict()
+    out = score.to_dict()
+    sampler = run.mixture(req.checkpoint) if req.mix and score.tokens is None else None
+    if sampler is not None:  # as charnn eval --json reports it
+        from charnn.study.mixture import score as mixed_losses
+
+        m = sampler.mixture
+        loss = float(np.nanmean(mixed_losses(model, sampler.ngram, m, ids)))
+        out["mixture"] = {"order": m.order, "kind": m.kind, "weight": m.weight, "powers": list(m.powers), "loss": loss}
+    return out
 
 
 def do_next(run: Served, req: NextRequest) -> dict:
@@ -540,7 +595,8 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
         if req.num != 1:
             raise CharnnError("a stream carries one sample; ask /sample for num > 1")
         loaded, model = await pool.run(run.current, req.checkpoint)
-        pieces = _stream_pieces(loaded, model, req)  # checks the prime
+        mix = await pool.run(run.mixture, req.checkpoint) if req.mix and not loaded.meta.get("lead_in") else None
+        pieces = _stream_pieces(loaded, model, req, mix)  # checks the prime
         pool.admit()  # the 503 comes now; the slot is handed back by the stream, which holds it
         pool.release()
         return StreamingResponse(
@@ -552,8 +608,9 @@ def create_app(runs: dict[str, Served], workers: int = 1, queue: int = 16, token
     return app
 
 
-def _stream_pieces(loaded, model, req: SampleRequest):
-    """The pieces /sample/stream sends: one sample, or for a run of documents one document."""
+def _stream_pieces(loaded, model, req: SampleRequest, mix=None):
+    """The pieces /sample/stream sends: one sample, or for a run of documents one document; mix:
+    the run's mixture to draw from (``Served.mixture``), or None."""
     opts: dict[str, Any] = dict(
         prime=req.prime,
         length=req.length,
@@ -566,7 +623,7 @@ def _stream_pieces(loaded, model, req: SampleRequest):
     if loaded.meta.get("lead_in"):  # ended at its end symbol
         return stream_document(model, loaded.vocab, loaded.meta, req.label, **opts)
     refuse_label_unless_labelled(loaded.meta, req.label)
-    return stream(model, loaded.vocab, stop=req.stop, **opts)
+    return stream(model, loaded.vocab, stop=req.stop, mix=mix, **opts)
 
 
 def _take(pieces, n: int) -> tuple[list[str], bool]:
