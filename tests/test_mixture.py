@@ -222,6 +222,7 @@ def test_serve_samples_and_scores_the_mixture_as_sample_and_eval_do(mixed_run, t
         assert scored["mixture"]["loss"] < scored["loss"]  # (training text: the n-gram knows it)
         assert scored["mixture"]["powers"] == printed["mixture"]["powers"]
         assert "mixture" not in client.post("/api/runs/run/eval", json={"text": text, "mix": False}).json()
+    assert model.score(text).mixture == scored["mixture"] and model.score(text, mix=False).mixture is None  # the API's
 
 
 def test_a_run_resumed_without_ngram_mix_keeps_no_stale_mixture(text_file, tmp_path):

@@ -388,9 +388,11 @@ class Model:
 
     # ---- measuring -----------------------------------------------------------------------------
 
-    def score(self, text: str):
+    def score(self, text: str, *, mix: bool = True):
         """Loss, bits per character and perplexity of `text` (read as ``charnn eval --text``
-        reads a file of it): a ``Score`` with .loss, .bpc, .perplexity, .chars.
+        reads a file of it): a ``Score`` with .loss, .bpc, .perplexity, .chars; for the best
+        checkpoint of a run trained with --ngram-mix (unless mix=False) also .mixture, a dict with
+        its mixture's "loss" on the text (and "order", "kind", "weight", "powers"), as eval reports it.
 
             model.score("To be, or not to be").bpc
         """
@@ -400,7 +402,11 @@ class Model:
         ids = string_ids(self.loaded, text)
         if len(ids) < 2:
             raise CharnnError("the text holds fewer than 2 characters; nothing to score")
-        return score_text(self.net, self.vocab, ids)
+        got = score_text(self.net, self.vocab, ids)
+        sampler = self.mixture() if mix and got.tokens is None else None
+        if sampler is not None:
+            got.mixture = sampler.scored(self.net, ids)
+        return got
 
     def _subject(self, text: str, what: str = "the text"):
         from charnn.subject import subject_of_string

@@ -137,6 +137,7 @@ class Score:
     loss: float  # mean cross-entropy per scored unit: nats per character (per token for a token model)
     chars: int  # characters scored (the characters the scored tokens hold, for a token model)
     tokens: int | None = None  # tokens scored, for a token model
+    mixture: dict | None = None  # a --ngram-mix run's best checkpoint: its mixture's loss (``Mixture.report``)
 
     @property
     def loss_per_char(self) -> float:
@@ -156,6 +157,8 @@ class Score:
         d = {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
         if self.tokens is not None:
             d.update(tokens=self.tokens, loss_per_char=self.loss_per_char)
+        if self.mixture is not None:
+            d["mixture"] = self.mixture
         return d
 
 

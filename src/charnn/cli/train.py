@@ -696,8 +696,7 @@ def cmd_eval(args) -> int:
     if args.json:
         out = score.to_dict()
         if mixed is not None:
-            m = mixed[0]
-            out["mixture"] = {"order": m.order, "kind": m.kind, "weight": m.weight, "powers": list(m.powers), "loss": mixed[1]}
+            out["mixture"] = mixed[0].report(mixed[1])
         print(strict_json(out))
     else:
         if score.tokens is not None:

@@ -139,6 +139,10 @@ class Mixture:
     powers: tuple[float, float] = (1.0, 0.0)  # geometric: P ~ P_model^a P_ngram^b
     fitted_for: str = ""  # "RUN_ID:STEP" of the best checkpoint it was fitted for ("": before 2026-12-07)
 
+    def report(self, loss: float) -> dict:
+        """What eval --json, serve's /eval and the API's Score say of this mixture scoring a text at `loss`."""
+        return {"order": self.order, "kind": self.kind, "weight": self.weight, "powers": list(self.powers), "loss": loss}
+
     def describe(self) -> str:
         if self.kind == "geometric":
             a, b = self.powers
@@ -316,6 +320,10 @@ class Sampler:
     def __init__(self, ngram, mixture: Mixture):
         self.ngram, self.mixture = ngram, mixture
         self.context = max(ngram.order - 1, 0)
+
+    def scored(self, model, ids: np.ndarray) -> dict:
+        """The mixture scoring ids (its loss over ids[1:], as ``score_run_text``), as ``Mixture.report``."""
+        return self.mixture.report(float(np.nanmean(score(model, self.ngram, self.mixture, np.asarray(ids, dtype=np.int64)))))
 
     def mix(self, logits: torch.Tensor, history: np.ndarray) -> torch.Tensor:
         """logits (num, V), history (num, P) ids -> the mixture's log-probabilities (num, V)."""

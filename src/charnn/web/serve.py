@@ -297,15 +297,10 @@ def do_eval(run: Served, req: EvalRequest) -> dict:
     score = score_text(model, loaded.vocab, ids)
     if not math.isfinite(score.loss):
         raise CharnnError("the model's loss on this text is not finite (its outputs overflow)")
-    out = score.to_dict()
     sampler = run.mixture(req.checkpoint) if req.mix and score.tokens is None else None
     if sampler is not None:  # as charnn eval --json reports it
-        from charnn.study.mixture import score as mixed_losses
-
-        m = sampler.mixture
-        loss = float(np.nanmean(mixed_losses(model, sampler.ngram, m, ids)))
-        out["mixture"] = {"order": m.order, "kind": m.kind, "weight": m.weight, "powers": list(m.powers), "loss": loss}
-    return out
+        score.mixture = sampler.scored(model, ids)
+    return score.to_dict()
 
 
 def do_next(run: Served, req: NextRequest) -> dict:
