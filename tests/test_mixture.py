@@ -189,18 +189,22 @@ def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed
     assert mixed.returncode == 0 and mixed.stdout != alone.stdout  # with the text, the mixture draws other characters
 
 
-def test_serve_samples_and_scores_the_mixture_as_sample_and_eval_do(mixed_run, tmp_path):
+def test_serve_samples_and_scores_the_mixture_as_sample_and_eval_do(mixed_run, tmp_path, monkeypatch):
     """serve reads a --ngram-mix run's best checkpoint as charnn sample and charnn eval do: mixed
     with its n-gram ("mix": false, or another checkpoint: the model alone), the stream too."""
     pytest.importorskip("fastapi")
+    import uvicorn
     from fastapi.testclient import TestClient
 
     import charnn as api
-    from charnn.web.serve import create_app, open_runs
+    from charnn.cli.main import main
 
     run, mix = mixed_run
     model = api.load(run)
-    with TestClient(create_app(open_runs([run]))) as client:
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve", str(run)]) == 0  # the app charnn serve would serve
+    with TestClient(apps[0]) as client:
         (listed,) = client.get("/api/runs").json()
         assert listed["mixture"]["order"] == 3 and listed["mixture"]["loss"] == pytest.approx(mix.loss)
         body = {"prime": "the ", "length": 80, "seed": 3, "temperature": 0.9}

@@ -321,7 +321,9 @@ def test_a_run_trained_with_ngram_mix_samples_its_mixture_unless_unticked(tmp_pa
     with cache_at(tmp_path / "cache"):
         train(tiny_config(tmp_path / "text.txt", max_steps=40, eval_every=40, ngram_mix=3), tmp_path / "mixed", progress=False)
         fit_run(tmp_path / "mixed")
-        app = create_app(open_runs([tmp_path / "mixed"]))
+        from charnn.study import mixture
+
+        app = create_app(open_runs([tmp_path / "mixed"], mixtures=mixture))
         with Server(app) as srv:
             page = browser.new_page()
             page.goto(srv.url + "/")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class Score:
         return math.exp(self.loss)
 
     def to_dict(self) -> dict:
-        d = {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        d: dict[str, Any] = {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
         if self.tokens is not None:
             d.update(tokens=self.tokens, loss_per_char=self.loss_per_char)
         if self.mixture is not None:

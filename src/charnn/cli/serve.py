@@ -66,7 +66,9 @@ def cmd_serve(args) -> int:
     set_threads(max(1, cores // workers))  # requests run side by side: one core's worth of threads each
     token = args.token if args.token is not None else os.environ.get(TOKEN_VARIABLE) or None
     check_token(args.host, token)
-    runs = open_runs(args.runs, args.checkpoint)
+    from charnn.study import mixture
+
+    runs = open_runs(args.runs, args.checkpoint, mixtures=mixture)  # --ngram-mix runs sample their mixture
     app = create_app(runs, workers=workers, queue=args.queue, token=token)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     address = f"http://{shown}:{args.port}/" + (f"?token={quote(token)}" if token else "")

@@ -340,6 +340,22 @@ def sampler_for(loaded, run_dir: Path) -> Sampler | None:
     return Sampler(ngram, mix) if ngram is not None and mix is not None else None
 
 
+def about(loaded, run_dir: Path) -> dict | None:
+    """What RUN/mixture.json says (order, kind, describe, loss), when it was fitted for this best
+    checkpoint; None otherwise, quietly (serve lists it; nothing is counted)."""
+    from charnn import checkpoint as ckpt
+
+    if loaded.path is None or Path(loaded.path).name != ckpt.BEST:
+        return None
+    try:
+        m = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
+    except CharnnError:
+        return None
+    if m is None or (m.fitted_for and m.fitted_for != checkpoint_identity(loaded)):
+        return None
+    return {"order": m.order, "kind": m.kind, "describe": m.describe(), "loss": m.loss}
+
+
 def checkpoint_identity(loaded) -> str:
     """RUN_ID:STEP, what a mixture's fitted_for names: the checkpoint it was fitted for."""
     return f"{loaded.config.run_id}:{loaded.meta.get('step')}"

@@ -14,6 +14,8 @@ training rewrites best.safetensors atomically) is reloaded at the next request t
 The best checkpoint of a run trained with --ngram-mix samples and scores as `charnn sample` and
 `charnn eval` do, mixed with its training text's n-gram (counted at the first request that needs
 it, again when the checkpoint or RUN/mixture.json changes); `"mix": false` asks for the model alone.
+The mixture's code is the study's (the n-gram), which the web layer does not import: the command
+line hands it in (``open_runs(..., mixtures=charnn.study.mixture)``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -74,6 +76,16 @@ MIX_HELP = (
 # ---- the runs ----------------------------------------------------------------------------------
 
 
+class Mixtures(Protocol):
+    """What serve needs of --ngram-mix (``charnn.study.mixture`` provides it)."""
+
+    def sampler_for(self, loaded, run_dir: Path) -> Any:
+        """The run's mixture as a Sampler (its n-gram counted), or None."""
+
+    def about(self, loaded, run_dir: Path) -> dict | None:
+        """What RUN/mixture.json says, when it was fitted for this checkpoint (nothing counted)."""
+
+
 @dataclass
 class Served:
     """One run directory, known to clients by its name; its model is (re)loaded when its
@@ -84,8 +96,9 @@ class Served:
     which: str = "best"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)  # which -> (stamp, Checkpoint, CharRNN)
+    mixtures: Mixtures | None = None  # --ngram-mix's code, handed in by the command line (None: models alone)
     _mix_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _mix: tuple = field(default=(None, None), repr=False)  # (stamps of best and mixture.json, Sampler | None)
+    _mix: tuple = field(default=(None, None), repr=False)  # (the best checkpoint's stamp and mixture, Sampler | None)
 
     def current(self, which: str | None = None) -> tuple[ckpt.Checkpoint, CharRNN]:
         """The model of `which` (best, last or step:N; default the served one), loaded once and
@@ -109,18 +122,19 @@ class Served:
         checkpoint it was fitted for, else None. Its n-gram is counted from the run's training
         text at the first call (seconds; a warning and None when the text has moved) and kept
         until the checkpoint or the mixture file changes."""
-        from charnn.study.mixture import MIXTURE_FILE, sampler_for
-
         which = which or self.which
         path = ckpt.resolve_path(self.folder, which)
-        mix_file = self.folder / MIXTURE_FILE
-        if path.name != ckpt.BEST or not mix_file.is_file():
-            return None
         loaded, _ = self.current(which)
-        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in (path, mix_file))
+        if self.mixtures is None or path.name != ckpt.BEST:
+            return None
+        about = self.mixtures.about(loaded, self.folder)
+        if about is None:
+            return None
+        st = path.stat()
+        stamp = (str(path), st.st_mtime_ns, st.st_size, json.dumps(about, sort_keys=True))  # a refitted mixture.json differs
         with self._mix_lock:
             if self._mix[0] != stamp:
-                self._mix = (stamp, sampler_for(loaded, self.folder))
+                self._mix = (stamp, self.mixtures.sampler_for(loaded, self.folder))
             return self._mix[1]
 
     def describe(self) -> dict:
@@ -144,26 +158,13 @@ class Served:
             "labels": m.get("labels") or [],
             "documents": bool(m.get("lead_in")),
             "kept_steps": ckpt.kept_steps(self.folder),
-            "mixture": self._mixture_about(loaded),
+            "mixture": self.mixtures.about(loaded, self.folder) if self.mixtures is not None else None,
         }
 
-    def _mixture_about(self, loaded) -> dict | None:
-        """What RUN/mixture.json says, when it was fitted for the served checkpoint (read, not counted)."""
-        from charnn.study.mixture import MIXTURE_FILE, Mixture, checkpoint_identity
 
-        if loaded.path is None or loaded.path.name != ckpt.BEST or not (self.folder / MIXTURE_FILE).is_file():
-            return None
-        try:
-            m = Mixture.load(self.folder)
-        except CharnnError:
-            return None
-        if m is None or (m.fitted_for and m.fitted_for != checkpoint_identity(loaded)):
-            return None
-        return {"order": m.order, "kind": m.kind, "describe": m.describe(), "loss": m.loss}
-
-
-def open_runs(folders, which: str = "best") -> dict[str, Served]:
-    """The runs to serve, by directory name; each is loaded now, so a bad one fails at start."""
+def open_runs(folders, which: str = "best", mixtures: Mixtures | None = None) -> dict[str, Served]:
+    """The runs to serve, by directory name; each is loaded now, so a bad one fails at start.
+    mixtures: --ngram-mix's code (``charnn.study.mixture``), for runs trained with it."""
     runs: dict[str, Served] = {}
     for f in folders:
         folder = Path(f)
@@ -175,7 +176,7 @@ def open_runs(folders, which: str = "best") -> dict[str, Served]:
                 f"two runs are named {name!r} ({runs[name].folder} and {f}); clients name runs by "
                 f"their folder's name, so rename or copy one"
             )
-        runs[name] = Served(name, folder, which)
+        runs[name] = Served(name, folder, which, mixtures=mixtures)
         runs[name].current()
     if not runs:
         raise CharnnError("give at least one run directory to serve")
