@@ -140,6 +140,7 @@ CATALOGUE = [
     (T + ["--optimizer", "muon", "--muon-ns-steps", "0"], "--muon-ns-steps must be a whole number from 1 to 10"),
     (T + ["--optimizer", "muon", "--muon-ns-steps", "100"], "--muon-ns-steps must be a whole number from 1 to 10"),
     (T + ["--optimizer", "adamw", "--muon-ns-steps", "3"], "--muon-ns-steps sets Muon's iterations, and this run"),
+    (T + ["--optimizer", "adamw", "--muon-gates"], "--muon-gates sets how Muon steps the recurrent matrices, and this run"),
     (T + ["--seed", "-5"], "expected a number >= 0"),
     (T + ["--preset", "huge"], "unknown preset"),
     (T + ["--device", "cuda"], "no CUDA GPU"),

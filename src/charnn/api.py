@@ -114,6 +114,11 @@ def build_config(text: str | Path = "stdlib", preset: str | None = None, **setti
             f"--muon-ns-steps sets Muon's iterations, and this run trains with --optimizer {cfg.train.optimizer}: "
             "add --optimizer muon, or drop --muon-ns-steps"
         )
+    if settings.get("muon_gates") and cfg.train.optimizer != "muon":
+        raise CharnnError(
+            f"--muon-gates sets how Muon steps the recurrent matrices, and this run trains with --optimizer "
+            f"{cfg.train.optimizer}: add --optimizer muon, or drop --muon-gates"
+        )
     return cfg
 
 

@@ -50,7 +50,7 @@ from charnn.evaluate import evaluate
 from charnn.files import RunLock, clean_temporaries, keep_lines, write_atomic
 from charnn.log import info, warn
 from charnn.model import Model, build, detach_state, grow_rows
-from charnn.optim import MuonAdamW, hidden_matrices
+from charnn.optim import MuonAdamW, gate_blocks, hidden_matrices
 from charnn.sample import NonFiniteOutput, sample_text
 from charnn.samplestats import SubstringIndex, snapshot_metrics
 from charnn.vocab import TokenVocab, Vocab
@@ -138,7 +138,10 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
                 f"--optimizer muon needs torch 2.9 or later (this is {torch.__version__}): upgrade torch, "
                 "or pass --optimizer adamw"
             )
-        return MuonAdamW(matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None, ns_steps=t.muon_ns_steps)
+        blocks = gate_blocks(model, matrices) if t.muon_gates else None
+        return MuonAdamW(
+            matrices, rest, t.lr, t.weight_decay, fused=fused_adamw_ok(device) or None, ns_steps=t.muon_ns_steps, blocks=blocks
+        )
     return torch.optim.AdamW(
         model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay, fused=fused_adamw_ok(device) or None
     )

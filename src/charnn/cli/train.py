@@ -126,6 +126,13 @@ def _add_optimisation_flags(g) -> None:
         metavar="N",
         help="Newton-Schulz iterations per Muon update (default 5; the default preset 3: the same loss per step, 10%% faster)",
     )
+    g.add_argument(
+        "--muon-gates",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Muon orthogonalises each gate's block of an LSTM's or GRU's recurrent matrices on its own, not the "
+        "stacked matrix (on in the default preset: 0.006-0.012 nats lower at 1,200 steps)",
+    )
     g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
     g.add_argument(
         "--schedule",
@@ -754,7 +761,8 @@ def cmd_info(args) -> int:
     print(f"vocabulary {len(loaded.vocab)} {units}")
     print(f"data       {c.data.text} split {','.join(f'{x:g}' for x in c.data.split)}")
     print(
-        f"training   {c.train.optimizer} lr {c.train.lr:g} ({c.train.schedule}), batch {c.train.batch_size} x "
+        f"training   {c.train.optimizer}{' per gate' * (c.train.optimizer == 'muon' and c.train.muon_gates)} "
+        f"lr {c.train.lr:g} ({c.train.schedule}), batch {c.train.batch_size} x "
         f"seq {c.train.seq_len}; preset {c.preset or '-'}"
     )
     if info["steps"] is not None:
