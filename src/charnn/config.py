@@ -411,7 +411,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # rounds; Muon's Newton-Schulz cost is per step, so a larger batch pays) (docs/notes.md)
     # three Newton-Schulz iterations per Muon update, not five: the same loss at 1,000 steps in 10% less
     # time, 0.005-0.011 nats lower at 60 s in three alternated rounds (two lost 0.04 nats per step)
-    # and Muon per gate (each gate's block of the recurrent matrices orthogonalised on its own): 0.006-0.012
+    # and Muon per gate (each gate's block of the recurrent matrices orthogonalised on its own): 0.008-0.011
     # nats lower at a fixed 1,200 steps on two seeds
     "default": {
         "train": {"precision": "auto", "optimizer": "muon", "muon_ns_steps": 3, "muon_gates": True, "lr": 8e-3, "batch_size": 64}

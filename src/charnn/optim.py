@@ -19,7 +19,7 @@ orthogonalised on its own, as if it were its own parameter (with Moonshot's scal
 shape). torch.optim.Muon takes whole parameters, and nn.LSTM's fused kernel needs the stacked
 one, so each stacked matrix is mirrored by one parameter per gate that torch's Muon steps: the
 weights and gradients are copied in before the step and the weights back after (a few MB per
-step). Measured on the default preset at a fixed 1,200 steps: 0.006-0.012 nats lower than over the
+step). Measured on the default preset at a fixed 1,200 steps: 0.008-0.011 nats lower than over the
 stack, on two seeds (docs/notes.md).
 """
 
