@@ -695,16 +695,15 @@ def cmd_eval(args) -> int:
             f"the model's loss on {what} is {score.loss} (its outputs overflow); the checkpoint is "
             f"unusable for scoring: use another one (charnn check {args.run})"
         )
-    mixed = None
-    if args.checkpoint == "best" and score.tokens is None:  # --ngram-mix fitted its weight for the best checkpoint
-        from charnn.study.mixture import score_run_text
+    mix = None  # the run's --ngram-mix mixture, fitted for its best checkpoint
+    if args.checkpoint == "best" and score.tokens is None:
+        from charnn.study.mixture import sampler_for
 
-        mixed = score_run_text(loaded, model, Path(args.run), ids)
+        sampler = sampler_for(loaded, Path(args.run))
+        if sampler is not None:
+            mix, score.mixture = sampler.mixture, sampler.scored(model, ids)
     if args.json:
-        out = score.to_dict()
-        if mixed is not None:
-            out["mixture"] = mixed[0].report(mixed[1])
-        print(strict_json(out))
+        print(strict_json(score.to_dict()))
     else:
         if score.tokens is not None:
             print(
@@ -717,8 +716,8 @@ def cmd_eval(args) -> int:
                 f"{what}: {score.chars:,} characters  loss {score.loss:.4f} nats  "
                 f"{score.bpc:.4f} bits/char  perplexity {score.perplexity:.3f}"
             )
-        if mixed is not None:
-            mix, loss = mixed
+        if mix is not None and score.mixture is not None:
+            loss = score.mixture["loss"]
             print(
                 f"mixed with its training text's {mix.order}-gram ({mix.describe()}): loss {loss:.4f} nats  "
                 f"{loss / math.log(2):.4f} bits/char  perplexity {math.exp(loss):.3f}"

@@ -301,17 +301,6 @@ def fit_run(run_dir: Path) -> tuple[Mixture, Sampler] | None:
     return mix, Sampler(ngram, mix)
 
 
-def score_run_text(loaded, model, run_dir: Path, ids: np.ndarray) -> tuple[Mixture, float] | None:
-    """A run's mixture (RUN/mixture.json, from --ngram-mix) scoring ids: (the mixture, its loss in
-    nats per character over ids[1:]); None for a run without one. The n-gram is counted again
-    from the run's training split, which must still be where it was."""
-    mix = _load_for(loaded, run_dir)
-    ngram = run_ngram(loaded, mix.order) if mix is not None else None
-    if mix is None or ngram is None:
-        return None
-    return mix, float(np.nanmean(score(model, ngram, mix, np.asarray(ids, dtype=np.int64))))
-
-
 class Sampler:
     """Sampling from a run's mixture: the model's next-character logits turned into the
     mixture's log-probabilities, given what each sample has read so far (its prime and the
@@ -322,7 +311,8 @@ class Sampler:
         self.context = max(ngram.order - 1, 0)
 
     def scored(self, model, ids: np.ndarray) -> dict:
-        """The mixture scoring ids (its loss over ids[1:], as ``score_run_text``), as ``Mixture.report``."""
+        """The mixture scoring ids (its loss in nats per character over ids[1:]), as ``Mixture.report``:
+        what eval, serve's /eval and the API's score report."""
         return self.mixture.report(float(np.nanmean(score(model, self.ngram, self.mixture, np.asarray(ids, dtype=np.int64)))))
 
     def mix(self, logits: torch.Tensor, history: np.ndarray) -> torch.Tensor:
@@ -351,7 +341,7 @@ def about(loaded, run_dir: Path) -> dict | None:
         m = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
     except CharnnError:
         return None
-    if m is None or (m.fitted_for and m.fitted_for != checkpoint_identity(loaded)):
+    if m is None or not _fitted_for(m, loaded):
         return None
     return {"order": m.order, "kind": m.kind, "describe": m.describe(), "loss": m.loss}
 
@@ -361,13 +351,18 @@ def checkpoint_identity(loaded) -> str:
     return f"{loaded.config.run_id}:{loaded.meta.get('step')}"
 
 
+def _fitted_for(mix: Mixture, loaded) -> bool:
+    """Whether the mixture was fitted for this checkpoint (files from before 2026-12-07 name none)."""
+    return not mix.fitted_for or mix.fitted_for == checkpoint_identity(loaded)
+
+
 def _load_for(loaded, run_dir: Path) -> Mixture | None:
     """RUN/mixture.json when it was fitted for this best checkpoint; None, with a warning, when
     the best checkpoint has changed since (a resumed run that was stopped before it refitted)."""
     from charnn.log import warn
 
     mix = Mixture.load(run_dir) if Path(run_dir).is_dir() else None
-    if mix is not None and mix.fitted_for and mix.fitted_for != checkpoint_identity(loaded):
+    if mix is not None and not _fitted_for(mix, loaded):
         warn(
             f"the run's n-gram mixture was fitted for another best checkpoint (step {mix.fitted_for.split(':')[-1]}, "
             f"this one is at step {loaded.meta.get('step')}); using the model alone (charnn train --resume --out "
