@@ -7,7 +7,7 @@ import pytest
 
 from charnn import checkpoint as ckpt
 from charnn.errors import CharnnError
-from charnn.evaluate import evaluate
+from charnn.evaluate import char_losses, evaluate
 from charnn.study import mixture as mixture_mod
 from charnn.study.mixture import (
     MIXTURE_FILE, Mixture, cross_fitted, fit_powers, fit_run, fit_weight, geometric_losses, mixed_loss)
@@ -169,6 +169,72 @@ def test_the_sampler_draws_from_the_mixture_of_the_model_and_the_ngram(mixed_run
     assert alone == model.vocab.decode([int(torch.argmax(logits[0, -1]))])
 
 
+def test_next_and_show_probs_give_the_mixtures_distribution(mixed_run):
+    """The next character's candidates (the API's next, sample --show-probs) are the mixture's, the
+    temperature applied to its log-probabilities as sampling applies it; mix=False / --no-mix:
+    the model's own."""
+    import torch
+
+    import charnn as api
+
+    run, mix = mixed_run
+    model = api.load(run)
+    sampler = model.mixture()
+    prime = "the king and qu"
+    ids = np.asarray(model.vocab.encode(prime))
+    with torch.no_grad():
+        logits, _ = model.net(torch.as_tensor(ids)[None])
+    p = torch.softmax(logits[0, -1].double(), -1).numpy()
+    want = _mixed(mix, p, sampler.ngram.distribution(ids[-2:]))
+    hot = want**0.5 / (want**0.5).sum()  # temperature 2: softmax(log P / 2)
+    V = model.vocab
+    for T, dist in ((1.0, want), (2.0, hot)):
+        got = model.next(prime, temperatures=(T,), top=len(V))[T]
+        assert sum(got.values()) == pytest.approx(1.0)
+        for k, v in got.items():
+            assert v == pytest.approx(dist[V.encode(k.replace("\\n", "\n"))[0]], abs=1e-7)
+    alone = model.next(prime, temperatures=(1.0,), top=3, mix=False)[1.0]
+    assert [V.encode(k)[0] for k in alone] == list(np.argsort(-p)[:3])
+    assert list(alone.values()) == pytest.approx(np.sort(p)[::-1][:3], abs=1e-7)
+    r = charnn("sample", run, "--show-probs", "--prime", prime, "--temperatures", "1", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["mixed"]
+    assert out["probs"]["1"] == pytest.approx([want[V.encode(c)[0]] for c in out["candidates"]], abs=1e-7)
+    r = charnn("sample", run, "--show-probs", "--prime", prime, "--temperatures", "1", "--no-mix", "--json")
+    assert not json.loads(r.stdout)["mixed"] and json.loads(r.stdout)["probs"]["1"][0] == pytest.approx(p.max(), abs=1e-7)
+    r = charnn("sample", run, "--show-probs", "--prime", prime, "--temperatures", "1")
+    assert "of the model mixed with its 3-gram" in r.stdout
+
+
+def test_beam_search_finds_the_mixtures_likeliest_text(mixed_run):
+    """--beam on a --ngram-mix run searches the mixture: greedy follows the mixture's argmax as a
+    temperature-0 sample does, the reported log-likelihood is the mixture's own score of the text,
+    and a wider beam never ends below greedy."""
+    import charnn as api
+
+    run, _ = mixed_run
+    model = api.load(run)
+    sampler = model.mixture()
+    prime = "the queen"
+    greedy, g_nats = model.beam(prime, width=1, length=40)
+    assert greedy == model.sample(prime, length=40, temperature=0)[0]  # the mixture's argmax at each step
+    alone, a_nats = model.beam(prime, width=1, length=40, mix=False)
+    assert alone == model.sample(prime, length=40, temperature=0, mix=False)[0]
+    ids = np.asarray(model.vocab.encode(prime + alone))
+    assert -char_losses(model.net, ids)[len(prime) - 1 : -1].sum() == pytest.approx(a_nats, rel=1e-5)  # the model's own
+    text, nats = model.beam(prime, width=6, length=40)
+    assert nats >= g_nats - 1e-9
+    for cont, got in ((text, nats), (greedy, g_nats)):
+        ids = np.asarray(model.vocab.encode(prime + cont))
+        losses = mixture_mod.score(model.net, sampler.ngram, sampler.mixture, ids)  # the mixture scoring the text
+        assert -losses[len(prime) - 1 : -1].sum() == pytest.approx(got, rel=1e-5)
+        assert -char_losses(model.net, ids)[len(prime) - 1 : -1].sum() != pytest.approx(got, rel=1e-3)
+    r = charnn("sample", run, "--beam", "6", "--prime", prime, "--length", "40")
+    assert r.returncode == 0 and r.stdout == prime + text + "\n" and "of the model mixed with its 3-gram" in r.stderr
+    r = charnn("sample", run, "--beam", "1", "--prime", prime, "--length", "40", "--no-mix")
+    assert r.stdout == prime + alone + "\n" and "mixed" not in r.stderr
+
+
 def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed_run, tmp_path):
     import shutil
 
@@ -226,6 +292,11 @@ def test_serve_samples_and_scores_the_mixture_as_sample_and_eval_do(mixed_run, t
         assert scored["mixture"]["loss"] < scored["loss"]  # (training text: the n-gram knows it)
         assert scored["mixture"]["powers"] == printed["mixture"]["powers"]
         assert "mixture" not in client.post("/api/runs/run/eval", json={"text": text, "mix": False}).json()
+        for mixed in (True, False):  # the next character's candidates, as the API's next gives them
+            nxt = client.post("/api/runs/run/next", json={"text": "the qu", "temperatures": [1], "top": 4, "mix": mixed}).json()
+            want = model.next("the qu", temperatures=(1.0,), top=4, mix=mixed)[1.0]
+            assert nxt["mixed"] == mixed and nxt["candidates"] == list(want)
+            assert nxt["probs"]["1"] == pytest.approx(list(want.values()), abs=1e-6)
     assert model.score(text).mixture == scored["mixture"] and model.score(text, mix=False).mixture is None  # the API's
 
 

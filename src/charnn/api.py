@@ -327,11 +327,14 @@ class Model:
             return stream_pieces(self.net, self.vocab, prime, length, seed, stop=stop, **opts)
         return sample_text(self.net, self.vocab, length=length, num=num, stop=stop, prime=prime, seed=seed, **opts)
 
-    def beam(self, prime: str = "", *, width: int = 4, length: int = 200, label: str | None = None) -> tuple[str | None, float]:
+    def beam(
+        self, prime: str = "", *, width: int = 4, length: int = 200, label: str | None = None, mix: bool = True
+    ) -> tuple[str | None, float]:
         """The most likely continuation of `prime` (without it) that a beam of `width` finds, and
         its log-likelihood in nats; width 1 is greedy, a wider beam never scores below greedy. A
         run trained with --documents: the most likely whole document (with the prime in front, as
-        ``sample`` gives them; `length` caps it, None when no document ends within it).
+        ``sample`` gives them; `length` caps it, None when no document ends within it). The best
+        checkpoint of a run trained with --ngram-mix searches its mixture unless mix=False.
 
             text, nats = model.beam("ROMEO:", width=8, length=100)
         """
@@ -344,14 +347,15 @@ class Model:
         refuse_label_unless_labelled(meta, label)
         if meta.get("lead_in"):
             return beam_document(self.net, self.vocab, meta, label, prime, length, width, self.clamped)
-        return beam_search(self.net, self.vocab, prime, length, width, self.clamped)
+        return beam_search(self.net, self.vocab, prime, length, width, self.clamped, mix=self.mixture() if mix else None)
 
     def next(
-        self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10, label: str | None = None
+        self, prime: str, temperatures=(0.2, 0.5, 1.0, 1.5), top: int = 10, label: str | None = None, mix: bool = True
     ) -> dict[float, dict[str, float]]:
         """The next character's most likely candidates after `prime` at each temperature:
         {T: {character: probability}}, most likely first. A run of documents reads `prime` where
         a document starts (as sampling does), in `label`'s style for a run trained with labels.
+        The best checkpoint of a run trained with --ngram-mix gives its mixture's unless mix=False.
 
             model.next("Hello worl")[1.0]   # {'d': 0.97, ...}
         """
@@ -367,7 +371,15 @@ class Model:
         if not temperatures or any(not math.isfinite(t) or t < 0 or t > 100 for t in temperatures):
             raise CharnnError(f"temperatures {temperatures!r}: each must be from 0 (argmax) to 100")
         got = next_probs(
-            self.net, self.vocab, prime, temperatures, top=top, clamped=self.clamped, meta=self.loaded.meta, label=label
+            self.net,
+            self.vocab,
+            prime,
+            temperatures,
+            top=top,
+            clamped=self.clamped,
+            meta=self.loaded.meta,
+            label=label,
+            mix=self.mixture() if mix else None,
         )
         shown = display_chars(self.vocab)
         return {t: dict(zip((shown[i] for i in got["candidates"]), p)) for t, p in got["probs"].items()}

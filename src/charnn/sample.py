@@ -331,16 +331,22 @@ def next_probs(
     clamped: Clamped | None = None,
     meta: dict | None = None,
     label: str | None = None,
+    mix=None,
 ) -> dict:
     """The next character's distribution after `prime`, at each temperature: softmax(logits / T)
     (T = 0: all mass on the most likely). -> {"candidates": [ids, most likely first], "probs": {T: [p per
     candidate]}}: what `sample --show-probs` prints and the page shows on hover. meta (the
     checkpoint's): a run of documents reads the prime where a document starts, in `label`'s style
-    for a labelled run (``start_ids``), as sampling does."""
+    for a labelled run (``start_ids``), as sampling does. mix (a ``study.mixture.Sampler``): the
+    distribution of the model mixed with its run's n-gram, the temperature applied to the
+    mixture's log-probabilities as sampling applies it."""
     if model.training:
         raise ValueError("next_probs needs the model in eval mode (dropout off)")
     x = start_ids(model, vocab, meta or {}, prime, label)
-    logits = _read_prime(model, x, clamped)[0][0].cpu().double()  # MPS has no float64
+    logits = _read_prime(model, x, clamped)[0]
+    if mix is not None:
+        logits = mix.mix(logits, x.cpu().numpy())
+    logits = logits[0].cpu().double()  # MPS has no float64
     order = torch.argsort(logits, descending=True)[:top]
     probs = {}
     for t in temperatures:
@@ -430,15 +436,21 @@ MAX_BEAM_LENGTH = 10_000
 
 @torch.no_grad()
 def beam_search(
-    model: Model, vocab: Vocab, prime: str = "", length: int = 200, width: int = 4, clamped: Clamped | None = None
+    model: Model,
+    vocab: Vocab,
+    prime: str = "",
+    length: int = 200,
+    width: int = 4,
+    clamped: Clamped | None = None,
+    mix=None,
 ) -> tuple[str, float]:
     """The most likely continuation of `prime` of `length` units that a beam of `width` finds:
     -> (its text, its log-likelihood in nats). Width 1 is greedy decoding. A beam can drop the
     greedy path on the way and end below it; the greedy continuation is searched too, and the
     likelier of the two is returned, so a beam never does worse than greedy. `clamped` holds cells
-    as in ``generate``."""
+    as in ``generate``; mix (a ``study.mixture.Sampler``): the likelihood is the mixture's."""
     _check_beam(model, width, length)
-    ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, clamped)
+    ids, nats, _ = _best_of(model, _start(model, vocab, prime), length, width, clamped, mix=mix)
     return vocab.decode(ids), nats
 
 
@@ -484,24 +496,40 @@ def _check_beam(model: Model, width: int, length: int) -> None:
         raise ValueError("beam search needs the model in eval mode (dropout off)")
 
 
-def _best_of(model, x, length, width, clamped, offset=0, end=None) -> tuple[list[int], float, bool]:
+def _best_of(model, x, length, width, clamped, offset=0, end=None, mix=None) -> tuple[list[int], float, bool]:
     """The beam's best and greedy's, whichever is likelier (an ended text before an open one)."""
-    best = _beam(model, x, length, width, clamped, offset, end)
+    best = _beam(model, x, length, width, clamped, offset, end, mix)
     if width > 1:
-        best = max(best, _beam(model, x, length, 1, clamped, offset, end), key=lambda r: (r[2], r[1]))
+        best = max(best, _beam(model, x, length, 1, clamped, offset, end, mix), key=lambda r: (r[2], r[1]))
     return best
 
 
 def _beam(
-    model: Model, x: torch.Tensor, length: int, width: int, clamped: Clamped | None, offset: int, end: int | None
+    model: Model,
+    x: torch.Tensor,
+    length: int,
+    width: int,
+    clamped: Clamped | None,
+    offset: int,
+    end: int | None,
+    mix=None,
 ) -> tuple[list[int], float, bool]:
     """A beam of `width` from the prime ids x (1, P) for up to `length` units: -> (the best
     text's character ids, its nats, whether it ended at `end`, which is left out of the ids).
-    offset: what turns a character into the model's input id (a label's)."""
+    offset: what turns a character into the model's input id (a label's). mix: a
+    ``study.mixture.Sampler`` whose log-probabilities replace the model's (stream runs only: it
+    reads each hypothesis' last characters, kept here)."""
     from charnn.model import select_state
 
     last, stepper = _read_prime(model, x, clamped)
-    lp = torch.log_softmax(last.double(), -1)  # (B, V)
+    recent = x.cpu().numpy()[:, -max(mix.context, 1) :] if mix is not None else None
+
+    def log_probs(logits: torch.Tensor) -> torch.Tensor:
+        if mix is None:
+            return torch.log_softmax(logits.double(), -1)
+        return mix.mix(logits, recent).to(logits.device)
+
+    lp = log_probs(last)  # (B, V)
     scores = torch.zeros(1, dtype=torch.float64, device=lp.device)
     seqs = torch.zeros(1, 0, dtype=torch.long, device=lp.device)
     V = lp.shape[-1]
@@ -521,7 +549,10 @@ def _beam(
                 return done[1], done[0], True
             beam, char, scores, seqs = beam[live], char[live], scores[live], seqs[live]
         stepper = make_stepper(model, select_state(model, stepper.state(), beam), stepper.clamped)
-        lp = torch.log_softmax(stepper.step(char + offset).double(), -1)
+        if recent is not None:
+            b, c = beam.cpu().numpy(), char.cpu().numpy()
+            recent = np.concatenate([recent[b], c[:, None]], 1)[:, -max(mix.context, 1) :]
+        lp = log_probs(stepper.step(char + offset))
     if done[0] > -math.inf:
         return done[1], done[0], True
     k = int(scores.argmax())

@@ -492,7 +492,7 @@ def cmd_sample(args) -> int:
     if args.beam is not None:
         return _beam(args, api_model)
     if args.show_probs:
-        return _show_probs(args, model, loaded, opts["clamped"])
+        return _show_probs(args, api_model)
     if args.documents is not None or loaded.meta.get("lead_in"):
         return _sample_documents(args, model, loaded, opts)
     kw = {k: opts[k] for k in ("length", "seed", "temperature", "top_k", "top_p", "stop")} | {"mix": not args.no_mix}
@@ -566,7 +566,7 @@ def _prime_file(args) -> str:
 
 
 def _beam(args, api_model) -> int:
-    text, nats = api_model.beam(args.prime, width=args.beam, length=args.length, label=args.label)
+    text, nats = api_model.beam(args.prime, width=args.beam, length=args.length, label=args.label, mix=not args.no_mix)
     if api_model.loaded.meta.get("lead_in"):  # the most likely whole document
         if text is None:
             raise CharnnError(f"--beam {args.beam}: no document ended within {args.length} units; give a larger --length")
@@ -580,7 +580,7 @@ def _beam(args, api_model) -> int:
         return 0
     print(args.prime + text)
     print(
-        f"beam {args.beam}: log-likelihood {nats:.3f} nats over {args.length} units "
+        f"beam {args.beam}: log-likelihood{_mixed_with(api_model, args)} {nats:.3f} nats over {args.length} units "
         f"({-nats / max(args.length, 1):.4f} nats per unit)",
         file=sys.stderr,
     )
@@ -630,9 +630,17 @@ def _sample_documents(args, model, loaded, opts) -> int:
     return 0
 
 
-def _show_probs(args, model, loaded, clamped) -> int:
+def _mixed_with(api_model, args) -> str:
+    """' of the model mixed with its N-gram' when sample reads a --ngram-mix run's mixture, else ''."""
+    sampler = None if args.no_mix else api_model.mixture()
+    return f" of the model mixed with its {sampler.mixture.order}-gram" if sampler is not None else ""
+
+
+def _show_probs(args, api_model) -> int:
     from charnn.sample import next_probs
     from charnn.subject import display_chars
+
+    loaded = api_model.loaded
 
     try:
         temps = [float(x) for x in args.temperatures.split(",")]
@@ -640,7 +648,18 @@ def _show_probs(args, model, loaded, clamped) -> int:
         raise CharnnError(f"--temperatures {args.temperatures!r}: give numbers separated by commas, e.g. 0.2,0.5,1") from None
     if not temps or any(not math.isfinite(t) or t < 0 or t > 100 for t in temps):
         raise CharnnError(f"--temperatures {args.temperatures!r}: each must be from 0 (argmax) to 100")
-    got = next_probs(model, loaded.vocab, args.prime, temps, top=10, clamped=clamped, meta=loaded.meta, label=args.label)
+    mix = None if args.no_mix else api_model.mixture()
+    got = next_probs(
+        api_model.net,
+        loaded.vocab,
+        args.prime,
+        temps,
+        top=10,
+        clamped=api_model.clamped,
+        meta=loaded.meta,
+        label=args.label,
+        mix=mix,
+    )
     shown = display_chars(loaded.vocab)
     name = {"\n": "\\n", "\t": "\\t", " ": "' '"}
     if args.json:
@@ -650,6 +669,7 @@ def _show_probs(args, model, loaded, clamped) -> int:
                     "prime": args.prime,
                     "candidates": [shown[i] for i in got["candidates"]],
                     "probs": {f"{t:g}": p for t, p in got["probs"].items()},
+                    "mixed": mix is not None,
                 },
                 ensure_ascii=False,
             )
@@ -664,7 +684,7 @@ def _show_probs(args, model, loaded, clamped) -> int:
     col = max(6, *(len(label(shown[i])) for i in got["candidates"]))
     print(
         f"the next {'token' if tokens else 'character'} after {args.prime[-30:]!r}: probability at each "
-        f"temperature (softmax(logits / T))"
+        f"temperature{_mixed_with(api_model, args)} (softmax({'log P' if mix is not None else 'logits'} / T))"
     )
     print(f"{'':>{col}}" + "".join(f"  {f'T={t:g}':<{width + 6}}" for t in temps))
     for k, i in enumerate(got["candidates"]):

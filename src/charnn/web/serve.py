@@ -229,6 +229,7 @@ class NextRequest(_Body):
     clamp: str | None = Field(None, max_length=MAX_CLAMP)
     checkpoint: str | None = Field(None, pattern=WHICH, description=WHICH_HELP)
     label: str | None = Field(None, min_length=1, max_length=200, description="a run trained with --label: in this label's style")
+    mix: bool = Field(True, description=MIX_HELP)
 
 
 class ActivationsRequest(_Body):
@@ -308,6 +309,7 @@ def do_next(run: Served, req: NextRequest) -> dict:
     loaded, model = run.current(req.checkpoint)
     if any(not (math.isfinite(t) and 0 <= t <= 100) for t in req.temperatures):
         raise CharnnError("each temperature must be from 0 (argmax) to 100")
+    mix = run.mixture(req.checkpoint) if req.mix else None
     got = next_probs(
         model,
         loaded.vocab,
@@ -317,11 +319,13 @@ def do_next(run: Served, req: NextRequest) -> dict:
         clamped=parse_clamp(req.clamp, loaded.config.model),
         meta=loaded.meta,
         label=req.label,
+        mix=mix,
     )
     shown = display_chars(loaded.vocab)
     return {
         "candidates": [shown[i] for i in got["candidates"]],
         "probs": {f"{t:g}": [round(p, 6) for p in ps] for t, ps in got["probs"].items()},
+        "mixed": mix is not None,
     }
 
 
