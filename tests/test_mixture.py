@@ -233,6 +233,8 @@ def test_beam_search_finds_the_mixtures_likeliest_text(mixed_run):
     assert r.returncode == 0 and r.stdout == prime + text + "\n" and "of the model mixed with its 3-gram" in r.stderr
     r = charnn("sample", run, "--beam", "1", "--prime", prime, "--length", "40", "--no-mix")
     assert r.stdout == prime + alone + "\n" and "mixed" not in r.stderr
+    r = charnn("sample", run, "--beam", "2", "--prime", prime, "--length", "0")  # nothing to add: no "-0.0000" per unit
+    assert r.returncode == 0 and r.stdout == prime + "\n" and "(0.0000 nats per unit)" in r.stderr
 
 
 def test_sampling_without_the_training_text_warns_and_uses_the_model_alone(mixed_run, tmp_path):

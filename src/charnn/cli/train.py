@@ -581,7 +581,7 @@ def _beam(args, api_model) -> int:
     print(args.prime + text)
     print(
         f"beam {args.beam}: log-likelihood{_mixed_with(api_model, args)} {nats:.3f} nats over {args.length} units "
-        f"({-nats / max(args.length, 1):.4f} nats per unit)",
+        f"({(0.0 - nats) / max(args.length, 1):.4f} nats per unit)",
         file=sys.stderr,
     )
     return 0
