@@ -187,6 +187,13 @@ GRIDS = {
     # 1.4519 / 1.4532 against 1.4596 / 1.4639 over the stacked matrices), both mixed
     "60s-gates": {"plain": ["layers=1,hidden=512,dropout=0,lr=1.2e-2,precision=bf16"],
                   "charnn": ["default:ngram_mix=10", "default:ngram_mix=10,muon_gates=False"]},
+    # Muon per gate for `large` at 10 minutes (2026-12-07, late; stacked Muon with five iterations lost
+    # here, 1.3990): at a fixed 4,000 steps (one thread, seed 1) `large` 1.4127, with Muon per gate
+    # (three iterations, 8e-3, 32 streams) 1.3812, at about 0.63x the characters per second; both mixed
+    "10min-gates": {"plain": ["layers=2,hidden=512,dropout=0.2,lr=3e-3,precision=bf16"],
+                    "charnn": ["large:ngram_mix=10", "large:ngram_mix=10,optimizer=muon,muon_ns_steps=3,muon_gates=True"]},
+    "10min-gates-2": {"plain": ["layers=2,hidden=512,dropout=0.2,lr=3e-3,precision=bf16"],
+                      "charnn": ["large:ngram_mix=10,optimizer=muon,muon_ns_steps=3,muon_gates=True"]},
 }
 
 
