@@ -524,10 +524,8 @@ def _beam(
     last, stepper = _read_prime(model, x, clamped)
     recent = x.cpu().numpy()[:, -max(mix.context, 1) :] if mix is not None else None
 
-    def log_probs(logits: torch.Tensor) -> torch.Tensor:
-        if mix is None:
-            return torch.log_softmax(logits.double(), -1)
-        return mix.mix(logits, recent).to(logits.device)
+    def log_probs(logits: torch.Tensor) -> torch.Tensor:  # the model's, or the mixture's (on the same device)
+        return torch.log_softmax(logits.double(), -1) if mix is None else mix.mix(logits, recent)
 
     lp = log_probs(last)  # (B, V)
     scores = torch.zeros(1, dtype=torch.float64, device=lp.device)

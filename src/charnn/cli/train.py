@@ -580,7 +580,8 @@ def _beam(args, api_model) -> int:
         return 0
     print(args.prime + text)
     print(
-        f"beam {args.beam}: log-likelihood{_mixed_with(api_model, args)} {nats:.3f} nats over {args.length} units "
+        f"beam {args.beam}: log-likelihood{_mixed_with(None if args.no_mix else api_model.mixture())} {nats:.3f} "
+        f"nats over {args.length} units "
         f"({(0.0 - nats) / max(args.length, 1):.4f} nats per unit)",
         file=sys.stderr,
     )
@@ -630,9 +631,8 @@ def _sample_documents(args, model, loaded, opts) -> int:
     return 0
 
 
-def _mixed_with(api_model, args) -> str:
-    """' of the model mixed with its N-gram' when sample reads a --ngram-mix run's mixture, else ''."""
-    sampler = None if args.no_mix else api_model.mixture()
+def _mixed_with(sampler) -> str:
+    """' of the model mixed with its N-gram' when sample reads a --ngram-mix run's mixture (sampler), else ''."""
     return f" of the model mixed with its {sampler.mixture.order}-gram" if sampler is not None else ""
 
 
@@ -684,7 +684,7 @@ def _show_probs(args, api_model) -> int:
     col = max(6, *(len(label(shown[i])) for i in got["candidates"]))
     print(
         f"the next {'token' if tokens else 'character'} after {args.prime[-30:]!r}: probability at each "
-        f"temperature{_mixed_with(api_model, args)} (softmax({'log P' if mix is not None else 'logits'} / T))"
+        f"temperature{_mixed_with(mix)} (softmax({'log P' if mix is not None else 'logits'} / T))"
     )
     print(f"{'':>{col}}" + "".join(f"  {f'T={t:g}':<{width + 6}}" for t in temps))
     for k, i in enumerate(got["candidates"]):
