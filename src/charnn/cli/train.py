@@ -124,14 +124,15 @@ def _add_optimisation_flags(g) -> None:
         type=flags.count,
         default=None,
         metavar="N",
-        help="Newton-Schulz iterations per Muon update (default 5; the default preset 3: the same loss per step, 10%% faster)",
+        help="Newton-Schulz iterations per Muon update (default 5; the default and large presets 3: the same loss "
+        "per step, 10%% faster)",
     )
     g.add_argument(
         "--muon-gates",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="Muon orthogonalises each gate's block of an LSTM's or GRU's recurrent matrices on its own, not the "
-        "stacked matrix (on in the default preset: 0.008-0.011 nats lower at 1,200 steps)",
+        "stacked matrix (on in the default and large presets: 0.008-0.011 nats lower at 1,200 steps of the default)",
     )
     g.add_argument("--weight-decay", type=flags.number, default=None, help="AdamW weight decay")
     g.add_argument(
